@@ -1,0 +1,309 @@
+"""RL data: image-question rows with a verifiable solution, turned into chat prompts for rollouts.
+
+Accepted rows (column names remappable with ``columns``):
+- Visionary-R1 style: ``image`` (one), ``problem``, ``solution`` (``<answer> X </answer>`` or plain),
+  ``problem_type`` (numerical | multiple_choice | math | OCR | free-form, aliases accepted);
+- geometry3k style: ``images`` (a list), ``problem`` (may hold ``<image>`` placeholders), ``answer``; with no
+  problem type column, ``default_problem_type`` applies.
+Images may be paths (relative to the data file's folder or ``image_root``), bytes, or PIL images.
+
+Checked when the data loads (an error names the source and column): missing columns, unknown problem types, an
+empty dataset. Checked per row when it is read: unreadable images (error naming the row and file, or a counted
+skip with ``skip_bad_rows``) and prompts longer than ``max_prompt_length`` (counted skip, or an error with
+``skip_long_prompts=False``). A prompt is never cut: cutting would split an image's tokens from its pixels.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.images import BadImageError, fit_image, load_image, num_image_tokens
+from datamodules.prompts import build_messages, check_template
+from datamodules.tables import load_table
+from rewards.problem_types import canonical_problem_type
+
+# Our field -> the column names tried in order when ``columns`` does not name one.
+DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "image": ("image", "images"),
+    "problem": ("problem", "question", "query"),
+    "solution": ("solution", "answer"),
+    "problem_type": ("problem_type",),
+    "id": ("id",),
+}
+REQUIRED = ("image", "problem", "solution")
+
+
+class SkippedRow:
+    """A row left out of a batch, with the reason; the collate function counts them."""
+
+    def __init__(self, reason: str, index: int, message: str):
+        self.reason, self.index, self.message = reason, index, message
+
+
+def resolve_columns(available: Sequence[str], columns: dict[str, str] | None, source: str) -> dict[str, str | None]:
+    """Map our fields to dataset columns; a missing required column is an error naming the source."""
+    columns = dict(columns or {})
+    unknown = set(columns) - set(DEFAULT_COLUMNS)
+    if unknown:
+        raise ValueError(f"columns: unknown field(s) {sorted(unknown)}; known: {sorted(DEFAULT_COLUMNS)}")
+    resolved: dict[str, str | None] = {}
+    for field, candidates in DEFAULT_COLUMNS.items():
+        if field in columns:
+            if columns[field] not in available:
+                raise KeyError(f"{source}: column {columns[field]!r} (for {field!r}) not found; have {list(available)}")
+            resolved[field] = columns[field]
+        else:
+            resolved[field] = next((c for c in candidates if c in available), None)
+        if field in REQUIRED and resolved[field] is None:
+            raise KeyError(f"{source}: no column for {field!r} (tried {list(candidates)}); have {list(available)}. "
+                           f"Map one with columns: {{{field}: <name>}}")  # fmt: skip
+    return resolved
+
+
+class VQADataset(Dataset):
+    """Rows of one split as dicts ready for a rollout engine (see ``__getitem__``)."""
+
+    def __init__(
+        self,
+        source: str | Path,
+        tokenizer: Any,
+        template: str = "caption",
+        split: str = "train",
+        columns: dict[str, str] | None = None,
+        default_problem_type: str | None = None,
+        image_root: str | Path | None = None,
+        min_pixels: int = 56 * 56,
+        max_pixels: int = 112 * 112,
+        max_prompt_length: int = 1024,
+        skip_long_prompts: bool = True,
+        skip_bad_rows: bool = False,
+        answer_hints: bool = True,
+        limit: int | None = None,
+    ) -> None:
+        self.source = str(source)
+        self.table, root = load_table(source, split)
+        if limit is not None:
+            self.table = self.table.select(range(min(limit, len(self.table))))
+        if len(self.table) == 0:
+            raise ValueError(f"{self.source}: the dataset is empty")
+        self.columns = resolve_columns(self.table.column_names, columns, self.source)
+        self.image_root = Path(image_root) if image_root else root
+        self.tokenizer = tokenizer
+        self.template = check_template(template)
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.max_prompt_length = max_prompt_length
+        self.skip_long_prompts, self.skip_bad_rows = skip_long_prompts, skip_bad_rows
+        self.answer_hints = answer_hints
+        self.problem_types = self._problem_types(default_problem_type)
+        self.image_pad = "<|image_pad|>"
+
+    def _problem_types(self, default: str | None) -> list[str]:
+        col = self.columns["problem_type"]
+        if col is None:
+            if default is None:
+                raise KeyError(f"{self.source}: no 'problem_type' column; set default_problem_type "
+                               f"(one of numerical, multiple_choice, math, ocr, free_form)")  # fmt: skip
+            return [canonical_problem_type(default)] * len(self.table)
+        raw = self.table[col]
+        canon = {}
+        for value in set(raw):
+            try:
+                canon[value] = canonical_problem_type(value)
+            except ValueError as e:
+                row = raw.index(value)
+                raise ValueError(f"{self.source}: row {row}, column {col!r}: {e}") from e
+        return [canon[v] for v in raw]
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def prompt_length(self, prompt: str, images: Sequence[Any]) -> int:
+        """Tokens of the prompt once each image placeholder is expanded to its image tokens."""
+        text_tokens = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return text_tokens - len(images) + sum(num_image_tokens(im) for im in images)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | SkippedRow:
+        row = self.table[index]
+        where = f"{self.source} row {index}"
+        value = row[self.columns["image"]]
+        values = value if isinstance(value, (list, tuple)) else [value]
+        try:
+            if not values or any(v is None for v in values):
+                raise BadImageError(f"{where}: no image")
+            images = [fit_image(load_image(v, self.image_root, where), self.min_pixels, self.max_pixels, where)
+                      for v in values]  # fmt: skip
+            problem, solution = row[self.columns["problem"]], row[self.columns["solution"]]
+            if not isinstance(problem, str) or not problem.strip():
+                raise BadImageError(f"{where}: empty or non-text problem {problem!r}")
+            if solution is None:
+                raise BadImageError(f"{where}: missing solution")
+            problem_type = self.problem_types[index]
+            messages = build_messages(problem, len(images), self.template, problem_type, self.answer_hints)
+        except (BadImageError, ValueError) as e:
+            if self.skip_bad_rows:
+                return SkippedRow("bad_row", index, str(e))
+            raise
+        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        length = self.prompt_length(prompt, images)
+        if length > self.max_prompt_length:
+            message = f"{where}: prompt has {length} tokens (images included) > max_prompt_length {self.max_prompt_length}"
+            if self.skip_long_prompts:
+                return SkippedRow("prompt_too_long", index, message)
+            raise ValueError(message + "; raise max_prompt_length, lower max_pixels, or set skip_long_prompts")
+        id_col = self.columns["id"]
+        return {
+            "id": str(row[id_col]) if id_col else f"{Path(self.source).name}:{index}",
+            "index": index,
+            "prompt": prompt,
+            "messages": messages,
+            "images": images,
+            "problem": problem,
+            "solution": str(solution),
+            "problem_type": problem_type,
+            "prompt_length": length,
+        }
+
+
+def collate_rows(items: Sequence[dict[str, Any] | SkippedRow]) -> dict[str, Any]:
+    """Column lists of the kept rows, plus ``skipped`` (reason -> count) and their messages.
+
+    A batch may come out smaller than the batch size, or empty, when rows were skipped; the consumer counts and
+    logs ``skipped`` so the loss of data is never silent.
+    """
+    kept = [x for x in items if not isinstance(x, SkippedRow)]
+    skipped = [x for x in items if isinstance(x, SkippedRow)]
+    keys = ("id", "index", "prompt", "messages", "images", "problem", "solution", "problem_type", "prompt_length")
+    batch: dict[str, Any] = {k: [x[k] for x in kept] for k in keys}
+    batch["skipped"] = dict(Counter(x.reason for x in skipped))
+    batch["skipped_messages"] = [x.message for x in skipped]
+    return batch
+
+
+class VQADataModule(LightningDataModule):
+    """RL prompts for GRPO from local files (or a hub name when online).
+
+    Args:
+        train_data, val_data, test_data: a JSON/JSONL/parquet/CSV file, a folder of them, a ``save_to_disk``
+            folder, or a hub name.
+        model_name_or_path: checkpoint whose tokenizer renders and counts prompts (linked to the model's in the CLI).
+        template: ``caption`` (Visionary-R1), ``think`` (R1/Vision-R1) or ``plain``.
+        batch_size: prompts per step per device (each gets G completions in the rollout).
+        min_pixels, max_pixels: image area bounds, as in Qwen2.5-VL's processor; images are resized here.
+        max_prompt_length: prompts over this many tokens (images included) are skipped and counted.
+        columns: our field -> dataset column (fields: image, problem, solution, problem_type, id).
+        default_problem_type: for datasets without a problem type column (e.g. ``math`` for geometry3k).
+        skip_bad_rows: skip and count unreadable rows instead of stopping with an error naming the row.
+    """
+
+    def __init__(
+        self,
+        train_data: str | None = None,
+        val_data: str | None = None,
+        test_data: str | None = None,
+        model_name_or_path: str = "Qwen/Qwen2.5-VL-3B-Instruct",
+        template: str = "caption",
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        min_pixels: int = 3136,
+        max_pixels: int = 12845056,
+        max_prompt_length: int = 1024,
+        columns: dict[str, str] | None = None,
+        default_problem_type: str | None = None,
+        image_root: str | None = None,
+        skip_long_prompts: bool = True,
+        skip_bad_rows: bool = False,
+        answer_hints: bool = True,
+        shuffle: bool = True,
+        seed: int = 0,
+        limit_val: int | None = None,
+    ) -> None:
+        super().__init__()
+        check_template(template)
+        self.save_hyperparameters()
+        self.datasets: dict[str, VQADataset] = {}
+        self.tokenizer = None
+
+    def dataset_kwargs(self) -> dict[str, Any]:
+        h = self.hparams
+        return dict(
+            tokenizer=self.tokenizer, template=h.template, columns=h.columns, default_problem_type=h.default_problem_type,
+            image_root=h.image_root, min_pixels=h.min_pixels, max_pixels=h.max_pixels,
+            max_prompt_length=h.max_prompt_length, skip_long_prompts=h.skip_long_prompts,
+            skip_bad_rows=h.skip_bad_rows, answer_hints=h.answer_hints,
+        )  # fmt: skip
+
+    def setup(self, stage: str | None = None) -> None:
+        from transformers import AutoTokenizer
+
+        if self.tokenizer is None:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.hparams.model_name_or_path)
+        sources = {"train": self.hparams.train_data, "val": self.hparams.val_data, "test": self.hparams.test_data}
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in wanted.get(stage, tuple(sources)):
+            if sources[split] and split not in self.datasets:
+                limit = self.hparams.limit_val if split == "val" else None
+                self.datasets[split] = VQADataset(sources[split], split=split, limit=limit, **self.dataset_kwargs())
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"no {split} data: set {split}_data in the datamodule config")
+        generator = torch.Generator().manual_seed(self.hparams.seed)
+        batch_size = self.hparams.batch_size if split == "train" else (self.hparams.val_batch_size or self.hparams.batch_size)
+        return DataLoader(
+            self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers,
+            collate_fn=collate_rows, generator=generator, persistent_workers=self.hparams.num_workers > 0,
+        )  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.hparams.shuffle)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+
+class SyntheticVQADataModule(VQADataModule):
+    """The embedded default: the synthetic task of ``datamodules.synthetic`` written to ``data_dir`` on first use,
+    then read back through the same file path as any user dataset."""
+
+    def __init__(
+        self,
+        data_dir: str = "runs/data/synthetic",
+        train_size: int = 512,
+        val_size: int = 64,
+        data_seed: int = 0,
+        image_size: int = 112,
+        tasks: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from datamodules.synthetic import TASKS
+
+        kwargs.setdefault("min_pixels", image_size * image_size)
+        kwargs.setdefault("max_pixels", image_size * image_size)
+        super().__init__(**kwargs)
+        self.synthetic = dict(data_dir=data_dir, train_size=train_size, val_size=val_size, data_seed=data_seed,
+                              image_size=image_size, tasks=list(tasks or TASKS))  # fmt: skip
+        self.hparams.train_data = str(Path(data_dir) / "train.jsonl")
+        self.hparams.val_data = self.hparams.test_data = str(Path(data_dir) / "val.jsonl")
+
+    def prepare_data(self) -> None:
+        from datamodules.synthetic import write_synthetic_dataset
+
+        s = self.synthetic
+        # Different seeds per split: validation images are held out from training.
+        write_synthetic_dataset(s["data_dir"], s["train_size"], s["data_seed"], "train", s["image_size"], s["tasks"])
+        write_synthetic_dataset(s["data_dir"], s["val_size"], s["data_seed"] + 10_000, "val", s["image_size"], s["tasks"])
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()  # idempotent; makes setup() alone enough in notebooks
+        super().setup(stage)
