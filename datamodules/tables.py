@@ -17,8 +17,13 @@ def load_table(source: str | Path, split: str = "train") -> tuple[Dataset, Path 
         builder = _BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ValueError(f"{path}: unsupported data file type {path.suffix!r}; use one of {sorted(_BUILDERS)}")
+        if path.stat().st_size == 0:
+            raise ValueError(f"{path}: the dataset is empty")
         kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-        return load_dataset(builder, data_files=str(path), split="train", **kwargs), path.parent
+        try:
+            return load_dataset(builder, data_files=str(path), split="train", **kwargs), path.parent
+        except Exception as e:  # noqa: BLE001 - datasets' parse errors often omit the file name
+            raise ValueError(f"{path}: cannot be read as {builder}: {type(e).__name__}: {e}") from e
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "state.json").exists():
             loaded = load_from_disk(str(path))

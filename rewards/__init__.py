@@ -1,1 +1,14 @@
-"""vlrl package."""
+"""Reward modules: each scores completions per sample and returns ``FloatTensor[N]`` (see ``rewards.base``)."""
+
+from rewards.accuracy import AccuracyReward
+from rewards.base import Reward
+from rewards.caption import CaptionReward
+from rewards.combined import CombinedReward
+from rewards.format import FormatReward
+from rewards.hard_format_result import HardFormatResultReward
+from rewards.judges import HFJudge, Judge, OpenAIJudge
+
+__all__ = [
+    "AccuracyReward", "CaptionReward", "CombinedReward", "FormatReward", "HFJudge", "HardFormatResultReward", "Judge",
+    "OpenAIJudge", "Reward",
+]  # fmt: skip

@@ -1,0 +1,100 @@
+"""Caption reward (Visionary-R1's reinforcement learning from AI feedback on the caption).
+
+For each completion: take the ``<info>`` caption; a judge model answers the row's question from the caption alone.
+If the caption holds reasoning or an answer rather than a description, the judge replies a fixed marker and the
+score is 0. Otherwise the judge's answer is scored against the solution with the accuracy rules of the row's
+problem type. No caption: 0. A judge failure (exception, or no reply for a prompt): 0, counted as
+``caption/judge_failures``.
+
+Departures from the released code: scores stay aligned with their completions when some are skipped (that code
+appended scores only for captioned completions, shifting the rest); the rejection marker is matched as a whole
+reply, not as a substring anywhere in it; judge calls are batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rewards.accuracy import AccuracyReward
+from rewards.base import Reward, require_column
+from rewards.judges import Judge
+from rewards.parsing import extract_answer, extract_tag
+
+REJECT_MARKER = "CAPTION_REJECTED"
+
+JUDGE_PROMPT = (
+    "Below is a description of an image, followed by a question about that image. You cannot see the image; use "
+    "only the description.\n\n"
+    "Description: {caption}\n\n"
+    "Question: {problem}\n\n"
+    "If the description does more than describe the image (it reasons about the question, works out steps, or "
+    "states an answer), reply with exactly {marker} and nothing else. Otherwise answer the question from the "
+    "description and put only the final answer inside <answer> </answer>."
+)
+
+
+class CaptionReward(Reward):
+    """Args:
+    judge: a ``rewards.judges.Judge`` backend.
+    prompt: judge prompt with ``{caption}``, ``{problem}`` and ``{marker}`` fields.
+    reject_marker: the judge's reply for a caption that reasons or answers.
+    accuracy: scoring rules for the judge's answer (default ``AccuracyReward()``).
+    max_caption_chars: longer captions are cut to this many characters before judging.
+    """
+
+    name = "caption"
+
+    def __init__(
+        self,
+        judge: Judge,
+        prompt: str = JUDGE_PROMPT,
+        reject_marker: str = REJECT_MARKER,
+        accuracy: AccuracyReward | None = None,
+        max_caption_chars: int = 4000,
+    ) -> None:
+        super().__init__()
+        for key in ("{caption}", "{problem}"):
+            if key not in prompt:
+                raise ValueError(f"the judge prompt needs a {key} field")
+        self.judge, self.prompt, self.reject_marker = judge, prompt, reject_marker
+        self.accuracy = accuracy or AccuracyReward()
+        self.max_caption_chars = max_caption_chars
+
+    def is_rejection(self, reply: str) -> bool:
+        return reply.strip().strip(".").strip() == self.reject_marker
+
+    def score(self, completions: Sequence[str], **batch: Sequence[Any]) -> list[float]:
+        problems = require_column(batch, "problem", type(self).__name__)
+        solutions = require_column(batch, "solution", type(self).__name__)
+        kinds = self.accuracy.problem_types(batch, len(completions))
+        scores = [0.0] * len(completions)
+        todo: list[int] = []
+        prompts: list[str] = []
+        for i, text in enumerate(completions):
+            caption = extract_tag(text, "info")
+            if not caption:
+                self.stats["no_caption"] += 1
+                continue
+            todo.append(i)
+            prompts.append(self.prompt.format(caption=caption[: self.max_caption_chars], problem=problems[i],
+                                              marker=self.reject_marker))  # fmt: skip
+        if not todo:
+            return scores
+        try:
+            replies = list(self.judge.generate(prompts))
+            if len(replies) != len(prompts):
+                raise RuntimeError(f"judge returned {len(replies)} replies for {len(prompts)} prompts")
+        except Exception:  # noqa: BLE001 - a failing judge must not stop training; counted and logged
+            self.stats["judge_failures"] += len(todo)
+            return scores
+        for i, reply in zip(todo, replies):  # index-aligned: every score lands on its own completion
+            if reply is None:
+                self.stats["judge_failures"] += 1
+            elif self.is_rejection(reply):
+                self.stats["rejected"] += 1
+            else:
+                answer = extract_answer(reply, ("boxed", "text"))
+                scores[i] = self.accuracy.score_answer(answer, solutions[i], kinds[i])
+        self.stats["judged"] += len(todo)
+        return scores

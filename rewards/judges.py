@@ -1,0 +1,150 @@
+"""Judge backends for the caption reward: text in, text out, batched.
+
+- ``HFJudge``: a local transformers model (any causal LM, or a VLM used text-only), greedy by default.
+- ``OpenAIJudge``: any OpenAI-compatible ``/v1/chat/completions`` endpoint; the key is read from an environment
+  variable at call time and never stored in the config, logged or put in an error message.
+The policy's own rollout engine as a judge (the paper's setting) lands with the rollout engine.
+
+A backend returns one string per prompt, or None for a prompt it could not answer; the caption reward scores
+those 0 and counts them. Exceptions that escape a backend are caught by the reward the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+
+class Judge(ABC):
+    @abstractmethod
+    def generate(self, prompts: Sequence[str]) -> list[str | None]:
+        """One reply per prompt (None when that prompt failed)."""
+
+
+class HFJudge(Judge):
+    """A local transformers model. ``model`` may be a path/hub id or an already loaded model (with ``tokenizer``).
+
+    The judge is frozen: eval mode, no gradients, and it is never registered as a submodule of the policy module, so
+    it is not an optimizer parameter and not saved in checkpoints.
+    """
+
+    def __init__(
+        self,
+        model: str | Any,
+        tokenizer: Any = None,
+        max_new_tokens: int = 128,
+        batch_size: int = 16,
+        dtype: str = "auto",
+        device: str | None = None,
+        system_prompt: str | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+        if isinstance(model, str):
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+            try:
+                model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+            except ValueError:  # a VLM checkpoint: load it whole and use it on text only
+                model = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
+        if tokenizer is None:
+            raise ValueError("HFJudge needs a tokenizer when given a loaded model")
+        self.device = torch.device(device) if device else next(model.parameters()).device
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.system_prompt = system_prompt
+
+    def _render(self, prompt: str) -> str:
+        messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [
+            {"role": "user", "content": prompt}
+        ]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def generate(self, prompts: Sequence[str]) -> list[str | None]:
+        import torch
+
+        out: list[str | None] = []
+        side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"
+        try:
+            for start in range(0, len(prompts), self.batch_size):
+                chunk = [self._render(p) for p in prompts[start : start + self.batch_size]]
+                enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+                with torch.no_grad():
+                    ids = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                              pad_token_id=self.tokenizer.pad_token_id)  # fmt: skip
+                out.extend(self.tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+        finally:
+            self.tokenizer.padding_side = side
+        return out
+
+
+class OpenAIJudge(Judge):
+    """An OpenAI-compatible chat endpoint (vLLM's server, a hosted API ...).
+
+    Args:
+        base_url: e.g. ``http://localhost:8000/v1``.
+        model: the served model name.
+        api_key_env: name of the environment variable holding the key (unset: no Authorization header).
+        max_retries: retries per prompt on connection errors, 5xx and 429, with exponential backoff.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        system_prompt: str | None = None,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.api_key_env = model, api_key_env
+        self.max_tokens, self.temperature = max_tokens, temperature
+        self.timeout_s, self.max_retries = timeout_s, max_retries
+        self.system_prompt = system_prompt
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _one(self, prompt: str) -> str | None:
+        messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [
+            {"role": "user", "content": prompt}
+        ]
+        body = json.dumps(dict(model=self.model, messages=messages, max_tokens=self.max_tokens,
+                               temperature=self.temperature)).encode()  # fmt: skip
+        for attempt in range(self.max_retries + 1):
+            request = urllib.request.Request(self.url, data=body, headers=self._headers(), method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    payload = json.loads(response.read())
+                return payload["choices"][0]["message"]["content"]
+            except urllib.error.HTTPError as e:
+                if e.code not in (429, 500, 502, 503, 504) or attempt == self.max_retries:
+                    return None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError):
+                if attempt == self.max_retries:
+                    return None
+            except (KeyError, IndexError, TypeError, ValueError):  # malformed reply
+                return None
+            time.sleep(min(2.0**attempt * 0.5, 8.0))
+        return None
+
+    def generate(self, prompts: Sequence[str]) -> list[str | None]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, max(1, len(prompts)))) as pool:
+            return list(pool.map(self._one, prompts))

@@ -1,0 +1,41 @@
+"""Shared fixtures: one tiny random-weight Qwen2.5-VL checkpoint and one synthetic dataset per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+IMAGE_SIZE = 56
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    from lightning_modules.tiny_model import write_random_checkpoint
+
+    return write_random_checkpoint(tmp_path_factory.mktemp("tiny"), min_pixels=IMAGE_SIZE**2, max_pixels=112 * 112)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    from datamodules.synthetic import write_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_dataset(out, n=12, seed=0, split="train", image_size=IMAGE_SIZE)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_checkpoint):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def processor(tiny_checkpoint):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_checkpoint)

@@ -1,0 +1,113 @@
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from datamodules.images import BadImageError, load_image
+from datamodules.vqa import SyntheticVQADataModule, VQADataset, collate_rows
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_synthetic_datamodule_yields_image_batches(tmp_path, tiny_checkpoint):
+    dm = SyntheticVQADataModule(data_dir=str(tmp_path), train_size=8, val_size=4, image_size=56,
+                                model_name_or_path=str(tiny_checkpoint), batch_size=4, template="caption")  # fmt: skip
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert len(batch["prompt"]) == 4 and batch["skipped"] == {}
+    assert all(isinstance(im, Image.Image) and im.size == (56, 56) for ims in batch["images"] for im in ims)
+    assert all("<info>" in p and p.endswith("<|im_start|>assistant\n") for p in batch["prompt"])
+    val = next(iter(dm.val_dataloader()))
+    assert set(val["id"]).isdisjoint(batch["id"])
+
+
+def test_prompt_length_matches_the_processor(synthetic_dir, tokenizer, processor):
+    ds = VQADataset(synthetic_dir / "train.jsonl", tokenizer, min_pixels=56 * 56, max_pixels=112 * 112)
+    item = ds[0]
+    enc = processor(text=[item["prompt"]], images=item["images"], return_tensors="pt")
+    assert item["prompt_length"] == enc["input_ids"].shape[1]
+
+
+def test_geometry3k_row_with_images_list_and_default_type(tmp_path, tokenizer):
+    Image.new("RGB", (60, 90), "white").save(tmp_path / "a.png")
+    buf = io.BytesIO()
+    Image.new("L", (70, 70), 128).save(buf, format="PNG")  # grayscale, converted to RGB
+    rows = [{"images": ["a.png"], "problem": "<image>Find x.", "answer": "3"}]
+    path = write_jsonl(tmp_path / "geo.jsonl", rows)
+    with pytest.raises(KeyError, match="default_problem_type"):
+        VQADataset(path, tokenizer)
+    ds = VQADataset(path, tokenizer, default_problem_type="math", template="think")
+    item = ds[0]
+    assert item["problem_type"] == "math" and item["solution"] == "3" and item["images"][0].mode == "RGB"
+    assert item["images"][0].size[0] % 28 == 0 and item["images"][0].size[1] % 28 == 0
+
+
+def test_column_mapping_and_missing_columns(tmp_path, tokenizer):
+    Image.new("RGB", (56, 56)).save(tmp_path / "a.png")
+    path = write_jsonl(tmp_path / "d.jsonl", [{"pic": "a.png", "q": "How many?", "gt": "2", "kind": "numerical"}])
+    with pytest.raises(KeyError, match="'image'"):
+        VQADataset(path, tokenizer)
+    ds = VQADataset(path, tokenizer, columns={"image": "pic", "problem": "q", "solution": "gt", "problem_type": "kind"})
+    assert ds[0]["problem"] == "How many?"
+    with pytest.raises(KeyError, match="'nope'"):
+        VQADataset(path, tokenizer, columns={"image": "nope"})
+
+
+def test_unknown_problem_type_fails_at_load_naming_the_row(tmp_path, tokenizer):
+    rows = [{"image": "a.png", "problem": "q", "solution": "1", "problem_type": "numerical"},
+            {"image": "a.png", "problem": "q", "solution": "1", "problem_type": "astrology"}]  # fmt: skip
+    with pytest.raises(ValueError, match=r"row 1.*astrology"):
+        VQADataset(write_jsonl(tmp_path / "d.jsonl", rows), tokenizer)
+
+
+def test_bad_image_error_names_row_and_file_or_is_skipped(tmp_path, tokenizer):
+    (tmp_path / "corrupt.png").write_bytes(b"not a png")
+    rows = [{"image": "missing.png", "problem": "q", "solution": "1", "problem_type": "ocr"},
+            {"image": "corrupt.png", "problem": "q", "solution": "1", "problem_type": "ocr"}]  # fmt: skip
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    ds = VQADataset(path, tokenizer)
+    with pytest.raises(BadImageError, match=r"row 0.*missing\.png"):
+        ds[0]
+    with pytest.raises(BadImageError, match=r"row 1.*corrupt\.png"):
+        ds[1]
+    skipping = VQADataset(path, tokenizer, skip_bad_rows=True)
+    batch = collate_rows([skipping[0], skipping[1]])
+    assert batch["skipped"] == {"bad_row": 2} and batch["prompt"] == []
+    assert "missing.png" in batch["skipped_messages"][0]
+
+
+def test_long_prompts_are_skipped_and_counted_never_cut(synthetic_dir, tokenizer):
+    ds = VQADataset(synthetic_dir / "train.jsonl", tokenizer, min_pixels=56 * 56, max_pixels=56 * 56, max_prompt_length=20)
+    batch = collate_rows([ds[i] for i in range(3)])
+    assert batch["skipped"] == {"prompt_too_long": 3}
+    strict = VQADataset(synthetic_dir / "train.jsonl", tokenizer, max_prompt_length=20, skip_long_prompts=False)
+    with pytest.raises(ValueError, match="max_prompt_length"):
+        strict[0]
+
+
+def test_max_pixels_bounds_image_tokens(synthetic_dir, tokenizer):
+    small = VQADataset(synthetic_dir / "train.jsonl", tokenizer, min_pixels=28 * 28, max_pixels=28 * 28 * 4)
+    assert small[0]["images"][0].size == (56, 56)
+
+
+def test_empty_dataset_is_an_error(tmp_path, tokenizer):
+    (tmp_path / "e.jsonl").write_text("")
+    with pytest.raises(ValueError, match=r"e\.jsonl: the dataset is empty"):
+        VQADataset(tmp_path / "e.jsonl", tokenizer)
+    (tmp_path / "broken.jsonl").write_text('{"image": "a.png", "problem": \n')
+    with pytest.raises(ValueError, match=r"broken\.jsonl: cannot be read as json"):
+        VQADataset(tmp_path / "broken.jsonl", tokenizer)
+
+
+def test_image_sources_bytes_dict_pil(tmp_path):
+    buf = io.BytesIO()
+    Image.new("RGBA", (30, 30), (255, 0, 0, 0)).save(buf, format="PNG")
+    for value in (buf.getvalue(), {"bytes": buf.getvalue(), "path": None}, Image.open(io.BytesIO(buf.getvalue()))):
+        image = load_image(value, where="row 0")
+        assert image.mode == "RGB" and image.getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
+    with pytest.raises(BadImageError, match="row 3"):
+        load_image(12, where="row 3")
