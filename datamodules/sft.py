@@ -56,7 +56,9 @@ def to_chat_messages(row: dict[str, Any], fmt: ShareGPTFormat, num_images: int, 
     placed = 0
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict) or fmt.role_tag not in turn or fmt.content_tag not in turn:
-            raise ValueError(f"{where}: turn {i} needs keys {fmt.role_tag!r} and {fmt.content_tag!r}, got {turn!r}"[:300])
+            raise ValueError(
+                f"{where}: turn {i} needs keys {fmt.role_tag!r} and {fmt.content_tag!r}, got {turn!r}"[:300]
+            )
         role = roles.get(turn[fmt.role_tag])
         if role is None:
             raise ValueError(f"{where}: turn {i} has unknown role {turn[fmt.role_tag]!r}; map it with the tag settings")

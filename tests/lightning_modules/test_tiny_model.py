@@ -8,7 +8,13 @@ from lightning_modules.tiny_model import FIRST_SPECIAL_ID, SPECIAL_TOKENS, qwen2
 
 def test_checkpoint_has_hub_layout(tiny_checkpoint):
     names = {p.name for p in tiny_checkpoint.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    } <= names
     config = json.loads((tiny_checkpoint / "config.json").read_text())
     assert config["architectures"] == ["Qwen2_5_VLForConditionalGeneration"]
     assert config["image_token_id"] == 151655

@@ -62,7 +62,9 @@ def test_free_form_rouge_by_hand():
 def test_per_sample_dispatch_not_first_row():
     # the same text "2" is right as a number and as math; as a choice it names no letter -> 0
     reward = AccuracyReward()
-    out = reward(["<answer>2</answer>"] * 3, solution=["2", "2", "B"], problem_type=["numerical", "math", "multiple_choice"])
+    out = reward(
+        ["<answer>2</answer>"] * 3, solution=["2", "2", "B"], problem_type=["numerical", "math", "multiple_choice"]
+    )
     assert out.tolist() == [1.0, 1.0, 0.0]
     assert out.dtype == torch.float32 and out.shape == (3,)
 

@@ -42,7 +42,9 @@ def test_scores_stay_aligned_when_some_have_no_caption():
         "<info>count=2</info>",  # judge says 2, right for this row -> 1
     ]
     reward = CaptionReward(judge=KeywordJudge())
-    out = reward(completions, problem=["How many?"] * 5, solution=["3", "3", "3", "3", "2"], problem_type=["numerical"] * 5)
+    out = reward(
+        completions, problem=["How many?"] * 5, solution=["3", "3", "3", "3", "2"], problem_type=["numerical"] * 5
+    )
     assert out.tolist() == [0.0, 1.0, 0.0, 0.0, 1.0]
     assert reward.metrics() == {"caption/no_caption": 1.0, "caption/rejected": 1.0, "caption/judged": 4.0}
     assert reward.judge.calls == 1  # batched: one call for the whole batch
@@ -60,7 +62,9 @@ def test_judge_failures_score_zero_and_are_counted():
             raise ConnectionError("judge down")
 
     reward = CaptionReward(judge=Broken())
-    out = reward(["<info>a</info>", "<info>b</info>"], problem=["q", "q"], solution=["1", "1"], problem_type=["ocr"] * 2)
+    out = reward(
+        ["<info>a</info>", "<info>b</info>"], problem=["q", "q"], solution=["1", "1"], problem_type=["ocr"] * 2
+    )
     assert out.tolist() == [0.0, 0.0]
     assert reward.metrics()["caption/judge_failures"] == 2.0
 

@@ -12,7 +12,9 @@ def test_caption_format_multiline_and_whitespace():
 
 def test_think_format():
     reward = FormatReward("think")
-    assert reward(["<think>a</think><answer>b</answer>", "<info>c</info><think>a</think><answer>b</answer>"]).tolist() == [
+    assert reward(
+        ["<think>a</think><answer>b</answer>", "<info>c</info><think>a</think><answer>b</answer>"]
+    ).tolist() == [
         1.0,
         0.0,
     ]
@@ -40,4 +42,7 @@ def test_hard_format_result_threshold_for_continuous_types():
     # ANLS("hellp", "hello") = 0.8: not right at threshold 1.0, right at 0.75
     c = ["<think>read</think><answer>hellp</answer>"]
     assert HardFormatResultReward("think")(c, solution=["hello"], problem_type=["ocr"]).item() == 0.0
-    assert HardFormatResultReward("think", correct_threshold=0.75)(c, solution=["hello"], problem_type=["ocr"]).item() == 1.0
+    assert (
+        HardFormatResultReward("think", correct_threshold=0.75)(c, solution=["hello"], problem_type=["ocr"]).item()
+        == 1.0
+    )
