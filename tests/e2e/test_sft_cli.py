@@ -21,7 +21,9 @@ def test_sft_fit_two_steps_changes_weights_and_exports(tiny_checkpoint, syntheti
     )  # fmt: skip
     before = AutoModelForImageTextToText.from_pretrained(tiny_checkpoint)
     after = AutoModelForImageTextToText.from_pretrained(export)
-    changed = [n for (n, a), (_, b) in zip(after.named_parameters(), before.named_parameters()) if not torch.equal(a, b)]
+    changed = [
+        n for (n, a), (_, b) in zip(after.named_parameters(), before.named_parameters()) if not torch.equal(a, b)
+    ]
     assert changed, "two AdamW steps at lr 1e-3 must change the weights"
     assert any("visual" in n for n in changed), "the vision tower is trained too"
     metrics = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
