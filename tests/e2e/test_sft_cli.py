@@ -1,8 +1,11 @@
 """``vlrl fit`` on the demo config, shrunk: two real optimizer steps on the tiny model, then the export loads."""
 
 import csv
+from pathlib import Path
 
 import torch
+
+DEMO = Path(__file__).parents[2] / "configs" / "demo_sft.yaml"
 
 
 def test_sft_fit_two_steps_changes_weights_and_exports(tiny_checkpoint, synthetic_dir, tmp_path):
@@ -12,7 +15,7 @@ def test_sft_fit_two_steps_changes_weights_and_exports(tiny_checkpoint, syntheti
 
     export = tmp_path / "export"
     main(
-        ["fit", "-c", "configs/demo_sft.yaml",
+        ["fit", "-c", str(DEMO),
          f"--model.init_args.model_name_or_path={tiny_checkpoint}", f"--model.init_args.export_dir={export}",
          f"--data.init_args.train_data={synthetic_dir / 'train_sft_caption.jsonl'}", "--data.init_args.val_data=null",
          "--data.init_args.batch_size=2", "--data.init_args.min_pixels=3136", "--data.init_args.max_pixels=3136",
