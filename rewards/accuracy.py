@@ -31,6 +31,7 @@ class AccuracyReward(Reward):
     """
 
     name = "accuracy"
+    columns = ("solution", "problem_type")
 
     def __init__(
         self,

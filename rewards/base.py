@@ -22,6 +22,7 @@ class Reward(ABC):
     """Base class: subclasses implement ``score`` and set ``name`` (the key used in logs and weights)."""
 
     name: str = "reward"
+    columns: tuple[str, ...] = ()  # dataset columns this reward reads; their lengths must match the completions
 
     def __init__(self) -> None:
         self.stats: Counter[str] = Counter()
@@ -32,7 +33,8 @@ class Reward(ABC):
 
     def __call__(self, completions: Sequence[str], **batch: Sequence[Any]) -> torch.Tensor:
         completions = [c if isinstance(c, str) else "" for c in completions]
-        for key, column in batch.items():
+        for key in self.columns:
+            column = batch.get(key)
             if isinstance(column, (list, tuple)) and len(column) != len(completions):
                 raise ValueError(
                     f"{type(self).__name__}: column {key!r} has {len(column)} values for {len(completions)} completions"

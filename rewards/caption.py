@@ -44,6 +44,7 @@ class CaptionReward(Reward):
     """
 
     name = "caption"
+    columns = ("problem", "solution", "problem_type")
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ from rewards.parsing import TEMPLATES, parse_template
 
 class HardFormatResultReward(Reward):
     name = "hard_format_result"
+    columns = ("solution", "problem_type")
 
     def __init__(self, template: str = "think", correct_threshold: float = 1.0, accuracy: AccuracyReward | None = None):
         super().__init__()

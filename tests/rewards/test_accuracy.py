@@ -84,9 +84,13 @@ def test_missing_solution_column_names_it():
         AccuracyReward()(["x"], problem_type=["numerical"])
 
 
-def test_misaligned_columns_raise():
+def test_misaligned_columns_raise_and_unrelated_columns_pass_through():
     with pytest.raises(ValueError, match="solution"):
         AccuracyReward()(["x", "y"], solution=["1"], problem_type=["numerical", "numerical"])
+    out = AccuracyReward()(
+        ["<answer>1</answer>"], solution=["1"], problem_type=["numerical"], skipped_messages=[], skipped={}
+    )
+    assert out.tolist() == [1.0]
 
 
 def test_overlong_answer_scores_zero_and_is_counted():
