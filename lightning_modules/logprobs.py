@@ -1,0 +1,64 @@
+"""Per-token log-probabilities of completions without materialising full-vocabulary float32 logits at once.
+
+The language model's hidden states are computed once; the LM head and log-softmax run over chunks of positions,
+so peak extra memory is ``chunk_size x vocab`` floats instead of ``N x T x vocab``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def selective_logps(
+    hidden: torch.Tensor, lm_head: nn.Module, targets: torch.Tensor, chunk_size: int = 1024, with_entropy: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(targets) and the entropy of each position's distribution.
+
+    hidden: [N, T, H] states that predict ``targets`` [N, T]. Returns logps [N, T] and entropy [N, T] (float32).
+    """
+    n, t, h = hidden.shape
+    flat_h = hidden.reshape(n * t, h)  # [N*T, H]
+    flat_y = targets.reshape(n * t)  # [N*T]
+    logps, entropies = [], []
+    for start in range(0, n * t, chunk_size):
+        logits = lm_head(flat_h[start : start + chunk_size]).float()  # [c, V]
+        logz = torch.logsumexp(logits, dim=-1)  # [c]
+        logps.append(logits.gather(1, flat_y[start : start + chunk_size, None]).squeeze(1) - logz)
+        if with_entropy:
+            with torch.no_grad():
+                probs = torch.softmax(logits, dim=-1)
+                entropies.append(logz - (probs * logits).sum(-1))
+    out = torch.cat(logps).view(n, t)
+    return out, (torch.cat(entropies).view(n, t) if with_entropy else None)
+
+
+def _inner(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The multimodal backbone (returns hidden states) and the LM head, through a peft wrapper if any."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model, base.lm_head
+
+
+def completion_logps(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_length: int,
+    pixel_values: torch.Tensor | None = None,
+    image_grid_thw: torch.Tensor | None = None,
+    chunk_size: int = 1024,
+    with_entropy: bool = True,
+    **model_kwargs: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of the last ``completion_length`` tokens of each row.
+
+    input_ids, attention_mask: [N, P + C] (left-padded prompt, then the completion). Returns logps [N, C] and entropy
+    [N, C]; positions after a completion's end hold values to be masked by the caller. ``model_kwargs`` carries
+    the processor's other outputs (``mm_token_type_ids``, which M-RoPE position ids depend on).
+    """
+    backbone, lm_head = _inner(model)
+    out = backbone(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+                   image_grid_thw=image_grid_thw, use_cache=False, **model_kwargs)  # fmt: skip
+    hidden = out.last_hidden_state[:, -completion_length - 1 : -1]  # [N, C, H]: position t predicts token t+1
+    targets = input_ids[:, -completion_length:]  # [N, C]
+    return selective_logps(hidden, lm_head, targets, chunk_size, with_entropy)

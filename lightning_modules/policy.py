@@ -1,0 +1,111 @@
+"""Loading the Qwen2.5-VL policy (full fine-tune or LoRA) and its frozen reference.
+
+- Full fine-tune: the reference is a frozen copy (eval, no grad). It is held by ``FrozenReference``, a plain object,
+  so Lightning does not register it as a submodule: it is not an optimizer parameter and not in checkpoints.
+- LoRA: the reference is the same weights with the adapters disabled (``reference_context``): no second copy.
+  vLLM applies LoRA to the language model only, so ``LoRAConfig.vision`` defaults to False.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LANGUAGE_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+VISION_TARGETS = r".*visual\.blocks.*\.(attn\.qkv|attn\.proj|mlp\.gate_proj|mlp\.up_proj|mlp\.down_proj)"
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA settings (peft ``LoraConfig``). ``target_modules``: a regex over module names; the default covers the
+    language model's attention and MLP projections, and ``vision=True`` adds the vision blocks'."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | None = None
+    vision: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def to_peft(self):
+        from peft import LoraConfig
+
+        target = self.target_modules or (
+            f"({LANGUAGE_TARGETS})|({VISION_TARGETS})" if self.vision else LANGUAGE_TARGETS
+        )
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=target,
+                          bias="none", **self.extra)  # fmt: skip
+
+
+def resolve_attn_implementation(name: str) -> str:
+    """``auto``: flash_attention_2 when flash-attn is installed and CUDA is available, else sdpa."""
+    if name == "auto":
+        has_flash = importlib.util.find_spec("flash_attn") is not None
+        return "flash_attention_2" if has_flash and torch.cuda.is_available() else "sdpa"
+    return name
+
+
+def load_policy(
+    model_name_or_path: str,
+    dtype: str = "bfloat16",
+    attn_implementation: str = "sdpa",
+    gradient_checkpointing: bool = False,
+    freeze_vision_tower: bool = False,
+    lora: LoRAConfig | None = None,
+    trust_remote_code: bool = False,
+) -> nn.Module:
+    """The trainable policy, in train mode. With ``lora`` only adapter weights require grad."""
+    from transformers import AutoModelForImageTextToText
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_name_or_path, dtype=DTYPES[dtype], attn_implementation=resolve_attn_implementation(attn_implementation),
+        trust_remote_code=trust_remote_code,
+    )  # fmt: skip
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if lora is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora.to_peft())
+    if freeze_vision_tower:
+        for name, param in model.named_parameters():
+            if ".visual." in f".{name}":
+                param.requires_grad_(False)
+    model.train()
+    return model
+
+
+def is_peft(model: nn.Module) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+class FrozenReference:
+    """A frozen copy of the policy kept outside the module tree (not trained, not checkpointed)."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        self.model = copy.deepcopy(policy).eval().requires_grad_(False)
+
+    def to(self, device: torch.device | str) -> FrozenReference:
+        self.model.to(device)
+        return self
+
+
+@contextlib.contextmanager
+def reference_context(policy: nn.Module, reference: FrozenReference | None):
+    """Yield the model that computes reference log-probs: the frozen copy, or the policy with adapters disabled."""
+    if reference is not None:
+        yield reference.model
+    elif is_peft(policy):
+        with policy.disable_adapter():
+            yield policy
+    else:
+        raise RuntimeError("no reference: full fine-tuning with beta > 0 needs a FrozenReference")

@@ -1,0 +1,73 @@
+import torch
+from PIL import Image
+
+from lightning_modules.logprobs import completion_logps, selective_logps
+from lightning_modules.policy import FrozenReference, LoRAConfig, load_policy, reference_context
+
+
+def test_selective_logps_match_full_log_softmax():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    hidden, targets = torch.randn(3, 5, 8), torch.randint(0, 50, (3, 5))
+    logps, entropy = selective_logps(hidden, head, targets, chunk_size=4)
+    full = torch.log_softmax(head(hidden), -1)
+    assert torch.allclose(logps, full.gather(-1, targets[..., None]).squeeze(-1), atol=1e-6)
+    assert torch.allclose(entropy, -(full.exp() * full).sum(-1), atol=1e-5)
+
+
+def _inputs(processor):
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    enc = processor(text=[prompt + "red circle"], images=[Image.new("RGB", (56, 56), "red")], return_tensors="pt")
+    return enc, len(processor.tokenizer("red circle", add_special_tokens=False)["input_ids"])
+
+
+def test_completion_logps_match_the_models_own_logits(tiny_checkpoint, processor):
+    model = load_policy(str(tiny_checkpoint), dtype="float32")
+    enc, c = _inputs(processor)
+    logps, _ = completion_logps(
+        model,
+        enc["input_ids"],
+        enc["attention_mask"],
+        c,
+        enc["pixel_values"],
+        enc["image_grid_thw"],
+        chunk_size=3,
+        mm_token_type_ids=enc["mm_token_type_ids"],  # M-RoPE positions depend on it
+    )
+    logits = model(**enc).logits[:, -c - 1 : -1].float()
+    expected = torch.log_softmax(logits, -1).gather(-1, enc["input_ids"][:, -c:, None]).squeeze(-1)
+    assert torch.allclose(logps, expected, atol=1e-5)
+
+
+def test_full_reference_is_frozen_copy_outside_module_tree(tiny_checkpoint):
+    model = load_policy(str(tiny_checkpoint), dtype="float32", freeze_vision_tower=True)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if ".visual." in f".{n}")
+    assert any(p.requires_grad for n, p in model.named_parameters() if "language_model" in n)
+    ref = FrozenReference(model)
+    assert not isinstance(ref, torch.nn.Module) and not any(p.requires_grad for p in ref.model.parameters())
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    assert not torch.equal(next(model.parameters()), next(ref.model.parameters()))
+
+
+def test_lora_trains_adapters_only_and_reference_disables_them(tiny_checkpoint, processor):
+    model = load_policy(str(tiny_checkpoint), dtype="float32", lora=LoRAConfig(r=4, alpha=8, dropout=0.0))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert not any("visual" in n for n in trainable)  # vision tower out by default
+    enc, c = _inputs(processor)
+    args = (enc["input_ids"], enc["attention_mask"], c, enc["pixel_values"], enc["image_grid_thw"])
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()  # peft initialises B to 0; make the adapter matter
+        policy_logps, _ = completion_logps(model, *args)
+        with reference_context(model, None) as ref:
+            ref_logps, _ = completion_logps(ref, *args)
+        base = load_policy(str(tiny_checkpoint), dtype="float32")
+        base_logps, _ = completion_logps(base, *args)
+    assert torch.allclose(ref_logps, base_logps, atol=1e-5)
+    assert (policy_logps - base_logps).abs().max() > 1e-3
+    with_vision = load_policy(str(tiny_checkpoint), dtype="float32", lora=LoRAConfig(r=4, vision=True))
+    assert any("visual" in n and "lora_" in n for n, _ in with_vision.named_parameters())
