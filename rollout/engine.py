@@ -1,0 +1,71 @@
+"""The rollout engine interface: G sampled completions per prompt, as token ids, text and masks.
+
+Engines: ``rollout.hf.HFEngine`` (transformers ``generate`` on the live policy) and, with the vLLM issue,
+``rollout.vllm.VLLMEngine``. Rows are prompt-major: row ``i * G + g`` is sample ``g`` of prompt ``i``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class SamplingConfig:
+    """Sampling settings. ``temperature == 0`` means greedy. ``top_k <= 0`` disables top-k."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 256
+
+
+@dataclass
+class Rollout:
+    """What an engine returns for N = B * G rows."""
+
+    prompt_ids: torch.Tensor  # [N, P] left-padded
+    prompt_mask: torch.Tensor  # [N, P]
+    completion_ids: torch.Tensor  # [N, C] right-padded
+    completion_mask: torch.Tensor  # [N, C] 1 on tokens up to and including the end-of-turn token
+    texts: list[str]  # decoded completions (special tokens skipped)
+    truncated: torch.Tensor  # [N] bool: hit max_new_tokens without an end-of-turn token
+    model_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # pixel_values, image_grid_thw, ...
+    engine_logps: torch.Tensor | None = None  # [N, C] sampling log-probs when the engine reports them
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.completion_mask.sum(1)  # [N]
+
+
+def completion_mask_from_ids(ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask [N, C] with 1 up to and including the first end token, and truncated [N] (no end token). Pure."""
+    is_eos = torch.zeros_like(ids, dtype=torch.bool)
+    for eos in eos_ids:
+        is_eos |= ids == eos
+    has_eos = is_eos.any(1)  # [N]
+    first = torch.where(has_eos, is_eos.float().argmax(1), torch.full_like(has_eos, ids.shape[1], dtype=torch.long))
+    positions = torch.arange(ids.shape[1], device=ids.device)[None]  # [1, C]
+    mask = (positions <= first[:, None]).long()  # [N, C]
+    return mask, ~has_eos
+
+
+class RolloutEngine(ABC):
+    """Generates completions for prompts with images."""
+
+    def setup(self, policy: nn.Module, processor: Any) -> None:  # noqa: B027 - optional hook
+        """Called once the policy exists (and again after it moves)."""
+
+    @abstractmethod
+    def generate(
+        self, prompts: Sequence[str], images: Sequence[Sequence[Any]], n: int, sampling: SamplingConfig
+    ) -> Rollout:
+        """``n`` completions for each prompt."""
+
+    def sync_weights(self, policy: nn.Module) -> None:  # noqa: B027 - engines on the live policy need nothing
+        """Push the policy's current weights into the engine after an optimizer step."""

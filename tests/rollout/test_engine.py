@@ -1,0 +1,52 @@
+import torch
+from PIL import Image
+
+from lightning_modules.logprobs import completion_logps
+from lightning_modules.policy import load_policy
+from rollout.engine import SamplingConfig, completion_mask_from_ids
+from rollout.hf import HFEngine
+
+
+def test_completion_mask_by_hand():
+    E = 9
+    ids = torch.tensor([[1, 2, E, 0], [1, 2, 3, 4], [E, 0, 0, 0]])
+    mask, truncated = completion_mask_from_ids(ids, [E])
+    assert mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert truncated.tolist() == [False, True, False]
+
+
+def _prompts(processor, k):
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?" + " why" * i}]}
+                for i in range(k)]  # fmt: skip
+    return [processor.apply_chat_template([m], add_generation_prompt=True, tokenize=False) for m in messages]
+
+
+def test_hf_engine_groups_rows_and_logps_line_up(tiny_checkpoint, processor):
+    policy = load_policy(str(tiny_checkpoint), dtype="float32")
+    engine = HFEngine(generation_batch_size=3)  # 2 prompts x G=3 -> two generate calls, padded together
+    engine.setup(policy, processor)
+    images = [[Image.new("RGB", (56, 56), "red")], [Image.new("RGB", (84, 56), "blue")]]
+    torch.manual_seed(0)
+    out = engine.generate(_prompts(processor, 2), images, n=3, sampling=SamplingConfig(max_new_tokens=6))
+    assert out.completion_ids.shape[0] == 6 and out.completion_ids.shape[1] <= 6 and len(out.texts) == 6
+    assert out.model_inputs["image_grid_thw"].tolist() == [[1, 4, 4]] * 3 + [[1, 4, 6]] * 3
+    assert policy.training  # restored after generation
+    # the policy's log-probs of the sampled tokens are finite and computed on exactly these rows
+    ids = torch.cat([out.prompt_ids, out.completion_ids], 1)
+    attn = torch.cat([out.prompt_mask, out.completion_mask], 1)
+    mm = torch.cat([out.model_inputs["mm_token_type_ids"], torch.zeros_like(out.completion_ids)], 1)
+    with torch.no_grad():
+        logps, _ = completion_logps(policy, ids, attn, out.completion_ids.shape[1], out.model_inputs["pixel_values"],
+                                    out.model_inputs["image_grid_thw"], mm_token_type_ids=mm)  # fmt: skip
+    assert torch.isfinite(logps[out.completion_mask.bool()]).all()
+
+
+def test_greedy_is_deterministic(tiny_checkpoint, processor):
+    policy = load_policy(str(tiny_checkpoint), dtype="float32")
+    engine = HFEngine()
+    engine.setup(policy, processor)
+    images = [[Image.new("RGB", (56, 56), "green")]]
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=5)
+    a = engine.generate(_prompts(processor, 1), images, n=2, sampling=greedy)
+    b = engine.generate(_prompts(processor, 1), images, n=2, sampling=greedy)
+    assert torch.equal(a.completion_ids, b.completion_ids) and torch.equal(a.completion_ids[0], a.completion_ids[1])
