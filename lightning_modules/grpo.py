@@ -1,0 +1,211 @@
+"""GRPOModule: the Qwen2.5-VL policy, its frozen reference, rewards and one policy-gradient loss.
+
+The rollout callback (``rollout.callback.RolloutCallback``, added by ``configure_callbacks``) puts a rollout batch
+into each training batch; ``training_step`` then computes policy (and reference, and old) log-probs in micro-batches
+and steps the optimizer ``num_iterations`` (mu) times on it. Optimisation is manual so that mu and micro-batching
+are explicit. A step whose loss or gradient is not finite is skipped, counted and logged; weights stay untouched.
+
+Departures from the papers: the KL coefficient can follow a cosine schedule to 0 (Visionary-R1 anneals it; the
+paper gives no exact shape, cosine is our choice); micro-batches are weighted by their share of rows, which is exact
+for GRPO/Dr.GRPO/GSPO and makes DAPO's token mean a per-micro-batch token mean.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from lightning import LightningModule
+
+from lightning_modules.logprobs import completion_logps
+from lightning_modules.losses import GRPOLoss, PolicyLoss, masked_mean
+from lightning_modules.policy import FrozenReference, LoRAConfig, is_peft, load_policy, reference_context
+from rewards import AccuracyReward, CombinedReward, Reward
+from rollout.batch import RolloutBatch
+from rollout.callback import RolloutCallback, RolloutSettings
+from rollout.engine import RolloutEngine, SamplingConfig
+from rollout.hf import HFEngine
+
+
+def beta_at(step: int, total_steps: int, beta0: float, schedule: str) -> float:
+    """KL coefficient at ``step``: constant, or cosine from beta0 to 0 over ``total_steps``. Pure."""
+    if schedule == "constant" or total_steps <= 0:
+        return beta0
+    if schedule == "cosine":
+        return beta0 * 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0)))
+    raise ValueError(f"unknown beta_schedule {schedule!r}; use 'constant' or 'cosine'")
+
+
+class GRPOModule(LightningModule):
+    """Args:
+    model_name_or_path: Qwen2.5-VL checkpoint folder or hub id.
+    rewards, reward_weights: reward modules and their weights (Visionary-R1: accuracy, format, caption at 1, 1, 0.1).
+    loss: a ``lightning_modules.losses`` class (GRPOLoss, DAPOLoss, DrGRPOLoss, GSPOLoss); its beta is the initial KL.
+    engine: rollout engine (default ``HFEngine``). rollout: group size and sampling settings.
+    lora: LoRA settings, or None for a full fine-tune. freeze_vision_tower: keep the vision encoder fixed.
+    num_iterations: mu, optimizer steps per rollout batch (old log-probs frozen at rollout time).
+    micro_batch_size: rows (completions) per forward/backward.
+    beta_schedule: ``constant`` or ``cosine`` (to 0 over the run's steps).
+    val_max_new_tokens: greedy generation length in validation (default: the rollout's).
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        rewards: list[Reward],
+        reward_weights: list[float] | None = None,
+        loss: PolicyLoss | None = None,
+        engine: RolloutEngine | None = None,
+        rollout: RolloutSettings | None = None,
+        dtype: str = "bfloat16",
+        attn_implementation: str = "sdpa",
+        gradient_checkpointing: bool = False,
+        freeze_vision_tower: bool = False,
+        lora: LoRAConfig | None = None,
+        lr: float = 1e-6,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        max_grad_norm: float = 1.0,
+        num_iterations: int = 1,
+        micro_batch_size: int = 8,
+        beta_schedule: str = "constant",
+        logps_chunk_size: int = 1024,
+        val_max_new_tokens: int | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["rewards", "loss", "engine"])
+        self.automatic_optimization = False
+        self.rewards = CombinedReward(rewards, reward_weights)
+        self.loss_fn = loss if loss is not None else GRPOLoss()
+        self.beta0 = self.loss_fn.beta
+        beta_at(0, 1, self.beta0, beta_schedule)  # validates the schedule name now, not mid-run
+        self.engine = engine if engine is not None else HFEngine()
+        self.rollout_settings = rollout or RolloutSettings()
+        self.policy = None
+        self.processor = None
+        self.reference: FrozenReference | None = None
+        self.val_accuracy = self._find_reward("accuracy") or AccuracyReward()
+        self.skipped_steps = 0
+
+    def _find_reward(self, name: str) -> Reward | None:
+        return next((r for n, r in zip(self.rewards.names, self.rewards.rewards) if n == name), None)
+
+    # -- model -----------------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.policy is not None:
+            return
+        from transformers import AutoProcessor
+
+        h = self.hparams
+        self.policy = load_policy(h.model_name_or_path, h.dtype, h.attn_implementation, h.gradient_checkpointing,
+                                  h.freeze_vision_tower, h.lora, h.trust_remote_code)  # fmt: skip
+        self.processor = AutoProcessor.from_pretrained(h.model_name_or_path, trust_remote_code=h.trust_remote_code)
+        if self.beta0 > 0 and not is_peft(self.policy):
+            self.reference = FrozenReference(self.policy)
+
+    def configure_callbacks(self):
+        return [RolloutCallback(self.engine, self.rollout_settings)]
+
+    def on_fit_start(self) -> None:
+        if self.reference is not None:
+            self.reference.to(self.device)
+
+    def configure_optimizers(self):
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        warmup = max(1, self.hparams.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- log-probs -------------------------------------------------------------------------------------------------
+    def _logps(self, model, rows: dict[str, Any], length: int, with_entropy: bool = False):
+        extra = {"mm_token_type_ids": rows["mm_token_type_ids"]} if "mm_token_type_ids" in rows else {}
+        return completion_logps(
+            model, rows["input_ids"], rows["attention_mask"], length, rows.get("pixel_values"),
+            rows.get("image_grid_thw"), self.hparams.logps_chunk_size, with_entropy, **extra,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def _frozen_logps(self, batch: RolloutBatch, model) -> torch.Tensor:
+        out = []
+        for start in range(0, batch.num_rows, self.hparams.micro_batch_size):
+            rows = batch.rows(start, start + self.hparams.micro_batch_size)
+            out.append(self._logps(model, rows, batch.completion_length)[0])
+        return torch.cat(out)  # [N, C]
+
+    # -- training --------------------------------------------------------------------------------------------------
+    def current_beta(self) -> float:
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else int(self.trainer.estimated_stepping_batches)
+        return beta_at(self.global_step, total, self.beta0, self.hparams.beta_schedule)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        for reason, count in batch.get("skipped", {}).items():
+            self.log(f"data/skipped_{reason}", float(count), reduce_fx="sum", on_step=False, on_epoch=True)
+        rollout: RolloutBatch | None = batch.get("rollout")
+        if rollout is None:
+            self.log("data/empty_batches", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
+            return
+        beta = self.loss_fn.beta = self.current_beta()
+        if self.hparams.num_iterations > 1:
+            rollout.old_logps = self._frozen_logps(rollout, self.policy)
+        if beta > 0:
+            with reference_context(self.policy, self.reference) as ref_model:
+                rollout.ref_logps = self._frozen_logps(rollout, ref_model)
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        n, mb = rollout.num_rows, self.hparams.micro_batch_size
+        step_metrics: dict[str, float] = {}
+        for _ in range(self.hparams.num_iterations):
+            totals: dict[str, float] = {}
+            for start in range(0, n, mb):
+                rows = rollout.rows(start, start + mb)
+                logps, entropy = self._logps(self.policy, rows, rollout.completion_length, with_entropy=True)
+                loss, metrics = self.loss_fn(logps, rows["old_logps"], rows["ref_logps"], rows["advantages"],
+                                             rows["completion_mask"])  # fmt: skip
+                weight = rows["input_ids"].shape[0] / n
+                self.manual_backward(loss * weight)
+                metrics = {**metrics, "loss": loss.detach(), "entropy": masked_mean(entropy, rows["completion_mask"])}
+                for key, value in metrics.items():
+                    totals[key] = totals.get(key, 0.0) + float(value) * weight
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in self.policy.parameters() if p.requires_grad], self.hparams.max_grad_norm
+            )
+            if not (math.isfinite(totals["loss"]) and torch.isfinite(grad_norm)):
+                opt.zero_grad(set_to_none=True)
+                self.skipped_steps += 1
+                self.log("train/nonfinite_skipped", float(self.skipped_steps))
+                continue
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step_metrics = {**totals, "grad_norm": float(grad_norm)}
+        sched.step()
+        for key, value in {
+            **batch.get("rollout_metrics", {}),
+            **{f"train/{k}": v for k, v in step_metrics.items()},
+        }.items():
+            self.log(key, value, prog_bar=key in ("reward/total", "train/loss"))
+        self.log("train/beta", beta)
+        self.log("train/lr", sched.get_last_lr()[0])
+
+    # -- validation ------------------------------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if not batch["prompt"]:
+            return
+        settings = self.rollout_settings
+        greedy = SamplingConfig(
+            temperature=0.0, max_new_tokens=self.hparams.val_max_new_tokens or settings.max_new_tokens
+        )
+        out = self.engine.generate(batch["prompt"], batch["images"], 1, greedy)
+        columns = {k: batch[k] for k in ("problem", "solution", "problem_type")}
+        acc = self.val_accuracy(out.texts, **columns)
+        size = len(out.texts)
+        self.log("val/accuracy", acc.mean(), batch_size=size, prog_bar=True)
+        fmt = self._find_reward("format") or self._find_reward("hard_format_result")
+        if fmt is not None:
+            self.log(
+                f"val/{'format_rate' if fmt.name == 'format' else fmt.name}",
+                fmt(out.texts, **columns).mean(),
+                batch_size=size,
+            )
+        self.log("val/completion_length", out.lengths.float().mean(), batch_size=size)

@@ -1,0 +1,115 @@
+"""RolloutCallback: before each training step, sample G completions per prompt, score them, and hand the module
+one rollout batch (token ids, masks, rewards, group-normalised advantages) plus rollout metrics.
+
+After each step it asks the engine to sync the policy's new weights (a no-op for the HF engine, which samples from
+the live policy).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning import Callback
+
+from rollout.advantages import group_advantages
+from rollout.batch import RolloutBatch
+from rollout.engine import RolloutEngine, SamplingConfig
+
+REWARD_COLUMNS = ("problem", "solution", "problem_type")
+
+
+@dataclass
+class RolloutSettings:
+    """Args:
+    group_size: completions per prompt (G).
+    max_new_tokens, temperature, top_p, top_k: sampling.
+    scale_std: divide advantages by the group's std (False for Dr. GRPO).
+    log_samples_every_n_steps: write prompts, completions and rewards to ``samples.jsonl`` in the log dir (0: never).
+    """
+
+    group_size: int = 8
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    scale_std: bool = True
+    advantage_eps: float = 1e-4
+    log_samples_every_n_steps: int = 50
+    num_logged_samples: int = 4
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.temperature, self.top_p, self.top_k, self.max_new_tokens)
+
+
+class RolloutCallback(Callback):
+    def __init__(self, engine: RolloutEngine, settings: RolloutSettings) -> None:
+        self.engine, self.settings = engine, settings
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        pass  # the policy is built in configure_model, after this hook; see on_fit_start
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.engine.setup(pl_module.policy, pl_module.processor)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.engine.setup(pl_module.policy, pl_module.processor)
+
+    def make_rollout(self, pl_module, batch: dict[str, Any], settings: RolloutSettings) -> tuple[RolloutBatch, dict]:
+        g = settings.group_size
+        out = self.engine.generate(batch["prompt"], batch["images"], g, settings.sampling())
+        columns = {k: [v for v in batch[k] for _ in range(g)] for k in REWARD_COLUMNS if k in batch}
+        total, components = pl_module.rewards(out.texts, **columns)  # [N], {name: [N]}
+        advantages, zero_var = group_advantages(total, g, settings.scale_std, settings.advantage_eps)
+        lengths = out.lengths.float()
+        metrics = {f"reward/{name}": v.mean().item() for name, v in components.items()}
+        metrics.update({
+            "reward/total": total.mean().item(),
+            "reward/total_std": total.std().item() if total.numel() > 1 else 0.0,
+            "rollout/completion_length_mean": lengths.mean().item(),
+            "rollout/completion_length_max": lengths.max().item(),
+            "rollout/truncated_rate": out.truncated.float().mean().item(),
+            "rollout/zero_variance_groups": float(zero_var),
+            "rollout/groups": float(len(batch["prompt"])),
+        })  # fmt: skip
+        metrics.update(pl_module.rewards.metrics())
+        rollout = RolloutBatch(
+            input_ids=torch.cat([out.prompt_ids, out.completion_ids], 1),
+            attention_mask=torch.cat([out.prompt_mask, out.completion_mask], 1),
+            completion_mask=out.completion_mask, advantages=advantages, rewards=total,
+            images_per_row=[len(ims) for ims in batch["images"] for _ in range(g)], model_inputs=out.model_inputs,
+            engine_logps=out.engine_logps,
+        )  # fmt: skip
+        return rollout, {"metrics": metrics, "texts": out.texts, "components": components}
+
+    def on_train_batch_start(self, trainer, pl_module, batch: dict[str, Any], batch_idx: int) -> None:
+        if not batch["prompt"]:  # every row skipped: the module counts the skips and does nothing else
+            batch["rollout"] = None
+            return
+        rollout, info = self.make_rollout(pl_module, batch, self.settings)
+        batch["rollout"] = rollout.to(pl_module.device)
+        batch["rollout_metrics"] = info["metrics"]
+        every = self.settings.log_samples_every_n_steps
+        if every and trainer.global_step % every == 0 and trainer.is_global_zero:
+            self._write_samples(trainer, batch, info)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch.get("rollout") is not None:
+            self.engine.sync_weights(pl_module.policy)
+
+    def _write_samples(self, trainer, batch: dict[str, Any], info: dict[str, Any]) -> None:
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        g = self.settings.group_size
+        with (log_dir / "samples.jsonl").open("a") as f:
+            for row in range(min(self.settings.num_logged_samples, len(info["texts"]))):
+                prompt = row // g
+                record = {
+                    "step": trainer.global_step, "id": batch["id"][prompt], "problem": batch["problem"][prompt],
+                    "solution": batch["solution"][prompt], "completion": info["texts"][row],
+                    "rewards": {k: float(v[row]) for k, v in info["components"].items()},
+                }  # fmt: skip
+                f.write(json.dumps(record) + "\n")
