@@ -164,6 +164,8 @@ class ShareGPTDataset(Dataset):
             "attention_mask": enc["attention_mask"][0],  # [T]
             "labels": torch.where(mask, ids, torch.full_like(ids, IGNORE_INDEX)),  # [T]
         }
+        if "mm_token_type_ids" in enc:  # marks image tokens; M-RoPE position ids depend on it
+            out["mm_token_type_ids"] = enc["mm_token_type_ids"][0]  # [T]
         if images:
             out["pixel_values"] = enc["pixel_values"]  # [patches, C*tp*p*p]
             out["image_grid_thw"] = enc["image_grid_thw"]  # [num_images, 3]
@@ -191,6 +193,8 @@ def collate_sft(items: list[dict[str, Any] | SkippedRow], pad_id: int) -> dict[s
         "skipped": skipped,
         "num_examples": len(kept),
     }
+    if all("mm_token_type_ids" in x for x in kept):
+        batch["mm_token_type_ids"] = pad("mm_token_type_ids", 0)  # [B, T]
     with_images = [x for x in kept if "pixel_values" in x]
     if with_images:
         batch["pixel_values"] = torch.cat([x["pixel_values"] for x in with_images])

@@ -33,7 +33,7 @@ def selective_logps(
     return out, (torch.cat(entropies).view(n, t) if with_entropy else None)
 
 
-def _inner(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The multimodal backbone (returns hidden states) and the LM head, through a peft wrapper if any."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.model, base.lm_head
@@ -56,7 +56,7 @@ def completion_logps(
     [N, C]; positions after a completion's end hold values to be masked by the caller. ``model_kwargs`` carries
     the processor's other outputs (``mm_token_type_ids``, which M-RoPE position ids depend on).
     """
-    backbone, lm_head = _inner(model)
+    backbone, lm_head = backbone_and_head(model)
     out = backbone(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
                    image_grid_thw=image_grid_thw, use_cache=False, **model_kwargs)  # fmt: skip
     hidden = out.last_hidden_state[:, -completion_length - 1 : -1]  # [N, C, H]: position t predicts token t+1

@@ -1,31 +1,43 @@
 """Cold-start supervised fine-tuning: Vision-R1's first stage and the "SFT" baseline of Visionary-R1's table.
 
 Batches come from ``datamodules.sft.SFTDataModule`` with assistant-only labels (-100 elsewhere); the loss is the
-mean token cross-entropy over labelled tokens. The model is built in ``configure_model`` so a sharding strategy can
-wrap it. LoRA, the frozen reference and the GRPO module arrive with the training loop; this module is full
-fine-tuning only, optionally with the vision tower frozen.
+mean token cross-entropy over labelled tokens. The policy loads exactly as in GRPO (``lightning_modules.policy``):
+full fine-tune or LoRA, optionally with the vision tower frozen, built in ``configure_model`` so a sharding
+strategy can wrap it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning import LightningModule
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from lightning_modules.export import export_policy
+from lightning_modules.logprobs import backbone_and_head, selective_logps
+from lightning_modules.policy import LoRAConfig, load_policy
+
+
+def labelled_token_loss(policy, inputs: dict[str, Any], labels: torch.Tensor, chunk_size: int = 1024):
+    """Mean cross-entropy over labelled tokens, with the LM head applied only where a label exists (the logits of
+    the other positions, prompt and images, are never computed). Returns (loss, number of labelled tokens)."""
+    backbone, lm_head = backbone_and_head(policy)
+    hidden = backbone(**inputs, use_cache=False).last_hidden_state[:, :-1]  # [B, T-1, H]: position t predicts t+1
+    targets = labels[:, 1:]  # [B, T-1]
+    picked = targets != -100
+    logps, _ = selective_logps(hidden[picked][None], lm_head, targets[picked][None], chunk_size, with_entropy=False)
+    return -logps.mean(), int(picked.sum())
 
 
 class SFTModule(LightningModule):
     """Args:
     model_name_or_path: a local checkpoint folder or hub id of a Qwen2.5-VL model.
     dtype: weights' dtype (``float32`` on CPU, ``bfloat16`` on GPU).
-    attn_implementation: ``sdpa`` (default) or ``flash_attention_2`` when flash-attn is installed.
+    attn_implementation: ``sdpa`` (default), ``flash_attention_2``, or ``auto``.
     lr, weight_decay, warmup_steps: AdamW with linear warm-up, then constant.
-    freeze_vision_tower: keep the vision encoder fixed (its parameters leave the optimizer).
+    lora: LoRA settings, or None for a full fine-tune. freeze_vision_tower: keep the vision encoder fixed.
     gradient_checkpointing: trade compute for activation memory.
-    export_dir: where ``save_pretrained`` writes the model and processor when training ends (None: no export).
+    export_dir: where ``save_pretrained`` writes the model (LoRA merged) and processor when training ends.
     """
 
     def __init__(
@@ -36,42 +48,35 @@ class SFTModule(LightningModule):
         lr: float = 1e-5,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
+        lora: LoRAConfig | None = None,
         freeze_vision_tower: bool = False,
         gradient_checkpointing: bool = False,
         export_dir: str | None = None,
+        trust_remote_code: bool = False,
+        logps_chunk_size: int = 1024,
     ) -> None:
         super().__init__()
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         self.save_hyperparameters()
-        self.model = None
+        self.policy = None
 
     def configure_model(self) -> None:
-        if self.model is not None:
+        if self.policy is not None:
             return
-        from transformers import AutoModelForImageTextToText
-
         h = self.hparams
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            h.model_name_or_path, dtype=_DTYPES[h.dtype], attn_implementation=h.attn_implementation
-        )
-        self.model.train()  # from_pretrained returns eval mode
-        if h.freeze_vision_tower:
-            self.model.model.visual.requires_grad_(False)
-        if h.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.policy = load_policy(h.model_name_or_path, h.dtype, h.attn_implementation, h.gradient_checkpointing,
+                                  h.freeze_vision_tower, h.lora, h.trust_remote_code)  # fmt: skip
 
     def _loss(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
         for reason, count in batch.get("skipped", {}).items():
             self.log(f"{stage}/skipped_{reason}", float(count), reduce_fx="sum", on_step=False, on_epoch=True)
         if batch.get("num_examples", 0) == 0:
             return None  # every row of the batch was skipped (counted above)
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw") if k in batch}
-        out = self.model(**inputs, labels=batch["labels"])  # HF shifts labels and averages over labelled tokens
-        tokens = (batch["labels"] != -100).sum()
-        self.log(f"{stage}/loss", out.loss, prog_bar=True, batch_size=batch["num_examples"])
-        self.log(f"{stage}/label_tokens", tokens.float(), reduce_fx="sum", on_step=False, on_epoch=True)
-        return out.loss
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
+                                        "mm_token_type_ids") if k in batch}  # fmt: skip
+        loss, tokens = labelled_token_loss(self.policy, inputs, batch["labels"], self.hparams.logps_chunk_size)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch["num_examples"])
+        self.log(f"{stage}/label_tokens", float(tokens), reduce_fx="sum", on_step=False, on_epoch=True)
+        return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         return self._loss(batch, "train")
@@ -80,7 +85,7 @@ class SFTModule(LightningModule):
         self._loss(batch, "val")
 
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in self.policy.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         warmup = max(1, self.hparams.warmup_steps)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
@@ -88,8 +93,4 @@ class SFTModule(LightningModule):
 
     def on_train_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:
-            from transformers import AutoProcessor
-
-            out = Path(self.hparams.export_dir)
-            self.model.save_pretrained(out)
-            AutoProcessor.from_pretrained(self.hparams.model_name_or_path).save_pretrained(out)
+            export_policy(self.policy, self.hparams.model_name_or_path, self.hparams.export_dir)

@@ -55,6 +55,8 @@ def test_datamodule_batches_pad_right_and_skip_long(synthetic_dir, tiny_checkpoi
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == batch["labels"].shape and batch["num_examples"] == 3
     assert batch["image_grid_thw"].shape == (3, 3)
+    assert batch["mm_token_type_ids"].shape == batch["input_ids"].shape
+    assert (batch["mm_token_type_ids"].bool() == (batch["input_ids"] == 151655)).all()
     short = SFTDataModule(str(synthetic_dir / "train_sft_think.jsonl"), model_name_or_path=str(tiny_checkpoint),
                           batch_size=3, max_length=10, min_pixels=56 * 56, max_pixels=56 * 56)  # fmt: skip
     short.setup("fit")
