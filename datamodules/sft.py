@@ -110,7 +110,7 @@ class ShareGPTDataset(Dataset):
         self,
         source: str | Path,
         processor: Any,
-        fmt: ShareGPTFormat | None = None,
+        fmt: ShareGPTFormat | dict | None = None,
         split: str = "train",
         min_pixels: int = 3136,
         max_pixels: int = 12845056,
@@ -123,7 +123,7 @@ class ShareGPTDataset(Dataset):
         self.table, root = load_table(source, split)
         if len(self.table) == 0:
             raise ValueError(f"{self.source}: the dataset is empty")
-        self.fmt = fmt or ShareGPTFormat()
+        self.fmt = ShareGPTFormat(**fmt) if isinstance(fmt, dict) else (fmt or ShareGPTFormat())
         if self.fmt.messages not in self.table.column_names:
             raise KeyError(f"{self.source}: no column {self.fmt.messages!r} (messages); have {self.table.column_names}")
         self.processor = processor

@@ -23,7 +23,7 @@ from lightning_modules.losses import GRPOLoss, PolicyLoss, masked_mean
 from lightning_modules.policy import FrozenReference, LoRAConfig, is_peft, load_policy, reference_context
 from rewards import AccuracyReward, CombinedReward, Reward
 from rollout.batch import RolloutBatch
-from rollout.callback import RolloutCallback, RolloutSettings
+from rollout.callback import RolloutCallback, RolloutSettings, RolloutStage
 from rollout.engine import RolloutEngine, SamplingConfig
 from rollout.hf import HFEngine
 
@@ -43,6 +43,7 @@ class GRPOModule(LightningModule):
     rewards, reward_weights: reward modules and their weights (Visionary-R1: accuracy, format, caption at 1, 1, 0.1).
     loss: a ``lightning_modules.losses`` class (GRPOLoss, DAPOLoss, DrGRPOLoss, GSPOLoss); its beta is the initial KL.
     engine: rollout engine (default ``HFEngine``). rollout: group size and sampling settings.
+    rollout_stages: a staged schedule of (steps, max_new_tokens, group_size), e.g. Vision-R1's PTST.
     lora: LoRA settings, or None for a full fine-tune. freeze_vision_tower: keep the vision encoder fixed.
     num_iterations: mu, optimizer steps per rollout batch (old log-probs frozen at rollout time).
     micro_batch_size: rows (completions) per forward/backward.
@@ -58,6 +59,7 @@ class GRPOModule(LightningModule):
         loss: PolicyLoss | None = None,
         engine: RolloutEngine | None = None,
         rollout: RolloutSettings | None = None,
+        rollout_stages: list[RolloutStage] | None = None,
         dtype: str = "bfloat16",
         attn_implementation: str = "sdpa",
         gradient_checkpointing: bool = False,
@@ -83,6 +85,7 @@ class GRPOModule(LightningModule):
         beta_at(0, 1, self.beta0, beta_schedule)  # validates the schedule name now, not mid-run
         self.engine = engine if engine is not None else HFEngine()
         self.rollout_settings = rollout or RolloutSettings()
+        self.rollout_stages = rollout_stages
         self.policy = None
         self.processor = None
         self.reference: FrozenReference | None = None
@@ -106,7 +109,7 @@ class GRPOModule(LightningModule):
             self.reference = FrozenReference(self.policy)
 
     def configure_callbacks(self):
-        return [RolloutCallback(self.engine, self.rollout_settings)]
+        return [RolloutCallback(self.engine, self.rollout_settings, self.rollout_stages)]
 
     def on_fit_start(self) -> None:
         if self.reference is not None:

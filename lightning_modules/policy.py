@@ -57,10 +57,12 @@ def load_policy(
     attn_implementation: str = "sdpa",
     gradient_checkpointing: bool = False,
     freeze_vision_tower: bool = False,
-    lora: LoRAConfig | None = None,
+    lora: LoRAConfig | dict | None = None,
     trust_remote_code: bool = False,
 ) -> nn.Module:
     """The trainable policy, in train mode. With ``lora`` only adapter weights require grad."""
+    if isinstance(lora, dict):  # YAML may hand the dataclass over as a plain mapping
+        lora = LoRAConfig(**lora)
     from transformers import AutoModelForImageTextToText
 
     if dtype not in DTYPES:

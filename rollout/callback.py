@@ -8,7 +8,7 @@ the live policy).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,34 @@ class RolloutSettings:
         return SamplingConfig(self.temperature, self.top_p, self.top_k, self.max_new_tokens)
 
 
+@dataclass
+class RolloutStage:
+    """One stage of a staged rollout schedule: for ``steps`` optimizer steps, sample ``group_size`` completions of at
+    most ``max_new_tokens``. Vision-R1's progressive thinking suppression (PTST) is 4K/G16 -> 8K/G8 -> 16K/G4."""
+
+    steps: int
+    max_new_tokens: int
+    group_size: int
+
+
+def settings_at(step: int, base: RolloutSettings, stages: list[RolloutStage] | None) -> RolloutSettings:
+    """The rollout settings in force at ``step``: the base ones, overridden by the current stage (the last stage
+    continues past its end). Pure, so a resumed run picks the same stage from its restored step."""
+    if not stages:
+        return base
+    boundary = 0
+    for stage in stages:
+        boundary += stage.steps
+        if step < boundary:
+            break
+    return replace(base, max_new_tokens=stage.max_new_tokens, group_size=stage.group_size)
+
+
 class RolloutCallback(Callback):
-    def __init__(self, engine: RolloutEngine, settings: RolloutSettings) -> None:
-        self.engine, self.settings = engine, settings
+    def __init__(
+        self, engine: RolloutEngine, settings: RolloutSettings, stages: list[RolloutStage] | None = None
+    ) -> None:
+        self.engine, self.settings, self.stages = engine, settings, stages
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         pass  # the policy is built in configure_model, after this hook; see on_fit_start
@@ -89,21 +114,22 @@ class RolloutCallback(Callback):
         if not batch["prompt"]:  # every row skipped: the module counts the skips and does nothing else
             batch["rollout"] = None
             return
-        rollout, info = self.make_rollout(pl_module, batch, self.settings)
+        settings = settings_at(trainer.global_step, self.settings, self.stages)
+        rollout, info = self.make_rollout(pl_module, batch, settings)
         batch["rollout"] = rollout.to(pl_module.device)
-        batch["rollout_metrics"] = info["metrics"]
+        batch["rollout_metrics"] = {**info["metrics"], "rollout/group_size": float(settings.group_size),
+                                    "rollout/max_new_tokens": float(settings.max_new_tokens)}  # fmt: skip
         every = self.settings.log_samples_every_n_steps
         if every and trainer.global_step % every == 0 and trainer.is_global_zero:
-            self._write_samples(trainer, batch, info)
+            self._write_samples(trainer, batch, info, settings.group_size)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if batch.get("rollout") is not None:
             self.engine.sync_weights(pl_module.policy)
 
-    def _write_samples(self, trainer, batch: dict[str, Any], info: dict[str, Any]) -> None:
+    def _write_samples(self, trainer, batch: dict[str, Any], info: dict[str, Any], g: int) -> None:
         log_dir = Path(trainer.log_dir or trainer.default_root_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
-        g = self.settings.group_size
         with (log_dir / "samples.jsonl").open("a") as f:
             for row in range(min(self.settings.num_logged_samples, len(info["texts"]))):
                 prompt = row // g

@@ -26,3 +26,13 @@ def test_group_size_one_has_no_baseline():
 def test_shape_errors():
     with pytest.raises(ValueError):
         group_advantages(torch.zeros(5), group_size=2)
+
+
+def test_ptst_stage_schedule():
+    from rollout.callback import RolloutSettings, RolloutStage, settings_at
+
+    base = RolloutSettings(group_size=8, max_new_tokens=100)
+    stages = [RolloutStage(2, 4096, 16), RolloutStage(3, 8192, 8), RolloutStage(1, 16384, 4)]
+    seen = [(s.max_new_tokens, s.group_size) for s in (settings_at(k, base, stages) for k in range(8))]
+    assert seen == [(4096, 16)] * 2 + [(8192, 8)] * 3 + [(16384, 4)] * 3  # the last stage continues
+    assert settings_at(5, base, None) is base
