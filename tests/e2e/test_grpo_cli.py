@@ -57,3 +57,33 @@ def test_grpo_fit_two_steps(tiny_checkpoint, tmp_path):
                 "train/beta", "val/accuracy", "val/format_rate"):  # fmt: skip
         assert key in keys, key
     assert (Path(cli.trainer.log_dir) / "samples.jsonl").exists()
+
+
+def test_grpo_lora_changes_only_adapter_weights(tiny_checkpoint, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    cli = main(
+        ["fit", "-c", str(DEMO), "-c", str(DEMO.parent / "lora.yaml"),
+         f"--model.init_args.model_name_or_path={tiny_checkpoint}", "--model.init_args.lora.r=4",
+         f"--model.init_args.rewards={REWARDS}", "--model.init_args.reward_weights=[1.0, 1.0, 1.0]",
+         "--model.init_args.lr=1e-2", "--model.init_args.rollout.group_size=2",
+         "--model.init_args.rollout.max_new_tokens=6", "--model.init_args.micro_batch_size=4",
+         f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.train_size=4",
+         "--data.init_args.val_size=2", "--data.init_args.image_size=56", "--data.init_args.batch_size=2",
+         "--trainer.max_steps=1", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+         "--trainer.logger=false", "--trainer.enable_checkpointing=false", f"--trainer.default_root_dir={tmp_path}"],
+    )  # fmt: skip
+    policy = cli.model.policy
+    start = dict(AutoModelForImageTextToText.from_pretrained(tiny_checkpoint).named_parameters())
+    base = policy.get_base_model()
+    checked = 0
+    for name, param in base.named_parameters():
+        if "lora_" in name:
+            continue
+        key = name.replace(".base_layer", "")
+        assert torch.equal(param.detach(), start[key]), f"base weight {key} changed"
+        checked += 1
+    assert checked == len(start)
+    lora_b = [p for n, p in policy.named_parameters() if "lora_B" in n]
+    assert any(p.abs().sum() > 0 for p in lora_b), "peft starts B at 0; one step must move it"
+    assert cli.model.reference is None
