@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 CONFIGS = Path(__file__).parent / "configs"
+# Tasks a 2-layer model can learn from 112 px images in minutes; reading digits and words needs more capacity.
+DEMO_TASKS = ["count", "largest_color", "taller_bar"]
 
 
 def evaluate(model_path: str, out: Path, name: str, limit_val: int, data_dir: Path) -> dict[str, float]:
@@ -26,6 +28,7 @@ def evaluate(model_path: str, out: Path, name: str, limit_val: int, data_dir: Pa
     cli = main([
         "validate", "-c", str(CONFIGS / "demo_grpo.yaml"), f"--model.init_args.model_name_or_path={model_path}",
         f"--data.init_args.limit_val={limit_val}", f"--data.init_args.data_dir={data_dir}",
+        f"--data.init_args.tasks={json.dumps(DEMO_TASKS)}",
         f"--trainer.default_root_dir={out / 'eval' / name}",
         f"--trainer.logger.init_args.save_dir={out / 'eval' / name}", "--trainer.enable_progress_bar=false",
     ])  # fmt: skip
@@ -68,9 +71,9 @@ def main() -> None:
     out = Path(args.out)
     tiny, data = out / "tiny", out / "data"
     write_random_checkpoint(tiny, min_pixels=112 * 112, max_pixels=112 * 112)
-    write_synthetic_dataset(data, 1024, 0, "train", 112)
-    write_synthetic_dataset(data, 96, 10_000, "val", 112)
-    data_args = [f"--data.init_args.data_dir={data}"]
+    write_synthetic_dataset(data, 1024, 0, "train", 112, DEMO_TASKS)
+    write_synthetic_dataset(data, 96, 10_000, "val", 112, DEMO_TASKS)
+    data_args = [f"--data.init_args.data_dir={data}", f"--data.init_args.tasks={json.dumps(DEMO_TASKS)}"]
 
     stages = [evaluate(str(tiny), out, "start", args.eval_rows, data)]
     sft_export = out / "sft" / "export"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.images import BadImageError, fit_image, load_image
+from datamodules.resumable import ResumableDataLoader
 from datamodules.tables import load_table
 from datamodules.vqa import SkippedRow
 
@@ -251,11 +253,16 @@ class SFTDataModule(LightningDataModule):
         return DataLoader(
             self.datasets[split], batch_size=self.hparams.batch_size, shuffle=shuffle,
             num_workers=self.hparams.num_workers, generator=torch.Generator().manual_seed(self.hparams.seed),
-            collate_fn=lambda items: collate_sft(items, pad_id),
+            collate_fn=partial(collate_sft, pad_id=pad_id),
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
+        """Resumable: a run restarted from a checkpoint continues at the next batch in the same order."""
+        pad_id = self.processor.tokenizer.pad_token_id
+        return ResumableDataLoader(
+            self.datasets["train"], batch_size=self.hparams.batch_size, shuffle=True, seed=self.hparams.seed,
+            num_workers=self.hparams.num_workers, collate_fn=partial(collate_sft, pad_id=pad_id),
+        )  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
         if "val" not in self.datasets:

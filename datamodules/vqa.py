@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.images import BadImageError, fit_image, load_image, num_image_tokens
 from datamodules.prompts import build_messages, check_template
+from datamodules.resumable import ResumableDataLoader
 from datamodules.tables import load_table
 from rewards.problem_types import canonical_problem_type
 
@@ -268,7 +269,14 @@ class VQADataModule(LightningDataModule):
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.hparams.shuffle)
+        """Resumable: a run restarted from a checkpoint continues at the next batch in the same order."""
+        if "train" not in self.datasets:
+            raise RuntimeError("no train data: set train_data in the datamodule config")
+        return ResumableDataLoader(
+            self.datasets["train"], batch_size=self.hparams.batch_size, shuffle=self.hparams.shuffle,
+            seed=self.hparams.seed, num_workers=self.hparams.num_workers, collate_fn=collate_rows,
+            persistent_workers=self.hparams.num_workers > 0,
+        )  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False)

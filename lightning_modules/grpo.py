@@ -18,9 +18,11 @@ from typing import Any
 import torch
 from lightning import LightningModule
 
+from datamodules.resumable import mark_batch_consumed
 from lightning_modules.logprobs import completion_logps
 from lightning_modules.losses import GRPOLoss, PolicyLoss, masked_mean
 from lightning_modules.policy import FrozenReference, LoRAConfig, is_peft, load_policy, reference_context
+from lightning_modules.rng import capture_rng, restore_rng
 from rewards import AccuracyReward, CombinedReward, Reward
 from rollout.batch import RolloutBatch
 from rollout.callback import RolloutCallback, RolloutSettings, RolloutStage
@@ -146,6 +148,7 @@ class GRPOModule(LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         for reason, count in batch.get("skipped", {}).items():
             self.log(f"data/skipped_{reason}", float(count), reduce_fx="sum", on_step=False, on_epoch=True)
+        mark_batch_consumed(self.trainer)  # a checkpoint after this step resumes at the next batch
         rollout: RolloutBatch | None = batch.get("rollout")
         if rollout is None:
             self.log("data/empty_batches", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
@@ -212,3 +215,10 @@ class GRPOModule(LightningModule):
                 batch_size=size,
             )
         self.log("val/completion_length", out.lengths.float().mean(), batch_size=size)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["vlrl_rng"] = capture_rng()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "vlrl_rng" in checkpoint:
+            restore_rng(checkpoint["vlrl_rng"])

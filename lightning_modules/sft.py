@@ -13,9 +13,11 @@ from typing import Any
 import torch
 from lightning import LightningModule
 
+from datamodules.resumable import mark_batch_consumed
 from lightning_modules.export import export_policy
 from lightning_modules.logprobs import backbone_and_head, selective_logps
 from lightning_modules.policy import LoRAConfig, load_policy
+from lightning_modules.rng import capture_rng, restore_rng
 
 
 def labelled_token_loss(policy, inputs: dict[str, Any], labels: torch.Tensor, chunk_size: int = 1024):
@@ -79,6 +81,7 @@ class SFTModule(LightningModule):
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        mark_batch_consumed(self.trainer)  # the optimizer step follows before any checkpoint is written
         return self._loss(batch, "train")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -94,3 +97,10 @@ class SFTModule(LightningModule):
     def on_train_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:
             export_policy(self.policy, self.hparams.model_name_or_path, self.hparams.export_dir)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["vlrl_rng"] = capture_rng()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "vlrl_rng" in checkpoint:
+            restore_rng(checkpoint["vlrl_rng"])
