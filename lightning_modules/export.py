@@ -41,10 +41,19 @@ def main() -> None:
     parser.add_argument("--config", help="the run's config.yaml (default: the one beside the logs)")
     parser.add_argument("--keep-lora", action="store_true", help="write the LoRA adapter instead of merging it")
     args = parser.parse_args()
-    config = args.config or _find_config(Path(args.checkpoint))
+    import tempfile
+
+    import yaml
+
     from vlrl_cli import main as cli
 
-    module = cli(["-c", config], run=False).model
+    config = yaml.safe_load(Path(args.config or _find_config(Path(args.checkpoint))).read_text())
+    # saved run configs carry fit-level keys (ckpt_path, weights_only); rebuilding the module needs only these
+    config = {k: v for k, v in config.items() if k in ("seed_everything", "trainer", "model", "data")}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump(config, f)
+        f.flush()
+        module = cli(["-c", f.name], run=False).model
     module.configure_model()
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)

@@ -58,6 +58,18 @@ def test_grpo_fit_two_steps(tiny_checkpoint, tmp_path):
         assert key in keys, key
     assert (Path(cli.trainer.log_dir) / "samples.jsonl").exists()
 
+    # the export command rebuilds the module from the run's config and writes a folder transformers loads
+    import subprocess
+    import sys
+
+    ckpt = next(tmp_path.rglob("*.ckpt"))
+    out = tmp_path / "exported"
+    subprocess.run([sys.executable, "-m", "lightning_modules.export", str(ckpt), str(out)], check=True,
+                   cwd=Path(__file__).parents[2])  # fmt: skip
+    exported = AutoModelForImageTextToText.from_pretrained(out)
+    for (name, a), (_, b) in zip(exported.named_parameters(), module.policy.named_parameters()):
+        assert torch.equal(a, b.detach()), name
+
 
 def test_grpo_lora_changes_only_adapter_weights(tiny_checkpoint, tmp_path):
     from transformers import AutoModelForImageTextToText

@@ -86,3 +86,23 @@ def test_labelled_token_loss_equals_hf_label_loss(tiny_checkpoint, synthetic_dir
     reference = model(**inputs, labels=batch["labels"]).loss
     assert tokens == int((batch["labels"][:, 1:] != -100).sum())
     assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_export_merges_lora_into_loadable_weights(tiny_checkpoint, processor, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from lightning_modules.export import export_policy
+
+    model = load_policy(str(tiny_checkpoint), dtype="float32", lora=LoRAConfig(r=4, alpha=8, dropout=0.0))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.1)
+    enc, c = _inputs(processor)
+    args = (enc["input_ids"], enc["attention_mask"], c, enc["pixel_values"], enc["image_grid_thw"])
+    merged = AutoModelForImageTextToText.from_pretrained(export_policy(model, str(tiny_checkpoint), tmp_path / "m"))
+    with torch.no_grad():
+        want, _ = completion_logps(model, *args, mm_token_type_ids=enc["mm_token_type_ids"])
+        got, _ = completion_logps(merged, *args, mm_token_type_ids=enc["mm_token_type_ids"])
+    assert torch.allclose(want, got, atol=1e-5)
+    assert any("lora_" in n for n, _ in model.named_parameters())  # the training model keeps its adapters
