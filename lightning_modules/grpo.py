@@ -194,27 +194,29 @@ class GRPOModule(LightningModule):
         self.log("train/beta", beta)
         self.log("train/lr", sched.get_last_lr()[0])
 
-    # -- validation ------------------------------------------------------------------------------------------------
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    # -- evaluation ------------------------------------------------------------------------------------------------
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+        """Greedy completions for held-out rows: accuracy, format rate (if a format reward is configured), length."""
         if not batch["prompt"]:
             return
-        settings = self.rollout_settings
-        greedy = SamplingConfig(
-            temperature=0.0, max_new_tokens=self.hparams.val_max_new_tokens or settings.max_new_tokens
+        max_new = self.hparams.val_max_new_tokens or self.rollout_settings.max_new_tokens
+        out = self.engine.generate(
+            batch["prompt"], batch["images"], 1, SamplingConfig(temperature=0.0, max_new_tokens=max_new)
         )
-        out = self.engine.generate(batch["prompt"], batch["images"], 1, greedy)
         columns = {k: batch[k] for k in ("problem", "solution", "problem_type")}
-        acc = self.val_accuracy(out.texts, **columns)
         size = len(out.texts)
-        self.log("val/accuracy", acc.mean(), batch_size=size, prog_bar=True)
+        self.log(f"{stage}/accuracy", self.val_accuracy(out.texts, **columns).mean(), batch_size=size, prog_bar=True)
         fmt = self._find_reward("format") or self._find_reward("hard_format_result")
         if fmt is not None:
-            self.log(
-                f"val/{'format_rate' if fmt.name == 'format' else fmt.name}",
-                fmt(out.texts, **columns).mean(),
-                batch_size=size,
-            )
-        self.log("val/completion_length", out.lengths.float().mean(), batch_size=size)
+            key = "format_rate" if fmt.name == "format" else fmt.name
+            self.log(f"{stage}/{key}", fmt(out.texts, **columns).mean(), batch_size=size)
+        self.log(f"{stage}/completion_length", out.lengths.float().mean(), batch_size=size)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vlrl_rng"] = capture_rng()

@@ -83,6 +83,9 @@ class RolloutCallback(Callback):
     def on_validation_start(self, trainer, pl_module) -> None:
         self.engine.setup(pl_module.policy, pl_module.processor)
 
+    def on_test_start(self, trainer, pl_module) -> None:
+        self.engine.setup(pl_module.policy, pl_module.processor)
+
     def make_rollout(self, pl_module, batch: dict[str, Any], settings: RolloutSettings) -> tuple[RolloutBatch, dict]:
         g = settings.group_size
         out = self.engine.generate(batch["prompt"], batch["images"], g, settings.sampling())

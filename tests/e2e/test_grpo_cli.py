@@ -99,3 +99,17 @@ def test_grpo_lora_changes_only_adapter_weights(tiny_checkpoint, tmp_path):
     lora_b = [p for n, p in policy.named_parameters() if "lora_B" in n]
     assert any(p.abs().sum() > 0 for p in lora_b), "peft starts B at 0; one step must move it"
     assert cli.model.reference is None
+
+
+def test_validate_and_test_subcommands(tiny_checkpoint, tmp_path):
+    common = [
+        "-c", str(DEMO), f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        "--model.init_args.val_max_new_tokens=4", f"--data.init_args.data_dir={tmp_path / 'data'}",
+        "--data.init_args.train_size=2", "--data.init_args.val_size=3", "--data.init_args.image_size=56",
+        "--trainer.enable_progress_bar=false", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}",
+    ]  # fmt: skip
+    for command in ("validate", "test"):
+        metrics = main([command, *common]).trainer.callback_metrics
+        prefix = "val" if command == "validate" else "test"
+        assert metrics[f"{prefix}/accuracy"].item() == 0.0  # a random-init model answers nothing right
+        assert 0 < metrics[f"{prefix}/completion_length"].item() <= 4
