@@ -26,6 +26,7 @@ def cpu_overrides(config: Path, tiny_checkpoint, synthetic_dir, tmp_path) -> lis
     if is_sft:
         args += [
             f"--data.init_args.train_data={synthetic_dir / 'train_sft_think.jsonl'}",
+            "--data.init_args.val_data=null",  # recipes may point at files a fresh clone does not have
             "--data.init_args.max_length=1024",
         ]
         if spec["model"]["init_args"].get("export_dir"):
