@@ -21,6 +21,7 @@ from lightning import LightningModule
 from datamodules.resumable import mark_batch_consumed
 from lightning_modules.logprobs import completion_logps
 from lightning_modules.losses import GRPOLoss, PolicyLoss, masked_mean
+from lightning_modules.optim import adamw_with_warmup
 from lightning_modules.policy import FrozenReference, LoRAConfig, is_peft, load_policy, reference_context
 from lightning_modules.rng import capture_rng, restore_rng
 from rewards import AccuracyReward, CombinedReward, Reward
@@ -118,11 +119,8 @@ class GRPOModule(LightningModule):
             self.reference.to(self.device)
 
     def configure_optimizers(self):
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warmup = max(1, self.hparams.warmup_steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        h = self.hparams
+        return adamw_with_warmup(self.policy, h.lr, h.weight_decay, h.warmup_steps)
 
     # -- log-probs -------------------------------------------------------------------------------------------------
     def _logps(self, model, rows: dict[str, Any], length: int, with_entropy: bool = False):

@@ -16,6 +16,7 @@ from lightning import LightningModule
 from datamodules.resumable import mark_batch_consumed
 from lightning_modules.export import export_policy
 from lightning_modules.logprobs import backbone_and_head, selective_logps
+from lightning_modules.optim import adamw_with_warmup
 from lightning_modules.policy import LoRAConfig, load_policy
 from lightning_modules.rng import capture_rng, restore_rng
 
@@ -88,11 +89,8 @@ class SFTModule(LightningModule):
         self._loss(batch, "val")
 
     def configure_optimizers(self):
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warmup = max(1, self.hparams.warmup_steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        h = self.hparams
+        return adamw_with_warmup(self.policy, h.lr, h.weight_decay, h.warmup_steps)
 
     def on_train_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:
