@@ -248,14 +248,6 @@ class SFTDataModule(LightningDataModule):
                     h.skip_long, h.skip_bad_rows,
                 )  # fmt: skip
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        pad_id = self.processor.tokenizer.pad_token_id
-        return DataLoader(
-            self.datasets[split], batch_size=self.hparams.batch_size, shuffle=shuffle,
-            num_workers=self.hparams.num_workers, generator=torch.Generator().manual_seed(self.hparams.seed),
-            collate_fn=partial(collate_sft, pad_id=pad_id),
-        )  # fmt: skip
-
     def train_dataloader(self) -> DataLoader:
         """Resumable: a run restarted from a checkpoint continues at the next batch in the same order."""
         pad_id = self.processor.tokenizer.pad_token_id
@@ -267,4 +259,8 @@ class SFTDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         if "val" not in self.datasets:
             return []
-        return self._loader("val", False)
+        pad_id = self.processor.tokenizer.pad_token_id
+        return DataLoader(
+            self.datasets["val"], batch_size=self.hparams.batch_size, shuffle=False,
+            num_workers=self.hparams.num_workers, collate_fn=partial(collate_sft, pad_id=pad_id),
+        )  # fmt: skip

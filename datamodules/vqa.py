@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
@@ -103,7 +102,6 @@ class VQADataset(Dataset):
         self.skip_long_prompts, self.skip_bad_rows = skip_long_prompts, skip_bad_rows
         self.answer_hints = answer_hints
         self.problem_types = self._problem_types(default_problem_type)
-        self.image_pad = "<|image_pad|>"
 
     def _problem_types(self, default: str | None) -> list[str]:
         col = self.columns["problem_type"]
@@ -256,33 +254,31 @@ class VQADataModule(LightningDataModule):
                 limit = self.hparams.limit_val if split == "val" else None
                 self.datasets[split] = VQADataset(sources[split], split=split, limit=limit, **self.dataset_kwargs())
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _dataset(self, split: str) -> VQADataset:
         if split not in self.datasets:
             raise RuntimeError(f"no {split} data: set {split}_data in the datamodule config")
-        generator = torch.Generator().manual_seed(self.hparams.seed)
-        batch_size = (
-            self.hparams.batch_size if split == "train" else (self.hparams.val_batch_size or self.hparams.batch_size)
-        )
-        return DataLoader(
-            self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers,
-            collate_fn=collate_rows, generator=generator, persistent_workers=self.hparams.num_workers > 0,
-        )  # fmt: skip
+        return self.datasets[split]
 
     def train_dataloader(self) -> DataLoader:
         """Resumable: a run restarted from a checkpoint continues at the next batch in the same order."""
-        if "train" not in self.datasets:
-            raise RuntimeError("no train data: set train_data in the datamodule config")
         return ResumableDataLoader(
-            self.datasets["train"], batch_size=self.hparams.batch_size, shuffle=self.hparams.shuffle,
+            self._dataset("train"), batch_size=self.hparams.batch_size, shuffle=self.hparams.shuffle,
             seed=self.hparams.seed, num_workers=self.hparams.num_workers, collate_fn=collate_rows,
             persistent_workers=self.hparams.num_workers > 0,
         )  # fmt: skip
 
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(
+            self._dataset(split), batch_size=self.hparams.val_batch_size or self.hparams.batch_size, shuffle=False,
+            num_workers=self.hparams.num_workers, collate_fn=collate_rows,
+            persistent_workers=self.hparams.num_workers > 0,
+        )  # fmt: skip
+
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+        return self._eval_loader("test")
 
 
 class SyntheticVQADataModule(VQADataModule):

@@ -74,9 +74,7 @@ class RolloutCallback(Callback):
     ) -> None:
         self.engine, self.settings, self.stages = engine, settings, stages
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        pass  # the policy is built in configure_model, after this hook; see on_fit_start
-
+    # The policy is built in configure_model, after Callback.setup, so the engine is attached at these starts.
     def on_fit_start(self, trainer, pl_module) -> None:
         self.engine.setup(pl_module.policy, pl_module.processor)
 

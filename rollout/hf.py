@@ -91,7 +91,7 @@ class HFEngine(RolloutEngine):
             completion_ids = torch.full((len(rows_prompts), 1), tok.pad_token_id)
         mask, truncated = completion_mask_from_ids(completion_ids, eos_ids)
         completion_ids = torch.where(mask.bool(), completion_ids, torch.full_like(completion_ids, tok.pad_token_id))
-        texts = tok.batch_decode(completion_ids * mask + tok.pad_token_id * (1 - mask), skip_special_tokens=True)
+        texts = tok.batch_decode(completion_ids, skip_special_tokens=True)  # ids past the end are pad already
         model_inputs: dict[str, torch.Tensor] = {}
         if pixel_values:
             model_inputs["pixel_values"] = torch.cat(pixel_values)  # [patches of all rows, D]
