@@ -4,6 +4,7 @@ Each row is drawn from a per-row seed, so any row can be rebuilt alone and datas
 Answers are exact and uniformly distributed, so the question text alone gives chance accuracy: the image must be
 looked at. Tasks and their problem types:
 
+- ``shape_color``     multiple_choice  "What colour is the shape?" A-D colours (one shape: the easiest task)
 - ``count``           numerical        "How many circles are in the image?"              (1-4 of the asked shape)
 - ``largest_color``   multiple_choice  "What colour is the largest shape?" A-D colours
 - ``taller_bar``      multiple_choice  "Which bar is taller?" A. left / B. right
@@ -33,6 +34,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle")
 WORDS = ("cat", "sun", "box", "map", "pen", "cup", "key", "owl", "jam", "fig", "hat", "bus")
 TASKS: dict[str, str] = {
+    "shape_color": "multiple_choice",
     "count": "numerical",
     "largest_color": "multiple_choice",
     "taller_bar": "multiple_choice",
@@ -111,6 +113,17 @@ def make_row(index: int, seed: int = 0, image_size: int = 112, tasks: Sequence[s
     img = Image.new("RGB", (image_size, image_size), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     pad = max(2, image_size // 28)
+
+    if task == "shape_color":
+        color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
+        side = rng.randint(image_size // 3, image_size - 2 * pad)
+        x, y = rng.randint(pad, image_size - pad - side), rng.randint(pad, image_size - pad - side)
+        _draw_shape(draw, shape, (x, y, x + side, y + side), COLORS[color])
+        letter = LETTERS[list(COLORS).index(color)]
+        listing = " ".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(COLORS))
+        problem = f"What colour is the shape in the image? Options: {listing}"
+        reasoning = f"The shape is {color}, which is option {letter}."
+        return SyntheticRow(img, problem, letter, "multiple_choice", task, f"A {color} {shape}.", reasoning)
 
     if task == "count":
         target = rng.choice(SHAPES)

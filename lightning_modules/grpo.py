@@ -52,6 +52,12 @@ class GRPOModule(LightningModule):
     micro_batch_size: rows (completions) per forward/backward.
     beta_schedule: ``constant`` or ``cosine`` (to 0 over the run's steps).
     val_max_new_tokens: greedy generation length in validation (default: the rollout's).
+    parity_check_every_n_steps: with an engine that reports sampling log-probs (vLLM), log the mean and max
+        |policy log-prob - engine log-prob| over the sampled tokens every N steps (0: never). It costs nothing: the
+        policy's log-probs of the first iteration are the ones the loss needs anyway.
+    tis_cap: truncated importance sampling (off when None): each token's policy-gradient term is weighted by
+        ``min(exp(old_logps - engine_logps), tis_cap)``, correcting for the engine's sampling distribution differing
+        from the trained policy's (precision, kernels). Needs engine log-probs.
     """
 
     def __init__(
@@ -77,6 +83,8 @@ class GRPOModule(LightningModule):
         beta_schedule: str = "constant",
         logps_chunk_size: int = 1024,
         val_max_new_tokens: int | None = None,
+        parity_check_every_n_steps: int = 1,
+        tis_cap: float | None = None,
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
@@ -94,6 +102,8 @@ class GRPOModule(LightningModule):
         self.reference: FrozenReference | None = None
         self.val_accuracy = self._find_reward("accuracy") or AccuracyReward()
         self.skipped_steps = 0
+        if tis_cap is not None and tis_cap <= 0:
+            raise ValueError(f"tis_cap must be positive, got {tis_cap}")
 
     def _find_reward(self, name: str) -> Reward | None:
         return next((r for n, r in zip(self.rewards.names, self.rewards.rewards) if n == name), None)
@@ -160,16 +170,35 @@ class GRPOModule(LightningModule):
         opt, sched = self.optimizers(), self.lr_schedulers()
         n, mb = rollout.num_rows, self.hparams.micro_batch_size
         step_metrics: dict[str, float] = {}
-        for _ in range(self.hparams.num_iterations):
+        engine_logps = rollout.engine_logps is not None
+        if self.hparams.tis_cap is not None and not engine_logps:
+            raise RuntimeError("tis_cap needs an engine that reports sampling log-probs (VLLMEngine)")
+        every = self.hparams.parity_check_every_n_steps
+        rollout_tokens = rollout.completion_mask.sum()
+        check_parity = engine_logps and every > 0 and self.global_step % every == 0
+        parity = {"rollout/engine_logp_diff_mean": 0.0, "rollout/engine_logp_diff_max": 0.0}
+        for iteration in range(self.hparams.num_iterations):
             totals: dict[str, float] = {}
             for start in range(0, n, mb):
                 rows = rollout.rows(start, start + mb)
+                mask = rows["completion_mask"]
                 logps, entropy = self._logps(self.policy, rows, rollout.completion_length, with_entropy=True)
-                loss, metrics = self.loss_fn(logps, rows["old_logps"], rows["ref_logps"], rows["advantages"],
-                                             rows["completion_mask"])  # fmt: skip
+                is_weights = None
+                if self.hparams.tis_cap is not None:
+                    old = rows["old_logps"] if rows["old_logps"] is not None else logps.detach()  # [n, C]
+                    is_weights = torch.exp(old - rows["engine_logps"]).clamp(max=self.hparams.tis_cap) * mask
+                loss, metrics = self.loss_fn(logps, rows["old_logps"], rows["ref_logps"], rows["advantages"], mask,
+                                             is_weights=is_weights)  # fmt: skip
                 weight = rows["input_ids"].shape[0] / n
                 self.manual_backward(loss * weight)
-                metrics = {**metrics, "loss": loss.detach(), "entropy": masked_mean(entropy, rows["completion_mask"])}
+                metrics = {**metrics, "loss": loss.detach(), "entropy": masked_mean(entropy, mask)}
+                if is_weights is not None:
+                    metrics["tis_weight_mean"] = masked_mean(is_weights, mask)
+                if check_parity and iteration == 0:  # the policy before this step's update, as the engine saw it
+                    diff = (logps.detach() - rows["engine_logps"]).abs() * mask  # [n, C]
+                    parity["rollout/engine_logp_diff_mean"] += float(diff.sum()) / max(1.0, float(rollout_tokens))
+                    parity["rollout/engine_logp_diff_max"] = max(parity["rollout/engine_logp_diff_max"],
+                                                                 float(diff.max()))  # fmt: skip
                 for key, value in metrics.items():
                     totals[key] = totals.get(key, 0.0) + float(value) * weight
             grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -186,6 +215,7 @@ class GRPOModule(LightningModule):
         sched.step()
         for key, value in {
             **batch.get("rollout_metrics", {}),
+            **(parity if check_parity else {}),
             **{f"train/{k}": v for k, v in step_metrics.items()},
         }.items():
             self.log(key, value, prog_bar=key in ("reward/total", "train/loss"))

@@ -3,7 +3,8 @@
 All share ``forward(logps, old_logps, ref_logps, advantages, mask) -> (loss, metrics)`` with
 ``logps, old_logps, ref_logps: [B*G, T]`` (log-prob of each sampled completion token), ``advantages: [B*G]`` and
 ``mask: [B*G, T]`` (1 on completion tokens). ``old_logps=None`` means on-policy (mu = 1): the ratio is 1 and the
-gradient is the plain policy gradient. ``ref_logps=None`` requires ``beta == 0``.
+gradient is the plain policy gradient. ``ref_logps=None`` requires ``beta == 0``. An optional ``is_weights: [B*G, T]``
+multiplies each token's surrogate term (truncated importance sampling against the rollout engine's own log-probs).
 
 Per-token clipped surrogate: ``min(r * A, clip(r, 1 - eps_low, 1 + eps_high) * A)`` with ``r = exp(logps - old)``;
 KL to the reference by the k3 estimator ``exp(ref - logps) - (ref - logps) - 1``.
@@ -44,7 +45,7 @@ class PolicyLoss(nn.Module):
         self.eps_low = epsilon
         self.eps_high = epsilon if epsilon_high is None else epsilon_high
 
-    def token_terms(self, logps, old_logps, ref_logps, advantages, mask):
+    def token_terms(self, logps, old_logps, ref_logps, advantages, mask, is_weights=None):
         """Per-token loss ``[B*G, T]`` and metrics."""
         if old_logps is None:
             old_logps = logps.detach()
@@ -52,6 +53,8 @@ class PolicyLoss(nn.Module):
         ratio = torch.exp(log_ratio)  # [B*G, T]
         adv = advantages.unsqueeze(1)  # [B*G, 1]
         per_token = -clipped_surrogate(ratio, adv, self.eps_low, self.eps_high)  # [B*G, T]
+        if is_weights is not None:
+            per_token = per_token * is_weights
         metrics = self.ratio_metrics(ratio, adv, mask)
         if self.beta > 0:
             if ref_logps is None:
@@ -81,8 +84,8 @@ class PolicyLoss(nn.Module):
 class GRPOLoss(PolicyLoss):
     """GRPO: mean over each sequence's completion tokens, then over sequences (Visionary-R1's normalisation)."""
 
-    def forward(self, logps, old_logps, ref_logps, advantages, mask):
-        per_token, metrics = self.token_terms(logps, old_logps, ref_logps, advantages, mask)
+    def forward(self, logps, old_logps, ref_logps, advantages, mask, is_weights=None):
+        per_token, metrics = self.token_terms(logps, old_logps, ref_logps, advantages, mask, is_weights)
         return masked_mean(per_token, mask, dim=1).mean(), metrics
 
 
@@ -93,8 +96,8 @@ class DAPOLoss(PolicyLoss):
     def __init__(self, beta: float = 0.0, epsilon: float = 0.2, epsilon_high: float = 0.28) -> None:
         super().__init__(beta, epsilon, epsilon_high)
 
-    def forward(self, logps, old_logps, ref_logps, advantages, mask):
-        per_token, metrics = self.token_terms(logps, old_logps, ref_logps, advantages, mask)
+    def forward(self, logps, old_logps, ref_logps, advantages, mask, is_weights=None):
+        per_token, metrics = self.token_terms(logps, old_logps, ref_logps, advantages, mask, is_weights)
         return masked_mean(per_token, mask), metrics
 
 
@@ -107,8 +110,8 @@ class DrGRPOLoss(PolicyLoss):
         super().__init__(beta, epsilon)
         self.max_completion_length = max_completion_length
 
-    def forward(self, logps, old_logps, ref_logps, advantages, mask):
-        per_token, metrics = self.token_terms(logps, old_logps, ref_logps, advantages, mask)
+    def forward(self, logps, old_logps, ref_logps, advantages, mask, is_weights=None):
+        per_token, metrics = self.token_terms(logps, old_logps, ref_logps, advantages, mask, is_weights)
         return (per_token * mask).sum() / (mask.shape[0] * self.max_completion_length), metrics
 
 
@@ -119,9 +122,11 @@ class GSPOLoss(PolicyLoss):
     def __init__(self, beta: float = 0.0, epsilon: float = 3e-4, epsilon_high: float = 4e-4) -> None:
         super().__init__(beta, epsilon, epsilon_high)
 
-    def forward(self, logps, old_logps, ref_logps, advantages, mask):
+    def forward(self, logps, old_logps, ref_logps, advantages, mask, is_weights=None):
         if old_logps is None:
             old_logps = logps.detach()
+        if is_weights is not None:  # per-sequence weight: the mean of its tokens' weights
+            advantages = advantages * masked_mean(is_weights, mask, dim=1)
         seq_ratio = torch.exp(masked_mean(logps - old_logps, mask, dim=1))  # [B*G]
         loss = -clipped_surrogate(seq_ratio, advantages, self.eps_low, self.eps_high).mean()
         metrics = self.ratio_metrics(

@@ -6,9 +6,9 @@ from rewards.caption import CaptionReward
 from rewards.combined import CombinedReward
 from rewards.format import FormatReward
 from rewards.hard_format_result import HardFormatResultReward
-from rewards.judges import HFJudge, Judge, OpenAIJudge
+from rewards.judges import HFJudge, Judge, OpenAIJudge, PolicyEngineJudge
 
 __all__ = [
     "AccuracyReward", "CaptionReward", "CombinedReward", "FormatReward", "HFJudge", "HardFormatResultReward", "Judge",
-    "OpenAIJudge", "Reward",
+    "OpenAIJudge", "PolicyEngineJudge", "Reward",
 ]  # fmt: skip

@@ -3,7 +3,9 @@
 - ``HFJudge``: a local transformers model (any causal LM, or a VLM used text-only), greedy by default.
 - ``OpenAIJudge``: any OpenAI-compatible ``/v1/chat/completions`` endpoint; the key is read from an environment
   variable at call time and never stored in the config, logged or put in an error message.
-The policy's own rollout engine as a judge (the paper's setting) lands with the rollout engine.
+- ``PolicyEngineJudge``: the policy's own rollout engine (vLLM or HF) on text only, with its own sampling settings:
+  Visionary-R1's setting, where the model being trained judges whether its captions suffice. The GRPO module's
+  rollout callback binds it to the engine when training starts.
 
 A backend returns one string per prompt, or None for a prompt it could not answer; the caption reward scores
 those 0 and counts them. Exceptions that escape a backend are caught by the reward the same way.
@@ -84,6 +86,39 @@ class HFJudge(Judge):
         finally:
             self.tokenizer.padding_side = side
         return out
+
+
+class PolicyEngineJudge(Judge):
+    """The policy's rollout engine used as a text-only judge. Greedy by default; the reply length is its own.
+
+    Unlike a separate judge model, its answers change as the policy trains (the paper's setup). Bound by
+    ``RolloutCallback`` (``bind(engine, processor)``); calling it before that is an error.
+    """
+
+    def __init__(
+        self, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0, system_prompt: str | None = None
+    ) -> None:
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.system_prompt = system_prompt
+        self.engine: Any = None
+        self.processor: Any = None
+
+    def bind(self, engine: Any, processor: Any) -> None:
+        self.engine, self.processor = engine, processor
+
+    def generate(self, prompts: Sequence[str]) -> list[str | None]:
+        if self.engine is None:
+            raise RuntimeError("PolicyEngineJudge is not bound to a rollout engine (the GRPO module binds it at fit)")
+        from rollout.engine import SamplingConfig
+
+        rendered = []
+        for prompt in prompts:
+            messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [
+                {"role": "user", "content": [{"type": "text", "text": prompt}]}
+            ]
+            rendered.append(self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        sampling = SamplingConfig(self.temperature, self.top_p, 0, self.max_new_tokens)
+        return list(self.engine.generate(rendered, [[] for _ in rendered], 1, sampling).texts)
 
 
 class OpenAIJudge(Judge):

@@ -48,6 +48,7 @@ class RolloutBatch:
             "advantages": self.advantages[start:end],
             "old_logps": None if self.old_logps is None else self.old_logps[start:end],
             "ref_logps": None if self.ref_logps is None else self.ref_logps[start:end],
+            "engine_logps": None if self.engine_logps is None else self.engine_logps[start:end],
         }
         if "mm_token_type_ids" in self.model_inputs:
             mm = self.model_inputs["mm_token_type_ids"][start:end]  # [n, P]

@@ -75,14 +75,23 @@ class RolloutCallback(Callback):
         self.engine, self.settings, self.stages = engine, settings, stages
 
     # The policy is built in configure_model, after Callback.setup, so the engine is attached at these starts.
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def _attach(self, pl_module) -> None:
         self.engine.setup(pl_module.policy, pl_module.processor)
+        for reward in pl_module.rewards.rewards:  # judges that answer with the policy's own engine
+            judge = getattr(reward, "judge", None)
+            if hasattr(judge, "bind"):
+                judge.bind(self.engine, pl_module.processor)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._attach(pl_module)
 
     def on_validation_start(self, trainer, pl_module) -> None:
-        self.engine.setup(pl_module.policy, pl_module.processor)
+        if trainer.state.fn == "fit":
+            return  # attached at fit start; re-attaching would re-sync a vLLM engine for nothing
+        self._attach(pl_module)
 
     def on_test_start(self, trainer, pl_module) -> None:
-        self.engine.setup(pl_module.policy, pl_module.processor)
+        self._attach(pl_module)
 
     def make_rollout(self, pl_module, batch: dict[str, Any], settings: RolloutSettings) -> tuple[RolloutBatch, dict]:
         g = settings.group_size
@@ -101,6 +110,8 @@ class RolloutCallback(Callback):
             "rollout/zero_variance_groups": float(zero_var),
             "rollout/groups": float(len(batch["prompt"])),
         })  # fmt: skip
+        if hasattr(self.engine, "weight_version"):
+            metrics["rollout/weight_version"] = float(self.engine.weight_version)
         metrics.update(pl_module.rewards.metrics())
         rollout = RolloutBatch(
             input_ids=torch.cat([out.prompt_ids, out.completion_ids], 1),

@@ -55,6 +55,30 @@ def completion_mask_from_ids(ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple
     return mask, ~has_eos
 
 
+def pad_right(tensors: list[torch.Tensor], value: int) -> torch.Tensor:
+    """Concatenate ``[n_i, L_i]`` tensors into ``[sum n_i, max L_i]``, padding on the right."""
+    width = max(t.shape[1] for t in tensors)
+    return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value) for t in tensors])
+
+
+def pad_left(tensors: list[torch.Tensor], value: int) -> torch.Tensor:
+    """Concatenate ``[n_i, L_i]`` tensors into ``[sum n_i, max L_i]``, padding on the left."""
+    width = max(t.shape[1] for t in tensors)
+    return torch.cat([torch.nn.functional.pad(t, (width - t.shape[1], 0), value=value) for t in tensors])
+
+
+def encode_prompts(processor: Any, prompts: Sequence[str], images: Sequence[Sequence[Any]]) -> dict[str, torch.Tensor]:
+    """The processor's model inputs for chat-formatted prompts and their images, left-padded:
+    input_ids/attention_mask [N, P], pixel_values [patches, D], image_grid_thw [images, 3], mm_token_type_ids [N, P]."""
+    tokenizer = processor.tokenizer
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        flat_images = [im for row in images for im in row] or None
+        return processor(text=list(prompts), images=flat_images, padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = side
+
+
 class RolloutEngine(ABC):
     """Generates completions for prompts with images."""
 

@@ -12,17 +12,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from rollout.engine import Rollout, RolloutEngine, SamplingConfig, completion_mask_from_ids
-
-
-def _pad_right(tensors: list[torch.Tensor], value: int) -> torch.Tensor:
-    width = max(t.shape[1] for t in tensors)
-    return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value) for t in tensors])
-
-
-def _pad_left(tensors: list[torch.Tensor], value: int) -> torch.Tensor:
-    width = max(t.shape[1] for t in tensors)
-    return torch.cat([torch.nn.functional.pad(t, (width - t.shape[1], 0), value=value) for t in tensors])
+from rollout.engine import (
+    Rollout,
+    RolloutEngine,
+    SamplingConfig,
+    completion_mask_from_ids,
+    encode_prompts,
+    pad_left,
+    pad_right,
+)
 
 
 class HFEngine(RolloutEngine):
@@ -37,15 +35,6 @@ class HFEngine(RolloutEngine):
 
     def setup(self, policy: nn.Module, processor: Any) -> None:
         self.policy, self.processor = policy, processor
-
-    def _encode(self, prompts: Sequence[str], images: Sequence[Sequence[Any]]) -> dict[str, torch.Tensor]:
-        tokenizer = self.processor.tokenizer
-        side, tokenizer.padding_side = tokenizer.padding_side, "left"
-        try:
-            flat_images = [im for row in images for im in row] or None
-            return self.processor(text=list(prompts), images=flat_images, padding=True, return_tensors="pt")
-        finally:
-            tokenizer.padding_side = side
 
     @torch.no_grad()
     def generate(
@@ -64,7 +53,7 @@ class HFEngine(RolloutEngine):
         pixel_values, grids = [], []
         try:
             for start in range(0, len(rows_prompts), self.generation_batch_size):
-                enc = self._encode(rows_prompts[start : start + self.generation_batch_size],
+                enc = encode_prompts(self.processor, rows_prompts[start : start + self.generation_batch_size],
                                    rows_images[start : start + self.generation_batch_size])  # fmt: skip
                 kwargs = dict(
                     max_new_tokens=sampling.max_new_tokens, eos_token_id=eos_ids, pad_token_id=tok.pad_token_id
@@ -86,7 +75,7 @@ class HFEngine(RolloutEngine):
                     grids.append(enc["image_grid_thw"])
         finally:
             self.policy.train(was_training)
-        completion_ids = _pad_right(parts["completion"], tok.pad_token_id)  # [N, C]
+        completion_ids = pad_right(parts["completion"], tok.pad_token_id)  # [N, C]
         if completion_ids.shape[1] == 0:  # max_new_tokens 0: keep shapes valid
             completion_ids = torch.full((len(rows_prompts), 1), tok.pad_token_id)
         mask, truncated = completion_mask_from_ids(completion_ids, eos_ids)
@@ -97,9 +86,9 @@ class HFEngine(RolloutEngine):
             model_inputs["pixel_values"] = torch.cat(pixel_values)  # [patches of all rows, D]
             model_inputs["image_grid_thw"] = torch.cat(grids)  # [images of all rows, 3]
         if parts["mm"]:
-            model_inputs["mm_token_type_ids"] = _pad_left(parts["mm"], 0)  # [N, P]
+            model_inputs["mm_token_type_ids"] = pad_left(parts["mm"], 0)  # [N, P]
         return Rollout(
-            prompt_ids=_pad_left(parts["prompt_ids"], tok.pad_token_id), prompt_mask=_pad_left(parts["prompt_mask"], 0),
+            prompt_ids=pad_left(parts["prompt_ids"], tok.pad_token_id), prompt_mask=pad_left(parts["prompt_mask"], 0),
             completion_ids=completion_ids, completion_mask=mask, texts=texts, truncated=truncated,
             model_inputs=model_inputs,
         )  # fmt: skip

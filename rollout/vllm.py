@@ -1,0 +1,294 @@
+"""Rollouts with an in-process vLLM engine colocated with the policy, kept in sync after every optimizer step.
+
+The engine loads the policy's checkpoint once (``setup``), then takes the trained weights after each step
+(``sync_weights``) without a second full copy of the model:
+
+- Full fine-tune: every weight is streamed, one tensor at a time (one gathered parameter or FSDP unit when sharded,
+  see ``rollout.weights``), into vLLM's in-place reload (``model_runner.reload_weights``), which re-runs vLLM's
+  post-load processing and clears its image-embedding and multimodal caches.
+- LoRA: the language model's adapter is written (adapter tensors only, a few MB) and served as a new
+  ``LoRARequest`` version. vLLM applies LoRA to the language model only, so when the adapter also covers the vision
+  tower, the vision tower's weights are pushed dense with the adapter merged into them; the base language weights
+  never move.
+
+Each sync increments ``weight_version`` (logged by the rollout callback). Prompts go in as chat text with one
+image placeholder per image and the images as ``multi_modal_data``; vLLM expands the placeholders with the same
+processor settings (min/max pixels) as training, and the training inputs (ids, pixel values) are built by the
+transformers processor from the same text and images. The engine reports the sampled tokens' log-probs
+(``logprobs_mode="raw_logprobs"``: the model's distribution before temperature/top-p), the behaviour policy for the
+parity check and truncated importance sampling in ``GRPOModule``.
+
+Runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, set here) so the model runner is reachable. That limits weight
+sync to ``tensor_parallel_size == 1``; larger sizes are refused rather than left out of sync. On GPU,
+``enable_sleep_mode`` frees the KV cache (and, for a full fine-tune, the weights, which the next sync rewrites) while
+the policy trains.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rollout.engine import Rollout, RolloutEngine, SamplingConfig, encode_prompts, pad_right
+from rollout.weights import iter_named_weights, merged_lora_weights
+
+log = logging.getLogger(__name__)
+
+VISION_PREFIX = "model.visual."
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+class VLLMEngine(RolloutEngine):
+    """Args:
+    gpu_memory_utilization: share of GPU memory vLLM may take (weights + KV cache) beside the policy.
+    tensor_parallel_size: must be 1 for in-process weight sync.
+    max_model_len: longest prompt + completion, in tokens (image tokens included).
+    enable_prefix_caching: reuse the KV cache of the prompt shared by a group's G samples.
+    enable_sleep_mode: GPU only: free KV cache (and weights for a full fine-tune) between rollouts.
+    enforce_eager: skip CUDA graphs (faster start, slower decode).
+    dtype: engine dtype; ``None`` takes the policy's.
+    max_num_seqs: sequences decoded together.
+    max_images_per_prompt: images a prompt may carry.
+    enable_lora: serve LoRA adapters; ``None`` decides from the policy (True when it is a peft model).
+    max_lora_rank: must cover the policy's LoRA rank when it has one.
+    lora_dir: where adapter versions are written (default: a temporary folder removed at exit).
+    """
+
+    def __init__(
+        self,
+        gpu_memory_utilization: float = 0.3,
+        tensor_parallel_size: int = 1,
+        max_model_len: int = 4096,
+        enable_prefix_caching: bool = True,
+        enable_sleep_mode: bool = False,
+        enforce_eager: bool = False,
+        dtype: str | None = None,
+        max_num_seqs: int = 256,
+        max_images_per_prompt: int = 1,
+        enable_lora: bool | None = None,
+        max_lora_rank: int = 64,
+        lora_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        if tensor_parallel_size != 1:
+            raise ValueError(
+                "VLLMEngine runs vLLM in-process so it can load the policy's weights after each step; that needs "
+                f"tensor_parallel_size=1 (got {tensor_parallel_size}). Shard the policy with FSDP instead."
+            )
+        self.kwargs = dict(
+            gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
+            max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching,
+            enable_sleep_mode=enable_sleep_mode, enforce_eager=enforce_eager, max_num_seqs=max_num_seqs,
+            limit_mm_per_prompt={"image": max_images_per_prompt}, seed=seed, logprobs_mode="raw_logprobs",
+        )  # fmt: skip
+        self.dtype, self.enable_lora, self.max_lora_rank, self.lora_dir = dtype, enable_lora, max_lora_rank, lora_dir
+        self.llm = None
+        self.policy: nn.Module | None = None
+        self.processor: Any = None
+        self.weight_version = 0
+        self.lora_request = None
+        self._lora_tmp: tempfile.TemporaryDirectory | None = None
+        self._asleep = False
+
+    # -- set-up ----------------------------------------------------------------------------------------------------
+    def setup(self, policy: nn.Module, processor: Any) -> None:
+        self.policy, self.processor = policy, processor
+        if self.llm is None:
+            self.llm = self._start(policy)
+        # a resumed or already-trained policy differs from the checkpoint on disk: push everything once
+        self.sync_weights(policy, full=True)
+
+    def _start(self, policy: nn.Module):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] != "0":
+            raise RuntimeError("VLLMEngine needs VLLM_ENABLE_V1_MULTIPROCESSING=0 (in-process engine)")
+        from vllm import LLM
+
+        from lightning_modules.policy import is_peft
+
+        base = policy.get_base_model() if is_peft(policy) else policy
+        path = base.config._name_or_path
+        if not path or not Path(path).exists() and "/" not in path:
+            raise ValueError(f"cannot tell which checkpoint the policy came from (config._name_or_path={path!r})")
+        kwargs = dict(self.kwargs, model=path, dtype=self.dtype or _dtype_name(next(policy.parameters()).dtype))
+        if is_peft(policy):
+            rank = max(c.r for c in policy.peft_config.values())
+            if rank > self.max_lora_rank:
+                raise ValueError(f"LoRA rank {rank} exceeds the engine's max_lora_rank={self.max_lora_rank}")
+            if self.enable_lora is False:
+                raise ValueError("the policy has LoRA adapters but the engine was built with enable_lora=False")
+        if self.enable_lora or (self.enable_lora is None and is_peft(policy)):
+            kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=1)
+        log.info("starting vLLM on %s", path)
+        return LLM(**kwargs)
+
+    def _model_runner(self):
+        executor = self.llm.llm_engine.model_executor
+        return executor.driver_worker.worker.model_runner
+
+    # -- weight sync -----------------------------------------------------------------------------------------------
+    def sync_weights(self, policy: nn.Module, full: bool = False) -> None:
+        """Load the policy's current weights into the engine (see the module docstring). ``full`` also pushes a LoRA
+        policy's frozen base weights (done once, at set-up)."""
+        from lightning_modules.policy import is_peft
+
+        if self.llm is None:
+            return
+        self._wake(["weights"])
+        with torch.no_grad():
+            if is_peft(policy):
+                if not self.llm.llm_engine.vllm_config.lora_config:
+                    raise RuntimeError("the policy has LoRA adapters but the engine was started without LoRA")
+                self._sync_lora(policy, full)
+            else:
+                self._load(iter_named_weights(policy))
+                self.lora_request = None
+        # caches computed with the old weights: prompt KV blocks and image embeddings; the multimodal input cache
+        # is cleared on both sides because the reload cleared the worker's half
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
+        self.llm.reset_mm_cache()
+        self.weight_version += 1
+
+    def _load(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        # layers absent from a partial push keep their weights; vLLM warns about each, which is expected here
+        vllm_log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+        level = vllm_log.level
+        vllm_log.setLevel(logging.ERROR)
+        try:
+            self._model_runner().reload_weights(weights_iterator=iter(weights))
+        finally:
+            vllm_log.setLevel(level)
+
+    def _sync_lora(self, policy: nn.Module, full: bool) -> None:
+        from peft import get_peft_model_state_dict
+        from vllm.lora.request import LoRARequest
+
+        state = get_peft_model_state_dict(policy)
+        vision = merged_lora_weights(policy, lambda name: name.startswith(VISION_PREFIX))  # adapter merged
+        if full:  # the language model's base weights as they are (its adapter is served separately), then vision
+            self._load(itertools.chain(iter_named_weights(policy, lambda name: not name.startswith(VISION_PREFIX)),
+                                       vision))  # fmt: skip
+        elif any(VISION_PREFIX in k for k in state):
+            self._load(vision)
+        language = {k: v.detach().contiguous() for k, v in state.items() if VISION_PREFIX not in k}
+        if self._lora_tmp is None and self.lora_dir is None:
+            self._lora_tmp = tempfile.TemporaryDirectory(prefix="vlrl-lora-")
+        root = Path(self.lora_dir or self._lora_tmp.name)
+        version = self.weight_version + 1
+        out = root / f"v{version}"
+        out.mkdir(parents=True, exist_ok=True)
+        from safetensors.torch import save_file
+
+        save_file(language, str(out / "adapter_model.safetensors"))
+        config = policy.peft_config[policy.active_adapter].to_dict()
+        targets = config.get("target_modules")
+        config["target_modules"] = sorted(targets) if isinstance(targets, set) else targets
+        (out / "adapter_config.json").write_text(json.dumps(config, default=_json_default))
+        previous = self.lora_request
+        self.lora_request = LoRARequest(f"policy-v{version}", version, str(out))
+        if previous is not None:
+            shutil.rmtree(previous.lora_path, ignore_errors=True)
+
+    # -- sleep mode (GPU) ------------------------------------------------------------------------------------------
+    def _wake(self, tags: list[str] | None = None) -> None:
+        if self._asleep:
+            self.llm.wake_up(tags=tags)
+            self._asleep = tags is not None and set(tags) != {"weights", "kv_cache"}
+
+    def _sleep(self) -> None:
+        if self.kwargs["enable_sleep_mode"] and not self._asleep:
+            # level 2 drops the weights too: the next sync rewrites them all; LoRA keeps the base weights (level 1)
+            self.llm.sleep(level=1 if self.lora_request is not None else 2)
+            self._asleep = True
+
+    # -- generation ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self, prompts: Sequence[str], images: Sequence[Sequence[Any]], n: int, sampling: SamplingConfig
+    ) -> Rollout:
+        if self.llm is None:
+            raise RuntimeError("VLLMEngine.setup(policy, processor) must run before generate")
+        from vllm import SamplingParams
+
+        tok = self.processor.tokenizer
+        eos_ids = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
+        greedy = sampling.temperature <= 0
+        params = SamplingParams(
+            n=n, temperature=0.0 if greedy else sampling.temperature, top_p=1.0 if greedy else sampling.top_p,
+            top_k=0 if greedy or sampling.top_k <= 0 else sampling.top_k, max_tokens=sampling.max_new_tokens,
+            stop_token_ids=eos_ids, logprobs=0, skip_special_tokens=True,
+            seed=int(torch.randint(0, 2**31 - 1, ()).item()),  # drawn from torch's RNG: checkpointed, so resumable
+        )  # fmt: skip
+        requests = []
+        for text, row_images in zip(prompts, images):
+            request: dict[str, Any] = {"prompt": text}
+            if row_images:
+                request["multi_modal_data"] = {"image": list(row_images)}
+            requests.append(request)
+        self._wake()
+        outputs = self.llm.generate(requests, params, use_tqdm=False, lora_request=self.lora_request)
+        self._sleep()
+
+        enc = encode_prompts(self.processor, prompts, images)  # one encoding per prompt, repeated for its G rows
+        for i, out in enumerate(outputs):
+            ours = enc["input_ids"][i][enc["attention_mask"][i].bool()].tolist()
+            if list(out.prompt_token_ids) != ours:
+                raise RuntimeError(
+                    f"prompt {i}: vLLM's prompt tokens ({len(out.prompt_token_ids)}) differ from the processor's "
+                    f"({len(ours)}); check that images were resized to the processor's pixel budget"
+                )
+        ids, logps, texts, truncated, lengths = [], [], [], [], []
+        for out in outputs:
+            for sample in out.outputs:
+                tokens = list(sample.token_ids)
+                lp = [next(iter(d.values())).logprob if d else 0.0 for d in (sample.logprobs or [])]
+                if sample.finish_reason == "stop" and (not tokens or tokens[-1] not in eos_ids):
+                    tokens.append(eos_ids[0])  # keep the end-of-turn token in the trained completion, as HF does
+                    lp.append(0.0)
+                lengths.append(len(tokens))
+                ids.append(torch.tensor(tokens or [tok.pad_token_id], dtype=torch.long)[None])
+                logps.append(torch.tensor(lp or [0.0], dtype=torch.float32)[None])
+                texts.append(sample.text)
+                truncated.append(sample.finish_reason == "length")
+        completion_ids = pad_right(ids, tok.pad_token_id)  # [N, C]
+        engine_logps = pad_right(logps, 0)  # [N, C]
+        mask = (torch.arange(completion_ids.shape[1])[None] < torch.tensor(lengths)[:, None]).long()  # [N, C]
+        rows = torch.arange(len(prompts)).repeat_interleave(n)  # prompt-major: row i * n + g
+        model_inputs: dict[str, torch.Tensor] = {}
+        if "pixel_values" in enc:
+            patches = enc["image_grid_thw"].prod(1)  # [images]
+            per_prompt = [len(r) for r in images]
+            img_starts = torch.tensor([0, *per_prompt]).cumsum(0)
+            patch_starts = torch.cat([torch.zeros(1, dtype=torch.long), patches.cumsum(0)])
+            pv, grid = [], []
+            for r in rows.tolist():
+                a, b = int(img_starts[r]), int(img_starts[r + 1])
+                pv.append(enc["pixel_values"][patch_starts[a] : patch_starts[b]])
+                grid.append(enc["image_grid_thw"][a:b])
+            model_inputs["pixel_values"] = torch.cat(pv)  # [patches of all rows, D]
+            model_inputs["image_grid_thw"] = torch.cat(grid)  # [images of all rows, 3]
+        if "mm_token_type_ids" in enc:
+            model_inputs["mm_token_type_ids"] = enc["mm_token_type_ids"][rows]  # [N, P]
+        return Rollout(
+            prompt_ids=enc["input_ids"][rows], prompt_mask=enc["attention_mask"][rows], completion_ids=completion_ids,
+            completion_mask=mask, texts=texts, truncated=torch.tensor(truncated), model_inputs=model_inputs,
+            engine_logps=engine_logps * mask,
+        )  # fmt: skip
+
+
+def _json_default(value: Any) -> Any:
+    return sorted(value) if isinstance(value, set) else str(value)  # sets of module names, enums
