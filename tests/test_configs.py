@@ -37,7 +37,9 @@ def cpu_overrides(config: Path, tiny_checkpoint, synthetic_dir, tmp_path) -> lis
             "--data.init_args.max_prompt_length=1024",
         ]
     if not is_sft:
-        args += ["--model.init_args.rollout.group_size=2", "--model.init_args.rollout.max_new_tokens=4",
+        # the HF engine keeps this test fast; the vLLM engine runs a recipe in tests/e2e/test_vllm_fit.py
+        args += ['--model.init_args.engine={"class_path": "rollout.hf.HFEngine"}',
+                 "--model.init_args.rollout.group_size=2", "--model.init_args.rollout.max_new_tokens=4",
                  "--model.init_args.micro_batch_size=4", "--trainer.val_check_interval=null",
                  "--trainer.limit_val_batches=0"]  # fmt: skip
         if "Synthetic" in spec["data"]["class_path"]:
