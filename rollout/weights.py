@@ -1,4 +1,4 @@
-"""The policy's weights under transformers' checkpoint names, streamed one tensor at a time, for an engine to load.
+"""The policy's weights under transformers' parameter names, streamed one tensor at a time, for an engine to load.
 
 Used by the vLLM engine's weight sync. Nothing here copies the whole model: each yielded tensor is the live parameter
 (a view), or one gathered parameter when the policy is sharded, or one merged weight for LoRA layers pushed as
@@ -7,7 +7,8 @@ dense weights.
 - FSDP2 / ``DTensor`` parameters are gathered one parameter at a time (``full_tensor()``).
 - FSDP1 (``FullyShardedDataParallel``) units are unsharded one unit at a time (``summon_full_params(recurse=False)``),
   so at most one unit's full weights exist beside the shards.
-- Wrapper prefixes (FSDP, activation checkpointing, peft) are removed, so names match ``save_pretrained``'s.
+- Wrapper prefixes (FSDP, activation checkpointing, peft) are removed, so names are those of the plain transformers
+  model's ``state_dict`` (``model.language_model.*``, ``model.visual.*``, ``lm_head.*``), which vLLM's loader maps.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ _WRAPPERS = re.compile(r"(_fsdp_wrapped_module\.|_checkpoint_wrapped_module\.|_o
 
 
 def checkpoint_name(name: str) -> str:
-    """A parameter's name as ``save_pretrained`` writes it: wrapper and peft prefixes and ``.base_layer`` removed."""
+    """A parameter's name in the plain transformers model: wrapper and peft prefixes and ``.base_layer`` removed."""
     name = _WRAPPERS.sub("", name)
     name = name.removeprefix("base_model.model.")
     return name.replace(".base_layer.", ".")
