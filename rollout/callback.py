@@ -17,7 +17,7 @@ from lightning import Callback
 
 from rollout.advantages import group_advantages
 from rollout.batch import RolloutBatch
-from rollout.engine import RolloutEngine, SamplingConfig
+from rollout.engine import VISION_TOKENS, RolloutEngine, SamplingConfig, mask_vision_tokens
 
 REWARD_COLUMNS = ("problem", "solution", "problem_type")
 
@@ -99,6 +99,10 @@ class RolloutCallback(Callback):
         columns = {k: [v for v in batch[k] for _ in range(g)] for k in REWARD_COLUMNS if k in batch}
         total, components = pl_module.rewards(out.texts, **columns)  # [N], {name: [N]}
         advantages, zero_var = group_advantages(total, g, settings.scale_std, settings.advantage_eps)
+        tok = pl_module.processor.tokenizer
+        completion_ids, completion_mask, vision_hits = mask_vision_tokens(
+            out.completion_ids, out.completion_mask, tok.convert_tokens_to_ids(list(VISION_TOKENS)), tok.pad_token_id
+        )
         lengths = out.lengths.float()
         metrics = {f"reward/{name}": v.mean().item() for name, v in components.items()}
         metrics.update({
@@ -109,14 +113,15 @@ class RolloutCallback(Callback):
             "rollout/truncated_rate": out.truncated.float().mean().item(),
             "rollout/zero_variance_groups": float(zero_var),
             "rollout/groups": float(len(batch["prompt"])),
+            "rollout/vision_tokens_masked": float(vision_hits),
         })  # fmt: skip
         if hasattr(self.engine, "weight_version"):
             metrics["rollout/weight_version"] = float(self.engine.weight_version)
         metrics.update(pl_module.rewards.metrics())
         rollout = RolloutBatch(
-            input_ids=torch.cat([out.prompt_ids, out.completion_ids], 1),
-            attention_mask=torch.cat([out.prompt_mask, out.completion_mask], 1),
-            completion_mask=out.completion_mask, advantages=advantages, rewards=total,
+            input_ids=torch.cat([out.prompt_ids, completion_ids], 1),
+            attention_mask=torch.cat([out.prompt_mask, out.completion_mask], 1),  # the replaced tokens stay attended
+            completion_mask=completion_mask, advantages=advantages, rewards=total,
             images_per_row=[len(ims) for ims in batch["images"] for _ in range(g)], model_inputs=out.model_inputs,
             engine_logps=out.engine_logps,
         )  # fmt: skip

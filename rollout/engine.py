@@ -17,12 +17,14 @@ from torch import nn
 
 @dataclass
 class SamplingConfig:
-    """Sampling settings. ``temperature == 0`` means greedy. ``top_k <= 0`` disables top-k."""
+    """Sampling settings. ``temperature == 0`` means greedy. ``top_k <= 0`` disables top-k. ``ignore_eos`` generates
+    exactly ``max_new_tokens`` (benchmarks with fixed lengths)."""
 
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
     max_new_tokens: int = 256
+    ignore_eos: bool = False
 
 
 @dataclass
@@ -53,6 +55,22 @@ def completion_mask_from_ids(ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple
     positions = torch.arange(ids.shape[1], device=ids.device)[None]  # [1, C]
     mask = (positions <= first[:, None]).long()  # [N, C]
     return mask, ~has_eos
+
+
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+
+
+def mask_vision_tokens(
+    ids: torch.Tensor, mask: torch.Tensor, vision_ids: Sequence[int], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Replace vision special tokens that a policy generated inside completions ``ids [N, C]`` with ``pad_id`` and
+    take them out of ``mask [N, C]``. Fed back to the model, an image-pad token in a completion would claim image
+    features that do not exist and crash the forward. Returns (ids, mask, number replaced). Pure."""
+    hit = torch.zeros_like(ids, dtype=torch.bool)
+    for token in vision_ids:
+        hit |= ids == token
+    hit &= mask.bool()
+    return ids.masked_fill(hit, pad_id), mask.masked_fill(hit, 0), int(hit.sum())
 
 
 def pad_right(tensors: list[torch.Tensor], value: int) -> torch.Tensor:

@@ -58,6 +58,8 @@ class HFEngine(RolloutEngine):
                 kwargs = dict(
                     max_new_tokens=sampling.max_new_tokens, eos_token_id=eos_ids, pad_token_id=tok.pad_token_id
                 )
+                if sampling.ignore_eos:
+                    kwargs["min_new_tokens"] = sampling.max_new_tokens
                 if sampling.temperature > 0:
                     kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
                                   top_k=sampling.top_k if sampling.top_k > 0 else None)  # fmt: skip

@@ -230,7 +230,8 @@ class VLLMEngine(RolloutEngine):
         params = SamplingParams(
             n=n, temperature=0.0 if greedy else sampling.temperature, top_p=1.0 if greedy else sampling.top_p,
             top_k=0 if greedy or sampling.top_k <= 0 else sampling.top_k, max_tokens=sampling.max_new_tokens,
-            stop_token_ids=eos_ids, logprobs=0, skip_special_tokens=True,
+            stop_token_ids=[] if sampling.ignore_eos else eos_ids, ignore_eos=sampling.ignore_eos, logprobs=0,
+            skip_special_tokens=True,
             seed=int(torch.randint(0, 2**31 - 1, ()).item()),  # drawn from torch's RNG: checkpointed, so resumable
         )  # fmt: skip
         requests = []

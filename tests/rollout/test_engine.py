@@ -3,7 +3,7 @@ from PIL import Image
 
 from lightning_modules.logprobs import completion_logps
 from lightning_modules.policy import load_policy
-from rollout.engine import SamplingConfig, completion_mask_from_ids
+from rollout.engine import VISION_TOKENS, SamplingConfig, completion_mask_from_ids, encode_prompts, mask_vision_tokens
 from rollout.hf import HFEngine
 
 
@@ -50,3 +50,39 @@ def test_greedy_is_deterministic(tiny_checkpoint, processor):
     a = engine.generate(_prompts(processor, 1), images, n=2, sampling=greedy)
     b = engine.generate(_prompts(processor, 1), images, n=2, sampling=greedy)
     assert torch.equal(a.completion_ids, b.completion_ids) and torch.equal(a.completion_ids[0], a.completion_ids[1])
+
+
+def test_vision_tokens_in_completions_are_masked_by_hand():
+    ids = torch.tensor([[5, 7, 9, 0], [7, 7, 5, 0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0]])
+    new_ids, new_mask, hits = mask_vision_tokens(ids, mask, [7], pad_id=0)
+    assert new_ids.tolist() == [[5, 0, 9, 0], [0, 0, 5, 0]]
+    assert new_mask.tolist() == [[1, 0, 1, 0], [0, 0, 1, 0]]
+    assert hits == 3
+
+
+def test_generated_image_pad_would_crash_the_forward_unless_masked(tiny_checkpoint, processor):
+    import pytest
+
+    policy = load_policy(str(tiny_checkpoint), dtype="float32")
+    enc = encode_prompts(processor, _prompts(processor, 1), [[Image.new("RGB", (56, 56), "red")]])
+    tok = processor.tokenizer
+    completion = torch.tensor(
+        [[tok.convert_tokens_to_ids("<|image_pad|>"), 11, tok.convert_tokens_to_ids("<|im_end|>")]]
+    )
+    mask = torch.ones_like(completion)
+
+    def logps(ids):
+        full = torch.cat([enc["input_ids"], ids], 1)
+        mm = torch.cat([enc["mm_token_type_ids"], torch.zeros_like(ids)], 1)
+        with torch.no_grad():
+            return completion_logps(policy, full, torch.ones_like(full), ids.shape[1], enc["pixel_values"],
+                                    enc["image_grid_thw"], mm_token_type_ids=mm)[0]  # fmt: skip
+
+    with pytest.raises(Exception, match="(?i)image"):
+        logps(completion)
+    ids, mask, hits = mask_vision_tokens(
+        completion, mask, tok.convert_tokens_to_ids(list(VISION_TOKENS)), tok.pad_token_id
+    )
+    assert hits == 1 and mask.tolist() == [[0, 1, 1]]
+    assert torch.isfinite(logps(ids)).all()
