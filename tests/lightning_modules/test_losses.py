@@ -79,3 +79,16 @@ def test_k3_is_nonnegative_and_zero_at_equality():
 def test_beta_without_reference_is_an_error():
     with pytest.raises(ValueError, match="ref_logps"):
         GRPOLoss(beta=0.04)(t([0.0]), None, None, torch.tensor([1.0]), t([1.0]))
+
+
+def test_truncated_importance_weights_scale_each_token_by_hand():
+    logps = torch.log(torch.tensor([[0.5, 0.25, 0.9], [0.2, 0.4, 0.8]]))
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    adv = torch.tensor([1.0, -2.0])
+    w = torch.tensor([[2.0, 0.5, 9.0], [1.0, 1.0, 0.25]])
+    loss, _ = GRPOLoss(beta=0.0)(logps, None, None, adv, mask, is_weights=w)
+    # on-policy: ratio 1, token term -A * w; per-sequence mean over its tokens, then mean over sequences
+    by_hand = ((-(1.0 * 2.0) - 1.0 * 0.5) / 2 + (2.0 * 1.0 + 2.0 * 1.0 + 2.0 * 0.25) / 3) / 2
+    assert loss.item() == pytest.approx(by_hand)
+    unweighted, _ = GRPOLoss(beta=0.0)(logps, None, None, adv, mask)
+    assert unweighted.item() == pytest.approx((-1.0 + 2.0) / 2)
