@@ -47,7 +47,9 @@ class SkippedRow:
         self.reason, self.index, self.message = reason, index, message
 
 
-def resolve_columns(available: Sequence[str], columns: dict[str, str] | None, source: str) -> dict[str, str | None]:
+def resolve_columns(
+    available: Sequence[str], columns: dict[str, str] | None, source: str, required: Sequence[str] = REQUIRED
+) -> dict[str, str | None]:
     """Map our fields to dataset columns; a missing required column is an error naming the source."""
     columns = dict(columns or {})
     unknown = set(columns) - set(DEFAULT_COLUMNS)
@@ -61,7 +63,7 @@ def resolve_columns(available: Sequence[str], columns: dict[str, str] | None, so
             resolved[field] = columns[field]
         else:
             resolved[field] = next((c for c in candidates if c in available), None)
-        if field in REQUIRED and resolved[field] is None:
+        if field in required and resolved[field] is None:
             raise KeyError(f"{source}: no column for {field!r} (tried {list(candidates)}); have {list(available)}. "
                            f"Map one with columns: {{{field}: <name>}}")  # fmt: skip
     return resolved
@@ -86,14 +88,19 @@ class VQADataset(Dataset):
         skip_bad_rows: bool = False,
         answer_hints: bool = True,
         limit: int | None = None,
+        labelled: bool = True,
     ) -> None:
+        """``labelled=False`` (prediction): no solution or problem type needed; rows without a problem type get no
+        answer hint."""
         self.source = str(source)
+        self.labelled = labelled
         self.table, root = load_table(source, split)
         if limit is not None:
             self.table = self.table.select(range(min(limit, len(self.table))))
         if len(self.table) == 0:
             raise ValueError(f"{self.source}: the dataset is empty")
-        self.columns = resolve_columns(self.table.column_names, columns, self.source)
+        required = REQUIRED if labelled else ("image", "problem")
+        self.columns = resolve_columns(self.table.column_names, columns, self.source, required)
         self.image_root = Path(image_root) if image_root else root
         self.tokenizer = tokenizer
         self.template = check_template(template)
@@ -103,9 +110,11 @@ class VQADataset(Dataset):
         self.answer_hints = answer_hints
         self.problem_types = self._problem_types(default_problem_type)
 
-    def _problem_types(self, default: str | None) -> list[str]:
+    def _problem_types(self, default: str | None) -> list[str | None]:
         col = self.columns["problem_type"]
         if col is None:
+            if default is None and not self.labelled:
+                return [None] * len(self.table)
             if default is None:
                 raise KeyError(f"{self.source}: no 'problem_type' column; set default_problem_type "
                                f"(one of numerical, multiple_choice, math, ocr, free_form)")  # fmt: skip
@@ -138,10 +147,11 @@ class VQADataset(Dataset):
                 raise BadImageError(f"{where}: no image")
             images = [fit_image(load_image(v, self.image_root, where), self.min_pixels, self.max_pixels, where)
                       for v in values]  # fmt: skip
-            problem, solution = row[self.columns["problem"]], row[self.columns["solution"]]
+            problem = row[self.columns["problem"]]
+            solution = row[self.columns["solution"]] if self.columns["solution"] else None
             if not isinstance(problem, str) or not problem.strip():
                 raise BadImageError(f"{where}: empty or non-text problem {problem!r}")
-            if solution is None:
+            if solution is None and self.labelled:
                 raise BadImageError(f"{where}: missing solution")
             problem_type = self.problem_types[index]
             messages = build_messages(problem, len(images), self.template, problem_type, self.answer_hints)
@@ -166,7 +176,7 @@ class VQADataset(Dataset):
             "messages": messages,
             "images": images,
             "problem": problem,
-            "solution": str(solution),
+            "solution": "" if solution is None else str(solution),
             "problem_type": problem_type,
             "prompt_length": length,
         }
@@ -193,6 +203,7 @@ class VQADataModule(LightningDataModule):
     Args:
         train_data, val_data, test_data: a JSON/JSONL/parquet/CSV file, a folder of them, a ``save_to_disk``
             folder, or a hub name.
+        predict_data: rows for ``vlrl predict`` (same shapes; solution and problem type optional).
         model_name_or_path: checkpoint whose tokenizer renders and counts prompts (linked to the model's in the CLI).
         template: ``caption`` (Visionary-R1), ``think`` (R1/Vision-R1) or ``plain``.
         batch_size: prompts per step per device (each gets G completions in the rollout).
@@ -208,6 +219,7 @@ class VQADataModule(LightningDataModule):
         train_data: str | None = None,
         val_data: str | None = None,
         test_data: str | None = None,
+        predict_data: str | None = None,
         model_name_or_path: str = "Qwen/Qwen2.5-VL-3B-Instruct",
         template: str = "caption",
         batch_size: int = 8,
@@ -247,12 +259,15 @@ class VQADataModule(LightningDataModule):
 
         if self.tokenizer is None:
             self.tokenizer = AutoTokenizer.from_pretrained(self.hparams.model_name_or_path)
-        sources = {"train": self.hparams.train_data, "val": self.hparams.val_data, "test": self.hparams.test_data}
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        h = self.hparams
+        sources = {"train": h.train_data, "val": h.val_data, "test": h.test_data, "predict": h.predict_data}
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
         for split in wanted.get(stage, tuple(sources)):
             if sources[split] and split not in self.datasets:
                 limit = self.hparams.limit_val if split == "val" else None
-                self.datasets[split] = VQADataset(sources[split], split=split, limit=limit, **self.dataset_kwargs())
+                self.datasets[split] = VQADataset(sources[split], split="test" if split == "predict" else split,
+                                                  limit=limit, labelled=split != "predict",
+                                                  **self.dataset_kwargs())  # fmt: skip
 
     def _dataset(self, split: str) -> VQADataset:
         if split not in self.datasets:
@@ -280,6 +295,9 @@ class VQADataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
 
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("predict")
+
 
 class SyntheticVQADataModule(VQADataModule):
     """The embedded default: the synthetic task of ``datamodules.synthetic`` written to ``data_dir`` on first use,
@@ -304,6 +322,7 @@ class SyntheticVQADataModule(VQADataModule):
                               image_size=image_size, tasks=list(tasks or TASKS))  # fmt: skip
         self.hparams.train_data = str(Path(data_dir) / "train.jsonl")
         self.hparams.val_data = self.hparams.test_data = str(Path(data_dir) / "val.jsonl")
+        self.hparams.predict_data = self.hparams.predict_data or self.hparams.val_data
 
     def prepare_data(self) -> None:
         from datamodules.synthetic import write_synthetic_dataset

@@ -13,6 +13,7 @@ for GRPO/Dr.GRPO/GSPO and makes DAPO's token mean a per-micro-batch token mean.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -51,7 +52,10 @@ class GRPOModule(LightningModule):
     num_iterations: mu, optimizer steps per rollout batch (old log-probs frozen at rollout time).
     micro_batch_size: rows (completions) per forward/backward.
     beta_schedule: ``constant`` or ``cosine`` (to 0 over the run's steps).
-    val_max_new_tokens: greedy generation length in validation (default: the rollout's).
+    val_max_new_tokens: generation length in validation, test and predict (default: the rollout's).
+    eval_sampling: sampling for validation, test and predict (default greedy); Vision-R1's inference preset is
+        ``{temperature: 0.6, top_p: 0.95}``.
+    predictions_path: where ``vlrl predict`` writes JSONL (default ``<log dir>/predictions.jsonl``).
     parity_check_every_n_steps: with an engine that reports sampling log-probs (vLLM), log the mean and max
         |policy log-prob - engine log-prob| over the sampled tokens every N steps (0: never). It costs nothing: the
         policy's log-probs of the first iteration are the ones the loss needs anyway.
@@ -83,12 +87,15 @@ class GRPOModule(LightningModule):
         beta_schedule: str = "constant",
         logps_chunk_size: int = 1024,
         val_max_new_tokens: int | None = None,
+        eval_sampling: SamplingConfig | None = None,
+        predictions_path: str | None = None,
         parity_check_every_n_steps: int = 1,
         tis_cap: float | None = None,
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["rewards", "loss", "engine"])
+        self.save_hyperparameters(ignore=["rewards", "loss", "engine", "eval_sampling"])
+        self.eval_sampling = eval_sampling or SamplingConfig(temperature=0.0)
         self.automatic_optimization = False
         self.rewards = CombinedReward(rewards, reward_weights)
         self.loss_fn = loss if loss is not None else GRPOLoss()
@@ -122,7 +129,10 @@ class GRPOModule(LightningModule):
             self.reference = FrozenReference(self.policy)
 
     def configure_callbacks(self):
-        return [RolloutCallback(self.engine, self.rollout_settings, self.rollout_stages)]
+        from lightning_modules.predictions import JSONLPredictionWriter
+
+        return [RolloutCallback(self.engine, self.rollout_settings, self.rollout_stages),
+                JSONLPredictionWriter(self.hparams.predictions_path)]  # fmt: skip
 
     def on_fit_start(self) -> None:
         if self.reference is not None:
@@ -223,14 +233,17 @@ class GRPOModule(LightningModule):
         self.log("train/lr", sched.get_last_lr()[0])
 
     # -- evaluation ------------------------------------------------------------------------------------------------
+    def _eval_generate(self, batch: dict[str, Any]):
+        max_new = self.hparams.val_max_new_tokens or self.rollout_settings.max_new_tokens
+        sampling = replace(self.eval_sampling, max_new_tokens=max_new)
+        return self.engine.generate(batch["prompt"], batch["images"], 1, sampling)
+
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
-        """Greedy completions for held-out rows: accuracy, format rate (if a format reward is configured), length."""
+        """Completions for held-out rows (greedy unless ``eval_sampling`` says otherwise): accuracy, format rate (if
+        a format reward is configured), length."""
         if not batch["prompt"]:
             return
-        max_new = self.hparams.val_max_new_tokens or self.rollout_settings.max_new_tokens
-        out = self.engine.generate(
-            batch["prompt"], batch["images"], 1, SamplingConfig(temperature=0.0, max_new_tokens=max_new)
-        )
+        out = self._eval_generate(batch)
         columns = {k: batch[k] for k in ("problem", "solution", "problem_type")}
         size = len(out.texts)
         self.log(f"{stage}/accuracy", self.val_accuracy(out.texts, **columns).mean(), batch_size=size, prog_bar=True)
@@ -245,6 +258,26 @@ class GRPOModule(LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """One record per prompt (see ``lightning_modules.predictions``); rows with a solution are also scored."""
+        from rewards.parsing import extract_answer
+
+        if not batch["prompt"]:
+            return []
+        out = self._eval_generate(batch)
+        lengths = out.lengths.tolist()
+        records = []
+        for i, text in enumerate(out.texts):
+            record = {"id": batch["id"][i], "problem": batch["problem"][i], "completion": text,
+                      "answer": extract_answer(text), "completion_tokens": int(lengths[i]),
+                      "truncated": bool(out.truncated[i])}  # fmt: skip
+            if batch["solution"][i] and batch["problem_type"][i]:
+                record["solution"] = batch["solution"][i]
+                record["score"] = float(self.val_accuracy([text], solution=[batch["solution"][i]],
+                                                          problem_type=[batch["problem_type"][i]])[0])  # fmt: skip
+            records.append(record)
+        return records
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vlrl_rng"] = capture_rng()

@@ -93,6 +93,9 @@ class RolloutCallback(Callback):
     def on_test_start(self, trainer, pl_module) -> None:
         self._attach(pl_module)
 
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._attach(pl_module)
+
     def make_rollout(self, pl_module, batch: dict[str, Any], settings: RolloutSettings) -> tuple[RolloutBatch, dict]:
         g = settings.group_size
         out = self.engine.generate(batch["prompt"], batch["images"], g, settings.sampling())

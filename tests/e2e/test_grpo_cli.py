@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from rewards import Reward
+from tests.e2e import HF_ENGINE
 from vlrl_cli import main
 
 
@@ -28,7 +29,7 @@ DEMO = Path(__file__).parents[2] / "configs" / "demo_grpo.yaml"
 
 def test_grpo_fit_two_steps(tiny_checkpoint, tmp_path):
     cli = main(
-        ["fit", "-c", str(DEMO), f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        ["fit", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
          f"--model.init_args.rewards={REWARDS}", "--model.init_args.reward_weights=[1.0, 1.0, 1.0]",
          "--model.init_args.lr=1e-3", "--model.init_args.rollout.group_size=2",
          "--model.init_args.rollout.max_new_tokens=6", "--model.init_args.micro_batch_size=2",
@@ -75,7 +76,7 @@ def test_grpo_lora_changes_only_adapter_weights(tiny_checkpoint, tmp_path):
     from transformers import AutoModelForImageTextToText
 
     cli = main(
-        ["fit", "-c", str(DEMO), "-c", str(DEMO.parent / "lora.yaml"),
+        ["fit", "-c", str(DEMO), "-c", str(DEMO.parent / "lora.yaml"), HF_ENGINE,
          f"--model.init_args.model_name_or_path={tiny_checkpoint}", "--model.init_args.lora.r=4",
          f"--model.init_args.rewards={REWARDS}", "--model.init_args.reward_weights=[1.0, 1.0, 1.0]",
          "--model.init_args.lr=1e-2", "--model.init_args.rollout.group_size=2",
@@ -103,7 +104,7 @@ def test_grpo_lora_changes_only_adapter_weights(tiny_checkpoint, tmp_path):
 
 def test_validate_and_test_subcommands(tiny_checkpoint, tmp_path):
     common = [
-        "-c", str(DEMO), f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
         "--model.init_args.val_max_new_tokens=4", f"--data.init_args.data_dir={tmp_path / 'data'}",
         "--data.init_args.train_size=2", "--data.init_args.val_size=3", "--data.init_args.image_size=56",
         "--trainer.enable_progress_bar=false", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}",

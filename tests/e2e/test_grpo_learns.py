@@ -8,6 +8,7 @@ import csv
 from pathlib import Path
 
 from rewards import Reward
+from tests.e2e import HF_ENGINE
 from vlrl_cli import main
 
 DEMO = Path(__file__).parents[2] / "configs" / "demo_grpo.yaml"
@@ -23,7 +24,7 @@ class AsciiLetterShare(Reward):
 def test_grpo_raises_mean_reward(tiny_checkpoint, tmp_path):
     rewards = '[{"class_path": "tests.e2e.test_grpo_learns.AsciiLetterShare"}]'
     main(
-        ["fit", "-c", str(DEMO), f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        ["fit", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
          f"--model.init_args.rewards={rewards}", "--model.init_args.reward_weights=[1.0]",
          "--model.init_args.lr=3e-3", "--model.init_args.loss.init_args.beta=0.0",
          "--model.init_args.rollout.group_size=8", "--model.init_args.rollout.max_new_tokens=8",

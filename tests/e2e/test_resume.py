@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import HF_ENGINE
 from vlrl_cli import main
 
 DEMO = Path(__file__).parents[2] / "configs" / "demo_grpo.yaml"
@@ -14,7 +15,7 @@ REWARDS = '[{"class_path": "tests.e2e.test_grpo_cli.TextLengthReward"}]'
 
 def run(tiny_checkpoint, data_dir, root, steps, ckpt=None):
     args = [
-        "fit", "-c", str(DEMO), f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        "fit", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
         f"--model.init_args.rewards={REWARDS}", "--model.init_args.reward_weights=[1.0]",
         "--model.init_args.lr=1e-3", "--model.init_args.beta_schedule=cosine",
         "--model.init_args.rollout.group_size=2", "--model.init_args.rollout.max_new_tokens=5",

@@ -30,9 +30,10 @@ def test_full_policy_yields_every_saved_weight(tiny_checkpoint):
     assert set(saved) <= set(streamed)  # tied weights appear under each name
     for name, tensor in saved.items():
         assert torch.equal(streamed[name], tensor), name
-    assert streamed["model.language_model.embed_tokens.weight"].data_ptr() == next(
-        p for n, p in policy.named_parameters() if n.endswith("embed_tokens.weight")
-    ).data_ptr()  # views of the live parameters: no copy
+    assert (
+        streamed["model.language_model.embed_tokens.weight"].data_ptr()
+        == next(p for n, p in policy.named_parameters() if n.endswith("embed_tokens.weight")).data_ptr()
+    )  # views of the live parameters: no copy
 
 
 def test_lora_merge_matches_peft_merge(tiny_checkpoint):

@@ -1,0 +1,98 @@
+"""``vlrl predict`` output: one JSON line per prompt, written as batches finish, one file per rank.
+
+Each record: ``id``, ``problem``, ``completion``, ``answer`` (parsed from ``<answer>``, with the accuracy reward's
+fallbacks), ``completion_tokens``, ``truncated``, and when the row has a solution, ``solution`` and ``score`` (the
+accuracy reward for its problem type).
+
+One image and one question from the command line, without a config:
+``python -m lightning_modules.predictions MODEL_DIR --image cat.png --question "How many cats?" [--template think]``
+prints the same record as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+class JSONLPredictionWriter(BasePredictionWriter):
+    """Args: path: the output file (default ``<log dir>/predictions.jsonl``); rank r > 0 writes ``*.rank{r}.jsonl``."""
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.path = path
+        self.written = 0
+
+    def output_path(self, trainer) -> Path:
+        base = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "predictions.jsonl"
+        if trainer.global_rank > 0:
+            base = base.with_suffix(f".rank{trainer.global_rank}.jsonl")
+        return base
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        path = self.output_path(trainer)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")  # a new prediction run replaces the file
+        self.written = 0
+
+    def write_on_batch_end(self, trainer, pl_module, prediction: list[dict[str, Any]], batch_indices, batch,
+                           batch_idx: int, dataloader_idx: int) -> None:  # fmt: skip
+        with self.output_path(trainer).open("a") as f:
+            for record in prediction or []:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.written += len(prediction or [])
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        print(f"wrote {self.written} predictions to {self.output_path(trainer)}")
+
+
+def predict_one(model: str, image: str, question: str, template: str = "caption", max_new_tokens: int = 512,
+                temperature: float = 0.0, top_p: float = 1.0, dtype: str = "float32") -> dict[str, Any]:  # fmt: skip
+    """Answer one question about one image with a checkpoint (HF engine; greedy unless ``temperature`` > 0)."""
+    from transformers import AutoProcessor
+
+    from datamodules.images import fit_image, load_image
+    from datamodules.prompts import build_messages
+    from lightning_modules.policy import load_policy
+    from rewards.parsing import extract_answer
+    from rollout.engine import SamplingConfig
+    from rollout.hf import HFEngine
+
+    processor = AutoProcessor.from_pretrained(model)
+    ip = processor.image_processor
+    pixels = getattr(ip, "size", None) or {}
+    min_pixels = pixels.get("shortest_edge") or getattr(ip, "min_pixels", 3136)
+    max_pixels = pixels.get("longest_edge") or getattr(ip, "max_pixels", 12845056)
+    picture = fit_image(load_image(image, None, image), min_pixels, max_pixels, image)
+    prompt = processor.apply_chat_template(build_messages(question, 1, template), add_generation_prompt=True,
+                                           tokenize=False)  # fmt: skip
+    engine = HFEngine()
+    engine.setup(load_policy(model, dtype).eval(), processor)
+    out = engine.generate([prompt], [[picture]], 1, SamplingConfig(temperature, top_p, 0, max_new_tokens))
+    return {"image": image, "problem": question, "completion": out.texts[0], "answer": extract_answer(out.texts[0]),
+            "completion_tokens": int(out.lengths[0]), "truncated": bool(out.truncated[0])}  # fmt: skip
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Answer one question about one image with a checkpoint.")
+    parser.add_argument("model", help="a save_pretrained folder (e.g. an export) or hub id")
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--question", required=True)
+    parser.add_argument("--template", default="caption", choices=["caption", "think", "plain"])
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args()
+    record = predict_one(args.model, args.image, args.question, args.template, args.max_new_tokens, args.temperature,
+                         args.top_p, args.dtype)  # fmt: skip
+    print(json.dumps(record, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
