@@ -133,7 +133,10 @@ class VLLMEngine(RolloutEngine):
         if self.enable_lora or (self.enable_lora is None and is_peft(policy)):
             kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=1)
         log.info("starting vLLM on %s", path)
-        return LLM(**kwargs)
+        llm = LLM(**kwargs)
+        # the CPU worker replaces torch.set_num_threads with a function that warns on every later call; quiet it
+        logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
+        return llm
 
     def _model_runner(self):
         executor = self.llm.llm_engine.model_executor

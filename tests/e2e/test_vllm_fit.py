@@ -22,6 +22,7 @@ def test_visionary_r1_two_steps_with_vllm(tiny_checkpoint, synthetic_dir, tmp_pa
         "--model.init_args.engine.init_args.max_model_len=1024",
         "--model.init_args.engine.init_args.enforce_eager=true",
         "--model.init_args.rollout.max_new_tokens=8", "--model.init_args.rollout.group_size=3",
+        "--model.init_args.tis_cap=2.0",
     ]  # fmt: skip
     run = subprocess.run([sys.executable, "-c", "from vlrl_cli import main; main()", "fit", "-c", str(config), *args],
                          cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
@@ -34,3 +35,5 @@ def test_visionary_r1_two_steps_with_vllm(tiny_checkpoint, synthetic_dir, tmp_pa
     assert [float(r["rollout/weight_version"]) for r in rows] == [1.0, 2.0]
     assert all(r["reward/caption"] != "" for r in rows)  # judged by the policy's own engine
     assert float(rows[1]["train/grad_norm"]) > 0
+    # truncated importance sampling is on: with the engine in sync its weights are 1 up to float error
+    assert all(abs(float(r["train/tis_weight_mean"]) - 1.0) < 1e-3 for r in rows)
