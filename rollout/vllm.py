@@ -20,8 +20,8 @@ parity check and truncated importance sampling in ``GRPOModule``.
 
 Runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, set here) so the model runner is reachable. That limits weight
 sync to ``tensor_parallel_size == 1``; larger sizes are refused rather than left out of sync. On GPU,
-``enable_sleep_mode`` frees the KV cache (and, for a full fine-tune, the weights, which the next sync rewrites) while
-the policy trains.
+``enable_sleep_mode`` frees the KV cache and parks the engine's weights in host memory while the policy trains
+(untested here: no GPU was available when this was written).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class VLLMEngine(RolloutEngine):
     tensor_parallel_size: must be 1 for in-process weight sync.
     max_model_len: longest prompt + completion, in tokens (image tokens included).
     enable_prefix_caching: reuse the KV cache of the prompt shared by a group's G samples.
-    enable_sleep_mode: GPU only: free KV cache (and weights for a full fine-tune) between rollouts.
+    enable_sleep_mode: GPU only: free the KV cache and park weights in host memory between rollouts.
     enforce_eager: skip CUDA graphs (faster start, slower decode).
     dtype: engine dtype; ``None`` takes the policy's.
     max_num_seqs: sequences decoded together.
@@ -101,7 +101,7 @@ class VLLMEngine(RolloutEngine):
         self.weight_version = 0
         self.lora_request = None
         self._lora_tmp: tempfile.TemporaryDirectory | None = None
-        self._asleep = False
+        self._sleeping: set[str] = set()  # sleep-mode parts currently released
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def setup(self, policy: nn.Module, processor: Any) -> None:
@@ -208,15 +208,18 @@ class VLLMEngine(RolloutEngine):
 
     # -- sleep mode (GPU) ------------------------------------------------------------------------------------------
     def _wake(self, tags: list[str] | None = None) -> None:
-        if self._asleep:
-            self.llm.wake_up(tags=tags)
-            self._asleep = tags is not None and set(tags) != {"weights", "kv_cache"}
+        """Wake the parts of a sleeping engine that are asked for (all when ``tags`` is None), each once."""
+        wanted = self._sleeping if tags is None else self._sleeping & set(tags)
+        if wanted:
+            self.llm.wake_up(tags=sorted(wanted))
+            self._sleeping -= wanted
 
     def _sleep(self) -> None:
-        if self.kwargs["enable_sleep_mode"] and not self._asleep:
-            # level 2 drops the weights too: the next sync rewrites them all; LoRA keeps the base weights (level 1)
-            self.llm.sleep(level=1 if self.lora_request is not None else 2)
-            self._asleep = True
+        if self.kwargs["enable_sleep_mode"] and not self._sleeping:
+            # level 1: weights parked in host memory, KV cache freed. Level 2 would drop the weights outright, but
+            # also buffers such as rotary caches that a weight sync does not restore.
+            self.llm.sleep(level=1)
+            self._sleeping = {"weights", "kv_cache"}
 
     # -- generation ------------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -113,3 +113,29 @@ def test_policy_engine_judge_answers_text(engine, tiny_checkpoint, processor):
     hf.setup(policy, processor)
     judge.bind(hf, processor)
     assert judge.generate(["What colour is the square? Answer with one word.", "Is the bar tall?"]) == replies
+
+
+def test_sleep_mode_wakes_each_part_once():
+    """Sleep mode is GPU-only, so this checks our bookkeeping against a recorder standing in for ``vllm.LLM``:
+    weights wake for the sync, the KV cache for the next rollout, nothing twice."""
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def sleep(self, level):
+            self.calls.append(("sleep", level))
+
+        def wake_up(self, tags=None):
+            self.calls.append(("wake", tags))
+
+    engine = VLLMEngine(enable_sleep_mode=True)
+    engine.llm = Recorder()
+    engine._sleep()  # after a rollout
+    engine._wake(["weights"])  # weight sync after the optimizer step
+    engine._wake()  # next rollout
+    engine._wake()  # already awake: nothing
+    assert engine.llm.calls == [("sleep", 1), ("wake", ["weights"]), ("wake", ["kv_cache"])]
+    engine._sleep()
+    engine._sleep()  # already asleep: nothing
+    assert engine.llm.calls[-1] == ("sleep", 1) and len(engine.llm.calls) == 4
