@@ -1,7 +1,8 @@
 """The rollout engine interface: G sampled completions per prompt, as token ids, text and masks.
 
-Engines: ``rollout.hf.HFEngine`` (transformers ``generate`` on the live policy) and, with the vLLM issue,
-``rollout.vllm.VLLMEngine``. Rows are prompt-major: row ``i * G + g`` is sample ``g`` of prompt ``i``.
+Engines: ``rollout.hf.HFEngine`` (transformers ``generate`` on the live policy) and ``rollout.vllm.VLLMEngine``
+(an in-process vLLM engine synced after every optimizer step). Rows are prompt-major: row ``i * G + g`` is sample
+``g`` of prompt ``i``.
 """
 
 from __future__ import annotations
