@@ -121,7 +121,7 @@ class VLLMEngine(RolloutEngine):
 
         base = policy.get_base_model() if is_peft(policy) else policy
         path = base.config._name_or_path
-        if not path or not Path(path).exists() and "/" not in path:
+        if not path or (not Path(path).exists() and "/" not in path):  # neither a local folder nor a hub id
             raise ValueError(f"cannot tell which checkpoint the policy came from (config._name_or_path={path!r})")
         kwargs = dict(self.kwargs, model=path, dtype=self.dtype or _dtype_name(next(policy.parameters()).dtype))
         if is_peft(policy):
