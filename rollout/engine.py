@@ -58,6 +58,11 @@ def completion_mask_from_ids(ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple
     return mask, ~has_eos
 
 
+def end_token_ids(tokenizer: Any) -> list[int]:
+    """Tokens that end a completion: ``<|im_end|>`` (end of turn) and ``<|endoftext|>``."""
+    return [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+
+
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 
 

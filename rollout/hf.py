@@ -18,6 +18,7 @@ from rollout.engine import (
     SamplingConfig,
     completion_mask_from_ids,
     encode_prompts,
+    end_token_ids,
     pad_left,
     pad_right,
 )
@@ -43,7 +44,7 @@ class HFEngine(RolloutEngine):
         if self.policy is None:
             raise RuntimeError("HFEngine.setup(policy, processor) must run before generate")
         tok = self.processor.tokenizer
-        eos_ids = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
+        eos_ids = end_token_ids(tok)
         rows_prompts = [p for p in prompts for _ in range(n)]  # prompt-major
         rows_images = [im for im in images for _ in range(n)]
         device = next(self.policy.parameters()).device

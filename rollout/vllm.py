@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rollout.engine import Rollout, RolloutEngine, SamplingConfig, encode_prompts, pad_right
+from rollout.engine import Rollout, RolloutEngine, SamplingConfig, encode_prompts, end_token_ids, pad_right
 from rollout.weights import iter_named_weights, merged_lora_weights
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ class VLLMEngine(RolloutEngine):
         from vllm import SamplingParams
 
         tok = self.processor.tokenizer
-        eos_ids = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
+        eos_ids = end_token_ids(tok)
         greedy = sampling.temperature <= 0
         params = SamplingParams(
             n=n, temperature=0.0 if greedy else sampling.temperature, top_p=1.0 if greedy else sampling.top_p,
