@@ -261,17 +261,14 @@ class GRPOModule(LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """One record per prompt (see ``lightning_modules.predictions``); rows with a solution are also scored."""
-        from rewards.parsing import extract_answer
+        from lightning_modules.predictions import completion_record
 
         if not batch["prompt"]:
             return []
         out = self._eval_generate(batch)
-        lengths = out.lengths.tolist()
         records = []
         for i, text in enumerate(out.texts):
-            record = {"id": batch["id"][i], "problem": batch["problem"][i], "completion": text,
-                      "answer": extract_answer(text), "completion_tokens": int(lengths[i]),
-                      "truncated": bool(out.truncated[i])}  # fmt: skip
+            record = {"id": batch["id"][i], "problem": batch["problem"][i], **completion_record(out, i)}
             if batch["solution"][i] and batch["problem_type"][i]:
                 record["solution"] = batch["solution"][i]
                 record["score"] = float(self.val_accuracy([text], solution=[batch["solution"][i]],

@@ -18,6 +18,15 @@ from typing import Any
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 
+def completion_record(out: Any, row: int) -> dict[str, Any]:
+    """The generated part of a prediction record for row ``row`` of a rollout ``out``."""
+    from rewards.parsing import extract_answer
+
+    text = out.texts[row]
+    return {"completion": text, "answer": extract_answer(text), "completion_tokens": int(out.lengths[row]),
+            "truncated": bool(out.truncated[row])}  # fmt: skip
+
+
 class JSONLPredictionWriter(BasePredictionWriter):
     """Args: path: the output file (default ``<log dir>/predictions.jsonl``); rank r > 0 writes ``*.rank{r}.jsonl``."""
 
@@ -57,7 +66,6 @@ def predict_one(model: str, image: str, question: str, template: str = "caption"
     from datamodules.images import fit_image, load_image
     from datamodules.prompts import build_messages
     from lightning_modules.policy import load_policy
-    from rewards.parsing import extract_answer
     from rollout.engine import SamplingConfig
     from rollout.hf import HFEngine
 
@@ -72,8 +80,7 @@ def predict_one(model: str, image: str, question: str, template: str = "caption"
     engine = HFEngine()
     engine.setup(load_policy(model, dtype).eval(), processor)
     out = engine.generate([prompt], [[picture]], 1, SamplingConfig(temperature, top_p, 0, max_new_tokens))
-    return {"image": image, "problem": question, "completion": out.texts[0], "answer": extract_answer(out.texts[0]),
-            "completion_tokens": int(out.lengths[0]), "truncated": bool(out.truncated[0])}  # fmt: skip
+    return {"image": image, "problem": question, **completion_record(out, 0)}
 
 
 def main() -> None:
