@@ -143,11 +143,12 @@ class GRPOModule(LightningModule):
         return adamw_with_warmup(self.policy, h.lr, h.weight_decay, h.warmup_steps)
 
     # -- log-probs -------------------------------------------------------------------------------------------------
-    def _logps(self, model, rows: dict[str, Any], length: int, with_entropy: bool = False):
+    def _logps(self, model, rows: dict[str, Any], batch: RolloutBatch, with_entropy: bool = False):
+        """Log-probs [n, C] at the temperature the batch was sampled at (old, reference and current alike)."""
         extra = {"mm_token_type_ids": rows["mm_token_type_ids"]} if "mm_token_type_ids" in rows else {}
         return completion_logps(
-            model, rows["input_ids"], rows["attention_mask"], length, rows.get("pixel_values"),
-            rows.get("image_grid_thw"), self.hparams.logps_chunk_size, with_entropy, **extra,
+            model, rows["input_ids"], rows["attention_mask"], batch.completion_length, rows.get("pixel_values"),
+            rows.get("image_grid_thw"), self.hparams.logps_chunk_size, with_entropy, batch.temperature, **extra,
         )  # fmt: skip
 
     @torch.no_grad()
@@ -155,7 +156,7 @@ class GRPOModule(LightningModule):
         out = []
         for start in range(0, batch.num_rows, self.hparams.micro_batch_size):
             rows = batch.rows(start, start + self.hparams.micro_batch_size)
-            out.append(self._logps(model, rows, batch.completion_length)[0])
+            out.append(self._logps(model, rows, batch)[0])
         return torch.cat(out)  # [N, C]
 
     # -- training --------------------------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ class GRPOModule(LightningModule):
             for start in range(0, n, mb):
                 rows = rollout.rows(start, start + mb)
                 mask = rows["completion_mask"]
-                logps, entropy = self._logps(self.policy, rows, rollout.completion_length, with_entropy=True)
+                logps, entropy = self._logps(self.policy, rows, rollout, with_entropy=True)
                 is_weights = None
                 if self.hparams.tis_cap is not None:
                     old = rows["old_logps"] if rows["old_logps"] is not None else logps.detach()  # [n, C]

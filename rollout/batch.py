@@ -21,6 +21,7 @@ class RolloutBatch:
     old_logps: torch.Tensor | None = None  # [N, C], filled by the module when num_iterations > 1
     ref_logps: torch.Tensor | None = None  # [N, C], filled by the module when beta > 0
     engine_logps: torch.Tensor | None = None  # [N, C]
+    temperature: float = 1.0  # the sampling temperature; the module's log-probs use the same
 
     @property
     def num_rows(self) -> int:

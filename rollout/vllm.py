@@ -14,9 +14,11 @@ The engine loads the policy's checkpoint once (``setup``), then takes the traine
 Each sync increments ``weight_version`` (logged by the rollout callback). Prompts go in as chat text with one
 image placeholder per image and the images as ``multi_modal_data``; vLLM expands the placeholders with the same
 processor settings (min/max pixels) as training, and the training inputs (ids, pixel values) are built by the
-transformers processor from the same text and images. The engine reports the sampled tokens' log-probs
-(``logprobs_mode="raw_logprobs"``: the model's distribution before temperature/top-p), the behaviour policy for the
-parity check and truncated importance sampling in ``GRPOModule``.
+transformers processor from the same text and images. The engine reports the sampled tokens' log-probs under the
+distribution it sampled from (``logprobs_mode="processed_logprobs"``: temperature applied, and renormalised over the
+top-k/top-p set when those are on), the behaviour policy for the parity check and truncated importance sampling in
+``GRPOModule``, whose own log-probs use the same temperature. With top-k/top-p on, the two differ by the truncated
+mass (engine >= policy); that gap is what truncated importance sampling corrects.
 
 Runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, set here) so the model runner is reachable. That limits weight
 sync to ``tensor_parallel_size == 1``; larger sizes are refused rather than left out of sync. On GPU,
@@ -92,7 +94,7 @@ class VLLMEngine(RolloutEngine):
             gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
             max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching,
             enable_sleep_mode=enable_sleep_mode, enforce_eager=enforce_eager, max_num_seqs=max_num_seqs,
-            limit_mm_per_prompt={"image": max_images_per_prompt}, seed=seed, logprobs_mode="raw_logprobs",
+            limit_mm_per_prompt={"image": max_images_per_prompt}, seed=seed, logprobs_mode="processed_logprobs",
         )  # fmt: skip
         self.dtype, self.enable_lora, self.max_lora_rank, self.lora_dir = dtype, enable_lora, max_lora_rank, lora_dir
         self.llm = None

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from PIL import Image
 
@@ -13,6 +14,20 @@ def test_selective_logps_match_full_log_softmax():
     full = torch.log_softmax(head(hidden), -1)
     assert torch.allclose(logps, full.gather(-1, targets[..., None]).squeeze(-1), atol=1e-6)
     assert torch.allclose(entropy, -(full.exp() * full).sum(-1), atol=1e-5)
+
+
+def test_selective_logps_at_a_temperature_are_the_tempered_distribution():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    hidden, targets = torch.randn(2, 4, 8), torch.randint(0, 50, (2, 4))
+    logps, entropy = selective_logps(hidden, head, targets, chunk_size=3, temperature=0.5)
+    tempered = torch.log_softmax(head(hidden) / 0.5, -1)
+    assert torch.allclose(logps, tempered.gather(-1, targets[..., None]).squeeze(-1), atol=1e-5)
+    assert torch.allclose(entropy, -(tempered.exp() * tempered).sum(-1), atol=1e-5)
+    raw, raw_entropy = selective_logps(hidden, head, targets)
+    assert (entropy < raw_entropy).all()  # T < 1 sharpens every position
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        selective_logps(hidden, head, targets, temperature=0.0)
 
 
 def _inputs(processor):

@@ -30,21 +30,25 @@ def prompts(processor):
     return texts, [[r.image] for r in rows]
 
 
-def _generate(engine, prompts, n=3, tokens=12):
-    return engine.generate(*prompts, n, SamplingConfig(temperature=1.0, max_new_tokens=tokens))
+def _generate(engine, prompts, n=3, tokens=12, temperature=1.0, top_k=0):
+    return engine.generate(*prompts, n, SamplingConfig(temperature=temperature, top_k=top_k, max_new_tokens=tokens))
 
 
-def _logp_gap(policy, out) -> float:
-    """Largest |policy log-prob - engine log-prob| over the sampled completion tokens."""
+def _policy_logps(policy, out, temperature=1.0) -> torch.Tensor:
     pad = torch.zeros_like(out.completion_ids)
     with torch.no_grad():
         logps, _ = completion_logps(
             policy, torch.cat([out.prompt_ids, out.completion_ids], 1),
             torch.cat([out.prompt_mask, out.completion_mask], 1), out.completion_ids.shape[1],
             out.model_inputs["pixel_values"], out.model_inputs["image_grid_thw"],
-            mm_token_type_ids=torch.cat([out.model_inputs["mm_token_type_ids"], pad], 1),
+            temperature=temperature, mm_token_type_ids=torch.cat([out.model_inputs["mm_token_type_ids"], pad], 1),
         )  # fmt: skip
-    return float(((logps - out.engine_logps).abs() * out.completion_mask).max())
+    return logps  # [N, C]
+
+
+def _logp_gap(policy, out, temperature=1.0) -> float:
+    """Largest |policy log-prob - engine log-prob| over the sampled completion tokens."""
+    return float(((_policy_logps(policy, out, temperature) - out.engine_logps).abs() * out.completion_mask).max())
 
 
 def test_generates_for_image_prompts(engine, tiny_checkpoint, processor, prompts):
@@ -74,6 +78,14 @@ def test_full_weight_sync_matches_policy(engine, tiny_checkpoint, processor, pro
     engine.sync_weights(policy)
     assert engine.weight_version == version + 1
     assert _logp_gap(policy, _generate(engine, prompts)) < SYNCED
+    # the engine reports the distribution it sampled from: tempered, and renormalised over the top-k set
+    tempered = _generate(engine, prompts, temperature=0.6)
+    assert _logp_gap(policy, tempered, temperature=0.6) < SYNCED
+    assert _logp_gap(policy, tempered, temperature=1.0) > STALE
+    top_k = _generate(engine, prompts, temperature=0.6, top_k=5)
+    mask = top_k.completion_mask.bool()
+    gap = (top_k.engine_logps - _policy_logps(policy, top_k, temperature=0.6))[mask]  # log of the kept mass, negated
+    assert (gap > -SYNCED).all() and gap.max() > STALE
 
 
 def test_lora_sync_serves_adapter_and_merges_vision(engine, tiny_checkpoint, processor, prompts):
