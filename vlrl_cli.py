@@ -2,6 +2,10 @@
 
 Modules and datamodules are chosen by ``class_path`` in YAML (``configs/``). OmegaConf interpolation
 (``${...}``) works within and across config files and on the command line.
+
+Checkpoints are written crash-safe (``lightning_modules.checkpoint_io.AtomicCheckpointIO``) unless the config names
+another checkpoint IO plugin. ``--ckpt_path=last`` resumes from the newest ``last.ckpt`` of the run's
+``ModelCheckpoint``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,16 @@ class VLRLCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # Values that must agree are linked, not repeated: the datamodule tokenises with the model's checkpoint.
         parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.model_name_or_path")
+
+    def instantiate_trainer(self, **kwargs):
+        from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+        from lightning_modules.checkpoint_io import AtomicCheckpointIO
+
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: not crash-safe locally
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
 
 def main(args: list[str] | None = None, run: bool = True) -> VLRLCLI:

@@ -59,15 +59,19 @@ def load_image(value: Any, root: str | Path | None = None, where: str = "") -> I
             with Image.open(path) as opened:
                 opened.load()
                 image = opened.copy()
+            image.info["vlrl_source"] = str(path)  # named in later errors about this image
         else:
             raise BadImageError(f"{where}: unsupported image value of type {type(value).__name__}")
         image.load()
     except BadImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImageError(f"{where}: cannot read image {_describe(value)}: {e}") from e
     if image.mode != "RGB":
+        source = image.info.get("vlrl_source")
         image = _to_rgb(image)
+        if source:
+            image.info["vlrl_source"] = source
     return image
 
 
@@ -76,7 +80,9 @@ def fit_image(image: Image.Image, min_pixels: int, max_pixels: int, where: str =
     try:
         h, w = smart_resize_hw(image.height, image.width, min_pixels, max_pixels)
     except ValueError as e:  # aspect ratio over 200, or a degenerate size
-        raise BadImageError(f"{where}: image of size {image.width}x{image.height} cannot be used: {e}") from e
+        source = image.info.get("vlrl_source")
+        name = f" {source}" if source else ""
+        raise BadImageError(f"{where}: image{name} of size {image.width}x{image.height} cannot be used: {e}") from e
     if (h, w) != (image.height, image.width):
         image = image.resize((w, h), Image.Resampling.BICUBIC)
     return image

@@ -177,9 +177,11 @@ class ShareGPTDataset(Dataset):
 def collate_sft(items: list[dict[str, Any] | SkippedRow], pad_id: int) -> dict[str, Any]:
     """Right-pad to the longest kept example; images concatenated in order. Skips are counted in ``skipped``."""
     kept = [x for x in items if not isinstance(x, SkippedRow)]
-    skipped = dict(Counter(x.reason for x in items if isinstance(x, SkippedRow)))
+    skipped_rows = [x for x in items if isinstance(x, SkippedRow)]
+    skipped = dict(Counter(x.reason for x in skipped_rows))
+    messages = [x.message for x in skipped_rows]
     if not kept:
-        return {"skipped": skipped, "num_examples": 0}
+        return {"skipped": skipped, "skipped_messages": messages, "num_examples": 0}
     length = max(len(x["input_ids"]) for x in kept)
 
     def pad(key: str, value: int) -> torch.Tensor:
@@ -193,6 +195,7 @@ def collate_sft(items: list[dict[str, Any] | SkippedRow], pad_id: int) -> dict[s
         "attention_mask": pad("attention_mask", 0),  # [B, T]
         "labels": pad("labels", IGNORE_INDEX),  # [B, T]
         "skipped": skipped,
+        "skipped_messages": messages,
         "num_examples": len(kept),
     }
     if all("mm_token_type_ids" in x for x in kept):

@@ -108,6 +108,7 @@ class VQADataset(Dataset):
         self.max_prompt_length = max_prompt_length
         self.skip_long_prompts, self.skip_bad_rows = skip_long_prompts, skip_bad_rows
         self.answer_hints = answer_hints
+        self.bad_problem_types: dict[Any, str] = {}  # unknown problem types, when skip_bad_rows
         self.problem_types = self._problem_types(default_problem_type)
 
     def _problem_types(self, default: str | None) -> list[str | None]:
@@ -120,14 +121,17 @@ class VQADataset(Dataset):
                                f"(one of numerical, multiple_choice, math, ocr, free_form)")  # fmt: skip
             return [canonical_problem_type(default)] * len(self.table)
         raw = self.table[col]
-        canon = {}
-        for value in set(raw):
+        canon: dict[Any, str | None] = {}
+        for value in set(map(_hashable, raw)):
             try:
                 canon[value] = canonical_problem_type(value)
             except ValueError as e:
-                row = raw.index(value)
-                raise ValueError(f"{self.source}: row {row}, column {col!r}: {e}") from e
-        return [canon[v] for v in raw]
+                if not self.skip_bad_rows:
+                    row = list(map(_hashable, raw)).index(value)
+                    raise ValueError(f"{self.source}: row {row}, column {col!r}: {e}") from e
+                canon[value] = None  # those rows are skipped and counted when read
+                self.bad_problem_types[value] = str(e)
+        return [canon[_hashable(v)] for v in raw]
 
     def __len__(self) -> int:
         return len(self.table)
@@ -154,6 +158,10 @@ class VQADataset(Dataset):
             if solution is None and self.labelled:
                 raise BadImageError(f"{where}: missing solution")
             problem_type = self.problem_types[index]
+            if problem_type is None and self.bad_problem_types:
+                value = _hashable(self.table[self.columns["problem_type"]][index])
+                if value in self.bad_problem_types:
+                    raise ValueError(f"{where}: column {self.columns['problem_type']!r}: {self.bad_problem_types[value]}")
             messages = build_messages(problem, len(images), self.template, problem_type, self.answer_hints)
         except (BadImageError, ValueError) as e:
             if self.skip_bad_rows:
@@ -195,6 +203,10 @@ def collate_rows(items: Sequence[dict[str, Any] | SkippedRow]) -> dict[str, Any]
     batch["skipped"] = dict(Counter(x.reason for x in skipped))
     batch["skipped_messages"] = [x.message for x in skipped]
     return batch
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, type(None))) else repr(value)
 
 
 class VQADataModule(LightningDataModule):

@@ -130,9 +130,10 @@ class GRPOModule(LightningModule):
 
     def configure_callbacks(self):
         from lightning_modules.predictions import JSONLPredictionWriter
+        from lightning_modules.skip_report import SkippedRowsReport
 
         return [RolloutCallback(self.engine, self.rollout_settings, self.rollout_stages),
-                JSONLPredictionWriter(self.hparams.predictions_path)]  # fmt: skip
+                JSONLPredictionWriter(self.hparams.predictions_path), SkippedRowsReport()]  # fmt: skip
 
     def on_fit_start(self) -> None:
         if self.reference is not None:
@@ -148,7 +149,8 @@ class GRPOModule(LightningModule):
         extra = {"mm_token_type_ids": rows["mm_token_type_ids"]} if "mm_token_type_ids" in rows else {}
         return completion_logps(
             model, rows["input_ids"], rows["attention_mask"], batch.completion_length, rows.get("pixel_values"),
-            rows.get("image_grid_thw"), self.hparams.logps_chunk_size, with_entropy, batch.temperature, **extra,
+            rows.get("image_grid_thw"), self.hparams.logps_chunk_size, with_entropy, batch.temperature,
+            rows["completion_mask"], **extra,
         )  # fmt: skip
 
     @torch.no_grad()

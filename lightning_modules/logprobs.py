@@ -63,17 +63,28 @@ def completion_logps(
     chunk_size: int = 1024,
     with_entropy: bool = True,
     temperature: float = 1.0,
+    completion_mask: torch.Tensor | None = None,
     **model_kwargs: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of the last ``completion_length`` tokens of each row.
 
     input_ids, attention_mask: [N, P + C] (left-padded prompt, then the completion). Returns logps [N, C] and entropy
-    [N, C]; positions after a completion's end hold values to be masked by the caller. ``model_kwargs`` carries
-    the processor's other outputs (``mm_token_type_ids``, which M-RoPE position ids depend on).
+    [N, C]; positions after a completion's end hold values to be masked by the caller. With ``completion_mask``
+    [N, C] the LM head runs on the masked-in positions only and the others hold 0: padding after short completions
+    costs nothing (the LM head over a 151,936-token vocabulary is most of a small model's step). ``model_kwargs``
+    carries the processor's other outputs (``mm_token_type_ids``, which M-RoPE position ids depend on).
     """
     backbone, lm_head = backbone_and_head(model)
     out = backbone(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
                    image_grid_thw=image_grid_thw, use_cache=False, **model_kwargs)  # fmt: skip
     hidden = out.last_hidden_state[:, -completion_length - 1 : -1]  # [N, C, H]: position t predicts token t+1
     targets = input_ids[:, -completion_length:]  # [N, C]
-    return selective_logps(hidden, lm_head, targets, chunk_size, with_entropy, temperature)
+    if completion_mask is None:
+        return selective_logps(hidden, lm_head, targets, chunk_size, with_entropy, temperature)
+    keep = completion_mask.bool()  # [N, C]
+    picked, entropy = selective_logps(hidden[keep][None], lm_head, targets[keep][None], chunk_size, with_entropy,
+                                      temperature)  # [1, M] for the M kept positions  # fmt: skip
+    logps = hidden.new_zeros(keep.shape, dtype=picked.dtype).masked_scatter(keep, picked[0])  # [N, C]
+    if entropy is not None:
+        entropy = torch.zeros_like(logps).masked_scatter(keep, entropy[0])
+    return logps, entropy

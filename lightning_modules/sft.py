@@ -88,6 +88,11 @@ class SFTModule(LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._loss(batch, "val")
 
+    def configure_callbacks(self):
+        from lightning_modules.skip_report import SkippedRowsReport
+
+        return [SkippedRowsReport()]
+
     def configure_optimizers(self):
         h = self.hparams
         return adamw_with_warmup(self.policy, h.lr, h.weight_decay, h.warmup_steps)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rewards.base import Reward, require_column
+from rewards.base import MissingColumnError, Reward, require_column
 from rewards.parsing import extract_answer, strip_answer_tags
 from rewards.problem_types import canonical_problem_type
 from rewards.scoring import anls, rouge_mean_f1, score_math, score_multiple_choice, score_numerical
@@ -78,7 +78,7 @@ class AccuracyReward(Reward):
         if batch.get("problem_type") is not None:
             return batch["problem_type"]
         if self.default_problem_type is None:
-            raise KeyError(f"{type(self).__name__} needs a 'problem_type' column or default_problem_type")
+            raise MissingColumnError(f"{type(self).__name__} needs a 'problem_type' column or default_problem_type")
         return [self.default_problem_type] * n
 
     def score(self, completions: Sequence[str], **batch: Sequence[Any]) -> list[float]:

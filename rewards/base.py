@@ -18,6 +18,15 @@ from typing import Any
 import torch
 
 
+class RewardInputError(ValueError):
+    """The data or configuration cannot be scored (a missing column, columns of the wrong length, an unknown problem
+    type): raised to the user instead of being scored 0, since every row would fail the same way."""
+
+
+class MissingColumnError(RewardInputError, KeyError):
+    """A reward needs a dataset column the batch does not have."""
+
+
 class Reward(ABC):
     """Base class: subclasses implement ``score`` and set ``name`` (the key used in logs and weights)."""
 
@@ -36,7 +45,7 @@ class Reward(ABC):
         for key in self.columns:
             column = batch.get(key)
             if isinstance(column, (list, tuple)) and len(column) != len(completions):
-                raise ValueError(
+                raise RewardInputError(
                     f"{type(self).__name__}: column {key!r} has {len(column)} values for {len(completions)} completions"
                 )
         scores = self.score(completions, **batch)
@@ -57,5 +66,5 @@ def require_column(batch: dict[str, Any], key: str, reward: str) -> Sequence[Any
     """A missing dataset column is a configuration error, reported with the reward's and the column's name."""
     if key not in batch or batch[key] is None:
         have = ", ".join(sorted(batch)) or "none"
-        raise KeyError(f"{reward} needs the dataset column {key!r}; the batch has: {have}")
+        raise MissingColumnError(f"{reward} needs the dataset column {key!r}; the batch has: {have}")
     return batch[key]

@@ -2,6 +2,11 @@
 
 Visionary-R1: ``accuracy + format + 0.1 * caption``. Weights are explicit init args here, never constants inside a
 reward. ``__call__`` returns the total and each component's raw (unweighted) scores so all of them can be logged.
+
+A reward that raises does not stop a run: its batch is scored again row by row, the rows that still raise score 0
+for that component and are counted (``{name}/errors``, logged with the other reward counters), and the first error
+of each reward is logged as a warning naming the row. Input errors (``RewardInputError``: a missing column, an
+unknown problem type) are the data's or the config's fault and would fail every row, so they are raised.
 """
 
 from __future__ import annotations
@@ -9,9 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import logging
+
 import torch
 
-from rewards.base import Reward
+from rewards.base import Reward, RewardInputError
+
+log = logging.getLogger(__name__)
 
 
 class CombinedReward:
@@ -33,17 +42,46 @@ class CombinedReward:
             raise ValueError(f"{len(self.rewards)} rewards but {len(self.weights)} weights and {len(self.names)} names")
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"reward names must be unique, got {self.names}; pass names=[...]")
+        self.errors: dict[str, int] = {}  # rows whose reward raised, per reward name, since the last metrics()
+        self.warned: set[str] = set()
 
     def __call__(self, completions: Sequence[str], **batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        components = {name: reward(completions, **batch) for name, reward in zip(self.names, self.rewards)}  # [N] each
+        components = {name: self._score(name, reward, completions, batch)
+                      for name, reward in zip(self.names, self.rewards)}  # [N] each  # fmt: skip
         total = torch.zeros(len(completions))  # [N]
         for name, weight in zip(self.names, self.weights):
             total += weight * components[name]
         return total, components
 
+    def _score(self, name: str, reward: Reward, completions: Sequence[str], batch: dict[str, Any]) -> torch.Tensor:
+        try:
+            return reward(completions, **batch)
+        except RewardInputError:
+            raise
+        except Exception:  # noqa: BLE001 - isolate the failing rows below
+            pass
+        n = len(completions)
+        out = torch.zeros(n)  # [N]
+        for i in range(n):
+            row = {k: v[i : i + 1] if isinstance(v, (list, tuple)) and len(v) == n else v for k, v in batch.items()}
+            try:
+                out[i] = reward(completions[i : i + 1], **row)[0]
+            except RewardInputError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a reward bug or a crashing scorer must not end a long run
+                self.errors[name] = self.errors.get(name, 0) + 1
+                if name not in self.warned:
+                    self.warned.add(name)
+                    ident = row.get("id", [None])[0] if isinstance(row.get("id"), list) else None
+                    log.warning("reward %r raised on row %s (id %s) and scores 0 there; further errors are only "
+                                "counted in %s/errors: %s: %s", name, i, ident, name, type(e).__name__, e)  # fmt: skip
+        return out
+
     def metrics(self, reset: bool = True) -> dict[str, float]:
-        """Counters of every component (judge failures, rejections ...)."""
-        out: dict[str, float] = {}
+        """Counters of every component (judge failures, rejections ...) and rows whose reward raised."""
+        out: dict[str, float] = {f"{name}/errors": float(count) for name, count in self.errors.items()}
+        if reset:
+            self.errors.clear()
         for reward in self.rewards:
             out.update(reward.metrics(reset))
         return out

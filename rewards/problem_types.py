@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rewards.base import RewardInputError
+
 PROBLEM_TYPES = ("numerical", "multiple_choice", "math", "ocr", "free_form")
 
 _ALIASES = {
@@ -29,9 +31,9 @@ def canonical_problem_type(name: object) -> str:
     Raises ValueError for anything else, so an unknown type is caught when the data loads, not mid-run.
     """
     if not isinstance(name, str):
-        raise ValueError(f"problem_type must be a string, got {type(name).__name__} {name!r}")
+        raise RewardInputError(f"problem_type must be a string, got {type(name).__name__} {name!r}")
     key = name.strip().lower()
     key = _ALIASES.get(key, key).replace("-", "_").replace(" ", "_")
     if key not in PROBLEM_TYPES:
-        raise ValueError(f"unknown problem_type {name!r}; known: {', '.join(PROBLEM_TYPES)} (and aliases)")
+        raise RewardInputError(f"unknown problem_type {name!r}; known: {', '.join(PROBLEM_TYPES)} (and aliases)")
     return key

@@ -1,20 +1,34 @@
-"""A run resumed from its step-2 checkpoint takes the same third step as the uninterrupted run: same batch, same
-sampled completions, same rewards, same loss (data position, RNG, optimizer, scheduler and beta all restored)."""
+"""Exact resume. A run resumed from a checkpoint takes the same next steps as the uninterrupted run: same batches,
+same sampled completions, same rewards, same losses (data position, RNG, optimizer, scheduler and beta restored).
+Checked in-process from a chosen step, and for a real ``vlrl fit`` process killed with SIGKILL mid-run and
+resumed with ``--ckpt_path=last``."""
 
 import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.e2e import HF_ENGINE
 from vlrl_cli import main
 
-DEMO = Path(__file__).parents[2] / "configs" / "demo_grpo.yaml"
+ROOT = Path(__file__).parents[2]
+DEMO = ROOT / "configs" / "demo_grpo.yaml"
 REWARDS = '[{"class_path": "tests.e2e.test_grpo_cli.TextLengthReward"}]'
+COMPARED = ("train/loss", "reward/total", "train/beta", "train/lr", "rollout/completion_length_mean")
 
 
-def run(tiny_checkpoint, data_dir, root, steps, ckpt=None):
-    args = [
+def fit_args(tiny_checkpoint, data_dir, root, steps) -> list[str]:
+    checkpoint = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                  "init_args": {"every_n_train_steps": 1, "save_top_k": -1, "save_last": True,
+                                "dirpath": str(root / "ckpt")}}  # fmt: skip
+    return [
         "fit", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
         f"--model.init_args.rewards={REWARDS}", "--model.init_args.reward_weights=[1.0]",
         "--model.init_args.lr=1e-3", "--model.init_args.beta_schedule=cosine",
@@ -24,24 +38,59 @@ def run(tiny_checkpoint, data_dir, root, steps, ckpt=None):
         "--data.init_args.train_size=10", "--data.init_args.val_size=2", "--data.init_args.image_size=56",
         "--data.init_args.batch_size=2", "--trainer.max_steps=" + str(steps), "--trainer.limit_val_batches=0",
         "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={root}",
-        f"--trainer.logger.init_args.save_dir={root}",
-        '--trainer.callbacks=[{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", '
-        '"init_args": {"every_n_train_steps": 1, "save_top_k": -1, "dirpath": "' + str(root / "ckpt") + '"}}]',
+        f"--trainer.logger.init_args.save_dir={root}", f"--trainer.callbacks=[{json.dumps(checkpoint)}]",
     ]  # fmt: skip
-    if ckpt:
-        args.append(f"--ckpt_path={ckpt}")
-    main(args)
-    rows = [r for r in csv.DictReader(open(next(root.rglob("metrics.csv")))) if r.get("train/loss")]
-    samples = [line for line in (next(root.rglob("samples.jsonl"))).read_text().splitlines()]
-    return {int(r["step"]): r for r in rows}, samples
+
+
+def logged(root: Path, version: int = 0) -> tuple[dict[int, dict], list[str]]:
+    """Per-step training metrics and the sample lines of one run (one CSV logger version)."""
+    log_dir = root / "logs" / f"version_{version}"
+    rows = [r for r in csv.DictReader(open(log_dir / "metrics.csv")) if r.get("train/loss")]
+    return {int(r["step"]): r for r in rows}, (log_dir / "samples.jsonl").read_text().splitlines()
+
+
+def assert_same_steps(resumed: dict[int, dict], full: dict[int, dict]) -> None:
+    for step in resumed:
+        for key in COMPARED:
+            assert float(resumed[step][key]) == pytest.approx(float(full[step][key]), abs=1e-6), (step, key)
 
 
 def test_resume_reproduces_the_next_step(tiny_checkpoint, tmp_path):
-    full, full_samples = run(tiny_checkpoint, tmp_path / "data", tmp_path / "full", steps=6)
+    main(fit_args(tiny_checkpoint, tmp_path / "data", tmp_path / "full", steps=6))
+    full, full_samples = logged(tmp_path / "full")
     ckpt = next((tmp_path / "full" / "ckpt").glob("*step=4.ckpt"))
-    resumed, resumed_samples = run(tiny_checkpoint, tmp_path / "data", tmp_path / "resumed", steps=6, ckpt=ckpt)
+    main([*fit_args(tiny_checkpoint, tmp_path / "data", tmp_path / "resumed", steps=6), f"--ckpt_path={ckpt}"])
+    resumed, resumed_samples = logged(tmp_path / "resumed")
     assert sorted(resumed) == [4, 5]  # 5 batches an epoch: the last batch of epoch 0, then the first of epoch 1
-    for step in (4, 5):
-        for key in ("train/loss", "reward/total", "train/beta", "train/lr", "rollout/completion_length_mean"):
-            assert float(resumed[step][key]) == pytest.approx(float(full[step][key]), abs=1e-6), (step, key)
+    assert_same_steps(resumed, full)
     assert resumed_samples == full_samples[-len(resumed_samples) :]  # same prompts, completions and rewards
+
+
+def test_sigkill_mid_run_resumes_as_if_never_stopped(tiny_checkpoint, tmp_path):
+    steps, data = 7, tmp_path / "data"
+    main(fit_args(tiny_checkpoint, data, tmp_path / "full", steps))
+    full, full_samples = logged(tmp_path / "full")
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "vlrl_cli", *fit_args(tiny_checkpoint, data, killed, steps)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list((killed / "ckpt").glob("*step=3.ckpt")):  # kill while steps 4+ run (or their checkpoints write)
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "the run never reached step 3"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done_before_kill = max(int(p.stem.split("step=")[1]) for p in (killed / "ckpt").glob("*step=*.ckpt"))
+    assert done_before_kill < steps, "killed too late to test anything"
+
+    main([*fit_args(tiny_checkpoint, data, killed, steps), "--ckpt_path=last"])
+    resumed, resumed_samples = logged(killed, version=1)
+    assert sorted(resumed) == list(range(min(resumed), steps)) and min(resumed) >= 3  # picks up after last.ckpt
+    assert_same_steps(resumed, full)
+    assert resumed_samples == full_samples[-len(resumed_samples) :]  # no batch repeated or skipped
+    assert not list((killed / "ckpt").glob(".*partial*"))  # a dead writer's partial file is cleared by the next save
+    for ckpt in (killed / "ckpt").glob("*.ckpt"):  # every checkpoint file is whole
+        assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] > 0, ckpt

@@ -54,6 +54,17 @@ def test_completion_logps_match_the_models_own_logits(tiny_checkpoint, processor
     expected = torch.log_softmax(logits, -1).gather(-1, enc["input_ids"][:, -c:, None]).squeeze(-1)
     assert torch.allclose(logps, expected, atol=1e-5)
 
+    # with a completion mask the LM head skips the masked-out positions; the kept ones are unchanged and train
+    mask = torch.ones_like(expected, dtype=torch.long)
+    mask[:, -1] = 0  # [1, c]: the last token is padding
+    masked, entropy = completion_logps(
+        model, enc["input_ids"], enc["attention_mask"], c, enc["pixel_values"], enc["image_grid_thw"],
+        completion_mask=mask, mm_token_type_ids=enc["mm_token_type_ids"],
+    )  # fmt: skip
+    assert torch.allclose(masked[:, :-1], expected[:, :-1], atol=1e-5) and masked[0, -1] == 0 and entropy[0, -1] == 0
+    masked.sum().backward()
+    assert model.lm_head.weight.grad is not None and model.lm_head.weight.grad.abs().sum() > 0
+
 
 def test_full_reference_is_frozen_copy_outside_module_tree(tiny_checkpoint):
     model = load_policy(str(tiny_checkpoint), dtype="float32", freeze_vision_tower=True)

@@ -1,0 +1,85 @@
+"""The end-of-run account of every row a run did not use.
+
+Datamodules built with ``skip_bad_rows`` / ``skip_long_prompts`` drop unreadable rows and over-long prompts from
+their batches and say so in ``batch["skipped"]`` (reason -> count) and ``batch["skipped_messages"]`` (one line per
+row naming the file and row). The modules log the counts as metrics; this callback keeps the rows themselves:
+each skip is appended to ``<log dir>/skipped_rows.jsonl`` (stage, step, reason, message) as it happens, so a killed
+run loses nothing, and when fit/validate/test ends a summary is printed:
+``skipped 7 rows (train: bad_row 5, prompt_too_long 2); details: runs/x/logs/version_0/skipped_rows.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+
+class SkippedRowsReport(Callback):
+    def __init__(self) -> None:
+        self.counts: dict[str, Counter] = {}
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.counts = {}
+
+    def path(self, trainer) -> Path:
+        name = "skipped_rows.jsonl" if trainer.global_rank == 0 else f"skipped_rows.rank{trainer.global_rank}.jsonl"
+        return Path(trainer.log_dir or trainer.default_root_dir) / name
+
+    def record(self, trainer, stage: str, batch: Any) -> None:
+        if not isinstance(batch, dict) or not batch.get("skipped"):
+            return
+        counts = self.counts.setdefault(stage, Counter())
+        counts.update(batch["skipped"])
+        messages = batch.get("skipped_messages") or []
+        reasons = [r for r, n in batch["skipped"].items() for _ in range(n)]
+        path = self.path(trainer)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            for i, reason in enumerate(reasons):
+                message = messages[i] if i < len(messages) else ""
+                f.write(json.dumps({"stage": stage, "step": trainer.global_step, "reason": reason,
+                                    "message": message}) + "\n")  # fmt: skip
+
+    def summary(self, trainer) -> str | None:
+        total = sum(sum(c.values()) for c in self.counts.values())
+        if not total:
+            return None
+        parts = "; ".join(f"{stage}: " + ", ".join(f"{r} {n}" for r, n in sorted(c.items()))
+                          for stage, c in self.counts.items() if c)  # fmt: skip
+        return f"skipped {total} rows ({parts}); details: {self.path(trainer)}"
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self.record(trainer, "train", batch)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not trainer.sanity_checking:
+            self.record(trainer, "val", batch)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.record(trainer, "test", batch)
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.record(trainer, "predict", batch)
+
+    def _report(self, trainer) -> None:
+        line = self.summary(trainer)
+        if line:
+            rank_zero_info(line)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._report(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "validate":
+            self._report(trainer)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._report(trainer)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self._report(trainer)

@@ -1,0 +1,58 @@
+"""Fuzzed RL data: every malformed row is a counted skip naming its row (or an error naming it without
+``skip_bad_rows``); odd but valid images (tiny, huge, grey, palette, 16-bit, CMYK, RGBA) load as RGB."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from datamodules.vqa import VQADataset, collate_rows
+from tests.datamodules.fuzzing import BAD_KINDS, ODD_GOOD_IMAGES, bad_row, fuzzed_rows, write_odd_images
+
+
+def _write(tmp_path, rows):
+    path = tmp_path / "fuzz.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_each_bad_kind_is_an_error_naming_its_row(tmp_path, tokenizer):
+    images = write_odd_images(tmp_path / "images")
+    for kind in BAD_KINDS:
+        rows = [{**bad_row(kind, images), "id": "x"}]
+        try:
+            ds = VQADataset(_write(tmp_path, rows), tokenizer)
+        except ValueError as e:  # problem types are checked when the data loads
+            assert "row 0" in str(e), (kind, e)
+            continue
+        except KeyError as e:  # a column no row has (here: the only row lacks a solution) names file and column
+            assert kind == "missing_solution" and "fuzz.jsonl" in str(e) and "'solution'" in str(e)
+            continue
+        with pytest.raises(ValueError, match="row 0") as err:
+            ds[0]
+        if kind in ("missing_file", "corrupt", "truncated", "bomb", "sliver"):
+            assert rows[0]["image"].split("/")[-1] in str(err.value), kind
+
+
+def test_fuzzed_rows_are_skipped_and_counted_exactly(tmp_path, tokenizer):
+    images = write_odd_images(tmp_path / "images")
+    rows, injected = fuzzed_rows(300, 0.3, images, seed=1)
+    assert set(injected) == set(BAD_KINDS)  # every kind appears at this size
+    ds = VQADataset(_write(tmp_path, rows), tokenizer, skip_bad_rows=True, min_pixels=56 * 56, max_pixels=112 * 112)
+    batch = collate_rows([ds[i] for i in range(len(ds))])
+    assert batch["skipped"] == {"bad_row": sum(injected.values())}
+    assert len(batch["prompt"]) == len(rows) - sum(injected.values())
+    named = sorted(int(m.split(" row ")[1].split(":")[0].split(",")[0]) for m in batch["skipped_messages"])
+    kept = {int(i.split("-")[1]) for i in batch["id"]}
+    assert len(named) == len(set(named)) and kept.isdisjoint(named) and len(kept) + len(named) == len(rows)
+    for ims in batch["images"]:
+        assert all(isinstance(im, Image.Image) and im.mode == "RGB" and 56 * 56 <= im.width * im.height <= 112 * 112
+                   for im in ims)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ODD_GOOD_IMAGES)
+def test_odd_but_valid_images_load(tmp_path, tokenizer, kind):
+    images = write_odd_images(tmp_path / "images")
+    row = {"id": "odd", "image": images[kind], "problem": "Colour?", "solution": "A", "problem_type": "multiple_choice"}
+    item = VQADataset(_write(tmp_path, [row]), tokenizer, min_pixels=56 * 56, max_pixels=112 * 112)[0]
+    assert item["images"][0].mode == "RGB"
