@@ -161,7 +161,8 @@ class VQADataset(Dataset):
             if problem_type is None and self.bad_problem_types:
                 value = _hashable(self.table[self.columns["problem_type"]][index])
                 if value in self.bad_problem_types:
-                    raise ValueError(f"{where}: column {self.columns['problem_type']!r}: {self.bad_problem_types[value]}")
+                    column = self.columns["problem_type"]
+                    raise ValueError(f"{where}: column {column!r}: {self.bad_problem_types[value]}")
             messages = build_messages(problem, len(images), self.template, problem_type, self.answer_hints)
         except (BadImageError, ValueError) as e:
             if self.skip_bad_rows:

@@ -11,10 +11,9 @@ unknown problem type) are the data's or the config's fault and would fail every 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
-
-import logging
 
 import torch
 
