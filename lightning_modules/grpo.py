@@ -218,14 +218,15 @@ class GRPOModule(LightningModule):
                 [p for p in self.policy.parameters() if p.requires_grad], self.hparams.max_grad_norm
             )
             if not (math.isfinite(totals["loss"]) and torch.isfinite(grad_norm)):
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad(set_to_none=True)  # weights and optimizer state stay as they were
                 self.skipped_steps += 1
-                self.log("train/nonfinite_skipped", float(self.skipped_steps))
                 continue
             opt.step()
             opt.zero_grad(set_to_none=True)
             step_metrics = {**totals, "grad_norm": float(grad_norm)}
-        sched.step()
+        if step_metrics:  # the schedule follows optimizer steps, which a skipped update did not take
+            sched.step()
+        self.log("train/nonfinite_skipped", float(self.skipped_steps))
         for key, value in {
             **batch.get("rollout_metrics", {}),
             **(parity if check_parity else {}),
@@ -281,7 +282,9 @@ class GRPOModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vlrl_rng"] = capture_rng()
+        checkpoint["vlrl_nonfinite_skipped"] = self.skipped_steps
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "vlrl_rng" in checkpoint:
             restore_rng(checkpoint["vlrl_rng"])
+        self.skipped_steps = int(checkpoint.get("vlrl_nonfinite_skipped", 0))

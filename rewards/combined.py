@@ -78,7 +78,7 @@ class CombinedReward:
 
     def metrics(self, reset: bool = True) -> dict[str, float]:
         """Counters of every component (judge failures, rejections ...) and rows whose reward raised."""
-        out: dict[str, float] = {f"{name}/errors": float(count) for name, count in self.errors.items()}
+        out: dict[str, float] = {f"{name}/errors": float(self.errors.get(name, 0)) for name in self.names}
         if reset:
             self.errors.clear()
         for reward in self.rewards:

@@ -19,7 +19,7 @@ from rollout.advantages import group_advantages
 from rollout.batch import RolloutBatch
 from rollout.engine import VISION_TOKENS, RolloutEngine, SamplingConfig, mask_vision_tokens
 
-REWARD_COLUMNS = ("problem", "solution", "problem_type")
+REWARD_COLUMNS = ("id", "problem", "solution", "problem_type")
 
 
 @dataclass
@@ -73,6 +73,7 @@ class RolloutCallback(Callback):
         self, engine: RolloutEngine, settings: RolloutSettings, stages: list[RolloutStage] | None = None
     ) -> None:
         self.engine, self.settings, self.stages = engine, settings, stages
+        self.counter_keys: set[str] = set()  # reward counters seen so far (logged every step from then on)
 
     # The policy is built in configure_model, after Callback.setup, so the engine is attached at these starts.
     def _attach(self, pl_module) -> None:
@@ -120,7 +121,11 @@ class RolloutCallback(Callback):
         })  # fmt: skip
         if hasattr(self.engine, "weight_version"):
             metrics["rollout/weight_version"] = float(self.engine.weight_version)
-        metrics.update(pl_module.rewards.metrics())
+        counters = pl_module.rewards.metrics()  # this step's judge failures, reward errors, ...
+        self.counter_keys.update(counters)
+        # every counter seen so far is logged every step (0 when quiet): Lightning repeats a key's last value
+        # at steps where it is not logged, which would multiply counts that only appear now and then
+        metrics.update({key: counters.get(key, 0.0) for key in sorted(self.counter_keys)})
         rollout = RolloutBatch(
             input_ids=torch.cat([out.prompt_ids, completion_ids], 1),
             attention_mask=torch.cat([out.prompt_mask, out.completion_mask], 1),  # the replaced tokens stay attended

@@ -79,17 +79,21 @@ BAD_KINDS = ("missing_file", "corrupt", "truncated", "bomb", "sliver", "image_wr
 ODD_GOOD_IMAGES = ("tiny", "large", "gray", "rgba", "palette", "sixteen_bit", "cmyk")
 
 
-def fuzzed_rows(n: int, bad_rate: float, images: dict[str, str], seed: int = 0) -> tuple[list[dict], dict[str, int]]:
-    """``n`` rows, each bad with probability ``bad_rate`` (kind drawn uniformly); returns rows and injected counts."""
+def fuzzed_rows(
+    n: int, bad_rate: float, images: dict[str, str], seed: int = 0
+) -> tuple[list[dict], dict[str, int], set[str]]:
+    """``n`` rows (ids ``row-<i>``), each bad with probability ``bad_rate`` (kind drawn uniformly); returns the rows,
+    the injected count per kind and the bad rows' ids."""
     rng = random.Random(seed)
-    rows, injected = [], {}
+    rows, injected, bad = [], {}, set()
     for i in range(n):
         if rng.random() < bad_rate:
             kind = rng.choice(BAD_KINDS)
             row = bad_row(kind, images)
             injected[kind] = injected.get(kind, 0) + 1
+            bad.add(f"row-{i}")
         else:
             row = _good(images, rng.choice(("good", *ODD_GOOD_IMAGES)))
         row["id"] = f"row-{i}"
         rows.append(row)
-    return rows, injected
+    return rows, injected, bad

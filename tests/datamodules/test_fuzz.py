@@ -36,7 +36,7 @@ def test_each_bad_kind_is_an_error_naming_its_row(tmp_path, tokenizer):
 
 def test_fuzzed_rows_are_skipped_and_counted_exactly(tmp_path, tokenizer):
     images = write_odd_images(tmp_path / "images")
-    rows, injected = fuzzed_rows(300, 0.3, images, seed=1)
+    rows, injected, bad = fuzzed_rows(300, 0.3, images, seed=1)
     assert set(injected) == set(BAD_KINDS)  # every kind appears at this size
     ds = VQADataset(_write(tmp_path, rows), tokenizer, skip_bad_rows=True, min_pixels=56 * 56, max_pixels=112 * 112)
     batch = collate_rows([ds[i] for i in range(len(ds))])
@@ -44,7 +44,8 @@ def test_fuzzed_rows_are_skipped_and_counted_exactly(tmp_path, tokenizer):
     assert len(batch["prompt"]) == len(rows) - sum(injected.values())
     named = sorted(int(m.split(" row ")[1].split(":")[0].split(",")[0]) for m in batch["skipped_messages"])
     kept = {int(i.split("-")[1]) for i in batch["id"]}
-    assert len(named) == len(set(named)) and kept.isdisjoint(named) and len(kept) + len(named) == len(rows)
+    assert set(named) == {int(i.split("-")[1]) for i in bad} and len(named) == len(bad)
+    assert kept.isdisjoint(named) and len(kept) + len(named) == len(rows)
     for ims in batch["images"]:
         assert all(isinstance(im, Image.Image) and im.mode == "RGB" and 56 * 56 <= im.width * im.height <= 112 * 112
                    for im in ims)  # fmt: skip

@@ -88,7 +88,8 @@ def test_sigkill_mid_run_resumes_as_if_never_stopped(tiny_checkpoint, tmp_path):
 
     main([*fit_args(tiny_checkpoint, data, killed, steps), "--ckpt_path=last"])
     resumed, resumed_samples = logged(killed, version=1)
-    assert sorted(resumed) == list(range(min(resumed), steps)) and min(resumed) >= 3  # picks up after last.ckpt
+    # picks up after last.ckpt: step 3's, or step 2's when the kill fell between writing step=3.ckpt and last.ckpt
+    assert sorted(resumed) == list(range(min(resumed), steps)) and min(resumed) >= 2
     assert_same_steps(resumed, full)
     assert resumed_samples == full_samples[-len(resumed_samples) :]  # no batch repeated or skipped
     assert not list((killed / "ckpt").glob(".*partial*"))  # a dead writer's partial file is cleared by the next save
