@@ -55,7 +55,7 @@ def main() -> None:
         f.flush()
         module = cli(["-c", f.name], run=False).model
     module.configure_model()
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)["state_dict"]  # no pickle code
     module.load_state_dict(state)
     out = export_policy(module.policy, module.hparams.model_name_or_path, args.out_dir, merge_lora=not args.keep_lora)
     print(f"exported {args.checkpoint} to {out}")

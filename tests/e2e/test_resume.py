@@ -94,4 +94,4 @@ def test_sigkill_mid_run_resumes_as_if_never_stopped(tiny_checkpoint, tmp_path):
     assert resumed_samples == full_samples[-len(resumed_samples) :]  # no batch repeated or skipped
     assert not list((killed / "ckpt").glob(".*partial*"))  # a dead writer's partial file is cleared by the next save
     for ckpt in (killed / "ckpt").glob("*.ckpt"):  # every checkpoint file is whole
-        assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] > 0, ckpt
+        assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] > 0, ckpt
