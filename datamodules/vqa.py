@@ -168,8 +168,11 @@ class VQADataset(Dataset):
             if self.skip_bad_rows:
                 return SkippedRow("bad_row", index, str(e))
             raise
-        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        length = self.prompt_length(prompt, images)
+        if self.tokenizer is None:  # rows only (the cold-start pipeline renders its own prompts)
+            prompt, length = None, 0
+        else:
+            prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            length = self.prompt_length(prompt, images)
         if length > self.max_prompt_length:
             message = (
                 f"{where}: prompt has {length} tokens (images included) > max_prompt_length {self.max_prompt_length}"

@@ -13,11 +13,6 @@ those 0 and counts them. Exceptions that escape a backend are caught by the rewa
 
 from __future__ import annotations
 
-import json
-import os
-import time
-import urllib.error
-import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -142,44 +137,16 @@ class OpenAIJudge(Judge):
         max_retries: int = 2,
         system_prompt: str | None = None,
     ) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.api_key_env = model, api_key_env
+        from rollout.http_chat import ChatClient
+
+        self.client = ChatClient(base_url, model, api_key_env, timeout_s, max_retries)
         self.max_tokens, self.temperature = max_tokens, temperature
-        self.timeout_s, self.max_retries = timeout_s, max_retries
         self.system_prompt = system_prompt
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
-
-    def _one(self, prompt: str) -> str | None:
-        messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [
-            {"role": "user", "content": prompt}
-        ]
-        body = json.dumps(dict(model=self.model, messages=messages, max_tokens=self.max_tokens,
-                               temperature=self.temperature)).encode()  # fmt: skip
-        for attempt in range(self.max_retries + 1):
-            request = urllib.request.Request(self.url, data=body, headers=self._headers(), method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    payload = json.loads(response.read())
-                return payload["choices"][0]["message"]["content"]
-            except urllib.error.HTTPError as e:
-                if e.code not in (429, 500, 502, 503, 504) or attempt == self.max_retries:
-                    return None
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError):
-                if attempt == self.max_retries:
-                    return None
-            except (KeyError, IndexError, TypeError, ValueError):  # malformed reply
-                return None
-            time.sleep(min(2.0**attempt * 0.5, 8.0))
-        return None
+    def _messages(self, prompt: str) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return [*system, {"role": "user", "content": prompt}]
 
     def generate(self, prompts: Sequence[str]) -> list[str | None]:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(8, max(1, len(prompts)))) as pool:
-            return list(pool.map(self._one, prompts))
+        return self.client.complete_many([self._messages(p) for p in prompts], max_tokens=self.max_tokens,
+                                         temperature=self.temperature)  # fmt: skip

@@ -1,0 +1,8 @@
+"""Vision-R1's modality-bridging cold-start data pipeline (see ``pipeline``)."""
+
+from datamodules.cold_start.backends import ChatBackend, ChatRequest, HFBackend, OpenAIBackend, VLLMBackend
+from datamodules.cold_start.filters import FilterConfig, rejection_reason
+from datamodules.cold_start.pipeline import Prompts, run_pipeline
+
+__all__ = ["ChatBackend", "ChatRequest", "FilterConfig", "HFBackend", "OpenAIBackend", "Prompts", "VLLMBackend",
+           "rejection_reason", "run_pipeline"]  # fmt: skip

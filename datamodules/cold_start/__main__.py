@@ -1,0 +1,3 @@
+from datamodules.cold_start.pipeline import main
+
+main()

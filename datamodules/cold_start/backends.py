@@ -1,0 +1,142 @@
+"""Where the cold-start pipeline's models run. One interface: ``chat(requests) -> [reply or None]``.
+
+- ``VLLMBackend``: a local vLLM engine on any checkpoint vLLM serves (a VLM for the image stages, any causal LM for
+  the text-only reasoning stage). Prompts are rendered with the checkpoint's own chat template.
+- ``HFBackend``: transformers ``generate`` through the project's ``HFEngine`` (Qwen2.5-VL-style checkpoints; the CPU
+  and test path).
+- ``OpenAIBackend``: any OpenAI-compatible ``/chat/completions`` endpoint (vLLM's server, a hosted reasoning model);
+  the key comes from the environment variable named by ``api_key_env``.
+
+A reply is ``None`` when the backend failed for that request (HTTP error after retries); the pipeline counts it
+and retries the row on the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChatRequest:
+    text: str  # the user turn
+    images: list[Any] = field(default_factory=list)  # PIL images, shown before the text
+    system: str | None = None
+
+
+def chat_messages(request: ChatRequest, image_parts: bool = True) -> list[dict[str, Any]]:
+    """Chat-template messages for ``request`` (``{"type": "image"}`` placeholders, as HF processors expect)."""
+    system = [{"role": "system", "content": request.system}] if request.system else []
+    if not request.images or not image_parts:
+        return [*system, {"role": "user", "content": request.text}]
+    content = [*({"type": "image"} for _ in request.images), {"type": "text", "text": request.text}]
+    return [*system, {"role": "user", "content": content}]
+
+
+class ChatBackend(ABC):
+    """Args shared by the backends: max_new_tokens, temperature (0: greedy), top_p."""
+
+    def __init__(self, max_new_tokens: int = 1024, temperature: float = 0.0, top_p: float = 1.0) -> None:
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+
+    @abstractmethod
+    def chat(self, requests: Sequence[ChatRequest]) -> list[str | None]:
+        """One reply per request, in order."""
+
+    def close(self) -> None:  # noqa: B027 - optional: free the engine's memory
+        """Release the model (called when the pipeline no longer needs this backend)."""
+
+
+class HFBackend(ChatBackend):
+    """Args: model_name_or_path: a Qwen2.5-VL-style checkpoint; dtype; generation_batch_size."""
+
+    def __init__(self, model_name_or_path: str, max_new_tokens: int = 1024, temperature: float = 0.0,
+                 top_p: float = 1.0, dtype: str = "float32", generation_batch_size: int = 16) -> None:  # fmt: skip
+        super().__init__(max_new_tokens, temperature, top_p)
+        from transformers import AutoProcessor
+
+        from lightning_modules.policy import load_policy
+        from rollout.hf import HFEngine
+
+        self.processor = AutoProcessor.from_pretrained(model_name_or_path)
+        self.engine = HFEngine(generation_batch_size)
+        self.engine.setup(load_policy(model_name_or_path, dtype).eval(), self.processor)
+
+    def chat(self, requests: Sequence[ChatRequest]) -> list[str | None]:
+        from rollout.engine import SamplingConfig
+
+        prompts = [self.processor.apply_chat_template(chat_messages(r), add_generation_prompt=True, tokenize=False)
+                   for r in requests]  # fmt: skip
+        sampling = SamplingConfig(self.temperature, self.top_p, 0, self.max_new_tokens)
+        return list(self.engine.generate(prompts, [r.images for r in requests], 1, sampling).texts)
+
+
+class VLLMBackend(ChatBackend):
+    """Args: model: checkpoint folder or hub id; gpu_memory_utilization, max_model_len, dtype ("auto": the
+    checkpoint's), enforce_eager, tensor_parallel_size (this backend only generates, so any size works),
+    max_images_per_prompt: as in ``vllm.LLM``; engine_kwargs: any other ``vllm.LLM`` argument; seed: makes sampling
+    reproducible."""
+
+    def __init__(self, model: str, max_new_tokens: int = 1024, temperature: float = 0.0, top_p: float = 1.0,
+                 seed: int = 0, gpu_memory_utilization: float = 0.85, max_model_len: int | None = None,
+                 dtype: str = "auto", enforce_eager: bool = False, tensor_parallel_size: int = 1,
+                 max_images_per_prompt: int = 1, engine_kwargs: dict[str, Any] | None = None) -> None:  # fmt: skip
+        super().__init__(max_new_tokens, temperature, top_p)
+        import os
+
+        if tensor_parallel_size == 1:  # in-process engine (what the CPU build runs best); TP needs worker processes
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from transformers import AutoProcessor
+        from vllm import LLM
+
+        # a VLM's processor renders image placeholders; for a text-only LLM AutoProcessor returns its tokenizer
+        self.renderer = AutoProcessor.from_pretrained(model)
+        self.seed = seed
+        log.info("starting vLLM on %s", model)
+        self.llm = LLM(model=model, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
+                       max_model_len=max_model_len, dtype=dtype, enforce_eager=enforce_eager,
+                       tensor_parallel_size=tensor_parallel_size,
+                       limit_mm_per_prompt={"image": max_images_per_prompt}, **(engine_kwargs or {}))  # fmt: skip
+
+    def chat(self, requests: Sequence[ChatRequest]) -> list[str | None]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p if self.temperature > 0 else 1.0,
+                                max_tokens=self.max_new_tokens, seed=self.seed)  # fmt: skip
+        prompts = []
+        for r in requests:
+            text = self.renderer.apply_chat_template(chat_messages(r), add_generation_prompt=True, tokenize=False)
+            prompts.append({"prompt": text, **({"multi_modal_data": {"image": list(r.images)}} if r.images else {})})
+        return [out.outputs[0].text for out in self.llm.generate(prompts, params, use_tqdm=False)]
+
+    def close(self) -> None:
+        del self.llm
+
+
+class OpenAIBackend(ChatBackend):
+    """Args: base_url (``http://host:8000/v1``), model (served name), api_key_env, timeout_s, max_retries,
+    concurrency (requests in flight)."""
+
+    def __init__(self, base_url: str, model: str, max_new_tokens: int = 1024, temperature: float = 0.0,
+                 top_p: float = 1.0, api_key_env: str | None = "OPENAI_API_KEY", timeout_s: float = 120.0,
+                 max_retries: int = 2, concurrency: int = 8) -> None:  # fmt: skip
+        super().__init__(max_new_tokens, temperature, top_p)
+        from rollout.http_chat import ChatClient
+
+        self.client = ChatClient(base_url, model, api_key_env, timeout_s, max_retries)
+        self.concurrency = concurrency
+
+    def chat(self, requests: Sequence[ChatRequest]) -> list[str | None]:
+        from rollout.http_chat import user_message
+
+        conversations = []
+        for r in requests:
+            system = [{"role": "system", "content": r.system}] if r.system else []
+            conversations.append([*system, user_message(r.text, r.images)])
+        return self.client.complete_many(conversations, self.concurrency, max_tokens=self.max_new_tokens,
+                                         temperature=self.temperature, top_p=self.top_p)  # fmt: skip

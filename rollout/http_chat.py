@@ -1,0 +1,86 @@
+"""A small client for OpenAI-compatible ``/v1/chat/completions`` endpoints (vLLM's server, hosted APIs).
+
+Used by the caption judge (``rewards.OpenAIJudge``) and the cold-start data pipeline. Standard library only. The
+key is read from the environment variable named by ``api_key_env`` at call time and never logged. Connection
+errors, timeouts, 429 and 5xx are retried with exponential backoff; other HTTP errors and malformed replies give
+``None`` (the caller counts them). Images go as ``data:image/png;base64`` URLs in ``image_url`` content parts.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+RETRIED_STATUS = (429, 500, 502, 503, 504)
+
+
+def image_part(image: Any) -> dict[str, Any]:
+    """An ``image_url`` content part holding a PIL image as a PNG data URL."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def user_message(text: str, images: Sequence[Any] = ()) -> dict[str, Any]:
+    """One user turn: plain text, or the images followed by the text as content parts."""
+    if not images:
+        return {"role": "user", "content": text}
+    return {"role": "user", "content": [*(image_part(im) for im in images), {"type": "text", "text": text}]}
+
+
+class ChatClient:
+    """Args:
+    base_url: e.g. ``http://localhost:8000/v1``.
+    model: the served model name.
+    api_key_env: environment variable holding the key (None or unset: no Authorization header).
+    timeout_s: per request; max_retries: retries per request on transient failures.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", timeout_s: float = 60.0,
+                 max_retries: int = 2) -> None:  # fmt: skip
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.api_key_env = model, api_key_env
+        self.timeout_s, self.max_retries = timeout_s, max_retries
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def complete(self, messages: list[dict[str, Any]], **params: Any) -> str | None:
+        """The reply's text, or None after the retries (``params``: max_tokens, temperature, top_p ...)."""
+        body = json.dumps({"model": self.model, "messages": messages, **params}).encode()
+        for attempt in range(self.max_retries + 1):
+            request = urllib.request.Request(self.url, data=body, headers=self.headers(), method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    payload = json.loads(response.read())
+                return payload["choices"][0]["message"]["content"]
+            except urllib.error.HTTPError as e:
+                if e.code not in RETRIED_STATUS or attempt == self.max_retries:
+                    return None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError):
+                if attempt == self.max_retries:
+                    return None
+            except (KeyError, IndexError, TypeError, ValueError):  # malformed reply
+                return None
+            time.sleep(min(2.0**attempt * 0.5, 8.0))
+        return None
+
+    def complete_many(self, conversations: Sequence[list[dict[str, Any]]], concurrency: int = 8,
+                      **params: Any) -> list[str | None]:  # fmt: skip
+        """Replies in order, ``concurrency`` requests in flight."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(concurrency, max(1, len(conversations)))) as pool:
+            return list(pool.map(lambda messages: self.complete(messages, **params), conversations))
