@@ -181,3 +181,17 @@ def test_vllm_backend_end_to_end_from_the_command_line(rows, tiny_checkpoint, tm
     assert report["kept"] + sum(report["rejected"].values()) == 6
     texts = [json.loads(x)["text"] for x in (tmp_path / "out" / "stages" / "reasoning.jsonl").open()]
     assert len(texts) == 6 and all(isinstance(t, str) for t in texts)
+
+
+def test_shipped_config_parses_and_carries_the_default_prompts():
+    from jsonargparse import ArgumentParser
+
+    from datamodules.cold_start import Prompts, run_pipeline
+
+    parser = ArgumentParser()
+    parser.add_argument("--config", action="config")
+    parser.add_function_arguments(run_pipeline)
+    config = ROOT / "configs" / "cold_start" / "vision_r1_bridge.yaml"
+    cfg = parser.parse_args(["--config", str(config), "--data", "rows.jsonl", "--out", "out"])  # checks every key
+    assert cfg.vlm.class_path.endswith("VLLMBackend") and cfg.reasoner.class_path.endswith("OpenAIBackend")
+    assert cfg.prompts.reasoning == Prompts().reasoning and cfg.filters.max_words == 6000
