@@ -27,8 +27,21 @@ DEMO_TASKS = ["shape_color"]
 
 
 def evaluate(
-    model_path: str, out: Path, name: str, limit_val: int, data_dir: Path, tasks: list[str], image_size: int
+    model_path: str,
+    out: Path,
+    name: str,
+    limit_val: int,
+    data_dir: Path,
+    tasks: list[str],
+    image_size: int,
+    sampled: bool = True,
 ) -> dict:
+    """Greedy accuracy and format rate on the held-out rows; with ``sampled``, also the accuracy of one sample per
+    row at the rollout's sampling settings (what GRPO optimises), seeded."""
+    from dataclasses import replace
+
+    from lightning import seed_everything
+
     from vlrl_cli import main
 
     cli = main([
@@ -40,7 +53,16 @@ def evaluate(
         f"--trainer.logger.init_args.save_dir={out / 'eval' / name}", "--trainer.enable_progress_bar=false",
     ])  # fmt: skip
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
-    return {"name": name, "accuracy": metrics["val/accuracy"], "format_rate": metrics.get("val/format_rate", 0.0)}
+    stage = {"name": name, "accuracy": metrics["val/accuracy"], "format_rate": metrics.get("val/format_rate", 0.0)}
+    if sampled:
+        module = cli.model
+        settings = module.rollout_settings
+        module.eval_sampling = replace(module.eval_sampling, temperature=settings.temperature, top_p=settings.top_p,
+                                       top_k=settings.top_k)  # fmt: skip
+        seed_everything(0, verbose=False)
+        cli.trainer.validate(module, datamodule=cli.datamodule, verbose=False)
+        stage["sampled_accuracy"] = float(cli.trainer.callback_metrics["val/accuracy"])
+    return stage
 
 
 def plot_rewards(metrics_csv: Path, out_png: Path) -> None:
@@ -92,7 +114,7 @@ def main() -> None:
     data_args = [f"--data.init_args.data_dir={data}", f"--data.init_args.tasks={json.dumps(tasks)}",
                  f"--data.init_args.image_size={px}", f"--data.init_args.train_size={args.rl_rows}"]  # fmt: skip
 
-    stages = [evaluate(str(tiny), out, "start", args.eval_rows, data, tasks, px)]
+    stages = [evaluate(str(tiny), out, "start", args.eval_rows, data, tasks, px, sampled=False)]
     sft_export = out / "sft" / "export"
     vlrl([
         "fit", "-c", str(CONFIGS / "demo_sft.yaml"), f"--model.init_args.model_name_or_path={tiny}",
@@ -116,9 +138,11 @@ def main() -> None:
     summary = {"stages": stages, "seconds": round(time.monotonic() - start, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_rewards(Path(grpo.trainer.logger.log_dir) / "metrics.csv", out / "rewards.png")
-    print(f"\n{'stage':<12}{'accuracy':>10}{'format':>10}")
+    print(f"\n{'stage':<12}{'accuracy':>10}{'format':>10}{'sampled':>10}")
     for s in stages:
-        print(f"{s['name']:<12}{s['accuracy']:>10.3f}{s['format_rate']:>10.3f}")
+        sampled = f"{s['sampled_accuracy']:>10.3f}" if "sampled_accuracy" in s else f"{'-':>10}"
+        print(f"{s['name']:<12}{s['accuracy']:>10.3f}{s['format_rate']:>10.3f}{sampled}")
+    print("accuracy and format: greedy; sampled: accuracy of one sample per row at the rollout's temperature/top-k")
     print(f"summary: {out / 'summary.json'}  plot: {out / 'rewards.png'}  time: {summary['seconds']} s")
 
 

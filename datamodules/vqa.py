@@ -191,7 +191,13 @@ class VQADataset(Dataset):
             "solution": "" if solution is None else str(solution),
             "problem_type": problem_type,
             "prompt_length": length,
+            **{k: row.get(k) for k in PASSTHROUGH if k in row},
         }
+
+
+# Optional columns carried from the data to the batch unchanged: a benchmark's category (per-category accuracy),
+# option texts (multiple-choice answers given as text) and stated numeric precision (``datamodules.benchmarks``).
+PASSTHROUGH = ("category", "choices", "precision")
 
 
 def collate_rows(items: Sequence[dict[str, Any] | SkippedRow]) -> dict[str, Any]:
@@ -204,6 +210,9 @@ def collate_rows(items: Sequence[dict[str, Any] | SkippedRow]) -> dict[str, Any]
     skipped = [x for x in items if isinstance(x, SkippedRow)]
     keys = ("id", "index", "prompt", "messages", "images", "problem", "solution", "problem_type", "prompt_length")
     batch: dict[str, Any] = {k: [x[k] for x in kept] for k in keys}
+    for key in PASSTHROUGH:  # benchmark columns, when every kept row has them
+        if kept and all(key in x for x in kept):
+            batch[key] = [x[key] for x in kept]
     batch["skipped"] = dict(Counter(x.reason for x in skipped))
     batch["skipped_messages"] = [x.message for x in skipped]
     return batch

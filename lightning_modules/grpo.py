@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,6 +56,10 @@ class GRPOModule(LightningModule):
     val_max_new_tokens: generation length in validation, test and predict (default: the rollout's).
     eval_sampling: sampling for validation, test and predict (default greedy); Vision-R1's inference preset is
         ``{temperature: 0.6, top_p: 0.95}``.
+    shortcut_diagnostics: in validation and test, also image-blind accuracy, visual dependency, caption
+        sufficiency and reasoning length against correctness (``lightning_modules.diagnostics``); costs one more
+        generation per held-out row (and judge calls with a caption reward).
+    short_reasoning_words: reasoning shorter than this counts as short in ``short_correct_share``.
     predictions_path: where ``vlrl predict`` writes JSONL (default ``<log dir>/predictions.jsonl``).
     parity_check_every_n_steps: with an engine that reports sampling log-probs (vLLM), log the mean and max
         |policy log-prob - engine log-prob| over the sampled tokens every N steps (0: never). It costs nothing: the
@@ -92,6 +97,8 @@ class GRPOModule(LightningModule):
         parity_check_every_n_steps: int = 1,
         tis_cap: float | None = None,
         trust_remote_code: bool = False,
+        shortcut_diagnostics: bool = False,
+        short_reasoning_words: int = 10,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["rewards", "loss", "engine", "eval_sampling"])
@@ -109,6 +116,7 @@ class GRPOModule(LightningModule):
         self.reference: FrozenReference | None = None
         self.val_accuracy = self._find_reward("accuracy") or AccuracyReward()
         self.skipped_steps = 0
+        self._eval_tally: dict[str, dict[str, list]] = {}  # stage -> category -> [score sum, rows]
         if tis_cap is not None and tis_cap <= 0:
             raise ValueError(f"tis_cap must be positive, got {tis_cap}")
 
@@ -244,18 +252,82 @@ class GRPOModule(LightningModule):
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
         """Completions for held-out rows (greedy unless ``eval_sampling`` says otherwise): accuracy, format rate (if
-        a format reward is configured), length."""
+        a format reward is configured), length, and the shortcut diagnostics when they are on."""
         if not batch["prompt"]:
             return
         out = self._eval_generate(batch)
-        columns = {k: batch[k] for k in ("problem", "solution", "problem_type")}
+        columns = {k: batch[k] for k in ("problem", "solution", "problem_type", "choices", "precision") if k in batch}
         size = len(out.texts)
-        self.log(f"{stage}/accuracy", self.val_accuracy(out.texts, **columns).mean(), batch_size=size, prog_bar=True)
+        correct = self.val_accuracy(out.texts, **columns)  # [n]
+        self.log(f"{stage}/accuracy", correct.mean(), batch_size=size, prog_bar=True)
+        tally = self._eval_tally.setdefault(stage, {})
+        for category, score in zip(batch.get("category") or ["all"] * size, correct.tolist()):
+            for key in {"all", str(category)}:
+                total = tally.setdefault(key, [0.0, 0])
+                total[0], total[1] = total[0] + score, total[1] + 1
+        if self.hparams.shortcut_diagnostics:
+            self._shortcut_diagnostics(batch, out.texts, correct, columns, stage)
         fmt = self._find_reward("format") or self._find_reward("hard_format_result")
         if fmt is not None:
             key = "format_rate" if fmt.name == "format" else fmt.name
             self.log(f"{stage}/{key}", fmt(out.texts, **columns).mean(), batch_size=size)
         self.log(f"{stage}/completion_length", out.lengths.float().mean(), batch_size=size)
+
+    def _shortcut_diagnostics(self, batch: dict[str, Any], texts: list[str], correct: torch.Tensor,
+                              columns: dict[str, Any], stage: str) -> None:  # fmt: skip
+        """See ``lightning_modules.diagnostics``: image-blind accuracy and visual dependency, caption sufficiency,
+        reasoning length against correctness."""
+        from lightning_modules.diagnostics import blank_like, length_vs_correctness
+
+        size = len(texts)
+        blind = self._eval_generate({**batch, "images": blank_like(batch["images"])})
+        blind_correct = self.val_accuracy(blind.texts, **columns)  # [n]
+        self.log(f"{stage}/blind_accuracy", blind_correct.mean(), batch_size=size)
+        self.log(f"{stage}/visual_dependency", (correct - blind_correct).mean(), batch_size=size)
+        caption = self._find_reward("caption")
+        if caption is not None:
+            counters = caption.stats.copy()  # evaluation does not count towards the training-time judge counters
+            self.log(f"{stage}/caption_sufficiency", caption(texts, **columns).mean(), batch_size=size)
+            caption.stats = counters
+        for name, (value, count) in length_vs_correctness(texts, correct, self.hparams.short_reasoning_words).items():
+            self.log(f"{stage}/{name}", value, batch_size=count)
+
+    def _report_categories(self, stage: str) -> None:
+        """Per-category accuracy over the whole epoch, merged across ranks: logged as ``{stage}/accuracy/<category>``
+        and written as ``results_{stage}.json`` / ``.csv`` in the log dir (with a printed table) when the data has
+        categories."""
+        tally = self._eval_tally.pop(stage, {})
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, tally)
+            tally = {}
+            for part in parts:
+                for key, (score, count) in part.items():
+                    total = tally.setdefault(key, [0.0, 0])
+                    total[0], total[1] = total[0] + score, total[1] + count
+        if len(tally) <= 1:  # no categories: the overall accuracy is already logged
+            return
+        results = {key: {"accuracy": score / count, "count": count} for key, (score, count) in sorted(tally.items())}
+        for key, value in results.items():
+            if key != "all":
+                self.log(f"{stage}/accuracy/{key}", value["accuracy"], rank_zero_only=True)
+        if self.trainer.is_global_zero:
+            from lightning_modules.predictions import write_results
+
+            write_results(results, Path(self.trainer.log_dir or self.trainer.default_root_dir), stage)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_tally.pop("val", None)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._report_categories("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_tally.pop("test", None)
+
+    def on_test_epoch_end(self) -> None:
+        self._report_categories("test")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "val")

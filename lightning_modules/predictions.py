@@ -18,6 +18,23 @@ from typing import Any
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 
+def write_results(results: dict[str, dict[str, float]], folder: Path, stage: str) -> None:
+    """``category -> {accuracy, count}`` (with ``all``) as ``results_{stage}.json`` and ``.csv``, and a table."""
+    import csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"results_{stage}.json").write_text(json.dumps(results, indent=2))
+    with (folder / f"results_{stage}.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["category", "accuracy", "count"])
+        for key, value in results.items():
+            writer.writerow([key, f"{value['accuracy']:.4f}", value["count"]])
+    width = max(len(k) for k in results) + 2
+    lines = [f"{'category':<{width}}{'accuracy':>10}{'count':>8}"]
+    lines += [f"{k:<{width}}{v['accuracy']:>10.3f}{v['count']:>8}" for k, v in results.items()]
+    print("\n".join(lines) + f"\n({folder / f'results_{stage}.json'})")
+
+
 def completion_record(out: Any, row: int) -> dict[str, Any]:
     """The generated part of a prediction record for row ``row`` of a rollout ``out``."""
     from rewards.parsing import extract_answer

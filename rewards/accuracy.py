@@ -54,7 +54,8 @@ class AccuracyReward(Reward):
         self.max_answer_chars = max_answer_chars
         self.default_problem_type = canonical_problem_type(default_problem_type) if default_problem_type else None
 
-    def score_answer(self, answer: str | None, solution: str, problem_type: str) -> float:
+    def score_answer(self, answer: str | None, solution: str, problem_type: str, choices: Sequence[str] | None = None,
+                     precision: int | None = None) -> float:  # fmt: skip
         """Score an already-extracted answer (shared with the caption judge and the hard format-result reward)."""
         if answer is None:
             self.stats["no_answer"] += 1
@@ -65,9 +66,9 @@ class AccuracyReward(Reward):
         truth = strip_answer_tags(str(solution))
         kind = canonical_problem_type(problem_type)
         if kind == "numerical":
-            return score_numerical(answer, truth, self.rel_tol, self.abs_tol)
+            return score_numerical(answer, truth, self.rel_tol, self.abs_tol, _precision(precision))
         if kind == "multiple_choice":
-            return score_multiple_choice(answer, truth)
+            return score_multiple_choice(answer, truth, choices or None)
         if kind == "math":
             return score_math(answer, truth, self.math_timeout_s)
         if kind == "ocr":
@@ -84,7 +85,17 @@ class AccuracyReward(Reward):
     def score(self, completions: Sequence[str], **batch: Sequence[Any]) -> list[float]:
         solutions = require_column(batch, "solution", type(self).__name__)
         kinds = self.problem_types(batch, len(completions))
+        n = len(completions)
+        choices = batch.get("choices") or [None] * n  # optional benchmark columns
+        precisions = batch.get("precision") or [None] * n
         return [
-            self.score_answer(extract_answer(text, self.answer_fallbacks), sol, kind)
-            for text, sol, kind in zip(completions, solutions, kinds)
+            self.score_answer(extract_answer(text, self.answer_fallbacks), sol, kind, opts, prec)
+            for text, sol, kind, opts, prec in zip(completions, solutions, kinds, choices, precisions)
         ]
+
+
+def _precision(value: Any) -> int | None:
+    """A stated precision (decimal places) from a data column: None, NaN or empty mean "use the tolerances"."""
+    if value is None or value == "" or (isinstance(value, float) and value != value):
+        return None
+    return int(float(value))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 
 from torchmetrics.functional.text import edit_distance
 from torchmetrics.functional.text.rouge import rouge_score
@@ -19,17 +20,40 @@ from torchmetrics.functional.text.rouge import rouge_score
 from rewards.parsing import parse_choice, parse_number
 
 
-def score_numerical(pred: str, truth: str, rel_tol: float = 1e-4, abs_tol: float = 1e-6) -> float:
+def score_numerical(
+    pred: str, truth: str, rel_tol: float = 1e-4, abs_tol: float = 1e-6, precision: int | None = None
+) -> float:
+    """Equal within ``abs_tol + rel_tol * |truth|``; with ``precision`` (decimal places, as MathVista states per
+    question) both are rounded to that many places and compared exactly."""
     p, t = parse_number(pred), parse_number(truth)
     if p is None or t is None or not math.isfinite(p):
         return 0.0
+    if precision is not None:
+        return float(round(p, int(precision)) == round(t, int(precision)))
     return float(abs(p - t) <= abs_tol + rel_tol * abs(t))
 
 
-def score_multiple_choice(pred: str, truth: str) -> float:
+def _normalise_option(text: str) -> str:
+    return " ".join(text.strip().strip(".").lower().split())
+
+
+def choice_from_text(pred: str, choices: Sequence[str]) -> str | None:
+    """The letter of the option whose text ``pred`` is (case and spacing ignored), when exactly one matches."""
+    target = _normalise_option(pred)
+    hits = [i for i, option in enumerate(choices) if target and _normalise_option(str(option)) == target]
+    return "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[hits[0]] if len(hits) == 1 else None
+
+
+def score_multiple_choice(pred: str, truth: str, choices: Sequence[str] | None = None) -> float:
+    """Letters compared (``B``, ``(B)``, ``The answer is B`` ...); an answer that names no letter but repeats one
+    option's text counts as that option's letter when ``choices`` (the option texts, in letter order) are given."""
     p, t = parse_choice(pred), parse_choice(truth)
     if t is None:  # a ground truth that names no letter: compare the option text itself
         return float(pred.strip().lower() == truth.strip().lower() and bool(truth.strip()))
+    if choices:
+        by_text = choice_from_text(pred, choices)
+        if by_text is not None and (p is None or len(pred.strip()) > 1):
+            p = by_text  # "blue" or "Blue." for option C; a lone letter stays a letter
     return float(p == t)
 
 
