@@ -4,10 +4,12 @@
    cold-start set with chain-of-thought targets (64 rows) and a larger RL set with answers only (1024 rows), as in
    practice, where reasoning traces are scarce and question-answer pairs are cheap;
 2. evaluate held-out images (greedy) at the start;
-3. cold-start SFT on the small set (configs/demo_sft.yaml) and evaluate again;
+3. cold-start SFT on the small set (configs/demo_sft.yaml) and evaluate again (greedy, and one sample per row at the
+   rollout's temperature/top-k: the policy GRPO optimises);
 4. Visionary-R1-style GRPO from the SFT export on the RL set, rollouts from the colocated vLLM engine
    (configs/demo_grpo.yaml), and evaluate again;
-5. write ``runs/demo/summary.json`` (stages in order with accuracy and format rate), print a table, and plot the
+5. write ``runs/demo/summary.json`` (stages in order with accuracy, format rate and sampled accuracy), print a
+   table, and plot the
    reward curves to ``runs/demo/rewards.png``.
 Every stage runs through the same ``vlrl`` CLI entry as any user run.
 """
