@@ -52,3 +52,20 @@ def length_vs_correctness(
     if (~right).any():
         out["reasoning_words_wrong"] = (float(words[~right].mean()), int((~right).sum()))
     return out
+
+
+def gather_tallies(tally: dict[str, list]) -> dict[str, list]:
+    """``category -> [score sum, rows]`` summed over all ranks (every rank gets the merged tally); the local tally
+    when not distributed."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return tally
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, tally)
+    merged: dict[str, list] = {}
+    for part in parts:
+        for key, (score, count) in part.items():
+            total = merged.setdefault(key, [0.0, 0])
+            total[0], total[1] = total[0] + score, total[1] + count
+    return merged

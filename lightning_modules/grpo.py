@@ -296,15 +296,9 @@ class GRPOModule(LightningModule):
         """Per-category accuracy over the whole epoch, merged across ranks: logged as ``{stage}/accuracy/<category>``
         and written as ``results_{stage}.json`` / ``.csv`` in the log dir (with a printed table) when the data has
         categories."""
-        tally = self._eval_tally.pop(stage, {})
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            parts: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(parts, tally)
-            tally = {}
-            for part in parts:
-                for key, (score, count) in part.items():
-                    total = tally.setdefault(key, [0.0, 0])
-                    total[0], total[1] = total[0] + score, total[1] + count
+        from lightning_modules.diagnostics import gather_tallies
+
+        tally = gather_tallies(self._eval_tally.pop(stage, {}))
         if len(tally) <= 1:  # no categories: the overall accuracy is already logged
             return
         results = {key: {"accuracy": score / count, "count": count} for key, (score, count) in sorted(tally.items())}

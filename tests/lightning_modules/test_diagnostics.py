@@ -81,3 +81,31 @@ def test_a_model_that_ignores_the_image_has_zero_visual_dependency(tiny_checkpoi
     assert blind_gap == 0.0 and _image_effect(intact.model, batch) > 1e-4
     logged = list(csv.DictReader(open(Path(intact.trainer.log_dir) / "metrics.csv")))
     assert any(r.get("val/visual_dependency") for r in logged)
+
+
+def _gather_worker(rank: int, port: int, out: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    from lightning_modules.diagnostics import gather_tallies
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    local = {"all": [1.0, 2], "colour": [1.0, 2]} if rank == 0 else {"all": [2.0, 3], "shape": [2.0, 3]}
+    Path(out, f"{rank}.json").write_text(json.dumps(gather_tallies(local)))
+    dist.destroy_process_group()
+
+
+def test_category_tallies_merge_across_ranks(tmp_path):
+    """Two gloo processes with different categories each end with the same merged tally (no rank misses a key)."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_gather_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    merged = [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
+    assert merged[0] == merged[1] == {"all": [3.0, 5], "colour": [1.0, 2], "shape": [2.0, 3]}
