@@ -20,7 +20,7 @@ def cpu_overrides(config: Path, tiny_checkpoint, synthetic_dir, tmp_path) -> lis
         f"--model.init_args.model_name_or_path={tiny_checkpoint}", "--model.init_args.dtype=float32",
         "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.precision=32-true", "--trainer.max_steps=1",
         "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
-        "--trainer.enable_checkpointing=false", f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.default_root_dir={tmp_path}",  # the recipe's own ModelCheckpoint stays in
         "--data.init_args.batch_size=2", "--data.init_args.min_pixels=3136", "--data.init_args.max_pixels=3136",
     ]  # fmt: skip
     if is_sft:
