@@ -179,9 +179,9 @@ def collate_sft(items: list[dict[str, Any] | SkippedRow], pad_id: int) -> dict[s
     kept = [x for x in items if not isinstance(x, SkippedRow)]
     skipped_rows = [x for x in items if isinstance(x, SkippedRow)]
     skipped = dict(Counter(x.reason for x in skipped_rows))
-    messages = [x.message for x in skipped_rows]
+    messages, reasons = [x.message for x in skipped_rows], [x.reason for x in skipped_rows]
     if not kept:
-        return {"skipped": skipped, "skipped_messages": messages, "num_examples": 0}
+        return {"skipped": skipped, "skipped_messages": messages, "skipped_reasons": reasons, "num_examples": 0}
     length = max(len(x["input_ids"]) for x in kept)
 
     def pad(key: str, value: int) -> torch.Tensor:
@@ -196,6 +196,7 @@ def collate_sft(items: list[dict[str, Any] | SkippedRow], pad_id: int) -> dict[s
         "labels": pad("labels", IGNORE_INDEX),  # [B, T]
         "skipped": skipped,
         "skipped_messages": messages,
+        "skipped_reasons": reasons,
         "num_examples": len(kept),
     }
     if all("mm_token_type_ids" in x for x in kept):

@@ -159,9 +159,9 @@ class VQADataset(Dataset):
                 raise BadImageError(f"{where}: missing solution")
             problem_type = self.problem_types[index]
             if problem_type is None and self.bad_problem_types:
-                value = _hashable(self.table[self.columns["problem_type"]][index])
+                column = self.columns["problem_type"]
+                value = _hashable(row[column])
                 if value in self.bad_problem_types:
-                    column = self.columns["problem_type"]
                     raise ValueError(f"{where}: column {column!r}: {self.bad_problem_types[value]}")
             messages = build_messages(problem, len(images), self.template, problem_type, self.answer_hints)
         except (BadImageError, ValueError) as e:
@@ -215,6 +215,7 @@ def collate_rows(items: Sequence[dict[str, Any] | SkippedRow]) -> dict[str, Any]
             batch[key] = [x[key] for x in kept]
     batch["skipped"] = dict(Counter(x.reason for x in skipped))
     batch["skipped_messages"] = [x.message for x in skipped]
+    batch["skipped_reasons"] = [x.reason for x in skipped]  # aligned with the messages
     return batch
 
 

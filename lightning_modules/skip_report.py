@@ -1,8 +1,9 @@
 """The end-of-run account of every row a run did not use.
 
 Datamodules built with ``skip_bad_rows`` / ``skip_long_prompts`` drop unreadable rows and over-long prompts from
-their batches and say so in ``batch["skipped"]`` (reason -> count) and ``batch["skipped_messages"]`` (one line per
-row naming the file and row). The modules log the counts as metrics; this callback keeps the rows themselves:
+their batches and say so in ``batch["skipped"]`` (reason -> count), ``batch["skipped_messages"]`` (one line per
+row naming the file and row) and ``batch["skipped_reasons"]`` (aligned with the messages). The modules log the
+counts as metrics; this callback keeps the rows themselves:
 each skip is appended to ``<log dir>/skipped_rows.jsonl`` (stage, step, reason, message) as it happens, so a killed
 run loses nothing, and when fit/validate/test ends a summary is printed:
 ``skipped 7 rows (train: bad_row 5, prompt_too_long 2); details: runs/x/logs/version_0/skipped_rows.jsonl``.
@@ -35,13 +36,14 @@ class SkippedRowsReport(Callback):
             return
         counts = self.counts.setdefault(stage, Counter())
         counts.update(batch["skipped"])
-        messages = batch.get("skipped_messages") or []
-        reasons = [r for r, n in batch["skipped"].items() for _ in range(n)]
+        messages, reasons = batch.get("skipped_messages") or [], batch.get("skipped_reasons") or []
+        if len(reasons) != len(messages):  # a datamodule that reports counts only
+            reasons = [r for r, n in batch["skipped"].items() for _ in range(n)]
+            messages = [""] * len(reasons)
         path = self.path(trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
-            for i, reason in enumerate(reasons):
-                message = messages[i] if i < len(messages) else ""
+            for reason, message in zip(reasons, messages):
                 f.write(json.dumps({"stage": stage, "step": trainer.global_step, "reason": reason,
                                     "message": message}) + "\n")  # fmt: skip
 
