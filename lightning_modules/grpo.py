@@ -21,7 +21,7 @@ import torch
 from lightning import LightningModule
 
 from datamodules.resumable import mark_batch_consumed
-from lightning_modules.logprobs import completion_logps
+from lightning_modules.logprobs import completion_logps, grouped_completion_logps, supports_grouped_forward
 from lightning_modules.losses import GRPOLoss, PolicyLoss, masked_mean
 from lightning_modules.optim import adamw_with_warmup
 from lightning_modules.policy import FrozenReference, LoRAConfig, is_peft, load_policy, reference_context
@@ -64,6 +64,12 @@ class GRPOModule(LightningModule):
     parity_check_every_n_steps: with an engine that reports sampling log-probs (vLLM), log the mean and max
         |policy log-prob - engine log-prob| over the sampled tokens every N steps (0: never). It costs nothing: the
         policy's log-probs of the first iteration are the ones the loss needs anyway.
+    logps_forward: how policy, reference and old log-probs are computed. ``shared_prefix`` (default): each prompt's
+        images through the vision tower once and its tokens through the language model once, the G completions
+        attending to the shared keys and values; ``grouped``: images once, prompt and completion together per row
+        (what ``shared_prefix`` falls back to under gradient checkpointing); ``per_row``: the model's own forward on
+        every (prompt, completion) row. The three give the same log-probs; models outside the Qwen2-VL family always
+        use ``per_row``. Measured in ``bench/grpo_update.py``.
     tis_cap: truncated importance sampling (off when None): each token's policy-gradient term is weighted by
         ``min(exp(old_logps - engine_logps), tis_cap)``, correcting for the engine's sampling distribution differing
         from the trained policy's (precision, kernels). Needs engine log-probs.
@@ -99,6 +105,7 @@ class GRPOModule(LightningModule):
         trust_remote_code: bool = False,
         shortcut_diagnostics: bool = False,
         short_reasoning_words: int = 10,
+        logps_forward: str = "shared_prefix",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["rewards", "loss", "engine", "eval_sampling"])
@@ -119,6 +126,8 @@ class GRPOModule(LightningModule):
         self._eval_tally: dict[str, dict[str, list]] = {}  # stage -> category -> [score sum, rows]
         if tis_cap is not None and tis_cap <= 0:
             raise ValueError(f"tis_cap must be positive, got {tis_cap}")
+        if logps_forward not in ("shared_prefix", "grouped", "per_row"):
+            raise ValueError(f"logps_forward must be 'shared_prefix', 'grouped' or 'per_row', got {logps_forward!r}")
 
     def _find_reward(self, name: str) -> Reward | None:
         return next((r for n, r in zip(self.rewards.names, self.rewards.rewards) if n == name), None)
@@ -152,8 +161,20 @@ class GRPOModule(LightningModule):
         return adamw_with_warmup(self.policy, h.lr, h.weight_decay, h.warmup_steps)
 
     # -- log-probs -------------------------------------------------------------------------------------------------
+    def _rows(self, batch: RolloutBatch, start: int, end: int) -> dict[str, Any]:
+        grouped = self.hparams.logps_forward != "per_row" and supports_grouped_forward(self.policy)
+        return batch.groups(start, end) if grouped else batch.rows(start, end)
+
     def _logps(self, model, rows: dict[str, Any], batch: RolloutBatch, with_entropy: bool = False):
         """Log-probs [n, C] at the temperature the batch was sampled at (old, reference and current alike)."""
+        h = self.hparams
+        if "prompt_index" in rows:
+            return grouped_completion_logps(
+                model, rows["prompt_ids"], rows["prompt_mask"], rows["completion_ids"], rows["completion_attention"],
+                rows["prompt_index"], rows.get("pixel_values"), rows.get("image_grid_thw"),
+                rows.get("mm_token_type_ids"), h.logps_chunk_size, with_entropy, batch.temperature,
+                rows["completion_mask"], shared_prefix=h.logps_forward == "shared_prefix",
+            )  # fmt: skip
         extra = {"mm_token_type_ids": rows["mm_token_type_ids"]} if "mm_token_type_ids" in rows else {}
         return completion_logps(
             model, rows["input_ids"], rows["attention_mask"], batch.completion_length, rows.get("pixel_values"),
@@ -165,7 +186,7 @@ class GRPOModule(LightningModule):
     def _frozen_logps(self, batch: RolloutBatch, model) -> torch.Tensor:
         out = []
         for start in range(0, batch.num_rows, self.hparams.micro_batch_size):
-            rows = batch.rows(start, start + self.hparams.micro_batch_size)
+            rows = self._rows(batch, start, start + self.hparams.micro_batch_size)
             out.append(self._logps(model, rows, batch)[0])
         return torch.cat(out)  # [N, C]
 
@@ -201,7 +222,7 @@ class GRPOModule(LightningModule):
         for iteration in range(self.hparams.num_iterations):
             totals: dict[str, float] = {}
             for start in range(0, n, mb):
-                rows = rollout.rows(start, start + mb)
+                rows = self._rows(rollout, start, start + mb)
                 mask = rows["completion_mask"]
                 logps, entropy = self._logps(self.policy, rows, rollout, with_entropy=True)
                 is_weights = None

@@ -79,6 +79,20 @@ def completion_logps(
                    image_grid_thw=image_grid_thw, use_cache=False, **model_kwargs)  # fmt: skip
     hidden = out.last_hidden_state[:, -completion_length - 1 : -1]  # [N, C, H]: position t predicts token t+1
     targets = input_ids[:, -completion_length:]  # [N, C]
+    return masked_logps(hidden, lm_head, targets, completion_mask, chunk_size, with_entropy, temperature)
+
+
+def masked_logps(
+    hidden: torch.Tensor,
+    lm_head: nn.Module,
+    targets: torch.Tensor,
+    completion_mask: torch.Tensor | None,
+    chunk_size: int,
+    with_entropy: bool,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``selective_logps`` of hidden [N, C, H] -> targets [N, C] on the positions ``completion_mask`` [N, C] keeps
+    (all when None); the others hold 0."""
     if completion_mask is None:
         return selective_logps(hidden, lm_head, targets, chunk_size, with_entropy, temperature)
     keep = completion_mask.bool()  # [N, C]
@@ -88,3 +102,81 @@ def completion_logps(
     if entropy is not None:
         entropy = torch.zeros_like(logps).masked_scatter(keep, entropy[0])
     return logps, entropy
+
+
+GROUPED_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")  # image features enter only at the placeholder tokens
+
+
+def supports_grouped_forward(model: nn.Module) -> bool:
+    """Whether ``grouped_completion_logps`` knows the model's layout (the Qwen2-VL family: image features replace
+    placeholder embeddings, M-RoPE positions from ``get_rope_index``). Others use ``completion_logps``."""
+    backbone, _ = backbone_and_head(model)
+    return getattr(backbone.config, "model_type", None) in GROUPED_MODEL_TYPES
+
+
+def _checkpointing(module: nn.Module) -> bool:
+    return any(getattr(m, "gradient_checkpointing", False) for m in module.modules())
+
+
+def grouped_completion_logps(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_attention: torch.Tensor,
+    prompt_index: torch.Tensor,
+    pixel_values: torch.Tensor | None = None,
+    image_grid_thw: torch.Tensor | None = None,
+    mm_token_type_ids: torch.Tensor | None = None,
+    chunk_size: int = 1024,
+    with_entropy: bool = True,
+    temperature: float = 1.0,
+    completion_mask: torch.Tensor | None = None,
+    shared_prefix: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``completion_logps`` for rows that share prompts: each distinct prompt's images go through the vision tower
+    once, and (``shared_prefix``) its tokens through the language model once, their keys and values reused by every
+    completion of the prompt.
+
+    prompt_ids, prompt_mask: [U, P] the U distinct prompts, left-padded. completion_ids, completion_attention: [N, C];
+    prompt_index: [N] which prompt each completion continues. pixel_values / image_grid_thw / mm_token_type_ids [U, P]:
+    the processor's outputs for the U prompts. Returns logps [N, C] and entropy [N, C] as ``completion_logps`` does
+    (same values up to float rounding: attention over the same keys, the same M-RoPE positions).
+
+    Gradients reach the shared prompt states through every completion, as in the one-row-per-completion forward. The
+    shared prefix needs the language model's key/value cache, which transformers turns off under gradient
+    checkpointing; the forward then runs prompt and completion together per row (the vision tower still once per
+    prompt).
+    """
+    backbone, lm_head = backbone_and_head(model)
+    lm = backbone.language_model
+    embed = backbone.get_input_embeddings()
+    prompt_embeds = embed(prompt_ids)  # [U, P, H]
+    if pixel_values is not None:
+        features = backbone.get_image_features(pixel_values, image_grid_thw, return_dict=True).pooler_output
+        image_embeds = torch.cat(features).to(prompt_embeds.dtype)  # [image tokens of the U prompts, H]
+        is_image = (prompt_ids == backbone.config.image_token_id)[..., None]  # [U, P, 1]
+        prompt_embeds = prompt_embeds.masked_scatter(is_image, image_embeds)
+        prompt_pos, _ = backbone.get_rope_index(prompt_ids, mm_token_type_ids, image_grid_thw,
+                                                attention_mask=prompt_mask)  # [3, U, P]  # fmt: skip
+    else:
+        prompt_pos = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)[None].expand(3, -1, -1)  # [3, U, P]
+    n, c = completion_ids.shape
+    steps = torch.arange(c, device=completion_ids.device)  # [C]
+    completion_pos = (prompt_pos.amax(dim=(0, 2))[prompt_index, None] + 1 + steps)[None].expand(3, -1, -1)  # [3, N, C]
+    completion_embeds = embed(completion_ids)  # [N, C, H]
+    attention = torch.cat([prompt_mask[prompt_index], completion_attention], 1)  # [N, P + C]
+    if shared_prefix and not _checkpointing(lm):
+        out = lm(inputs_embeds=prompt_embeds, attention_mask=prompt_mask, position_ids=prompt_pos, use_cache=True)
+        cache = out.past_key_values
+        cache.reorder_cache(prompt_index)  # every completion's own view of its prompt's keys and values
+        tail = lm(inputs_embeds=completion_embeds, attention_mask=attention, position_ids=completion_pos,
+                  past_key_values=cache, use_cache=True).last_hidden_state  # [N, C, H]  # fmt: skip
+        first = out.last_hidden_state[prompt_index, -1:]  # [N, 1, H]: the prompt's last state predicts token 0
+    else:
+        embeds = torch.cat([prompt_embeds[prompt_index], completion_embeds], 1)  # [N, P + C, H]
+        pos = torch.cat([prompt_pos[:, prompt_index], completion_pos], 2)  # [3, N, P + C]
+        hidden_all = lm(inputs_embeds=embeds, attention_mask=attention, position_ids=pos, use_cache=False)
+        first, tail = hidden_all.last_hidden_state[:, -c - 1 : -c], hidden_all.last_hidden_state[:, -c:]
+    hidden = torch.cat([first, tail[:, :-1]], 1)  # [N, C, H]: position t predicts completion token t
+    return masked_logps(hidden, lm_head, completion_ids, completion_mask, chunk_size, with_entropy, temperature)

@@ -22,6 +22,7 @@ class RolloutBatch:
     ref_logps: torch.Tensor | None = None  # [N, C], filled by the module when beta > 0
     engine_logps: torch.Tensor | None = None  # [N, C]
     temperature: float = 1.0  # the sampling temperature; the module's log-probs use the same
+    group_size: int = 1  # G: rows i*G .. i*G+G-1 continue the same prompt
 
     @property
     def num_rows(self) -> int:
@@ -63,4 +64,33 @@ class RolloutBatch:
             p0, p1 = int(patches[:first_image].sum()), int(patches[:last_image].sum())
             out["pixel_values"] = self.model_inputs["pixel_values"][p0:p1]
             out["image_grid_thw"] = grid[first_image:last_image]
+        return out
+
+    def groups(self, start: int, end: int) -> dict[str, torch.Tensor | None]:
+        """Rows ``start:end`` as distinct prompts and the completions continuing them, for
+        ``lightning_modules.logprobs.grouped_completion_logps``: prompt_ids / prompt_mask / mm_token_type_ids [U, P] and
+        the pixel values of the U prompts (each once), completion_ids / completion_attention [N, C], prompt_index [N].
+        Raises if rows of one group do not carry the same prompt (an engine that broke the prompt-major layout)."""
+        p = self.input_ids.shape[1] - self.completion_length
+        group = torch.arange(start, end) // self.group_size  # [n]
+        first_rows = torch.unique(group) * self.group_size  # [U] first row of each group
+        first_rows = first_rows.clamp(min=start).to(self.input_ids.device)  # a slice may begin inside a group
+        prompt_index = (group - group[0]).to(self.input_ids.device)  # [n]
+        prompt_ids = self.input_ids[first_rows, :p]  # [U, P]
+        if not torch.equal(prompt_ids[prompt_index], self.input_ids[start:end, :p]):
+            raise ValueError(f"rows {start}..{end - 1}: completions of one group carry different prompts")
+        out = self.rows(start, end)
+        out.update(
+            prompt_ids=prompt_ids, prompt_mask=self.attention_mask[first_rows, :p], prompt_index=prompt_index,
+            completion_ids=self.input_ids[start:end, p:], completion_attention=self.attention_mask[start:end, p:],
+        )  # fmt: skip
+        if "mm_token_type_ids" in self.model_inputs:
+            out["mm_token_type_ids"] = self.model_inputs["mm_token_type_ids"][first_rows]  # [U, P]
+        if "pixel_values" in self.model_inputs:
+            pixels, grids = [], []
+            for row in first_rows.tolist():
+                one = self.rows(row, row + 1)
+                pixels.append(one["pixel_values"])
+                grids.append(one["image_grid_thw"])
+            out["pixel_values"], out["image_grid_thw"] = torch.cat(pixels), torch.cat(grids)
         return out

@@ -1,0 +1,102 @@
+"""Grouped log-probs (vision tower once per prompt, shared prompt prefix) against the one-row-per-completion forward."""
+
+import pytest
+import torch
+from PIL import Image
+
+from lightning_modules.logprobs import completion_logps, grouped_completion_logps, supports_grouped_forward
+from lightning_modules.policy import load_policy
+from rollout.batch import RolloutBatch
+from rollout.engine import SamplingConfig
+from rollout.hf import HFEngine
+
+G = 3
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_checkpoint, processor):
+    model = load_policy(str(tiny_checkpoint), dtype="float32")
+
+    def prompt(question):
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    # prompts of different lengths and image sizes, so left padding and image-token counts differ
+    prompts = [prompt("What colour is the shape in the middle?"), prompt("How many?")]
+    images = [[Image.new("RGB", (56, 56), "red")], [Image.new("RGB", (112, 84), "blue")]]
+    engine = HFEngine()
+    engine.setup(model, processor)
+    torch.manual_seed(0)
+    out = engine.generate(prompts, images, G, SamplingConfig(temperature=1.0, max_new_tokens=10))
+    completion_mask = out.completion_mask.clone()
+    for row, length in enumerate([10, 3, 7, 1, 10, 5]):  # completions that ended early: padding after their end
+        completion_mask[row, length:] = 0
+    batch = RolloutBatch(
+        input_ids=torch.cat([out.prompt_ids, out.completion_ids], 1),
+        attention_mask=torch.cat([out.prompt_mask, completion_mask], 1), completion_mask=completion_mask,
+        advantages=torch.zeros(2 * G), rewards=torch.zeros(2 * G), images_per_row=[1] * (2 * G),
+        model_inputs=out.model_inputs, group_size=G,
+    )  # fmt: skip
+    return model, batch
+
+
+def _per_row(model, rows, batch):
+    return completion_logps(model, rows["input_ids"], rows["attention_mask"], batch.completion_length,
+                            rows["pixel_values"], rows["image_grid_thw"], chunk_size=7,
+                            completion_mask=rows["completion_mask"], mm_token_type_ids=rows["mm_token_type_ids"])  # fmt: skip
+
+
+def _grouped(model, rows, shared_prefix):
+    return grouped_completion_logps(
+        model, rows["prompt_ids"], rows["prompt_mask"], rows["completion_ids"], rows["completion_attention"],
+        rows["prompt_index"], rows["pixel_values"], rows["image_grid_thw"], rows["mm_token_type_ids"], chunk_size=7,
+        completion_mask=rows["completion_mask"], shared_prefix=shared_prefix,
+    )  # fmt: skip
+
+
+def _value_and_grads(model, fn):
+    model.zero_grad(set_to_none=True)
+    logps, entropy = fn()
+    (logps * torch.linspace(-1, 1, logps.numel()).view_as(logps)).sum().backward()  # an arbitrary signed weighting
+    return logps.detach(), entropy, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False])
+@pytest.mark.parametrize("span", [(0, 6), (2, 5)])  # the whole batch; a micro-batch that starts inside a group
+def test_grouped_logps_and_gradients_equal_the_per_row_forward(setup, shared_prefix, span):
+    model, batch = setup
+    assert supports_grouped_forward(model)
+    rows, groups = batch.rows(*span), batch.groups(*span)
+    # rows 2..4: the end of group 0 and two rows of group 1 -> 2 distinct prompts, each image once
+    assert groups["prompt_ids"].shape[0] == 2 and groups["image_grid_thw"].shape[0] == 2
+    assert groups["prompt_index"].tolist() == ([0, 0, 0, 1, 1, 1] if span == (0, 6) else [0, 1, 1])
+    want, want_entropy, want_grads = _value_and_grads(model, lambda: _per_row(model, rows, batch))
+    got, got_entropy, got_grads = _value_and_grads(model, lambda: _grouped(model, groups, shared_prefix))
+    mask = rows["completion_mask"].bool()
+    assert torch.allclose(got[mask], want[mask], atol=1e-5)
+    assert torch.all(got[~mask] == 0)  # padding after a completion's end holds 0, as in the per-row forward
+    assert torch.allclose(got_entropy[mask], want_entropy[mask], atol=1e-5)
+    assert want_grads.keys() == got_grads.keys()
+    assert any("visual" in name for name in got_grads)  # the vision tower trains through the shared features
+    for name, grad in want_grads.items():
+        assert torch.allclose(got_grads[name], grad, atol=1e-6, rtol=1e-4), name
+
+
+def test_shared_prefix_falls_back_under_gradient_checkpointing(setup):
+    model, batch = setup
+    groups = batch.groups(0, 6)
+    want, _ = _grouped(model, groups, shared_prefix=False)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()  # transformers drops the cache only in training mode, where a shared prefix would find none
+    try:
+        got, _ = _grouped(model, groups, shared_prefix=True)  # the key/value cache is off under checkpointing
+    finally:
+        model.gradient_checkpointing_disable()
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_groups_refuse_rows_whose_prompts_differ(setup):
+    _, batch = setup
+    broken = RolloutBatch(**{**vars(batch), "group_size": 2})  # groups of 2 now mix prompt 0 and prompt 1 at rows 2-3
+    with pytest.raises(ValueError, match="rows 2..3: completions of one group carry different prompts"):
+        broken.groups(2, 4)
