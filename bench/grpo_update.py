@@ -1,0 +1,218 @@
+"""One GRPO update (reference log-probs, policy forward/backward, optimizer step) on a random-weight Qwen2.5-VL,
+timed apart from the rollout, for each of our log-prob forwards and for TRL's ``GRPOTrainer`` on the same work.
+
+Same model checkpoint, prompts (the caption template's system prompt and question), one image per prompt, G, and
+completion length for every contender: completions are forced to exactly ``--new-tokens`` tokens (``ignore_eos`` for
+us, ``min_new_tokens`` for TRL), float32, k3 KL to a frozen reference (beta 0.04), one optimizer step per rollout
+batch, every row of a step in one forward (``micro_batch_size`` = TRL's ``per_device_train_batch_size``).
+
+What is timed, per step: the whole step, and within it the rollout (sampling + rewards: for us
+``RolloutCallback``'s work around ``training_step``; for TRL ``_generate_single_turn`` and ``_calculate_rewards``).
+Update = step - rollout. The first ``--warmup`` steps are not timed; the figure is the median of the timed ones.
+Rows go to ``bench/RESULTS.md`` with the command, machine and date.
+
+    python -m bench.grpo_update                                   # ours (3 forwards) and TRL, CPU defaults
+    python -m bench.grpo_update --contenders shared_prefix trl --size 3b --image-size 1024 --new-tokens 256  # GPU
+
+TRL is a bench-only dependency: ``pip install -e ".[bench]"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.results import append_result
+
+OURS = ("per_row", "grouped", "shared_prefix")
+
+
+def _synthetic(data_dir: Path, n: int, image_size: int) -> None:
+    from datamodules.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(data_dir, n=n, seed=0, split="train", image_size=image_size, tasks=["shape_color"])
+
+
+def _rewards():
+    from rewards import AccuracyReward, FormatReward
+
+    return [AccuracyReward(), FormatReward(template="caption")]
+
+
+def run_ours(mode: str, checkpoint: Path, data_dir: Path, args) -> dict[str, list[float]]:
+    """Per-step (total, update) seconds of ``GRPOModule`` with ``logps_forward=mode`` under a real Lightning fit."""
+    from lightning import Callback, Trainer
+
+    from datamodules.vqa import VQADataModule
+    from lightning_modules.grpo import GRPOModule
+    from lightning_modules.losses import GRPOLoss
+    from rollout.callback import RolloutSettings
+    from rollout.hf import HFEngine
+
+    class FixedLengthEngine(HFEngine):
+        """Every completion exactly ``max_new_tokens`` long, whatever random weights sample."""
+
+        def generate(self, prompts, images, n, sampling):
+            sampling.ignore_eos = True
+            return super().generate(prompts, images, n, sampling)
+
+    rows = args.prompts * args.group_size
+    module = GRPOModule(
+        str(checkpoint), _rewards(), [1.0, 1.0], loss=GRPOLoss(beta=0.04), engine=FixedLengthEngine(rows),
+        rollout=RolloutSettings(group_size=args.group_size, max_new_tokens=args.new_tokens, temperature=1.0,
+                                log_samples_every_n_steps=0),
+        dtype=args.dtype, lr=1e-6, micro_batch_size=rows, logps_forward=mode,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )  # fmt: skip
+    times: dict[str, list[float]] = {"step": [], "update": []}
+    original_step = module.training_step
+
+    def timed_training_step(*a, **k):
+        start = time.perf_counter()
+        try:
+            return original_step(*a, **k)
+        finally:
+            times["update"].append(time.perf_counter() - start)
+
+    module.training_step = timed_training_step
+
+    class StepTimer(Callback):  # user callbacks run before the module's own (RolloutCallback) at each hook
+        def on_train_batch_start(self, *_):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, *_):
+            times["step"].append(time.perf_counter() - self.start)
+
+    px = args.image_size * args.image_size
+    data = VQADataModule(train_data=str(data_dir), model_name_or_path=str(checkpoint), template="caption",
+                         batch_size=args.prompts, min_pixels=px, max_pixels=px, shuffle=False)  # fmt: skip
+    trainer = Trainer(accelerator="auto", devices=1, max_steps=args.warmup + args.steps, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      num_sanity_val_steps=0, limit_val_batches=0, callbacks=[StepTimer()])  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    return times
+
+
+def run_trl(checkpoint: Path, data_dir: Path, args) -> dict[str, list[float]]:
+    """Per-step (total, update) seconds of TRL's ``GRPOTrainer`` on the same model, prompts, G and lengths."""
+    try:
+        from trl import GRPOConfig, GRPOTrainer
+    except ImportError:
+        sys.exit('TRL is not installed: pip install -e ".[bench]"')
+    from datasets import Dataset
+    from transformers import AutoProcessor, TrainerCallback
+
+    from datamodules.prompts import build_messages
+    from datamodules.vqa import VQADataset
+    from lightning_modules.policy import load_policy
+    from rewards import CombinedReward
+
+    px = args.image_size * args.image_size
+    source = VQADataset(str(data_dir), tokenizer=None, template="caption", min_pixels=px, max_pixels=px)
+    items = [source[i] for i in range(len(source))]
+    dataset = Dataset.from_list([
+        {"prompt": build_messages(it["problem"], 1, "caption", it["problem_type"]), "image": it["images"][0],
+         "solution": it["solution"], "problem_type": it["problem_type"]}
+        for it in items
+    ])  # fmt: skip
+    combined = CombinedReward(_rewards(), [1.0, 1.0])
+
+    def reward(completions, solution, problem_type, **_):
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return combined(texts, solution=solution, problem_type=problem_type)[0].tolist()
+
+    rows = args.prompts * args.group_size
+    config = GRPOConfig(
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=rows, num_generations=args.group_size,
+        max_completion_length=args.new_tokens, generation_kwargs={"min_new_tokens": args.new_tokens},
+        beta=0.04, epsilon=0.2, loss_type="grpo", learning_rate=1e-6, max_steps=args.warmup + args.steps,
+        temperature=1.0, report_to=[], save_strategy="no", logging_steps=1, use_cpu=not torch.cuda.is_available(),
+        bf16=args.dtype == "bfloat16", gradient_checkpointing=args.gradient_checkpointing, shuffle_dataset=False,
+        disable_tqdm=True, seed=0,
+    )  # fmt: skip
+    model = load_policy(str(checkpoint), args.dtype)
+    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=dataset,
+                          processing_class=AutoProcessor.from_pretrained(checkpoint))  # fmt: skip
+    times: dict[str, list[float]] = {"step": [], "update": []}
+    rollout_s = [0.0]
+    for name in ("_generate_single_turn", "_calculate_rewards"):
+        original = getattr(trainer, name)
+
+        def timed(*a, _original=original, **k):
+            start = time.perf_counter()
+            try:
+                return _original(*a, **k)
+            finally:
+                rollout_s[0] += time.perf_counter() - start
+
+        setattr(trainer, name, timed)
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *_, **__):
+            self.start, rollout_s[0] = time.perf_counter(), 0.0
+
+        def on_step_end(self, *_, **__):
+            step = time.perf_counter() - self.start
+            times["step"].append(step)
+            times["update"].append(step - rollout_s[0])
+
+    trainer.add_callback(StepTimer())
+    trainer.train()
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="tiny", choices=["tiny", "3b", "7b"])
+    parser.add_argument("--contenders", nargs="+", default=[*OURS, "trl"], choices=[*OURS, "trl"])
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--no-record", action="store_true", help="print only, do not append to bench/RESULTS.md")
+    args = parser.parse_args(argv)
+
+    from lightning_modules.tiny_model import write_random_checkpoint
+
+    px = args.image_size
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = write_random_checkpoint(Path(tmp) / args.size, size=args.size, min_pixels=px * px,
+                                             max_pixels=px * px)  # fmt: skip
+        data_dir = Path(tmp) / "data"
+        _synthetic(data_dir, args.prompts * (args.warmup + args.steps), px)
+        for name in args.contenders:
+            torch.manual_seed(0)
+            times = run_trl(checkpoint, data_dir, args) if name == "trl" else run_ours(name, checkpoint, data_dir, args)
+            timed = {k: v[args.warmup :] for k, v in times.items()}
+            if len(timed["step"]) < args.steps:
+                raise RuntimeError(f"{name}: {len(timed['step'])} timed steps, expected {args.steps}")
+            update, step = statistics.median(timed["update"]), statistics.median(timed["step"])
+            results[name] = {"update": update, "step": step}
+            print(f"{name}: update {update:.2f} s, rollout {step - update:.2f} s, step {step:.2f} s "
+                  f"(median of {args.steps})", flush=True)  # fmt: skip
+    setting = (f"{args.size}, {args.dtype}, {args.prompts} prompts x G{args.group_size}, {args.new_tokens} tokens, "
+               f"{px}x{px} image{', grad ckpt' if args.gradient_checkpointing else ''}")  # fmt: skip
+    command = "python -m bench.grpo_update " + " ".join(sys.argv[1:] if argv is None else argv)
+    for name, r in results.items():
+        extra = ""
+        if "trl" in results and name != "trl":
+            extra = f"; {r['update'] / results['trl']['update']:.2f}x TRL's update time"
+        line = f"update {r['update']:.2f} s, rollout {r['step'] - r['update']:.2f} s{extra}"
+        print(f"{name}: {line}")
+        if not args.no_record:
+            append_result(f"GRPO update ({name})", setting, line, command.strip())
+
+
+if __name__ == "__main__":
+    main()
