@@ -5,6 +5,11 @@ rebuilt after a restart. ``state_dict()`` (saved by Lightning with the checkpoin
 "stateful") records the epoch and how many batches the training loop has consumed; ``load_state_dict`` makes the
 next iteration start after them.
 
+Under several processes each rank iterates its own slice of the epoch's order (``DistributedSampler``'s split:
+rank r takes every world-size-th index from r, the order padded by wrapping so that ranks get equal counts). The
+sampler is a ``DistributedSampler``, so Lightning keeps it instead of wrapping it in one of its own. A resumed run
+must keep the world size for the exact next batch.
+
 Lightning fetches one batch ahead of the one being trained on, and saves step checkpoints before the module's
 ``on_train_batch_end``, so the loader cannot count consumed batches by what it has yielded: the modules report each
 batch once its optimizer step is done, from ``training_step`` (``mark_batch_consumed``).
@@ -16,30 +21,53 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
-class EpochOrderSampler(Sampler[int]):
-    def __init__(self, size: int, shuffle: bool, seed: int) -> None:
-        self.size, self.shuffle, self.seed = size, shuffle, seed
-        self.epoch = 0
-        self.start = 0  # index into this epoch's order where iteration begins
+class EpochOrderSampler(DistributedSampler):
+    """This rank's share of epoch ``epoch``'s order, from position ``start`` of that share."""
+
+    def __init__(self, size: int, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.size = size
+        self.start = 0  # index into this rank's share of the epoch's order where iteration begins
 
     def order(self, epoch: int) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.size))
-        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+        """This rank's indices for ``epoch``, in order. Pure in (size, shuffle, seed, epoch, world size, rank)."""
+        if self.shuffle:
+            full = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+        else:
+            full = list(range(self.size))
+        full += (full * self.total_size)[: self.total_size - len(full)]  # pad by wrapping to equal shares
+        return full[self.rank : self.total_size : self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
         yield from self.order(self.epoch)[self.start :]
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return self.num_samples - self.start
 
 
 class ResumableDataLoader(DataLoader):
-    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int, **kwargs: Any) -> None:
-        self.order_sampler = EpochOrderSampler(len(dataset), shuffle, seed)
+    """Args: as DataLoader's, plus ``seed`` for the epoch orders. ``num_replicas`` and ``rank`` default to the
+    initialised process group's (one process when there is none)."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if num_replicas is None:
+            num_replicas = torch.distributed.get_world_size() if distributed else 1
+        if rank is None:
+            rank = torch.distributed.get_rank() if distributed else 0
+        self.order_sampler = EpochOrderSampler(len(dataset), shuffle, seed, num_replicas, rank)
         # Its own generator: without one, each new iterator draws a seed from the global RNG, and a resumed run
         # (which creates its iterator after restoring that RNG) would sample differently from the original.
         kwargs.setdefault("generator", torch.Generator().manual_seed(seed))
@@ -57,7 +85,7 @@ class ResumableDataLoader(DataLoader):
         return super().__iter__()
 
     def __len__(self) -> int:
-        return (self.order_sampler.size + self.batch_size - 1) // self.batch_size
+        return (self.order_sampler.num_samples + self.batch_size - 1) // self.batch_size
 
     def mark_consumed(self) -> None:
         self.consumed += 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -144,6 +143,11 @@ class GRPOModule(LightningModule):
         self.processor = AutoProcessor.from_pretrained(h.model_name_or_path, trust_remote_code=h.trust_remote_code)
         if self.beta0 > 0 and not is_peft(self.policy):
             self.reference = FrozenReference(self.policy)
+
+    def setup(self, stage: str) -> None:
+        from lightning_modules.run_dir import resolve_log_dir
+
+        self.log_dir = resolve_log_dir(self.trainer)  # a collective under DDP/FSDP: every rank, here
 
     def configure_callbacks(self):
         from lightning_modules.predictions import JSONLPredictionWriter
@@ -329,7 +333,7 @@ class GRPOModule(LightningModule):
         if self.trainer.is_global_zero:
             from lightning_modules.predictions import write_results
 
-            write_results(results, Path(self.trainer.log_dir or self.trainer.default_root_dir), stage)
+            write_results(results, self.log_dir, stage)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_tally.pop("val", None)

@@ -115,7 +115,10 @@ def supports_grouped_forward(model: nn.Module) -> bool:
 
 
 def _checkpointing(module: nn.Module) -> bool:
-    return any(getattr(m, "gradient_checkpointing", False) for m in module.modules())
+    """transformers' gradient checkpointing, or torch's activation-checkpoint wrappers (FSDP strategy's
+    ``activation_checkpointing_policy``): a recomputed layer would append its keys to a shared cache twice."""
+    return any(getattr(m, "gradient_checkpointing", False) or type(m).__name__ == "CheckpointWrapper"
+               for m in module.modules())  # fmt: skip
 
 
 def grouped_completion_logps(
@@ -145,8 +148,8 @@ def grouped_completion_logps(
 
     Gradients reach the shared prompt states through every completion, as in the one-row-per-completion forward. The
     shared prefix needs the language model's key/value cache, which transformers turns off under gradient
-    checkpointing; the forward then runs prompt and completion together per row (the vision tower still once per
-    prompt).
+    checkpointing (and which activation-checkpoint wrappers would fill twice); the forward then runs prompt and
+    completion together per row (the vision tower still once per prompt).
     """
     backbone, lm_head = backbone_and_head(model)
     lm = backbone.language_model

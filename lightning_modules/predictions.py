@@ -17,6 +17,8 @@ from typing import Any
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from lightning_modules.run_dir import resolve_log_dir
+
 
 def write_results(results: dict[str, dict[str, float]], folder: Path, stage: str) -> None:
     """``category -> {accuracy, count}`` (with ``all``) as ``results_{stage}.json`` and ``.csv``, and a table."""
@@ -52,8 +54,11 @@ class JSONLPredictionWriter(BasePredictionWriter):
         self.path = path
         self.written = 0
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.log_dir = resolve_log_dir(trainer)  # a collective under DDP/FSDP: every rank, here
+
     def output_path(self, trainer) -> Path:
-        base = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "predictions.jsonl"
+        base = Path(self.path) if self.path else self.log_dir / "predictions.jsonl"
         if trainer.global_rank > 0:
             base = base.with_suffix(f".rank{trainer.global_rank}.jsonl")
         return base

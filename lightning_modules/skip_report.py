@@ -19,6 +19,8 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_modules.run_dir import resolve_log_dir
+
 
 class SkippedRowsReport(Callback):
     def __init__(self) -> None:
@@ -26,10 +28,11 @@ class SkippedRowsReport(Callback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.counts = {}
+        self.log_dir = resolve_log_dir(trainer)  # a collective under DDP/FSDP: every rank, here
 
     def path(self, trainer) -> Path:
         name = "skipped_rows.jsonl" if trainer.global_rank == 0 else f"skipped_rows.rank{trainer.global_rank}.jsonl"
-        return Path(trainer.log_dir or trainer.default_root_dir) / name
+        return self.log_dir / name
 
     def record(self, trainer, stage: str, batch: Any) -> None:
         if not isinstance(batch, dict) or not batch.get("skipped"):

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning import Callback
 
+from lightning_modules.run_dir import resolve_log_dir
 from rollout.advantages import group_advantages
 from rollout.batch import RolloutBatch
 from rollout.engine import VISION_TOKENS, RolloutEngine, SamplingConfig, mask_vision_tokens
@@ -82,6 +82,9 @@ class RolloutCallback(Callback):
             judge = getattr(reward, "judge", None)
             if hasattr(judge, "bind"):
                 judge.bind(self.engine, pl_module.processor)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.log_dir = resolve_log_dir(trainer)  # a collective under DDP/FSDP: every rank, here
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._attach(pl_module)
@@ -154,9 +157,8 @@ class RolloutCallback(Callback):
             self.engine.sync_weights(pl_module.policy)
 
     def _write_samples(self, trainer, batch: dict[str, Any], info: dict[str, Any], g: int) -> None:
-        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with (log_dir / "samples.jsonl").open("a") as f:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / "samples.jsonl").open("a") as f:
             for row in range(min(self.settings.num_logged_samples, len(info["texts"]))):
                 prompt = row // g
                 record = {

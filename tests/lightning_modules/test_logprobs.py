@@ -41,9 +41,11 @@ def setup(tiny_checkpoint, processor):
 
 
 def _per_row(model, rows, batch):
-    return completion_logps(model, rows["input_ids"], rows["attention_mask"], batch.completion_length,
-                            rows["pixel_values"], rows["image_grid_thw"], chunk_size=7,
-                            completion_mask=rows["completion_mask"], mm_token_type_ids=rows["mm_token_type_ids"])  # fmt: skip
+    return completion_logps(
+        model, rows["input_ids"], rows["attention_mask"], batch.completion_length, rows["pixel_values"],
+        rows["image_grid_thw"], chunk_size=7, completion_mask=rows["completion_mask"],
+        mm_token_type_ids=rows["mm_token_type_ids"],
+    )  # fmt: skip
 
 
 def _grouped(model, rows, shared_prefix):

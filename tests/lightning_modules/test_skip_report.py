@@ -19,6 +19,7 @@ def test_each_skipped_row_keeps_its_own_reason(synthetic_dir, tokenizer, tmp_pat
     assert batch["skipped"] == {"bad_row": 2, "prompt_too_long": 1}
     report = SkippedRowsReport()
     trainer = SimpleNamespace(global_rank=0, global_step=4, log_dir=str(tmp_path), default_root_dir=str(tmp_path))
+    report.setup(trainer, None, "fit")
     report.record(trainer, "train", batch)
     lines = [json.loads(x) for x in (tmp_path / "skipped_rows.jsonl").read_text().splitlines()]
     assert [(r["reason"], r["message"].split(":")[0].endswith(f"row {i}")) for i, r in enumerate(lines)] == [
