@@ -86,6 +86,31 @@ def test_interpolation_keeps_template_in_step(tiny_checkpoint, synthetic_dir, tm
     assert cli.model.rewards.rewards[2].judge is not None
 
 
+def test_fsdp_strategy_wraps_every_decoder_layer_and_vision_block(tiny_checkpoint):
+    """configs/strategy/fsdp.yaml parses into Lightning's FSDPStrategy, and its wrap and checkpointing policies pick
+    exactly the real model's decoder layers and vision blocks (Lightning runs FSDP on GPUs only, so no fit here)."""
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.strategies import FSDPStrategy, Strategy
+
+    from lightning_modules.policy import load_policy
+
+    parser = ArgumentParser()
+    parser.add_argument("--strategy", type=Strategy)
+    spec = yaml.safe_load((CONFIGS / "strategy" / "fsdp.yaml").read_text())["trainer"]["strategy"]
+    strategy = parser.instantiate(parser.parse_object({"strategy": spec})).strategy
+    assert isinstance(strategy, FSDPStrategy)
+    assert strategy.kwargs["use_orig_params"] and strategy._state_dict_type == "full"
+    model = load_policy(str(tiny_checkpoint), dtype="float32")
+    units = strategy.kwargs["auto_wrap_policy"]._run_policy(model, set(), {})
+    names = sorted(type(m).__name__ for m in units if m is not model)
+    config = model.config
+    assert names == sorted(["Qwen2_5_VLDecoderLayer"] * config.text_config.num_hidden_layers
+                           + ["Qwen2_5_VLVisionBlock"] * config.vision_config.depth)  # fmt: skip
+    checkpointed = strategy._activation_checkpointing_kwargs["auto_wrap_policy"]._run_policy(model, set(), {})
+    assert {type(m).__name__ for m in checkpointed if m is not model} == {"Qwen2_5_VLDecoderLayer",
+                                                                         "Qwen2_5_VLVisionBlock"}  # fmt: skip
+
+
 def test_unknown_key_is_an_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text((CONFIGS / "grpo_baseline.yaml").read_text().replace("micro_batch_size:", "micro_bach_size:"))
