@@ -70,13 +70,18 @@ def run_ours(mode: str, checkpoint: Path, data_dir: Path, args) -> dict[str, lis
         dtype=args.dtype, lr=1e-6, micro_batch_size=rows, logps_forward=mode,
         gradient_checkpointing=args.gradient_checkpointing,
     )  # fmt: skip
-    times: dict[str, list[float]] = {"step": [], "update": []}
+    times: dict[str, list] = {"step": [], "update": []}
     original_step = module.training_step
 
-    def timed_training_step(*a, **k):
+    def timed_training_step(batch, *a, **k):
+        rollout = batch.get("rollout")
+        if rollout is not None:  # the update's shape, for FLOPs
+            grid = rollout.model_inputs["image_grid_thw"]
+            times["shape"] = [rollout.input_ids.shape[1] - rollout.completion_length, rollout.completion_length,
+                              int(grid[0].prod())]  # fmt: skip
         start = time.perf_counter()
         try:
-            return original_step(*a, **k)
+            return original_step(batch, *a, **k)
         finally:
             times["update"].append(time.perf_counter() - start)
 
@@ -182,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to bench/RESULTS.md")
     args = parser.parse_args(argv)
 
+    from transformers import AutoConfig
+
+    from bench.flops import UpdateShape, peak_tflops, update_flops
     from lightning_modules.tiny_model import write_random_checkpoint
 
     px = args.image_size
@@ -191,14 +199,27 @@ def main(argv: list[str] | None = None) -> None:
                                              max_pixels=px * px)  # fmt: skip
         data_dir = Path(tmp) / "data"
         _synthetic(data_dir, args.prompts * (args.warmup + args.steps), px)
+        config = AutoConfig.from_pretrained(checkpoint)
+        shape = None
         for name in args.contenders:
             torch.manual_seed(0)
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
             times = run_trl(checkpoint, data_dir, args) if name == "trl" else run_ours(name, checkpoint, data_dir, args)
+            shape = times.pop("shape", shape)  # TRL does the same work on the shapes our rollouts had
             timed = {k: v[args.warmup :] for k, v in times.items()}
             if len(timed["step"]) < args.steps:
                 raise RuntimeError(f"{name}: {len(timed['step'])} timed steps, expected {args.steps}")
             update, step = statistics.median(timed["update"]), statistics.median(timed["step"])
             results[name] = {"update": update, "step": step}
+            forward = "per_row" if name == "trl" else name
+            flops = update_flops(config, UpdateShape(args.prompts, args.group_size, *shape, forward)) if shape else None
+            tokens = args.prompts * args.group_size * args.new_tokens / update
+            results[name]["tokens"] = tokens
+            if flops and torch.cuda.is_available() and peak_tflops(torch.cuda.get_device_name()):
+                results[name]["mfu"] = flops / update / (peak_tflops(torch.cuda.get_device_name()) * 1e12)
+            if torch.cuda.is_available():
+                results[name]["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
             print(f"{name}: update {update:.2f} s, rollout {step - update:.2f} s, step {step:.2f} s "
                   f"(median of {args.steps})", flush=True)  # fmt: skip
     setting = (f"{args.size}, {args.dtype}, {args.prompts} prompts x G{args.group_size}, {args.new_tokens} tokens, "
@@ -208,7 +229,12 @@ def main(argv: list[str] | None = None) -> None:
         extra = ""
         if "trl" in results and name != "trl":
             extra = f"; {r['update'] / results['trl']['update']:.2f}x TRL's update time"
-        line = f"update {r['update']:.2f} s, rollout {r['step'] - r['update']:.2f} s{extra}"
+        line = (f"update {r['update']:.2f} s ({r['tokens']:.0f} completion tok/s), "
+                f"rollout {r['step'] - r['update']:.2f} s{extra}")  # fmt: skip
+        if "mfu" in r:
+            line += f"; MFU {100 * r['mfu']:.1f}%"
+        if "peak_gib" in r:
+            line += f"; peak {r['peak_gib']:.1f} GiB"
         print(f"{name}: {line}")
         if not args.no_record:
             append_result(f"GRPO update ({name})", setting, line, command.strip())
