@@ -3,8 +3,9 @@ timed apart from the rollout, for each of our log-prob forwards and for TRL's ``
 
 Same model checkpoint, prompts (the caption template's system prompt and question), one image per prompt, G, and
 completion length for every contender: completions are forced to exactly ``--new-tokens`` tokens (``ignore_eos`` for
-us, ``min_new_tokens`` for TRL), float32, k3 KL to a frozen reference (beta 0.04), one optimizer step per rollout
-batch, every row of a step in one forward (``micro_batch_size`` = TRL's ``per_device_train_batch_size``).
+us, ``min_new_tokens`` for TRL), k3 KL to a frozen reference (beta 0.04), one optimizer step per rollout batch.
+``--micro-batch-size`` rows per forward/backward (default: all rows of a step in one) is TRL's
+``per_device_train_batch_size``, with gradient accumulation over the step's rows.
 
 What is timed, per step: the whole step, and within it the rollout (sampling + rewards: for us
 ``RolloutCallback``'s work around ``training_step``; for TRL ``_generate_single_turn`` and ``_calculate_rewards``).
@@ -12,7 +13,8 @@ Update = step - rollout. The first ``--warmup`` steps are not timed; the figure 
 Rows go to ``bench/RESULTS.md`` with the command, machine and date.
 
     python -m bench.grpo_update                                   # ours (3 forwards) and TRL, CPU defaults
-    python -m bench.grpo_update --contenders shared_prefix trl --size 3b --image-size 1024 --new-tokens 256  # GPU
+    python -m bench.grpo_update --size 3b --dtype bfloat16 --image-size 1024 --new-tokens 256 \
+        --gradient-checkpointing --micro-batch-size 8                                                   # GPU
 
 TRL is a bench-only dependency: ``pip install -e ".[bench]"``.
 """
@@ -67,7 +69,7 @@ def run_ours(mode: str, checkpoint: Path, data_dir: Path, args) -> dict[str, lis
         str(checkpoint), _rewards(), [1.0, 1.0], loss=GRPOLoss(beta=0.04), engine=FixedLengthEngine(rows),
         rollout=RolloutSettings(group_size=args.group_size, max_new_tokens=args.new_tokens, temperature=1.0,
                                 log_samples_every_n_steps=0),
-        dtype=args.dtype, lr=1e-6, micro_batch_size=rows, logps_forward=mode,
+        dtype=args.dtype, lr=1e-6, micro_batch_size=args.micro_batch_size or rows, logps_forward=mode,
         gradient_checkpointing=args.gradient_checkpointing,
     )  # fmt: skip
     times: dict[str, list] = {"step": [], "update": []}
@@ -133,8 +135,12 @@ def run_trl(checkpoint: Path, data_dir: Path, args) -> dict[str, list[float]]:
         return combined(texts, solution=solution, problem_type=problem_type)[0].tolist()
 
     rows = args.prompts * args.group_size
+    micro = args.micro_batch_size or rows
+    if rows % micro:
+        sys.exit(f"--micro-batch-size {micro} must divide prompts x group size = {rows} for TRL")
     config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=rows, num_generations=args.group_size,
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=micro, gradient_accumulation_steps=rows // micro,
+        steps_per_generation=rows // micro, num_generations=args.group_size,
         max_completion_length=args.new_tokens, generation_kwargs={"min_new_tokens": args.new_tokens},
         beta=0.04, epsilon=0.2, loss_type="grpo", learning_rate=1e-6, max_steps=args.warmup + args.steps,
         temperature=1.0, report_to=[], save_strategy="no", logging_steps=1, use_cpu=not torch.cuda.is_available(),
@@ -181,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--micro-batch-size", type=int, default=None, help="rows per forward (default: all)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
@@ -223,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: update {update:.2f} s, rollout {step - update:.2f} s, step {step:.2f} s "
                   f"(median of {args.steps})", flush=True)  # fmt: skip
     setting = (f"{args.size}, {args.dtype}, {args.prompts} prompts x G{args.group_size}, {args.new_tokens} tokens, "
-               f"{px}x{px} image{', grad ckpt' if args.gradient_checkpointing else ''}")  # fmt: skip
+               f"{px}x{px} image{', grad ckpt' if args.gradient_checkpointing else ''}"
+               f"{f', micro-batch {args.micro_batch_size}' if args.micro_batch_size else ''}")  # fmt: skip
     command = "python -m bench.grpo_update " + " ".join(sys.argv[1:] if argv is None else argv)
     for name, r in results.items():
         extra = ""
