@@ -228,7 +228,8 @@ class VQADataModule(LightningDataModule):
 
     Args:
         train_data, val_data, test_data: a JSON/JSONL/parquet/CSV file, a folder of them, a ``save_to_disk``
-            folder, or a hub name.
+            folder, or a hub name. ``val_data`` may also map names to sources: one validation set per name, each
+            logged under ``val/<name>/...`` (e.g. in-distribution and held-out splits tracked over training).
         predict_data: rows for ``vlrl predict`` (same shapes; solution and problem type optional).
         model_name_or_path: checkpoint whose tokenizer renders and counts prompts (linked to the model's in the CLI).
         template: ``caption`` (Visionary-R1), ``think`` (R1/Vision-R1) or ``plain``.
@@ -243,7 +244,7 @@ class VQADataModule(LightningDataModule):
     def __init__(
         self,
         train_data: str | None = None,
-        val_data: str | None = None,
+        val_data: str | dict[str, str] | None = None,
         test_data: str | None = None,
         predict_data: str | None = None,
         model_name_or_path: str = "Qwen/Qwen2.5-VL-3B-Instruct",
@@ -286,14 +287,22 @@ class VQADataModule(LightningDataModule):
         if self.tokenizer is None:
             self.tokenizer = AutoTokenizer.from_pretrained(self.hparams.model_name_or_path)
         h = self.hparams
-        sources = {"train": h.train_data, "val": h.val_data, "test": h.test_data, "predict": h.predict_data}
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+        sources = {"train": h.train_data, "test": h.test_data, "predict": h.predict_data}
+        sources.update({f"val/{name}": src for name, src in h.val_data.items()} if isinstance(h.val_data, dict)
+                       else {"val": h.val_data})  # fmt: skip
+        val_splits = tuple(s for s in sources if s.startswith("val"))
+        wanted = {"fit": ("train", *val_splits), "validate": val_splits, "test": ("test",), "predict": ("predict",)}
         for split in wanted.get(stage, tuple(sources)):
             if sources[split] and split not in self.datasets:
-                limit = self.hparams.limit_val if split == "val" else None
-                self.datasets[split] = VQADataset(sources[split], split="test" if split == "predict" else split,
-                                                  limit=limit, labelled=split != "predict",
+                kind = "val" if split.startswith("val") else "test" if split == "predict" else split
+                self.datasets[split] = VQADataset(sources[split], split=kind, labelled=split != "predict",
+                                                  limit=self.hparams.limit_val if kind == "val" else None,
                                                   **self.dataset_kwargs())  # fmt: skip
+
+    @property
+    def val_names(self) -> list[str]:
+        """Names of the validation sets when ``val_data`` maps names to sources (empty for a single set)."""
+        return list(self.hparams.val_data) if isinstance(self.hparams.val_data, dict) else []
 
     def _dataset(self, split: str) -> VQADataset:
         if split not in self.datasets:
@@ -315,7 +324,9 @@ class VQADataModule(LightningDataModule):
             persistent_workers=self.hparams.num_workers > 0,
         )  # fmt: skip
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        if self.val_names:
+            return [self._eval_loader(f"val/{name}") for name in self.val_names]
         return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:

@@ -275,6 +275,15 @@ class GRPOModule(LightningModule):
         sampling = replace(self.eval_sampling, max_new_tokens=max_new)
         return self.engine.generate(batch["prompt"], batch["images"], 1, sampling)
 
+    def _log_eval(self, key: str, value, **kwargs) -> None:
+        """Evaluation keys already name their validation set (``val/<name>/...``): no ``/dataloader_idx_N`` suffix."""
+        self.log(key, value, add_dataloader_idx=False, **kwargs)
+
+    def _val_stages(self) -> list[str]:
+        """``val``, or ``val/<name>`` per named validation set (``VQADataModule(val_data={name: source})``)."""
+        names = getattr(self.trainer.datamodule, "val_names", None) if self.trainer.datamodule is not None else None
+        return [f"val/{name}" for name in names] if names else ["val"]
+
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
         """Completions for held-out rows (greedy unless ``eval_sampling`` says otherwise): accuracy, format rate (if
         a format reward is configured), length, and the shortcut diagnostics when they are on."""
@@ -284,7 +293,7 @@ class GRPOModule(LightningModule):
         columns = {k: batch[k] for k in ("problem", "solution", "problem_type", "choices", "precision") if k in batch}
         size = len(out.texts)
         correct = self.val_accuracy(out.texts, **columns)  # [n]
-        self.log(f"{stage}/accuracy", correct.mean(), batch_size=size, prog_bar=True)
+        self._log_eval(f"{stage}/accuracy", correct.mean(), batch_size=size, prog_bar=True)
         tally = self._eval_tally.setdefault(stage, {})
         for category, score in zip(batch.get("category") or ["all"] * size, correct.tolist()):
             for key in {"all", str(category)}:
@@ -295,8 +304,8 @@ class GRPOModule(LightningModule):
         fmt = self._find_reward("format") or self._find_reward("hard_format_result")
         if fmt is not None:
             key = "format_rate" if fmt.name == "format" else fmt.name
-            self.log(f"{stage}/{key}", fmt(out.texts, **columns).mean(), batch_size=size)
-        self.log(f"{stage}/completion_length", out.lengths.float().mean(), batch_size=size)
+            self._log_eval(f"{stage}/{key}", fmt(out.texts, **columns).mean(), batch_size=size)
+        self._log_eval(f"{stage}/completion_length", out.lengths.float().mean(), batch_size=size)
 
     def _shortcut_diagnostics(self, batch: dict[str, Any], texts: list[str], correct: torch.Tensor,
                               columns: dict[str, Any], stage: str) -> None:  # fmt: skip
@@ -307,15 +316,15 @@ class GRPOModule(LightningModule):
         size = len(texts)
         blind = self._eval_generate({**batch, "images": blank_like(batch["images"])})
         blind_correct = self.val_accuracy(blind.texts, **columns)  # [n]
-        self.log(f"{stage}/blind_accuracy", blind_correct.mean(), batch_size=size)
-        self.log(f"{stage}/visual_dependency", (correct - blind_correct).mean(), batch_size=size)
+        self._log_eval(f"{stage}/blind_accuracy", blind_correct.mean(), batch_size=size)
+        self._log_eval(f"{stage}/visual_dependency", (correct - blind_correct).mean(), batch_size=size)
         caption = self._find_reward("caption")
         if caption is not None:
             counters = caption.stats.copy()  # evaluation does not count towards the training-time judge counters
-            self.log(f"{stage}/caption_sufficiency", caption(texts, **columns).mean(), batch_size=size)
+            self._log_eval(f"{stage}/caption_sufficiency", caption(texts, **columns).mean(), batch_size=size)
             caption.stats = counters
         for name, (value, count) in length_vs_correctness(texts, correct, self.hparams.short_reasoning_words).items():
-            self.log(f"{stage}/{name}", value, batch_size=count)
+            self._log_eval(f"{stage}/{name}", value, batch_size=count)
 
     def _report_categories(self, stage: str) -> None:
         """Per-category accuracy over the whole epoch, merged across ranks: logged as ``{stage}/accuracy/<category>``
@@ -333,14 +342,16 @@ class GRPOModule(LightningModule):
         if self.trainer.is_global_zero:
             from lightning_modules.predictions import write_results
 
-            write_results(results, self.log_dir, stage)
+            write_results(results, self.log_dir, stage.replace("/", "_"))
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_tally.pop("val", None)
+        for stage in self._val_stages():
+            self._eval_tally.pop(stage, None)
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
-            self._report_categories("val")
+            for stage in self._val_stages():  # the same names on every rank: the tallies' gathers pair up
+                self._report_categories(stage)
 
     def on_test_epoch_start(self) -> None:
         self._eval_tally.pop("test", None)
@@ -348,8 +359,8 @@ class GRPOModule(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._report_categories("test")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, self._val_stages()[dataloader_idx])
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test")

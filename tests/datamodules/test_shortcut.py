@@ -47,8 +47,11 @@ def test_hard_split_has_crowded_scenes_and_all_question_kinds():
         assert 3 <= sum(1 if n == "a" else int(n) for n in groups) <= 5  # identical objects are grouped ("2 small ...")
         if kind == "count_color":
             colour = re.search(r"How many (\w+) shapes", row.problem).group(1)
-            assert int(row.answer) == sum(int(n) if n.isdigit() else 1 for n, c in
-                                          re.findall(r"(a|\d) (?:large|small) (\w+)", row.caption) if c == colour)
+            assert int(row.answer) == sum(
+                int(n) if n.isdigit() else 1
+                for n, c in re.findall(r"(a|\d) (?:large|small) (\w+)", row.caption)
+                if c == colour
+            )
         else:
             assert row.answer in "ABCD" and row.problem_type == "multiple_choice"
     assert kinds == {"color_of", "count_color", "larger"}
