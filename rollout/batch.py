@@ -72,6 +72,7 @@ class RolloutBatch:
         the pixel values of the U prompts (each once), completion_ids / completion_attention [N, C], prompt_index [N].
         Raises if rows of one group do not carry the same prompt (an engine that broke the prompt-major layout)."""
         p = self.input_ids.shape[1] - self.completion_length
+        end = min(end, self.num_rows)  # the last micro-batch may be short
         group = torch.arange(start, end) // self.group_size  # [n]
         first_rows = torch.unique(group) * self.group_size  # [U] first row of each group
         first_rows = first_rows.clamp(min=start).to(self.input_ids.device)  # a slice may begin inside a group

@@ -64,14 +64,15 @@ def _value_and_grads(model, fn):
 
 
 @pytest.mark.parametrize("shared_prefix", [True, False])
-@pytest.mark.parametrize("span", [(0, 6), (2, 5)])  # the whole batch; a micro-batch that starts inside a group
+# the whole batch (asked past its end, as the last micro-batch is); a micro-batch that starts inside a group
+@pytest.mark.parametrize("span", [(0, 8), (2, 5)])
 def test_grouped_logps_and_gradients_equal_the_per_row_forward(setup, shared_prefix, span):
     model, batch = setup
     assert supports_grouped_forward(model)
     rows, groups = batch.rows(*span), batch.groups(*span)
     # rows 2..4: the end of group 0 and two rows of group 1 -> 2 distinct prompts, each image once
     assert groups["prompt_ids"].shape[0] == 2 and groups["image_grid_thw"].shape[0] == 2
-    assert groups["prompt_index"].tolist() == ([0, 0, 0, 1, 1, 1] if span == (0, 6) else [0, 1, 1])
+    assert groups["prompt_index"].tolist() == ([0, 0, 0, 1, 1, 1] if span == (0, 8) else [0, 1, 1])
     want, want_entropy, want_grads = _value_and_grads(model, lambda: _per_row(model, rows, batch))
     got, got_entropy, got_grads = _value_and_grads(model, lambda: _grouped(model, groups, shared_prefix))
     mask = rows["completion_mask"].bool()
