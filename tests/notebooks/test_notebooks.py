@@ -1,4 +1,4 @@
-"""Both notebooks run top to bottom at tiny scale (the ablation's smoke size), and are committed without outputs."""
+"""The notebooks run top to bottom at tiny scale (their smoke sizes), and are committed without outputs."""
 
 import os
 from pathlib import Path
@@ -26,7 +26,7 @@ def execute(name: str, env: dict[str, str]) -> nbformat.NotebookNode:
     return nb
 
 
-@pytest.mark.parametrize("name", ["ablation.ipynb", "inspect_run.ipynb"])
+@pytest.mark.parametrize("name", ["ablation.ipynb", "inspect_run.ipynb", "shortcut_study.ipynb"])
 def test_committed_without_outputs(name):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -43,3 +43,10 @@ def test_ablation_then_inspect_run(tmp_path):
     nb = execute("inspect_run.ipynb", {"VLRL_RUN": str(run)})
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "metric rows" in printed and "step" in printed
+
+
+def test_shortcut_study_smoke(tmp_path):
+    nb = execute("shortcut_study.ipynb", {"VLRL_NB_SMALL": "1", "VLRL_NB_OUT": str(tmp_path)})
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "visionary_r1" in printed and "cue_reversed/accuracy" in printed
+    assert (tmp_path / "report.md").exists() and (tmp_path / "curves.png").stat().st_size > 0
