@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import statistics
 import sys
@@ -169,7 +170,7 @@ def write_report(args, table: dict, seconds: float, out: Path) -> Path:
     lines = [
         "# Shortcut study: results", "",
         f"Command: `{' '.join(['python -m experiments.shortcut_study', *sys.argv[1:]])}`  ",
-        f"Machine: {platform.machine()}, {__import__('os').cpu_count()} CPU cores; time: {seconds / 60:.1f} min; "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; time: {seconds / 60:.1f} min; "
         f"seeds {args.seeds}; cue strength {args.cue_strength}; {args.grpo_steps} GRPO steps.", "",
         ("Smoke run: it checks the pipeline end to end; its numbers decide nothing." if args.smoke else
          verdict(table)), "",
