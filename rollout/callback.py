@@ -100,6 +100,11 @@ class RolloutCallback(Callback):
     def on_predict_start(self, trainer, pl_module) -> None:
         self._attach(pl_module)
 
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        # the end of fit/validate/test/predict: free the engine's weights and KV cache; a later entry point
+        # restarts it (what runs one after another in a notebook or a study need)
+        self.engine.close()
+
     def make_rollout(self, pl_module, batch: dict[str, Any], settings: RolloutSettings) -> tuple[RolloutBatch, dict]:
         g = settings.group_size
         out = self.engine.generate(batch["prompt"], batch["images"], g, settings.sampling())

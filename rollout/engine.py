@@ -117,3 +117,7 @@ class RolloutEngine(ABC):
 
     def sync_weights(self, policy: nn.Module) -> None:  # noqa: B027 - engines on the live policy need nothing
         """Push the policy's current weights into the engine after an optimizer step."""
+
+    def close(self) -> None:  # noqa: B027 - engines on the live policy hold nothing of their own
+        """Release what the engine holds (its own weights and KV cache) when a trainer entry point ends; the next
+        ``setup`` starts it again. Runs one after another in one process (a notebook, a study) need this."""

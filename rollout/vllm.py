@@ -28,6 +28,7 @@ sync to ``tensor_parallel_size == 1``; larger sizes are refused rather than left
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import logging
@@ -56,6 +57,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
 class VLLMEngine(RolloutEngine):
     """Args:
     gpu_memory_utilization: share of GPU memory vLLM may take (weights + KV cache) beside the policy.
+    kv_cache_gib: a fixed KV cache size in GiB instead of one derived from ``gpu_memory_utilization``. Set it on
+        CPU: there vLLM reserves ``gpu_memory_utilization`` x the node's memory minus the whole process's resident
+        memory (policy, reference and optimizer included), which leaves nothing once training has grown the process.
     tensor_parallel_size: must be 1 for in-process weight sync.
     max_model_len: longest prompt + completion, in tokens (image tokens included).
     enable_prefix_caching: reuse the KV cache of the prompt shared by a group's G samples.
@@ -72,6 +76,7 @@ class VLLMEngine(RolloutEngine):
     def __init__(
         self,
         gpu_memory_utilization: float = 0.3,
+        kv_cache_gib: float | None = None,
         tensor_parallel_size: int = 1,
         max_model_len: int = 4096,
         enable_prefix_caching: bool = True,
@@ -96,6 +101,8 @@ class VLLMEngine(RolloutEngine):
             enable_sleep_mode=enable_sleep_mode, enforce_eager=enforce_eager, max_num_seqs=max_num_seqs,
             limit_mm_per_prompt={"image": max_images_per_prompt}, seed=seed, logprobs_mode="processed_logprobs",
         )  # fmt: skip
+        if kv_cache_gib is not None:
+            self.kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
         self.dtype, self.enable_lora, self.max_lora_rank, self.lora_dir = dtype, enable_lora, max_lora_rank, lora_dir
         self.llm = None
         self.policy: nn.Module | None = None
@@ -109,11 +116,11 @@ class VLLMEngine(RolloutEngine):
     def setup(self, policy: nn.Module, processor: Any) -> None:
         self.policy, self.processor = policy, processor
         if self.llm is None:
-            self.llm = self._start(policy)
+            self._start(policy)
         # a resumed or already-trained policy differs from the checkpoint on disk: push everything once
         self.sync_weights(policy, full=True)
 
-    def _start(self, policy: nn.Module):
+    def _start(self, policy: nn.Module) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] != "0":
             raise RuntimeError("VLLMEngine needs VLLM_ENABLE_V1_MULTIPROCESSING=0 (in-process engine)")
@@ -135,10 +142,25 @@ class VLLMEngine(RolloutEngine):
         if self.enable_lora or (self.enable_lora is None and is_peft(policy)):
             kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=1)
         log.info("starting vLLM on %s", path)
-        llm = LLM(**kwargs)
+        # no local name for the engine: vLLM keeps this frame alive, and a local would keep the engine past close()
+        self.llm = LLM(**kwargs)
         # the CPU worker replaces torch.set_num_threads with a function that warns on every later call; quiet it
         logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
-        return llm
+
+    def close(self) -> None:
+        """Shut the engine down and free its weights and KV cache (the CPU backend sizes its KV cache from the
+        memory free at start-up, so a second engine in the same process fails while the first one lives)."""
+        if self.llm is None:
+            return
+        self.llm.llm_engine.engine_core.shutdown()
+        self.llm, self.lora_request, self._sleeping = None, None, set()
+        if self._lora_tmp is not None:
+            self._lora_tmp.cleanup()
+            self._lora_tmp = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.info("vLLM engine closed")
 
     def _model_runner(self):
         executor = self.llm.llm_engine.model_executor

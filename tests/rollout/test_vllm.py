@@ -127,6 +127,25 @@ def test_policy_engine_judge_answers_text(engine, tiny_checkpoint, processor):
     assert judge.generate(["What colour is the square? Answer with one word.", "Is the bar tall?"]) == replies
 
 
+def test_close_releases_the_engine_and_setup_restarts_it(engine, tiny_checkpoint, processor, prompts):
+    """Runs one after another in one process (a notebook, the shortcut study) must not stack engines."""
+    import weakref
+
+    policy = load_policy(str(tiny_checkpoint), "float32")
+    engine.setup(policy, processor)
+    old = weakref.ref(engine.llm)
+    engine.close()
+    assert engine.llm is None and old() is None, "the closed engine is still referenced somewhere"
+    engine.close()  # closing twice is harmless
+    engine.setup(policy, processor)  # restarts with the policy's current weights
+    assert _logp_gap(policy, _generate(engine, prompts)) < SYNCED
+
+
+def test_kv_cache_size_is_passed_through():
+    assert VLLMEngine(kv_cache_gib=0.25).kwargs["kv_cache_memory_bytes"] == 2**28
+    assert "kv_cache_memory_bytes" not in VLLMEngine().kwargs
+
+
 def test_sleep_mode_wakes_each_part_once():
     """Sleep mode is GPU-only, so this checks our bookkeeping against a recorder standing in for ``vllm.LLM``:
     weights wake for the sync, the KV cache for the next rollout, nothing twice."""
