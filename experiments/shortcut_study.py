@@ -36,7 +36,24 @@ METHODS = ("vanilla_grpo", "visionary_r1", "hard_format")
 TEMPLATE = {"vanilla_grpo": "think", "visionary_r1": "caption", "hard_format": "think"}
 SPLITS = ("in_distribution", "cue_absent", "cue_reversed", "hard")
 # per split, what is tracked (val/<split>/<metric>); caption sufficiency only exists with a caption reward
-METRICS = ("accuracy", "blind_accuracy", "visual_dependency", "caption_sufficiency", "reasoning_words_correct")
+METRICS = (
+    "accuracy",
+    "blind_accuracy",
+    "visual_dependency",
+    "caption_sufficiency",
+    "reasoning_words_correct",
+    "format_rate",
+    "accuracy/cue_agrees",
+    "accuracy/cue_disagrees",
+)
+TABLE = (  # report columns: heading, metric, number format
+    ("accuracy", "accuracy", "{:.3f}"),
+    ("blind accuracy", "blind_accuracy", "{:.3f}"),
+    ("visual dependency", "visual_dependency", "{:+.3f}"),
+    ("caption sufficiency", "caption_sufficiency", "{:.3f}"),
+    ("format", "format_rate", "{:.3f}"),
+    ("reasoning words (right)", "reasoning_words_correct", "{:.1f}"),
+)
 
 
 def _grpo_args(args, seed: int, method: str, model: Path, data: Path, out: Path) -> list[str]:
@@ -145,47 +162,63 @@ def verdict(table: dict) -> str:
 
 
 def plot(curves: dict[int, dict[str, list[dict]]], methods, path: Path) -> None:
+    """Accuracy (top) and visual dependency (bottom) over GRPO steps, per split; one line per method and seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(SPLITS), figsize=(4 * len(SPLITS), 3.2), sharey=True)
-    for ax, split in zip(axes, SPLITS):
-        key = f"val/{split}/accuracy"
-        for method in methods:
-            for i, seed_curves in enumerate(curves.values()):
-                points = [p for p in seed_curves[method] if key in p]
-                ax.plot([p["step"] for p in points], [p[key] for p in points], alpha=0.7,
-                        color=f"C{methods.index(method)}", label=method if i == 0 else None)  # fmt: skip
-        ax.set_title(split)
-        ax.set_xlabel("GRPO step")
-    axes[0].set_ylabel("accuracy")
-    axes[0].legend(fontsize=7)
+    rows = (("accuracy", "accuracy"), ("visual_dependency", "visual dependency"))
+    fig, axes = plt.subplots(len(rows), len(SPLITS), figsize=(4 * len(SPLITS), 3.0 * len(rows)), sharey="row",
+                             squeeze=False)  # fmt: skip
+    for (metric, label), ax_row in zip(rows, axes):
+        for ax, split in zip(ax_row, SPLITS):
+            key = f"val/{split}/{metric}"
+            for method in methods:
+                for i, seed_curves in enumerate(curves.values()):
+                    points = [p for p in seed_curves[method] if key in p]
+                    ax.plot([p["step"] for p in points], [p[key] for p in points], alpha=0.7, marker=".",
+                            color=f"C{list(methods).index(method)}", label=method if i == 0 else None)  # fmt: skip
+            ax.set_title(f"{split}: {label}", fontsize=9)
+            ax.set_xlabel("GRPO step")
+        ax_row[0].set_ylabel(label)
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
-def write_report(args, table: dict, seconds: float, out: Path) -> Path:
+def _cell(values: dict, key: str, fmt: str) -> str:
+    v = values.get(key)
+    return f"{fmt.format(v['mean'])} ± {v['std']:.3f} ({fmt.format(v['start_mean'])})" if v else "-"
+
+
+def write_report(meta: dict, table: dict, out: Path) -> Path:
+    """``report.md`` from the summary table and the run's facts (``meta``: command, machine, seconds, seeds, ...)."""
     lines = [
         "# Shortcut study: results", "",
-        f"Command: `{' '.join(['python -m experiments.shortcut_study', *sys.argv[1:]])}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; time: {seconds / 60:.1f} min; "
-        f"seeds {args.seeds}; cue strength {args.cue_strength}; {args.grpo_steps} GRPO steps.", "",
-        ("Smoke run: it checks the pipeline end to end; its numbers decide nothing." if args.smoke else
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}; time: {meta['seconds'] / 60:.1f} min; seeds {meta['seeds']}; cue strength "
+        f"{meta['cue_strength']}; {meta['sft_steps']} SFT steps per template, {meta['grpo_steps']} GRPO steps per "
+        f"method; {meta['eval_rows']} rows per held-out split.", "",
+        ("Smoke run: it checks the pipeline end to end; its numbers decide nothing." if meta["smoke"] else
          verdict(table)), "",
-        "Final evaluation, mean ± spread (std) over seeds, with the after-SFT mean in brackets:", "",
-        "| method | split | accuracy | blind accuracy | visual dependency | caption sufficiency |",
-        "|---|---|---|---|---|---|",
+        "Final evaluation (greedy), mean ± spread (std) over seeds, with the after-SFT mean in brackets:", "",
+        "| method | split | " + " | ".join(name for name, _, _ in TABLE) + " |",
+        "|---|---|" + "---|" * len(TABLE),
     ]  # fmt: skip
     for method, values in table.items():
         for split in SPLITS:
-            cells = []
-            for metric in ("accuracy", "blind_accuracy", "visual_dependency", "caption_sufficiency"):
-                v = values.get(f"{split}/{metric}")
-                cells.append(f"{v['mean']:.3f} ± {v['std']:.3f} ({v['start_mean']:.3f})" if v else "-")
+            cells = [_cell(values, f"{split}/{key}", fmt) for _, key, fmt in TABLE]
             lines.append(f"| {method} | {split} | " + " | ".join(cells) + " |")
-    lines += ["", "![accuracy over GRPO steps per split](curves.png)", ""]
+    lines += ["", "Where the wording is the cue: in-distribution accuracy on rows whose colour agrees with the cue and "
+              "on rows where it does not (a model answering from the wording scores high on the first, ~0 on the "
+              "second):", "", "| method | cue agrees | cue disagrees |", "|---|---|---|"]  # fmt: skip
+    for method, values in table.items():
+        agree, disagree = (
+            _cell(values, f"in_distribution/accuracy/{c}", "{:.3f}") for c in ("cue_agrees", "cue_disagrees")
+        )
+        lines.append(f"| {method} | {agree} | {disagree} |")
+    lines += ["", "![accuracy and visual dependency over GRPO steps per split](curves.png)", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -200,12 +233,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-rows", type=int, default=512)
     parser.add_argument("--sft-rows", type=int, default=64)
     parser.add_argument("--eval-rows", type=int, default=32, help="rows per held-out split")
-    parser.add_argument("--sft-steps", type=int, default=60)
-    parser.add_argument("--grpo-steps", type=int, default=24)
-    parser.add_argument("--eval-every", type=int, default=12)
+    parser.add_argument("--sft-steps", type=int, default=120)
+    parser.add_argument("--grpo-steps", type=int, default=20)
+    parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=56)
     parser.add_argument("--grpo-args", default="", help="extra CLI overrides for every GRPO run, space-separated")
     parser.add_argument("--smoke", action="store_true", help="CI: one seed, 2 GRPO steps, HF engine, tiny splits")
+    parser.add_argument("--report-only", action="store_true", help="re-render the report of --out's results.json")
     args = parser.parse_args(argv)
     if args.smoke:
         args.seeds, args.train_rows, args.sft_rows, args.eval_rows = args.seeds[:1], 16, 8, 4
@@ -214,16 +248,39 @@ def main(argv: list[str] | None = None) -> dict:
                           "--model.init_args.rollout.group_size=2 --model.init_args.rollout.max_new_tokens=8 "
                           "--model.init_args.val_max_new_tokens=8 --trainer.enable_progress_bar=false "
                           + args.grpo_args)  # fmt: skip
-    start = time.monotonic()
     out = Path(args.out)
+    if args.report_only:  # re-render the table, plot and report of a finished run from its results.json
+        saved = json.loads((out / "results.json").read_text())
+        curves = {int(seed): c for seed, c in saved["curves"].items()}
+        return _finish(curves, list(saved["meta"]["methods"]), saved["meta"], out)
+    start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     curves = {seed: run_seed(args, seed) for seed in args.seeds}
-    table = summarise(curves, args.methods)
-    (out / "results.json").write_text(json.dumps({"curves": curves, "summary": table}, indent=2))
-    plot(curves, list(args.methods), out / "curves.png")
-    report = write_report(args, table, time.monotonic() - start, out)
+    meta = {
+        "command": " ".join(["python -m experiments.shortcut_study", *(sys.argv[1:] if argv is None else argv)]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.system()}, no GPU"
+        if not _has_gpu() else f"{platform.machine()}, {os.cpu_count()} CPU cores, GPU",
+        "seconds": round(time.monotonic() - start, 1), "smoke": args.smoke, **{k: getattr(args, k) for k in (
+            "seeds", "methods", "cue_strength", "train_rows", "sft_rows", "eval_rows", "sft_steps", "grpo_steps",
+            "eval_every", "image_size")},
+    }  # fmt: skip
+    return _finish(curves, list(args.methods), meta, out)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _finish(curves: dict, methods: list[str], meta: dict, out: Path) -> dict:
+    table = summarise(curves, methods)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "curves": curves, "summary": table}, indent=2))
+    plot(curves, methods, out / "curves.png")
+    report = write_report(meta, table, out)
     print(report.read_text())
-    return {"curves": curves, "summary": table}
+    return {"curves": curves, "summary": table, "meta": meta}
 
 
 if __name__ == "__main__":

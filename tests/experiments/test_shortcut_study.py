@@ -20,8 +20,13 @@ def test_smoke_runs_every_method_and_tracks_every_split(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["summary"]) == set(METHODS)
     report = (tmp_path / "report.md").read_text()
-    assert report.count("| vanilla_grpo |") == len(SPLITS) and "Smoke run" in report
+    assert report.count("| vanilla_grpo |") == len(SPLITS) + 1 and "Smoke run" in report  # + the cue table's row
+    assert "| vanilla_grpo | in_distribution | " in report and "--smoke" in report and "no GPU" in report
     assert (tmp_path / "curves.png").stat().st_size > 0
+    assert saved["meta"]["grpo_steps"] == 2 and saved["meta"]["seconds"] > 0
+    (tmp_path / "report.md").unlink()
+    main(["--out", str(tmp_path), "--report-only"])  # re-rendered from results.json alone
+    assert (tmp_path / "report.md").read_text() == report
 
 
 def _curve(reversed_acc: float, dependency: float) -> list[dict]:
@@ -46,3 +51,27 @@ def test_summary_and_verdict_by_hand():
     text = verdict(summarise(curves, ["visionary_r1", "vanilla_grpo"]))
     assert text.startswith("The claim did not reproduce at this scale (1 of 3")
     assert "cue_reversed/accuracy: Visionary-R1 0.100 ± 0.087 vs vanilla 0.100 ± 0.000 (not clearly higher)" in text
+
+
+def test_report_only_renders_table_cue_gap_and_verdict(tmp_path):
+    def point(step, acc, agree, disagree):
+        values = {f"val/{s}/accuracy": acc for s in SPLITS}
+        values.update({f"val/{s}/visual_dependency": acc / 2 for s in SPLITS})
+        values.update({"val/in_distribution/accuracy/cue_agrees": agree,
+                       "val/in_distribution/accuracy/cue_disagrees": disagree})  # fmt: skip
+        return {"step": step, **values}
+
+    curves = {seed: {"vanilla_grpo": [point(0, 0.2, 0.2, 0.2), point(10, 0.4, 0.9, 0.0)],
+                     "visionary_r1": [point(0, 0.2, 0.2, 0.2), point(10, 0.6 + seed / 10, 0.7, 0.5)]}
+              for seed in range(3)}  # fmt: skip
+    meta = {"command": "python -m experiments.shortcut_study", "machine": "x86_64, 2 CPU cores", "seconds": 90.0,
+            "smoke": False, "seeds": [0, 1, 2], "methods": ["vanilla_grpo", "visionary_r1"], "cue_strength": 0.9,
+            "sft_steps": 120, "grpo_steps": 10, "eval_rows": 32}  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps({"meta": meta, "curves": curves}))
+    main(["--out", str(tmp_path), "--report-only"])
+    report = (tmp_path / "report.md").read_text()
+    assert "time: 1.5 min; seeds [0, 1, 2]" in report
+    assert "The claim reproduced at this scale (3 of 3" in report  # 0.7 ± 0.1 against 0.4 ± 0 on every measure
+    assert "| visionary_r1 | cue_reversed | 0.700 ± 0.100 (0.200) | - | +0.350 ± 0.050 (+0.100) |" in report
+    assert "| vanilla_grpo | 0.900 ± 0.000 (0.200) | 0.000 ± 0.000 (0.200) |" in report
+    assert (tmp_path / "curves.png").stat().st_size > 0
