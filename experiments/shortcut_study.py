@@ -187,6 +187,9 @@ def plot(curves: dict[int, dict[str, list[dict]]], methods, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+NOTES_MARKER = "<!-- notes: text below this line is kept when the report is re-rendered -->"
+
+
 def _cell(values: dict, key: str, fmt: str) -> str:
     v = values.get(key)
     return f"{fmt.format(v['mean'])} ± {v['std']:.3f} ({fmt.format(v['start_mean'])})" if v else "-"
@@ -220,7 +223,8 @@ def write_report(meta: dict, table: dict, out: Path) -> Path:
         lines.append(f"| {method} | {agree} | {disagree} |")
     lines += ["", "![accuracy and visual dependency over GRPO steps per split](curves.png)", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    notes = path.read_text().partition(NOTES_MARKER)[2] if path.exists() else ""  # kept across re-renders
+    path.write_text("\n".join(lines) + (NOTES_MARKER + notes if notes else ""))
     return path
 
 

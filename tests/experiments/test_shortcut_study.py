@@ -3,7 +3,7 @@ verdict on hand-made values."""
 
 import json
 
-from experiments.shortcut_study import METHODS, SPLITS, main, summarise, verdict
+from experiments.shortcut_study import METHODS, NOTES_MARKER, SPLITS, main, summarise, verdict
 
 
 def test_smoke_runs_every_method_and_tracks_every_split(tmp_path):
@@ -75,3 +75,7 @@ def test_report_only_renders_table_cue_gap_and_verdict(tmp_path):
     assert "| visionary_r1 | cue_reversed | 0.700 ± 0.100 (0.200) | - | +0.350 ± 0.050 (+0.100) |" in report
     assert "| vanilla_grpo | 0.900 ± 0.000 (0.200) | 0.000 ± 0.000 (0.200) |" in report
     assert (tmp_path / "curves.png").stat().st_size > 0
+    notes = "\n## Discussion\nwritten by hand\n"
+    (tmp_path / "report.md").write_text(report + NOTES_MARKER + notes)
+    main(["--out", str(tmp_path), "--report-only"])  # the hand-written part survives a re-render
+    assert (tmp_path / "report.md").read_text() == report + NOTES_MARKER + notes
