@@ -257,13 +257,16 @@ class VLLMEngine(RolloutEngine):
         tok = self.processor.tokenizer
         eos_ids = end_token_ids(tok)
         greedy = sampling.temperature <= 0
-        params = SamplingParams(
+        # one seed per prompt, drawn from torch's RNG (checkpointed, so resumable). A seed shared by the batch would
+        # give every prompt the same random stream: identical prompts would get identical samples, and similar ones
+        # the same answer, correlating the whole batch.
+        seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
+        params = [SamplingParams(
             n=n, temperature=0.0 if greedy else sampling.temperature, top_p=1.0 if greedy else sampling.top_p,
             top_k=0 if greedy or sampling.top_k <= 0 else sampling.top_k, max_tokens=sampling.max_new_tokens,
             stop_token_ids=[] if sampling.ignore_eos else eos_ids, ignore_eos=sampling.ignore_eos, logprobs=0,
-            skip_special_tokens=True,
-            seed=int(torch.randint(0, 2**31 - 1, ()).item()),  # drawn from torch's RNG: checkpointed, so resumable
-        )  # fmt: skip
+            skip_special_tokens=True, seed=seed,
+        ) for seed in seeds]  # fmt: skip
         requests = []
         for text, row_images in zip(prompts, images):
             request: dict[str, Any] = {"prompt": text}

@@ -66,6 +66,20 @@ def test_generates_for_image_prompts(engine, tiny_checkpoint, processor, prompts
     assert all(n == 8 if cut else tok == im_end for n, cut, tok in zip(lengths, out.truncated, last))
 
 
+def test_each_prompt_samples_its_own_stream(engine, tiny_checkpoint, processor, prompts):
+    """The same prompt eight times in one batch gives different samples (a seed shared by the batch gave eight
+    identical ones), while a seeded run repeats itself exactly."""
+    policy = load_policy(str(tiny_checkpoint), "float32")
+    engine.setup(policy, processor)
+    texts, images = prompts
+    same = ([texts[0]] * 8, [images[0]] * 8)
+    torch.manual_seed(0)
+    first = _generate(engine, same, n=1, tokens=12).texts
+    assert len(set(first)) > 1, first
+    torch.manual_seed(0)
+    assert _generate(engine, same, n=1, tokens=12).texts == first
+
+
 def test_full_weight_sync_matches_policy(engine, tiny_checkpoint, processor, prompts):
     policy = load_policy(str(tiny_checkpoint), "float32")
     engine.setup(policy, processor)
