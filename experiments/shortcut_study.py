@@ -205,7 +205,8 @@ def write_report(meta: dict, table: dict, out: Path) -> Path:
         f"method; {meta['eval_rows']} rows per held-out split.", "",
         ("Smoke run: it checks the pipeline end to end; its numbers decide nothing." if meta["smoke"] else
          verdict(table)), "",
-        "Final evaluation (greedy), mean ± spread (std) over seeds, with the after-SFT mean in brackets:", "",
+        "Final evaluation (one completion per row, sampled as `eval_sampling` in configs/shortcut/base.yaml says), "
+        "mean ± spread (std) over seeds, with the after-SFT mean in brackets:", "",
         "| method | split | " + " | ".join(name for name, _, _ in TABLE) + " |",
         "|---|---|" + "---|" * len(TABLE),
     ]  # fmt: skip
