@@ -14,6 +14,7 @@ and retries the row on the next run.
 from __future__ import annotations
 
 import logging
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ class VLLMBackend(ChatBackend):
         # a VLM's processor renders image placeholders; for a text-only LLM AutoProcessor returns its tokenizer
         self.renderer = AutoProcessor.from_pretrained(model)
         self.seed = seed
+        self._seeds = random.Random(seed)
         log.info("starting vLLM on %s", model)
         self.llm = LLM(model=model, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
                        max_model_len=max_model_len, dtype=dtype, enforce_eager=enforce_eager,
@@ -106,8 +108,10 @@ class VLLMBackend(ChatBackend):
     def chat(self, requests: Sequence[ChatRequest]) -> list[str | None]:
         from vllm import SamplingParams
 
-        params = SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p if self.temperature > 0 else 1.0,
-                                max_tokens=self.max_new_tokens, seed=self.seed)  # fmt: skip
+        # one seed per request from a seeded stream: reproducible, and no two requests share a random stream
+        params = [SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p if self.temperature > 0 else 1.0,
+                                 max_tokens=self.max_new_tokens, seed=self._seeds.randrange(2**31))
+                  for _ in requests]  # fmt: skip
         prompts = []
         for r in requests:
             text = self.renderer.apply_chat_template(chat_messages(r), add_generation_prompt=True, tokenize=False)
