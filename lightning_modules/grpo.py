@@ -49,6 +49,7 @@ class GRPOModule(LightningModule):
     engine: rollout engine (default ``HFEngine``). rollout: group size and sampling settings.
     rollout_stages: a staged schedule of (steps, max_new_tokens, group_size), e.g. Vision-R1's PTST.
     lora: LoRA settings, or None for a full fine-tune. freeze_vision_tower: keep the vision encoder fixed.
+    freeze_embeddings: keep the token embeddings and LM head fixed (see ``load_policy``).
     num_iterations: mu, optimizer steps per rollout batch (old log-probs frozen at rollout time).
     micro_batch_size: rows (completions) per forward/backward.
     beta_schedule: ``constant`` or ``cosine`` (to 0 over the run's steps).
@@ -87,6 +88,7 @@ class GRPOModule(LightningModule):
         attn_implementation: str = "sdpa",
         gradient_checkpointing: bool = False,
         freeze_vision_tower: bool = False,
+        freeze_embeddings: bool = False,
         lora: LoRAConfig | None = None,
         lr: float = 1e-6,
         weight_decay: float = 0.0,
@@ -139,7 +141,7 @@ class GRPOModule(LightningModule):
 
         h = self.hparams
         self.policy = load_policy(h.model_name_or_path, h.dtype, h.attn_implementation, h.gradient_checkpointing,
-                                  h.freeze_vision_tower, h.lora, h.trust_remote_code)  # fmt: skip
+                                  h.freeze_vision_tower, h.lora, h.trust_remote_code, h.freeze_embeddings)  # fmt: skip
         self.processor = AutoProcessor.from_pretrained(h.model_name_or_path, trust_remote_code=h.trust_remote_code)
         if self.beta0 > 0 and not is_peft(self.policy):
             self.reference = FrozenReference(self.policy)

@@ -12,6 +12,11 @@ the raw distribution's long tail: on the demo task the policy's raw entropy rose
 vision tower once and its tokens through the language model once, the completions attending to its cached keys and
 values. ``completion_logps`` is the one-row-per-completion forward, for other model families and as the reference
 the grouped one is tested against.
+
+On CPU with a float32 ``nn.Linear`` head, ``selective_logps`` runs ``FusedLinearLogProb``: the chunk's logits are
+written into one reused workspace, normalised in place, and recomputed in the backward pass instead of being kept.
+The autograd path allocates (and the kernel zero-fills) several fresh ``chunk x vocab`` tensors per chunk, stores the
+logits of every chunk for the backward pass, and spends most of a tiny model's step faulting in those pages.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ def selective_logps(
     n, t, h = hidden.shape
     flat_h = hidden.reshape(n * t, h)  # [N*T, H]
     flat_y = targets.reshape(n * t)  # [N*T]
+    if fusable(hidden, lm_head):
+        rows = max(1, min(chunk_size, FUSED_WORKSPACE_ELEMENTS // lm_head.weight.shape[0]))
+        logps, entropy = FusedLinearLogProb.apply(flat_h, lm_head.weight, flat_y, temperature, rows, with_entropy)
+        return logps.view(n, t), (entropy.view(n, t) if with_entropy else None)
     logps, entropies = [], []
     for start in range(0, n * t, chunk_size):
         logits = lm_head(flat_h[start : start + chunk_size]).float()  # [c, V]
@@ -50,6 +59,86 @@ def selective_logps(
                 entropies.append(logz - (probs * logits).sum(-1))
     out = torch.cat(logps).view(n, t)
     return out, (torch.cat(entropies).view(n, t) if with_entropy else None)
+
+
+FUSED_WORKSPACE_ELEMENTS = 2**25  # floats per workspace (128 MiB): 220 positions of a 151,936-token vocabulary
+
+
+def fusable(hidden: torch.Tensor, lm_head: nn.Module) -> bool:
+    """Whether ``FusedLinearLogProb`` can stand in for ``lm_head``: a bias-free float32 ``nn.Linear`` on the CPU whose
+    weight is a plain tensor (a sharded DTensor must go through the module's own forward). On GPUs the autograd path
+    stays: its kernels do not page-fault, and recomputing the logits would cost a matmul."""
+    weight = getattr(lm_head, "weight", None)
+    return (
+        type(lm_head) is nn.Linear and lm_head.bias is None and type(weight) is nn.Parameter
+        and weight.dtype == torch.float32 and hidden.dtype == torch.float32 and weight.device.type == "cpu"
+        and hidden.device.type == "cpu"
+    )  # fmt: skip
+
+
+class FusedLinearLogProb(torch.autograd.Function):
+    """log softmax(hidden @ weight.T / temperature)[targets] and the entropy of each distribution, in chunks of
+    ``rows`` positions through one reused ``[rows, V]`` workspace. Only the per-position log-normaliser is kept for
+    the backward pass, which recomputes each chunk's logits.
+
+    hidden [M, H], weight [V, H], targets [M] -> logps [M], entropy [M] (no gradient; empty without
+    ``with_entropy``).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, temperature: float, rows: int, with_entropy: bool):
+        m, v = hidden.shape[0], weight.shape[0]
+        rows = max(1, min(rows, m))
+        work = hidden.new_empty(rows, v)  # [rows, V]
+        probs = hidden.new_empty(rows, v) if with_entropy else None  # [rows, V]
+        logps, lse = hidden.new_empty(m), hidden.new_empty(m)  # [M]
+        entropy = hidden.new_empty(m if with_entropy else 0)
+        for start in range(0, m, rows):
+            end = min(start + rows, m)
+            z = work[: end - start]  # [c, V]
+            torch.mm(hidden[start:end], weight.t(), out=z)
+            if temperature != 1.0:
+                z.div_(temperature)
+            picked = z.gather(1, targets[start:end, None]).squeeze(1)  # [c]
+            top = z.amax(1, keepdim=True)  # [c, 1]
+            z.sub_(top)
+            if with_entropy:
+                e = torch.exp(z, out=probs[: end - start])  # [c, V] unnormalised probabilities
+                total = e.sum(1)  # [c]
+                weighted = e.mul_(z).sum(1)  # [c]: sum exp(z) * z
+                entropy[start:end] = total.log() - weighted / total
+            else:
+                total = z.exp_().sum(1)  # [c]
+            lse[start:end] = top.squeeze(1) + total.log()
+            logps[start:end] = picked - lse[start:end]
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.temperature, ctx.rows = temperature, rows
+        ctx.mark_non_differentiable(entropy)
+        return logps, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logps, _grad_entropy):
+        hidden, weight, targets, lse = ctx.saved_tensors
+        m, v = hidden.shape[0], weight.shape[0]
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_h = torch.empty_like(hidden) if need_h else None  # [M, H]
+        grad_w = torch.zeros_like(weight) if need_w else None  # [V, H]
+        work = hidden.new_empty(ctx.rows, v)  # [rows, V]
+        scale = grad_logps / ctx.temperature  # [M]: d logp / d raw logits = (onehot - p) / temperature
+        for start in range(0, m, ctx.rows):
+            end = min(start + ctx.rows, m)
+            z = work[: end - start]  # [c, V]
+            torch.mm(hidden[start:end], weight.t(), out=z)
+            if ctx.temperature != 1.0:
+                z.div_(ctx.temperature)
+            z.sub_(lse[start:end, None]).exp_()  # softmax
+            g = scale[start:end, None]  # [c, 1]
+            z.mul_(-g).scatter_add_(1, targets[start:end, None], g)  # [c, V]: gradient of the raw logits
+            if need_h:
+                torch.mm(z, weight, out=grad_h[start:end])
+            if need_w:
+                grad_w.addmm_(z.t(), hidden[start:end])
+        return grad_h, grad_w, None, None, None, None
 
 
 def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:

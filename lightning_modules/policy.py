@@ -59,8 +59,12 @@ def load_policy(
     freeze_vision_tower: bool = False,
     lora: LoRAConfig | dict | None = None,
     trust_remote_code: bool = False,
+    freeze_embeddings: bool = False,
 ) -> nn.Module:
-    """The trainable policy, in train mode. With ``lora`` only adapter weights require grad."""
+    """The trainable policy, in train mode. With ``lora`` only adapter weights require grad; ``freeze_vision_tower``
+    keeps the vision encoder fixed, ``freeze_embeddings`` the token embeddings and the LM head (one matrix when
+    tied). Adam moves every vocabulary row by about the learning rate whatever its gradient's size, so a trained
+    head drifts the logits of the many tokens a policy never samples."""
     if isinstance(lora, dict):  # YAML may hand the dataclass over as a plain mapping
         lora = LoRAConfig(**lora)
     from transformers import AutoModelForImageTextToText
@@ -82,6 +86,9 @@ def load_policy(
         for name, param in model.named_parameters():
             if ".visual." in f".{name}":
                 param.requires_grad_(False)
+    if freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+        model.get_output_embeddings().weight.requires_grad_(False)
     model.train()
     return model
 

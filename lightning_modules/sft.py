@@ -39,6 +39,7 @@ class SFTModule(LightningModule):
     attn_implementation: ``sdpa`` (default), ``flash_attention_2``, or ``auto``.
     lr, weight_decay, warmup_steps: AdamW with linear warm-up, then constant.
     lora: LoRA settings, or None for a full fine-tune. freeze_vision_tower: keep the vision encoder fixed.
+    freeze_embeddings: keep the token embeddings and LM head fixed (see ``load_policy``).
     gradient_checkpointing: trade compute for activation memory.
     export_dir: where ``save_pretrained`` writes the model (LoRA merged) and processor when training ends.
     """
@@ -53,6 +54,7 @@ class SFTModule(LightningModule):
         warmup_steps: int = 0,
         lora: LoRAConfig | None = None,
         freeze_vision_tower: bool = False,
+        freeze_embeddings: bool = False,
         gradient_checkpointing: bool = False,
         export_dir: str | None = None,
         trust_remote_code: bool = False,
@@ -67,7 +69,7 @@ class SFTModule(LightningModule):
             return
         h = self.hparams
         self.policy = load_policy(h.model_name_or_path, h.dtype, h.attn_implementation, h.gradient_checkpointing,
-                                  h.freeze_vision_tower, h.lora, h.trust_remote_code)  # fmt: skip
+                                  h.freeze_vision_tower, h.lora, h.trust_remote_code, h.freeze_embeddings)  # fmt: skip
 
     def _loss(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
         for reason, count in batch.get("skipped", {}).items():

@@ -4,7 +4,13 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_modules.logprobs import completion_logps, grouped_completion_logps, supports_grouped_forward
+from lightning_modules.logprobs import (
+    completion_logps,
+    fusable,
+    grouped_completion_logps,
+    selective_logps,
+    supports_grouped_forward,
+)
 from lightning_modules.policy import load_policy
 from rollout.batch import RolloutBatch
 from rollout.engine import SamplingConfig
@@ -103,3 +109,56 @@ def test_groups_refuse_rows_whose_prompts_differ(setup):
     broken = RolloutBatch(**{**vars(batch), "group_size": 2})  # groups of 2 now mix prompt 0 and prompt 1 at rows 2-3
     with pytest.raises(ValueError, match="rows 2..3: completions of one group carry different prompts"):
         broken.groups(2, 4)
+
+
+def _head_values_and_grads(head, hidden, targets, temperature, with_entropy, rows):
+    hidden = hidden.clone().requires_grad_(True)
+    head.zero_grad(set_to_none=True)
+    logps, entropy = selective_logps(hidden[None], head, targets[None], rows, with_entropy, temperature)
+    (logps * torch.linspace(-1, 1, logps.numel()).view_as(logps)).sum().backward()  # an arbitrary signed weighting
+    weight_grad = next(head.parameters()).grad
+    return logps.detach(), entropy, hidden.grad, weight_grad
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("with_entropy", [True, False])
+@pytest.mark.parametrize("train_head", [True, False])
+def test_fused_head_equals_the_autograd_path(temperature, with_entropy, train_head):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 3000, bias=False)
+    head.weight.data *= 8  # peaked distributions, as a trained head gives
+    head.weight.requires_grad_(train_head)
+    plain = torch.nn.Sequential(head)  # not an nn.Linear: the chunked autograd path
+    hidden, targets = torch.randn(37, 16), torch.randint(0, 3000, (37,))
+    assert fusable(hidden, head) and not fusable(hidden, plain)
+    for rows in (8, 37, 100):  # ragged last chunk, one chunk, a chunk larger than the input
+        fused = _head_values_and_grads(head, hidden, targets, temperature, with_entropy, rows)
+        reference = _head_values_and_grads(plain, hidden, targets, temperature, with_entropy, 5)
+        torch.testing.assert_close(fused[0], reference[0], atol=1e-5, rtol=1e-5)
+        assert fused[0].min() < -1.0  # not trivially zero
+        if with_entropy:
+            torch.testing.assert_close(fused[1], reference[1], atol=1e-5, rtol=1e-5)
+            assert not fused[1].requires_grad
+        else:
+            assert fused[1] is None
+        torch.testing.assert_close(fused[2], reference[2], atol=1e-5, rtol=1e-4)
+        if train_head:
+            torch.testing.assert_close(fused[3], reference[3], atol=1e-5, rtol=1e-4)
+        else:
+            assert fused[3] is None
+
+
+def test_fused_head_on_the_model_matches_hand_computed_values(setup):
+    model, _ = setup
+    head = model.lm_head
+    assert fusable(torch.zeros(1, 1), head)  # the tiny model's head takes the fused path
+    torch.manual_seed(1)
+    hidden, targets = torch.randn(1, 5, head.in_features), torch.randint(0, head.out_features, (1, 5))
+    logps, entropy = selective_logps(hidden, head, targets, temperature=0.5)
+    logits = (hidden[0] @ head.weight.T).double() / 0.5  # [5, V]
+    expected = logits.log_softmax(-1)
+    torch.testing.assert_close(logps[0].double(), expected.gather(1, targets[0, :, None])[:, 0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(entropy[0].double(), -(expected.exp() * expected).sum(-1), atol=1e-4, rtol=0)
+    # other dtypes, a bias, GPU tensors or a sharded weight: the autograd path
+    assert not fusable(torch.zeros(1, 1, dtype=torch.bfloat16), torch.nn.Linear(4, 4, bias=False).bfloat16())
+    assert not fusable(torch.zeros(1, 1), torch.nn.Linear(4, 4))

@@ -77,6 +77,15 @@ def test_full_reference_is_frozen_copy_outside_module_tree(tiny_checkpoint):
     assert not torch.equal(next(model.parameters()), next(ref.model.parameters()))
 
 
+def test_freeze_embeddings_fixes_the_vocabulary_matrices_only(tiny_checkpoint):
+    model = load_policy(str(tiny_checkpoint), dtype="float32", freeze_embeddings=True)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, p in model.named_parameters() if p is model.get_input_embeddings().weight
+                      or p is model.get_output_embeddings().weight}  # fmt: skip
+    assert frozen and len(frozen) < len(list(model.parameters()))
+    assert model.get_output_embeddings().weight.shape[0] == model.config.text_config.vocab_size
+
+
 def test_lora_trains_adapters_only_and_reference_disables_them(tiny_checkpoint, processor):
     model = load_policy(str(tiny_checkpoint), dtype="float32", lora=LoRAConfig(r=4, alpha=8, dropout=0.0))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
