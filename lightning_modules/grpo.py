@@ -207,7 +207,11 @@ class GRPOModule(LightningModule):
         mark_batch_consumed(self.trainer)  # a checkpoint after this step resumes at the next batch
         rollout: RolloutBatch | None = batch.get("rollout")
         if rollout is None:
-            self.log("data/empty_batches", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
+            if "rollout_metrics" in batch:  # dynamic sampling found no informative group: no update
+                for key, value in batch["rollout_metrics"].items():
+                    self.log(key, value)
+            else:  # every row of the batch was skipped
+                self.log("data/empty_batches", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
             return
         beta = self.loss_fn.beta = self.current_beta()
         if self.hparams.num_iterations > 1:

@@ -30,3 +30,10 @@ def group_advantages(
         adv = adv / (grouped.std(dim=1, keepdim=True) + eps)
         adv = torch.where((spread == 0).unsqueeze(1), torch.zeros_like(adv), adv)  # 0/0 when eps == 0
     return adv.reshape(-1), zero_variance
+
+
+def informative_groups(rewards: torch.Tensor, group_size: int) -> list[int]:
+    """Indices of the groups whose rewards are not all equal (prompt-major layout, as ``group_advantages``): the
+    groups that carry a policy gradient. DAPO's dynamic sampling trains on these only."""
+    spread = rewards.float().view(-1, group_size)  # [B, G]
+    return torch.nonzero(spread.amax(1) > spread.amin(1)).flatten().tolist()

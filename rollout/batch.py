@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -65,6 +65,27 @@ class RolloutBatch:
             out["pixel_values"] = self.model_inputs["pixel_values"][p0:p1]
             out["image_grid_thw"] = grid[first_image:last_image]
         return out
+
+    def select_groups(self, groups: list[int]) -> RolloutBatch:
+        """A batch of the G rows of each group in ``groups``, in that order (dynamic sampling's kept groups); every
+        per-row tensor and each row's images follow their rows."""
+        rows = [group * self.group_size + j for group in groups for j in range(self.group_size)]
+        index = torch.tensor(rows, dtype=torch.long, device=self.input_ids.device)  # [n]
+
+        def pick(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x[index]
+
+        inputs = {k: v[index] for k, v in self.model_inputs.items() if k not in ("pixel_values", "image_grid_thw")}
+        if "pixel_values" in self.model_inputs:
+            parts = [self.rows(row, row + 1) for row in rows]
+            inputs["pixel_values"] = torch.cat([part["pixel_values"] for part in parts])  # [patches of n rows, D]
+            inputs["image_grid_thw"] = torch.cat([part["image_grid_thw"] for part in parts])  # [images of n rows, 3]
+        return replace(
+            self, input_ids=pick(self.input_ids), attention_mask=pick(self.attention_mask),
+            completion_mask=pick(self.completion_mask), advantages=pick(self.advantages), rewards=pick(self.rewards),
+            images_per_row=[self.images_per_row[row] for row in rows], model_inputs=inputs,
+            old_logps=pick(self.old_logps), ref_logps=pick(self.ref_logps), engine_logps=pick(self.engine_logps),
+        )  # fmt: skip
 
     def groups(self, start: int, end: int) -> dict[str, torch.Tensor | None]:
         """Rows ``start:end`` as distinct prompts and the completions continuing them, for

@@ -15,7 +15,7 @@ import torch
 from lightning import Callback
 
 from lightning_modules.run_dir import resolve_log_dir
-from rollout.advantages import group_advantages
+from rollout.advantages import group_advantages, informative_groups
 from rollout.batch import RolloutBatch
 from rollout.engine import VISION_TOKENS, RolloutEngine, SamplingConfig, mask_vision_tokens
 
@@ -29,6 +29,12 @@ class RolloutSettings:
     max_new_tokens, temperature, top_p, top_k: sampling.
     scale_std: divide advantages by the group's std (False for Dr. GRPO).
     log_samples_every_n_steps: write prompts, completions and rewards to ``samples.jsonl`` in the log dir (0: never).
+    dynamic_sampling: DAPO's dynamic sampling. The data batch is the pool of prompts drawn for a step; groups whose
+        rewards are all equal (no advantage, nothing to learn) are dropped, and the step trains on at most
+        ``prompts_per_step`` of the others (default: all of them), in pool order. Oversample by making the data
+        batch larger than ``prompts_per_step`` (DAPO draws about 3x). Where we depart from DAPO: one draw per step,
+        bounded by the pool, where DAPO keeps drawing generation batches until the train batch is full; a step with
+        no informative group takes no update and is counted in ``rollout/uninformative_steps``.
     """
 
     group_size: int = 8
@@ -40,6 +46,14 @@ class RolloutSettings:
     advantage_eps: float = 1e-4
     log_samples_every_n_steps: int = 50
     num_logged_samples: int = 4
+    dynamic_sampling: bool = False
+    prompts_per_step: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.prompts_per_step is not None and self.prompts_per_step < 1:
+            raise ValueError(f"prompts_per_step must be >= 1 or None, got {self.prompts_per_step}")
+        if self.prompts_per_step is not None and not self.dynamic_sampling:
+            raise ValueError("prompts_per_step selects among informative groups: set dynamic_sampling: true with it")
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.temperature, self.top_p, self.top_k, self.max_new_tokens)
@@ -74,6 +88,7 @@ class RolloutCallback(Callback):
     ) -> None:
         self.engine, self.settings, self.stages = engine, settings, stages
         self.counter_keys: set[str] = set()  # reward counters seen so far (logged every step from then on)
+        self.uninformative_steps = 0  # dynamic sampling: steps whose pool had no informative group
 
     # The policy is built in configure_model, after Callback.setup, so the engine is attached at these starts.
     def _attach(self, pl_module) -> None:
@@ -150,12 +165,24 @@ class RolloutCallback(Callback):
             return
         settings = settings_at(trainer.global_step, self.settings, self.stages)
         rollout, info = self.make_rollout(pl_module, batch, settings)
-        batch["rollout"] = rollout.to(pl_module.device)
         batch["rollout_metrics"] = {**info["metrics"], "rollout/group_size": float(settings.group_size),
                                     "rollout/max_new_tokens": float(settings.max_new_tokens)}  # fmt: skip
+        if settings.dynamic_sampling:
+            kept = informative_groups(rollout.rewards, settings.group_size)[: settings.prompts_per_step]
+            self.uninformative_steps += not kept
+            batch["rollout_metrics"]["rollout/groups_kept"] = float(len(kept))
+            batch["rollout_metrics"]["rollout/uninformative_steps"] = float(self.uninformative_steps)
+            rollout = rollout.select_groups(kept) if kept else None
+        batch["rollout"] = rollout.to(pl_module.device) if rollout is not None else None
         every = self.settings.log_samples_every_n_steps
         if every and trainer.global_step % every == 0 and trainer.is_global_zero:
             self._write_samples(trainer, batch, info, settings.group_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"uninformative_steps": self.uninformative_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.uninformative_steps = state_dict.get("uninformative_steps", 0)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if batch.get("rollout") is not None:

@@ -3,6 +3,7 @@
 import csv
 from pathlib import Path
 
+import pytest
 import torch
 
 from rewards import Reward
@@ -114,3 +115,48 @@ def test_validate_and_test_subcommands(tiny_checkpoint, tmp_path):
         prefix = "val" if command == "validate" else "test"
         assert metrics[f"{prefix}/accuracy"].item() == 0.0  # a random-init model answers nothing right
         assert 0 < metrics[f"{prefix}/completion_length"].item() <= 4
+
+
+class SomeGroupsReward(Reward):
+    """Constant for prompts whose answer is A (a zero-variance group), the completion's length for the others."""
+
+    name = "some_groups"
+
+    def score(self, completions, solution, **batch):
+        return [0.0 if "A" in s else len(c) / 100 for c, s in zip(completions, solution)]
+
+
+def test_dynamic_sampling_trains_on_informative_groups_only(tiny_checkpoint, tmp_path):
+    from rollout.callback import RolloutSettings
+
+    with pytest.raises(ValueError, match="set dynamic_sampling"):
+        RolloutSettings(prompts_per_step=2)
+    cli = main(
+        ["fit", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+         '--model.init_args.rewards=[{"class_path": "tests.e2e.test_grpo_cli.SomeGroupsReward"}]',
+         "--model.init_args.reward_weights=[1.0]", "--model.init_args.rollout.group_size=3",
+         "--model.init_args.rollout.max_new_tokens=6", "--model.init_args.rollout.dynamic_sampling=true",
+         "--model.init_args.rollout.prompts_per_step=1", f"--data.init_args.data_dir={tmp_path / 'data'}",
+         "--data.init_args.train_size=16", "--data.init_args.image_size=56", "--data.init_args.batch_size=4",
+         "--trainer.max_steps=3", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+         f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"],
+    )  # fmt: skip
+    seen: list[int] = []
+    original = cli.model.loss_fn.forward
+
+    def counting(logps, *args, **kwargs):
+        seen.append(logps.shape[0])
+        return original(logps, *args, **kwargs)
+
+    rows = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("rollout/groups")]
+    assert len(rows) >= 3
+    for r in rows:
+        informative = float(r["rollout/groups"]) - float(r["rollout/zero_variance_groups"])
+        assert float(r["rollout/groups"]) == 4.0
+        assert float(r["rollout/groups_kept"]) == min(1.0, informative)
+    assert any(float(r["rollout/zero_variance_groups"]) > 0 for r in rows)  # the filter had something to drop
+    # one more step, watching what reaches the loss: one group of 3 rows
+    cli.model.loss_fn.forward = counting
+    cli.trainer.fit_loop.epoch_loop.max_steps = 4
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert seen and set(seen) == {3}

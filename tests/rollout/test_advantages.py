@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rollout.advantages import group_advantages
+from rollout.advantages import group_advantages, informative_groups
 
 
 def test_group_normalisation_by_hand():
@@ -36,3 +36,10 @@ def test_ptst_stage_schedule():
     seen = [(s.max_new_tokens, s.group_size) for s in (settings_at(k, base, stages) for k in range(8))]
     assert seen == [(4096, 16)] * 2 + [(8192, 8)] * 3 + [(16384, 4)] * 3  # the last stage continues
     assert settings_at(5, base, None) is base
+
+
+def test_informative_groups_are_those_with_a_reward_spread():
+    rewards = torch.tensor([1.0, 1, 1, 0, 0.5, 0.5, 2, 2, 0, 1, 0, 0])  # groups of 3: none, spread, spread, spread
+    assert informative_groups(rewards, 3) == [1, 2, 3]
+    assert informative_groups(torch.ones(6), 2) == []
+    assert informative_groups(torch.tensor([0.0, 1.0]), 1) == []  # G = 1: no baseline, nothing to learn
