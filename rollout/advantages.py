@@ -34,6 +34,7 @@ def group_advantages(
 
 def informative_groups(rewards: torch.Tensor, group_size: int) -> list[int]:
     """Indices of the groups whose rewards are not all equal (prompt-major layout, as ``group_advantages``): the
-    groups that carry a policy gradient. DAPO's dynamic sampling trains on these only."""
-    spread = rewards.float().view(-1, group_size)  # [B, G]
-    return torch.nonzero(spread.amax(1) > spread.amin(1)).flatten().tolist()
+    groups that carry a policy gradient. DAPO's dynamic sampling trains on these only. A group with a non-finite
+    reward is kept, so the module's non-finite guard sees and counts it rather than the filter hiding it."""
+    grouped = rewards.float().view(-1, group_size)  # [B, G]
+    return torch.nonzero(~(grouped.amax(1) == grouped.amin(1))).flatten().tolist()

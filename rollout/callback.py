@@ -31,7 +31,8 @@ class RolloutSettings:
     log_samples_every_n_steps: write prompts, completions and rewards to ``samples.jsonl`` in the log dir (0: never).
     dynamic_sampling: DAPO's dynamic sampling. The data batch is the pool of prompts drawn for a step; groups whose
         rewards are all equal (no advantage, nothing to learn) are dropped, and the step trains on at most
-        ``prompts_per_step`` of the others (default: all of them), in pool order. Oversample by making the data
+        ``prompts_per_step`` of the others (default: all of them), in pool order. Without dynamic sampling every
+        prompt of the batch is trained on and ``prompts_per_step`` is unused. Oversample by making the data
         batch larger than ``prompts_per_step`` (DAPO draws about 3x). Where we depart from DAPO: one draw per step,
         bounded by the pool, where DAPO keeps drawing generation batches until the train batch is full; a step with
         no informative group takes no update and is counted in ``rollout/uninformative_steps``.
@@ -52,8 +53,6 @@ class RolloutSettings:
     def __post_init__(self) -> None:
         if self.prompts_per_step is not None and self.prompts_per_step < 1:
             raise ValueError(f"prompts_per_step must be >= 1 or None, got {self.prompts_per_step}")
-        if self.prompts_per_step is not None and not self.dynamic_sampling:
-            raise ValueError("prompts_per_step selects among informative groups: set dynamic_sampling: true with it")
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.temperature, self.top_p, self.top_k, self.max_new_tokens)

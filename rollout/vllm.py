@@ -99,7 +99,8 @@ class VLLMEngine(RolloutEngine):
             gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
             max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching,
             enable_sleep_mode=enable_sleep_mode, enforce_eager=enforce_eager, max_num_seqs=max_num_seqs,
-            limit_mm_per_prompt={"image": max_images_per_prompt}, seed=seed, logprobs_mode="processed_logprobs",
+            limit_mm_per_prompt={"image": max_images_per_prompt, "video": 0}, seed=seed,
+            logprobs_mode="processed_logprobs",
         )  # fmt: skip
         if kv_cache_gib is not None:
             self.kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)

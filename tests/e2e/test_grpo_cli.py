@@ -129,8 +129,8 @@ class SomeGroupsReward(Reward):
 def test_dynamic_sampling_trains_on_informative_groups_only(tiny_checkpoint, tmp_path):
     from rollout.callback import RolloutSettings
 
-    with pytest.raises(ValueError, match="set dynamic_sampling"):
-        RolloutSettings(prompts_per_step=2)
+    with pytest.raises(ValueError, match="prompts_per_step must be >= 1"):
+        RolloutSettings(dynamic_sampling=True, prompts_per_step=0)
     cli = main(
         ["fit", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
          '--model.init_args.rewards=[{"class_path": "tests.e2e.test_grpo_cli.SomeGroupsReward"}]',

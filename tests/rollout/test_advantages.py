@@ -43,3 +43,4 @@ def test_informative_groups_are_those_with_a_reward_spread():
     assert informative_groups(rewards, 3) == [1, 2, 3]
     assert informative_groups(torch.ones(6), 2) == []
     assert informative_groups(torch.tensor([0.0, 1.0]), 1) == []  # G = 1: no baseline, nothing to learn
+    assert informative_groups(torch.tensor([1.0, 1, float("nan"), 0]), 2) == [1]  # kept for the non-finite guard
