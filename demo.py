@@ -7,7 +7,8 @@
 3. cold-start SFT on the small set (configs/demo_sft.yaml) and evaluate again (greedy, and one sample per row at the
    rollout's temperature/top-k: the policy GRPO optimises);
 4. Visionary-R1-style GRPO from the SFT export on the RL set, rollouts from the colocated vLLM engine
-   (configs/demo_grpo.yaml), and evaluate again;
+   (configs/demo_grpo.yaml: 50 steps, each drawing 8 prompts and training on 4 whose rollouts disagree, token
+   embeddings and LM head frozen), and evaluate again;
 5. write ``runs/demo/summary.json`` (stages in order with accuracy, format rate and sampled accuracy), print a
    table, and plot the
    reward curves to ``runs/demo/rewards.png``.
