@@ -35,7 +35,9 @@ class RolloutSettings:
         prompt of the batch is trained on and ``prompts_per_step`` is unused. Oversample by making the data
         batch larger than ``prompts_per_step`` (DAPO draws about 3x). Where we depart from DAPO: one draw per step,
         bounded by the pool, where DAPO keeps drawing generation batches until the train batch is full; a step with
-        no informative group takes no update and is counted in ``rollout/uninformative_steps``.
+        no informative group takes no update and is counted in ``rollout/uninformative_steps``; more than
+        ``max_uninformative_in_a_row`` such pools in a row stop the run with an error (DAPO's bound on draws). Under
+        DDP/FSDP every rank trains on the fewest groups any rank kept.
     """
 
     group_size: int = 8
@@ -49,6 +51,7 @@ class RolloutSettings:
     num_logged_samples: int = 4
     dynamic_sampling: bool = False
     prompts_per_step: int | None = None
+    max_uninformative_in_a_row: int = 20
 
     def __post_init__(self) -> None:
         if self.prompts_per_step is not None and self.prompts_per_step < 1:
@@ -88,6 +91,7 @@ class RolloutCallback(Callback):
         self.engine, self.settings, self.stages = engine, settings, stages
         self.counter_keys: set[str] = set()  # reward counters seen so far (logged every step from then on)
         self.uninformative_steps = 0  # dynamic sampling: steps whose pool had no informative group
+        self.uninformative_in_a_row = 0
 
     # The policy is built in configure_model, after Callback.setup, so the engine is attached at these starts.
     def _attach(self, pl_module) -> None:
@@ -168,7 +172,15 @@ class RolloutCallback(Callback):
                                     "rollout/max_new_tokens": float(settings.max_new_tokens)}  # fmt: skip
         if settings.dynamic_sampling:
             kept = informative_groups(rollout.rewards, settings.group_size)[: settings.prompts_per_step]
+            kept = kept[: self._fewest_across_ranks(trainer, pl_module, len(kept))]
             self.uninformative_steps += not kept
+            self.uninformative_in_a_row = 0 if kept else self.uninformative_in_a_row + 1
+            if self.uninformative_in_a_row > settings.max_uninformative_in_a_row:
+                raise RuntimeError(
+                    f"dynamic sampling: {self.uninformative_in_a_row} pools in a row (step {trainer.global_step}) had "
+                    "no group whose rewards differ, so no update was taken; every completion scores the same "
+                    "(check the rewards against samples.jsonl, or raise the sampling temperature)"
+                )
             batch["rollout_metrics"]["rollout/groups_kept"] = float(len(kept))
             batch["rollout_metrics"]["rollout/uninformative_steps"] = float(self.uninformative_steps)
             rollout = rollout.select_groups(kept) if kept else None
@@ -176,6 +188,16 @@ class RolloutCallback(Callback):
         every = self.settings.log_samples_every_n_steps
         if every and trainer.global_step % every == 0 and trainer.is_global_zero:
             self._write_samples(trainer, batch, info, settings.group_size)
+
+    @staticmethod
+    def _fewest_across_ranks(trainer, pl_module, kept: int) -> int:
+        """The smallest kept-group count over all ranks: every rank trains on as many groups, so DDP and FSDP run
+        the same number of forwards and backwards (their collectives would otherwise wait forever)."""
+        if trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return kept
+        count = torch.tensor(kept, device=pl_module.device)
+        torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MIN)
+        return int(count)
 
     def state_dict(self) -> dict[str, Any]:
         return {"uninformative_steps": self.uninformative_steps}

@@ -160,3 +160,18 @@ def test_dynamic_sampling_trains_on_informative_groups_only(tiny_checkpoint, tmp
     cli.trainer.fit_loop.epoch_loop.max_steps = 4
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert seen and set(seen) == {3}
+
+
+def test_dynamic_sampling_stops_when_no_group_ever_differs(tiny_checkpoint, tmp_path):
+    # a random-init model never writes the caption format: every completion scores 0, no pool is informative
+    with pytest.raises(RuntimeError, match="3 pools in a row"):
+        main(
+            ["fit", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+             '--model.init_args.rewards=[{"class_path": "rewards.FormatReward", "init_args": {"template": "caption"}}]',
+             "--model.init_args.reward_weights=[1.0]", "--model.init_args.rollout.group_size=2",
+             "--model.init_args.rollout.max_new_tokens=4", "--model.init_args.rollout.max_uninformative_in_a_row=2",
+             f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.train_size=8",
+             "--data.init_args.image_size=56", "--data.init_args.batch_size=2", "--trainer.max_steps=2",
+             "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+             f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"],
+        )  # fmt: skip
