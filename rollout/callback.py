@@ -163,10 +163,12 @@ class RolloutCallback(Callback):
         return rollout, {"metrics": metrics, "texts": out.texts, "components": components}
 
     def on_train_batch_start(self, trainer, pl_module, batch: dict[str, Any], batch_idx: int) -> None:
+        settings = settings_at(trainer.global_step, self.settings, self.stages)
         if not batch["prompt"]:  # every row skipped: the module counts the skips and does nothing else
+            if settings.dynamic_sampling:  # the other ranks wait for this rank's kept count: 0, so all skip
+                self._fewest_across_ranks(trainer, pl_module, 0)
             batch["rollout"] = None
             return
-        settings = settings_at(trainer.global_step, self.settings, self.stages)
         rollout, info = self.make_rollout(pl_module, batch, settings)
         batch["rollout_metrics"] = {**info["metrics"], "rollout/group_size": float(settings.group_size),
                                     "rollout/max_new_tokens": float(settings.max_new_tokens)}  # fmt: skip
