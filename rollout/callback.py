@@ -217,7 +217,10 @@ class RolloutCallback(Callback):
             for row in range(min(self.settings.num_logged_samples, len(info["texts"]))):
                 prompt = row // g
                 record = {
-                    "step": trainer.global_step, "id": batch["id"][prompt], "problem": batch["problem"][prompt],
+                    "step": trainer.global_step, "id": batch["id"][prompt],
+                    # each image's file (images stored inside the data, as bytes, have none)
+                    "images": [im.info.get("vlrl_source", "embedded") for im in batch["images"][prompt]],
+                    "problem": batch["problem"][prompt],
                     "solution": batch["solution"][prompt], "completion": info["texts"][row],
                     "rewards": {k: float(v[row]) for k, v in info["components"].items()},
                 }  # fmt: skip

@@ -47,6 +47,10 @@ def cpu_overrides(config: Path, tiny_checkpoint, synthetic_dir, tmp_path) -> lis
                      "--data.init_args.val_size=2", "--data.init_args.image_size=56"]  # fmt: skip
         if spec["model"]["init_args"].get("rollout_stages"):
             args.append("--model.init_args.rollout_stages=[{steps: 1, max_new_tokens: 4, group_size: 2}]")
+        if (spec["model"]["init_args"].get("rollout") or {}).get("dynamic_sampling"):
+            # a random-init model scores 0 everywhere: no group would be kept and no step taken (dynamic sampling
+            # itself is tested in tests/e2e/test_grpo_cli.py)
+            args.append("--model.init_args.rollout.dynamic_sampling=false")
     return args
 
 

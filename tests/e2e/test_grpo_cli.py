@@ -58,7 +58,11 @@ def test_grpo_fit_two_steps(tiny_checkpoint, tmp_path):
                 "rollout/completion_length_mean", "rollout/truncated_rate", "rollout/zero_variance_groups",
                 "train/beta", "val/accuracy", "val/format_rate"):  # fmt: skip
         assert key in keys, key
-    assert (Path(cli.trainer.log_dir) / "samples.jsonl").exists()
+    import json
+
+    samples = [json.loads(line) for line in (Path(cli.trainer.log_dir) / "samples.jsonl").open()]
+    assert samples and {"id", "images", "problem", "solution", "completion", "rewards"} <= set(samples[0])
+    assert all(Path(path).is_file() for s in samples for path in s["images"])  # the image files themselves
 
     # the export command rebuilds the module from the run's config and writes a folder transformers loads
     import subprocess
