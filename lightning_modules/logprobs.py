@@ -76,6 +76,12 @@ def fusable(hidden: torch.Tensor, lm_head: nn.Module) -> bool:
     )  # fmt: skip
 
 
+def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, temperature: float, out: torch.Tensor) -> torch.Tensor:
+    """hidden [c, H] @ weight.T / temperature written into ``out`` [c, V] (a workspace slice); returns ``out``."""
+    torch.mm(hidden, weight.t(), out=out)
+    return out.div_(temperature) if temperature != 1.0 else out
+
+
 class FusedLinearLogProb(torch.autograd.Function):
     """log softmax(hidden @ weight.T / temperature)[targets] and the entropy of each distribution, in chunks of
     ``rows`` positions through one reused ``[rows, V]`` workspace. Only the per-position log-normaliser is kept for
@@ -95,10 +101,7 @@ class FusedLinearLogProb(torch.autograd.Function):
         entropy = hidden.new_empty(m if with_entropy else 0)
         for start in range(0, m, rows):
             end = min(start + rows, m)
-            z = work[: end - start]  # [c, V]
-            torch.mm(hidden[start:end], weight.t(), out=z)
-            if temperature != 1.0:
-                z.div_(temperature)
+            z = _chunk_logits(hidden[start:end], weight, temperature, work[: end - start])  # [c, V]
             picked = z.gather(1, targets[start:end, None]).squeeze(1)  # [c]
             top = z.amax(1, keepdim=True)  # [c, 1]
             z.sub_(top)
@@ -127,10 +130,7 @@ class FusedLinearLogProb(torch.autograd.Function):
         scale = grad_logps / ctx.temperature  # [M]: d logp / d raw logits = (onehot - p) / temperature
         for start in range(0, m, ctx.rows):
             end = min(start + ctx.rows, m)
-            z = work[: end - start]  # [c, V]
-            torch.mm(hidden[start:end], weight.t(), out=z)
-            if ctx.temperature != 1.0:
-                z.div_(ctx.temperature)
+            z = _chunk_logits(hidden[start:end], weight, ctx.temperature, work[: end - start])  # [c, V]
             z.sub_(lse[start:end, None]).exp_()  # softmax
             g = scale[start:end, None]  # [c, 1]
             z.mul_(-g).scatter_add_(1, targets[start:end, None], g)  # [c, V]: gradient of the raw logits

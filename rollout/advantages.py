@@ -21,14 +21,14 @@ def group_advantages(
         )
     grouped = rewards.float().view(-1, group_size)  # [B, G]
     mean = grouped.mean(dim=1, keepdim=True)  # [B, 1]
-    spread = grouped.max(dim=1).values - grouped.min(dim=1).values  # [B]
-    zero_variance = int((spread == 0).sum())
+    flat = _all_equal(grouped)  # [B]
+    zero_variance = int(flat.sum())
     if group_size == 1:
         return torch.zeros_like(rewards, dtype=torch.float32), zero_variance
     adv = grouped - mean  # [B, G]
     if scale_std:
         adv = adv / (grouped.std(dim=1, keepdim=True) + eps)
-        adv = torch.where((spread == 0).unsqueeze(1), torch.zeros_like(adv), adv)  # 0/0 when eps == 0
+        adv = torch.where(flat.unsqueeze(1), torch.zeros_like(adv), adv)  # 0/0 when eps == 0
     return adv.reshape(-1), zero_variance
 
 
@@ -36,5 +36,10 @@ def informative_groups(rewards: torch.Tensor, group_size: int) -> list[int]:
     """Indices of the groups whose rewards are not all equal (prompt-major layout, as ``group_advantages``): the
     groups that carry a policy gradient. DAPO's dynamic sampling trains on these only. A group with a non-finite
     reward is kept, so the module's non-finite guard sees and counts it rather than the filter hiding it."""
-    grouped = rewards.float().view(-1, group_size)  # [B, G]
-    return torch.nonzero(~(grouped.amax(1) == grouped.amin(1))).flatten().tolist()
+    return torch.nonzero(~_all_equal(rewards.float().view(-1, group_size))).flatten().tolist()
+
+
+def _all_equal(grouped: torch.Tensor) -> torch.Tensor:
+    """[B] whether each group's rewards (grouped [B, G]) are all equal and finite: a NaN or infinite reward gives a
+    NaN spread, so its group counts as unequal and reaches the module's non-finite guard."""
+    return grouped.amax(dim=1) - grouped.amin(dim=1) == 0

@@ -11,29 +11,18 @@ from lightning_modules.logprobs import (
     selective_logps,
     supports_grouped_forward,
 )
-from lightning_modules.policy import load_policy
 from rollout.batch import RolloutBatch
-from rollout.engine import SamplingConfig
-from rollout.hf import HFEngine
+from tests.rollouts import tiny_rollout
 
 G = 3
 
 
 @pytest.fixture(scope="module")
 def setup(tiny_checkpoint, processor):
-    model = load_policy(str(tiny_checkpoint), dtype="float32")
-
-    def prompt(question):
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
     # prompts of different lengths and image sizes, so left padding and image-token counts differ
-    prompts = [prompt("What colour is the shape in the middle?"), prompt("How many?")]
-    images = [[Image.new("RGB", (56, 56), "red")], [Image.new("RGB", (112, 84), "blue")]]
-    engine = HFEngine()
-    engine.setup(model, processor)
-    torch.manual_seed(0)
-    out = engine.generate(prompts, images, G, SamplingConfig(temperature=1.0, max_new_tokens=10))
+    questions = ["What colour is the shape in the middle?", "How many?"]
+    images = [Image.new("RGB", (56, 56), "red"), Image.new("RGB", (112, 84), "blue")]
+    model, out = tiny_rollout(tiny_checkpoint, processor, questions, images, G, max_new_tokens=10)
     completion_mask = out.completion_mask.clone()
     for row, length in enumerate([10, 3, 7, 1, 10, 5]):  # completions that ended early: padding after their end
         completion_mask[row, length:] = 0

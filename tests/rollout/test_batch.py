@@ -4,30 +4,19 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_modules.policy import load_policy
 from rollout.batch import RolloutBatch
-from rollout.engine import SamplingConfig
-from rollout.hf import HFEngine
+from tests.rollouts import tiny_rollout
 
 G = 2
 
 
 @pytest.fixture(scope="module")
 def batch(tiny_checkpoint, processor):
-    model = load_policy(str(tiny_checkpoint), dtype="float32")
-
-    def prompt(question):
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
     # three prompts with different image sizes, so each group's pixel patches differ in number
-    prompts = [prompt("Colour?"), prompt("How many shapes are there?"), prompt("Shape?")]
-    images = [[Image.new("RGB", (56, 56), "red")], [Image.new("RGB", (112, 84), "blue")],
-              [Image.new("RGB", (84, 56), "green")]]  # fmt: skip
-    engine = HFEngine()
-    engine.setup(model, processor)
-    torch.manual_seed(0)
-    out = engine.generate(prompts, images, G, SamplingConfig(temperature=1.0, max_new_tokens=5))
+    questions = ["Colour?", "How many shapes are there?", "Shape?"]
+    images = [Image.new("RGB", size, colour) for size, colour in [((56, 56), "red"), ((112, 84), "blue"),
+                                                                   ((84, 56), "green")]]  # fmt: skip
+    _, out = tiny_rollout(tiny_checkpoint, processor, questions, images, G, max_new_tokens=5)
     n = 3 * G
     return RolloutBatch(
         input_ids=torch.cat([out.prompt_ids, out.completion_ids], 1),
