@@ -49,5 +49,13 @@ def main(args: list[str] | None = None, run: bool = True) -> VLRLCLI:
     )
 
 
-if __name__ == "__main__":
+def entry() -> int:
+    """The console script: 0 after a run that finished, non-zero otherwise (``main`` returns the CLI object, which a
+    console-script wrapper would pass to ``sys.exit`` and so exit 1 after every successful run). A failure raises, and
+    Python exits 1 with the traceback; a bad argument exits 2 with jsonargparse's message."""
     main()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(entry())

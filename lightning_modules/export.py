@@ -12,20 +12,46 @@ from pathlib import Path
 from torch import nn
 
 
-def export_policy(policy: nn.Module, source: str, out_dir: str | Path, merge_lora: bool = True) -> Path:
-    """Write ``policy`` (LoRA merged unless ``merge_lora=False``) and the processor of ``source`` to ``out_dir``."""
+def export_policy(policy: nn.Module, source: str, out_dir: str | Path, merge_lora: bool = True,
+                  dtype: str | None = None) -> Path:  # fmt: skip
+    """Write ``policy`` (LoRA merged unless ``merge_lora=False``) and the processor of ``source`` to ``out_dir``.
+
+    ``dtype`` (e.g. ``bfloat16``) writes the floating-point weights in that dtype and records it in the config, as
+    published checkpoints are: training keeps fp32 master weights, which would double the export's size.
+    """
     from transformers import AutoProcessor
 
-    from lightning_modules.policy import is_peft
+    from lightning_modules.policy import DTYPES, is_peft
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if is_peft(policy) and merge_lora:
         import copy
 
-        copy.deepcopy(policy).merge_and_unload().save_pretrained(out)
-    else:
+        policy = copy.deepcopy(policy).merge_and_unload()
+    if dtype is None:
         policy.save_pretrained(out)
+    else:
+        if dtype not in DTYPES:
+            raise ValueError(f"export dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        target = DTYPES[dtype]
+        cast: dict[int, object] = {}  # one cast per storage, so tied weights (embedding = LM head) stay one tensor
+        state = {}
+        for key, value in policy.state_dict().items():
+            if value.is_floating_point():
+                value = cast.setdefault(value.data_ptr(), value.to(target))
+            state[key] = value
+        policy.save_pretrained(out, state_dict=state)
+        config = out / "config.json"
+        if config.exists():  # the weights' dtype, read by from_pretrained(dtype="auto") and vLLM's dtype="auto"
+            import json
+
+            spec = json.loads(config.read_text())
+            for part in [spec, *(v for v in spec.values() if isinstance(v, dict) and "model_type" in v)]:
+                for key in ("torch_dtype", "dtype"):
+                    if key in part:
+                        part[key] = dtype
+            config.write_text(json.dumps(spec, indent=2) + "\n")
     AutoProcessor.from_pretrained(source).save_pretrained(out)
     return out
 
@@ -40,6 +66,12 @@ def main() -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--config", help="the run's config.yaml (default: the one beside the logs)")
     parser.add_argument("--keep-lora", action="store_true", help="write the LoRA adapter instead of merging it")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        help="write the weights in this dtype (bfloat16, float16, float32); "
+        "default: the training dtype (fp32 master weights in the recipes)",
+    )
     args = parser.parse_args()
     import tempfile
 
@@ -57,7 +89,9 @@ def main() -> None:
     module.configure_model()
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)["state_dict"]  # no pickle code
     module.load_state_dict(state)
-    out = export_policy(module.policy, module.hparams.model_name_or_path, args.out_dir, merge_lora=not args.keep_lora)
+    out = export_policy(
+        module.policy, module.hparams.model_name_or_path, args.out_dir, merge_lora=not args.keep_lora, dtype=args.dtype
+    )
     print(f"exported {args.checkpoint} to {out}")
 
 

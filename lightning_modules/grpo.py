@@ -48,6 +48,10 @@ class GRPOModule(LightningModule):
     loss: a ``lightning_modules.losses`` class (GRPOLoss, DAPOLoss, DrGRPOLoss, GSPOLoss); its beta is the initial KL.
     engine: rollout engine (default ``HFEngine``). rollout: group size and sampling settings.
     rollout_stages: a staged schedule of (steps, max_new_tokens, group_size), e.g. Vision-R1's PTST.
+    dtype: the policy's weights (the optimizer's master weights): ``float32``. Compute in bf16 with the trainer's
+        ``precision: bf16-mixed``. ``bfloat16`` weights cannot take a fine-tuning step: bf16 keeps ~3 significant
+        digits and an Adam update is about lr (5e-7), so almost every update rounds away.
+    reference_dtype: the frozen reference's weights (default: the policy's); ``bfloat16`` halves its memory.
     lora: LoRA settings, or None for a full fine-tune. freeze_vision_tower: keep the vision encoder fixed.
     freeze_embeddings: keep the token embeddings and LM head fixed (see ``load_policy``).
     num_iterations: mu, optimizer steps per rollout batch (old log-probs frozen at rollout time).
@@ -84,7 +88,8 @@ class GRPOModule(LightningModule):
         engine: RolloutEngine | None = None,
         rollout: RolloutSettings | None = None,
         rollout_stages: list[RolloutStage] | None = None,
-        dtype: str = "bfloat16",
+        dtype: str = "float32",
+        reference_dtype: str | None = None,
         attn_implementation: str = "sdpa",
         gradient_checkpointing: bool = False,
         freeze_vision_tower: bool = False,
@@ -144,7 +149,7 @@ class GRPOModule(LightningModule):
                                   h.freeze_vision_tower, h.lora, h.trust_remote_code, h.freeze_embeddings)  # fmt: skip
         self.processor = AutoProcessor.from_pretrained(h.model_name_or_path, trust_remote_code=h.trust_remote_code)
         if self.beta0 > 0 and not is_peft(self.policy):
-            self.reference = FrozenReference(self.policy)
+            self.reference = FrozenReference(self.policy, h.reference_dtype)
 
     def setup(self, stage: str) -> None:
         from lightning_modules.run_dir import resolve_log_dir

@@ -1,15 +1,48 @@
-"""The optimizer both training modules use: AdamW over trainable parameters, linear warm-up, then constant."""
+"""The optimizer both training modules use: AdamW over trainable parameters with a warm-up, then a constant or a
+cosine learning rate (LLaMA-Factory's and the HF Trainer's ``cosine``: from the peak to 0 at the last step)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
+SCHEDULES = ("constant", "cosine")
 
-def adamw_with_warmup(model: nn.Module, lr: float, weight_decay: float, warmup_steps: int) -> dict:
-    """Lightning's ``configure_optimizers`` return value; frozen parameters (LoRA base, frozen vision) are left out."""
+
+def warmup_steps_for(total_steps: int, warmup_steps: int = 0, warmup_ratio: float = 0.0) -> int:
+    """Warm-up length: ``warmup_steps``, or ``ceil(warmup_ratio * total_steps)`` when that is longer (as the HF
+    Trainer's ``warmup_ratio``)."""
+    if not 0.0 <= warmup_ratio < 1.0:
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+    return max(int(warmup_steps), math.ceil(warmup_ratio * max(0, total_steps)))
+
+
+def lr_factor(step: int, warmup: int, total_steps: int, schedule: str) -> float:
+    """Multiplier of the peak lr before optimizer step ``step`` (0-based): linear warm-up over ``warmup`` steps
+    (``(step + 1) / warmup``), then 1 (constant) or ``0.5 * (1 + cos(pi * progress))`` (cosine, progress from 0 at
+    the end of warm-up to 1 at ``total_steps``)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown lr schedule {schedule!r}; use one of {SCHEDULES}")
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def adamw_with_warmup(model: nn.Module, lr: float, weight_decay: float, warmup_steps: int, schedule: str = "constant",
+                      total_steps: int | None = None, warmup_ratio: float = 0.0) -> dict:  # fmt: skip
+    """Lightning's ``configure_optimizers`` return value; frozen parameters (LoRA base, frozen vision) are left out.
+    ``total_steps`` (optimizer steps of the run) is needed by the cosine schedule and by ``warmup_ratio``."""
+    if (schedule == "cosine" or warmup_ratio > 0) and not total_steps:
+        raise ValueError("a cosine schedule or warmup_ratio needs the run's total steps (set max_steps or max_epochs)")
+    total = int(total_steps or 0)
+    warmup = warmup_steps_for(total, warmup_steps, warmup_ratio)
+    lr_factor(0, warmup, total, schedule)  # validates the schedule's name now
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    warmup = max(1, warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warmup, total, schedule))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

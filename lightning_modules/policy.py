@@ -98,10 +98,17 @@ def is_peft(model: nn.Module) -> bool:
 
 
 class FrozenReference:
-    """A frozen copy of the policy kept outside the module tree (not trained, not checkpointed)."""
+    """A frozen copy of the policy kept outside the module tree (not trained, not checkpointed).
 
-    def __init__(self, policy: nn.Module) -> None:
+    ``dtype`` stores the copy in another dtype than the policy's: the recipes keep fp32 master weights for the policy
+    (an Adam step at lr 5e-7 rounds away in bf16) but a bf16 reference, which is never updated and computes under
+    bf16 autocast anyway, at half the memory (as the published recipes' bf16 reference models).
+    """
+
+    def __init__(self, policy: nn.Module, dtype: str | torch.dtype | None = None) -> None:
         self.model = copy.deepcopy(policy).eval().requires_grad_(False)
+        if dtype is not None:
+            self.model.to(DTYPES[dtype] if isinstance(dtype, str) else dtype)
 
     def to(self, device: torch.device | str) -> FrozenReference:
         self.model.to(device)

@@ -35,13 +35,17 @@ def labelled_token_loss(policy, inputs: dict[str, Any], labels: torch.Tensor, ch
 class SFTModule(LightningModule):
     """Args:
     model_name_or_path: a local checkpoint folder or hub id of a Qwen2.5-VL model.
-    dtype: weights' dtype (``float32`` on CPU, ``bfloat16`` on GPU).
+    dtype: the weights' (master weights') dtype: ``float32``, with the trainer's ``precision: bf16-mixed`` for bf16
+        compute. ``bfloat16`` weights round most updates at fine-tuning learning rates away.
     attn_implementation: ``sdpa`` (default), ``flash_attention_2``, or ``auto``.
-    lr, weight_decay, warmup_steps: AdamW with linear warm-up, then constant.
+    lr, weight_decay: AdamW. warmup_steps, warmup_ratio: linear warm-up over ``max(warmup_steps,
+        ceil(warmup_ratio x optimizer steps))``. lr_schedule: after warm-up, ``constant`` or ``cosine`` (to 0 at the
+        last step; Vision-R1's cold start: cosine, warmup_ratio 0.05).
     lora: LoRA settings, or None for a full fine-tune. freeze_vision_tower: keep the vision encoder fixed.
     freeze_embeddings: keep the token embeddings and LM head fixed (see ``load_policy``).
     gradient_checkpointing: trade compute for activation memory.
     export_dir: where ``save_pretrained`` writes the model (LoRA merged) and processor when training ends.
+    export_dtype: the exported weights' dtype (default: the training dtype); ``bfloat16`` as published checkpoints.
     """
 
     def __init__(
@@ -52,11 +56,14 @@ class SFTModule(LightningModule):
         lr: float = 1e-5,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
+        warmup_ratio: float = 0.0,
+        lr_schedule: str = "constant",
         lora: LoRAConfig | None = None,
         freeze_vision_tower: bool = False,
         freeze_embeddings: bool = False,
         gradient_checkpointing: bool = False,
         export_dir: str | None = None,
+        export_dtype: str | None = None,
         trust_remote_code: bool = False,
         logps_chunk_size: int = 1024,
     ) -> None:
@@ -97,11 +104,15 @@ class SFTModule(LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        return adamw_with_warmup(self.policy, h.lr, h.weight_decay, h.warmup_steps)
+        needs_total = h.lr_schedule != "constant" or h.warmup_ratio > 0
+        total = int(self.trainer.estimated_stepping_batches) if needs_total else None
+        return adamw_with_warmup(self.policy, h.lr, h.weight_decay, h.warmup_steps, h.lr_schedule, total,
+                                 h.warmup_ratio)  # fmt: skip
 
     def on_train_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:
-            export_policy(self.policy, self.hparams.model_name_or_path, self.hparams.export_dir)
+            h = self.hparams
+            export_policy(self.policy, h.model_name_or_path, h.export_dir, dtype=h.export_dtype)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vlrl_rng"] = capture_rng()

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.probes import moved_fraction, transformer_weights
 from vlrl_cli import main
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -17,8 +18,8 @@ def cpu_overrides(config: Path, tiny_checkpoint, synthetic_dir, tmp_path) -> lis
     spec = yaml.safe_load(config.read_text())
     is_sft = spec["model"]["class_path"].endswith("SFTModule")
     args = [
-        f"--model.init_args.model_name_or_path={tiny_checkpoint}", "--model.init_args.dtype=float32",
-        "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.precision=32-true", "--trainer.max_steps=1",
+        f"--model.init_args.model_name_or_path={tiny_checkpoint}",  # the recipe's own precision, dtype and lr
+        "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.max_steps=1",
         "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
         f"--trainer.default_root_dir={tmp_path}",  # the recipe's own ModelCheckpoint stays in
         "--data.init_args.batch_size=2", "--data.init_args.min_pixels=3136", "--data.init_args.max_pixels=3136",
@@ -59,11 +60,47 @@ def test_there_are_recipes():
     assert {"visionary_r1", "grpo_baseline", "sft_baseline", "vision_r1_cold_start", "vision_r1_ptst"} <= names
 
 
+def with_probe_reward(config: Path) -> list[str]:
+    """A GRPO recipe's rewards plus ``TextChecksumReward`` at weight 1: a random model scores 0 on every real reward,
+    so without it no group has an advantage and the step would leave the weights where they were."""
+    spec = yaml.safe_load(config.read_text())["model"]["init_args"]
+    if "rewards" not in spec:
+        return []
+    weights = spec.get("reward_weights") or [1.0] * len(spec["rewards"])
+    return ['--model.init_args.rewards+={"class_path": "tests.probes.TextChecksumReward"}',
+            f"--model.init_args.reward_weights={[*weights, 1.0]}"]  # fmt: skip
+
+
+def fit_and_measure(args: list[str]):
+    """Fit with ``args``; returns the CLI and the share of the decoder's and vision blocks' weights that moved."""
+    cli = main(args, run=False)
+    cli.model.configure_model()
+    before = transformer_weights(cli.model.policy)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return cli, moved_fraction(before, cli.model.policy)
+
+
 @pytest.mark.parametrize("config", RECIPES, ids=lambda p: p.stem)
 def test_recipe_runs_one_step_on_the_tiny_model(config, tiny_checkpoint, synthetic_dir, tmp_path):
-    cli = main(["fit", "-c", str(config), *cpu_overrides(config, tiny_checkpoint, synthetic_dir, tmp_path)])
+    """Each recipe at its own precision, dtype and learning rate (5e-7 for Visionary-R1): one step moves at least
+    half of the trained weights (pure bf16 weights moved 0.9% of them at that lr)."""
+    overrides = cpu_overrides(config, tiny_checkpoint, synthetic_dir, tmp_path)
+    cli, moved = fit_and_measure(["-c", str(config), *overrides, *with_probe_reward(config)])
     assert cli.trainer.global_step == 1
     assert cli.datamodule.hparams.model_name_or_path == str(tiny_checkpoint)  # linked, not repeated
+    spec = yaml.safe_load(config.read_text())
+    assert cli.trainer.precision == spec["trainer"].get("precision", "32-true")  # not forced to 32-true
+    assert moved >= 0.5, f"{config.stem}: one step moved {moved:.1%} of the decoder and vision weights"
+
+
+def test_pure_bf16_weights_cannot_take_the_visionary_r1_step(tiny_checkpoint, synthetic_dir, tmp_path):
+    """The control for the test above: the same step with bf16 weights (``bf16-true``) rounds most updates away."""
+    config = CONFIGS / "visionary_r1.yaml"
+    overrides = cpu_overrides(config, tiny_checkpoint, synthetic_dir, tmp_path)
+    pure_bf16 = ["--trainer.precision=bf16-true", "--model.init_args.dtype=bfloat16"]
+    cli, moved = fit_and_measure(["-c", str(config), *overrides, *with_probe_reward(config), *pure_bf16])
+    assert cli.trainer.global_step == 1
+    assert moved < 0.1, f"pure bf16 moved {moved:.1%}"
 
 
 def test_lora_switch_composes_with_a_recipe(tiny_checkpoint, synthetic_dir, tmp_path):

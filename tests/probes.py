@@ -1,0 +1,38 @@
+"""Test-side helpers that observe a real run: a reward that tells completions apart, and weight snapshots."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from rewards.base import Reward
+
+
+class TextChecksumReward(Reward):
+    """A deterministic score in [0, 1) from each completion's text (CRC32). A random-weight model scores 0 on every
+    real reward, so its groups carry no advantage and GRPO's step would move nothing; this reward gives different
+    completions different scores, so the policy gradient is non-zero and the optimizer step can be observed."""
+
+    name = "checksum"
+
+    def score(self, completions: Sequence[str], **batch: Sequence[Any]) -> list[float]:
+        return [(zlib.crc32(text.encode()) % 1000) / 1000.0 for text in completions]
+
+
+def transformer_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the trainable weights of the decoder layers and vision blocks (the embedding matrix is left out:
+    the rows of tokens a batch never uses get no gradient whatever the precision)."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()
+            if p.requires_grad and (".layers." in name or ".blocks." in name)}  # fmt: skip
+
+
+def moved_fraction(before: dict[str, torch.Tensor], model: nn.Module) -> float:
+    """Share of the elements in ``before`` whose value differs in ``model`` now."""
+    params = dict(model.named_parameters())
+    changed = sum(int((params[name].detach() != value).sum()) for name, value in before.items())
+    total = sum(value.numel() for value in before.values())
+    return changed / max(1, total)
