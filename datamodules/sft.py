@@ -1,14 +1,37 @@
 """Cold-start SFT data: ShareGPT conversations with LLaMA-Factory-style column and tag mapping (the format
 Vision-R1's cold-start set is published in), tokenised with the model's processor and an assistant-only loss mask.
 
-A ``<image>`` placeholder in a turn marks where the row's next image goes; a row with images but no placeholders
-gets them at the start of its first user turn. Labels are -100 everywhere except the assistant replies (their text
-and the closing ``<|im_end|>``). Sequences longer than ``max_length`` are skipped and counted (or an error with
-``skip_long=False``): cutting could split an image's tokens from its pixels or drop the whole reply.
+Two ways to name the data:
+- ``train_data`` (+ ``val_data``): one file or folder with one ``format`` (column and tag names);
+- ``dataset_dir`` + ``datasets`` (+ ``val_datasets``): names of entries in ``<dataset_dir>/dataset_info.json``, read
+  as LLaMA-Factory reads them (``file_name``, ``formatting: sharegpt``, ``columns``, ``tags``, ``num_samples``; its
+  defaults: messages ``conversations``, no images or system column unless named, tags from/value/human/gpt/system).
+  Each entry keeps its own mapping; the entries are concatenated, then shuffled. Image paths are relative to
+  ``dataset_dir`` (LLaMA-Factory's ``media_dir`` default). Vision-R1-cold is two such entries with different
+  schemas (``vision_r1_llava_cot_full``: one ``image`` path per row, human/gpt; ``vision_r1_mulberry_sft_full``:
+  ``images``, user/assistant).
+
+A ``<image>`` placeholder in a turn marks where the row's next image goes. Labels are -100 everywhere except the
+assistant replies (their text and the closing ``<|im_end|>``).
+
+Where this departs from LLaMA-Factory (and why):
+- Sequences longer than ``max_length`` are skipped and counted (or an error with ``skip_long=False``), where
+  LLaMA-Factory cuts them to ``cutoff_len`` (the prompt, the reply, or both in proportion): cutting can split an
+  image's tokens from its pixels or drop the final answer and ``<|im_end|>`` the model should learn to stop with.
+- A row with images but no ``<image>`` placeholder gets them at the start of its first user turn (LLaMA-Factory
+  stops with "The number of images does not match the number of <image> tokens").
+- A malformed row (roles not alternating user/assistant after an optional leading system turn, an unknown role, a
+  missing image) is an error naming the file and row, or a counted skip with ``skip_bad_rows``; LLaMA-Factory skips
+  such rows with a log line. Hub, script and cloud entries, tool/video/audio columns and other formattings are
+  refused with an error naming the entry and key.
+- The newline after ``<|im_end|>`` is not a label (LLaMA-Factory's ``qwen2_vl`` template learns it too).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
@@ -16,13 +39,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from datasets import concatenate_datasets
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from datamodules.images import BadImageError, fit_image, load_image
 from datamodules.resumable import ResumableDataLoader
-from datamodules.tables import load_table
-from datamodules.vqa import SkippedRow
+from datamodules.tables import read_table
+from datamodules.vqa import SkippedRow, bad_line_skips
+
+log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 
@@ -44,7 +70,10 @@ class ShareGPTFormat:
 
 
 def to_chat_messages(row: dict[str, Any], fmt: ShareGPTFormat, num_images: int, where: str) -> list[dict[str, Any]]:
-    """ShareGPT turns -> chat messages with image parts at the placeholders."""
+    """ShareGPT turns -> chat messages with image parts at the placeholders.
+
+    After an optional leading system turn (which takes the place of the system column) the turns must alternate
+    user, assistant, user, ... and end with an assistant reply, as LLaMA-Factory requires."""
     turns = row.get(fmt.messages)
     if not isinstance(turns, list) or not turns:
         raise ValueError(f"{where}: column {fmt.messages!r} must be a non-empty list of turns")
@@ -53,7 +82,7 @@ def to_chat_messages(row: dict[str, Any], fmt: ShareGPTFormat, num_images: int, 
     roles.update({t: "assistant" for t in fmt.extra_assistant_tags})
     messages: list[dict[str, Any]] = []
     system = row.get(fmt.system) if fmt.system else None
-    if system:
+    if system and not (isinstance(turns[0], dict) and roles.get(turns[0].get(fmt.role_tag)) == "system"):
         messages.append({"role": "system", "content": [{"type": "text", "text": str(system)}]})
     placed = 0
     for i, turn in enumerate(turns):
@@ -64,6 +93,8 @@ def to_chat_messages(row: dict[str, Any], fmt: ShareGPTFormat, num_images: int, 
         role = roles.get(turn[fmt.role_tag])
         if role is None:
             raise ValueError(f"{where}: turn {i} has unknown role {turn[fmt.role_tag]!r}; map it with the tag settings")
+        if role == "system" and i > 0:
+            raise ValueError(f"{where}: turn {i} is a system turn; only the first turn may be one")
         pieces = str(turn[fmt.content_tag]).split("<image>")
         content: list[dict[str, Any]] = []
         for j, piece in enumerate(pieces):
@@ -80,8 +111,16 @@ def to_chat_messages(row: dict[str, Any], fmt: ShareGPTFormat, num_images: int, 
         first_user["content"][:0] = [{"type": "image"} for _ in range(num_images)]
     elif placed != num_images:
         raise ValueError(f"{where}: {placed} <image> placeholders for {num_images} images")
-    if not any(m["role"] == "assistant" for m in messages):
+    first = 1 if roles.get(turns[0][fmt.role_tag]) == "system" else 0
+    dialogue = [roles[t[fmt.role_tag]] for t in turns[first:]]
+    if "assistant" not in dialogue:
         raise ValueError(f"{where}: no assistant turn to learn from")
+    for k, role in enumerate(dialogue):
+        if role != ("user", "assistant")[k % 2]:
+            raise ValueError(f"{where}: turns must alternate user/assistant from a user turn; turn {k + first} is "
+                             f"{turns[k + first][fmt.role_tag]!r} ({role})")  # fmt: skip
+    if dialogue[-1] != "assistant":
+        raise ValueError(f"{where}: the last turn is a user turn with no reply")
     return messages
 
 
@@ -105,12 +144,109 @@ def assistant_mask(input_ids: list[int], start_ids: list[int], end_id: int) -> l
     return mask
 
 
+@dataclass
+class LlamaFactoryEntry:
+    """One ``formatting: sharegpt`` entry of a LLaMA-Factory ``dataset_info.json``, resolved to local files."""
+
+    name: str
+    files: list[Path]
+    fmt: ShareGPTFormat
+    num_samples: int | None = None
+
+
+_LF_COLUMNS = ("messages", "images", "system")  # the columns read here
+_LF_TAGS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag")
+_LF_TOOL_TAGS = ("observation_tag", "function_tag")  # accepted; a row with tool turns fails as an unknown role
+_LF_REMOTE = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
+_LF_KEYS = ("file_name", "formatting", "ranking", "subset", "split", "folder", "num_samples", "columns", "tags",
+            *_LF_REMOTE)  # fmt: skip
+_LF_FILE_TYPES = (".json", ".jsonl", ".parquet", ".csv", ".arrow")
+
+
+def read_dataset_info(dataset_dir: str | Path, names: list[str]) -> list[LlamaFactoryEntry]:
+    """The named entries of ``<dataset_dir>/dataset_info.json``; every problem is an error naming the file and key."""
+    info_path = Path(dataset_dir).expanduser() / "dataset_info.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path}: not found; dataset_dir must be a LLaMA-Factory data folder with a "
+                                f"dataset_info.json naming the datasets")  # fmt: skip
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{info_path}: line {e.lineno} is not valid JSON ({e.msg}, column {e.colno})") from e
+    if not isinstance(info, dict):
+        raise ValueError(f"{info_path}: must be a JSON object mapping dataset names to entries")
+    if not names:
+        raise ValueError(f"datasets: name at least one entry of {info_path} (it defines {sorted(info)})")
+    return [_lf_entry(info_path, info, name) for name in names]
+
+
+def _lf_entry(info_path: Path, info: dict[str, Any], name: str) -> LlamaFactoryEntry:
+    where = f"{info_path}: dataset {name!r}"
+    if name not in info:
+        raise KeyError(f"{info_path}: no dataset named {name!r}; it defines {sorted(info)}")
+    attr = info[name]
+    if not isinstance(attr, dict):
+        raise ValueError(f"{where}: must be a JSON object, got {type(attr).__name__}")
+    unknown = sorted(set(attr) - set(_LF_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; LLaMA-Factory's keys are {list(_LF_KEYS)}")
+    remote = [k for k in _LF_REMOTE if k in attr]
+    if remote:
+        raise ValueError(f"{where}: {remote[0]} loads from a hub, a script or cloud storage; only local files "
+                         f"(file_name, relative to {info_path.parent}) are read here")  # fmt: skip
+    if "file_name" not in attr:
+        raise KeyError(f"{where}: no 'file_name'")
+    formatting = attr.get("formatting", "alpaca")  # LLaMA-Factory's default when the key is absent
+    if formatting != "sharegpt":
+        raise ValueError(f"{where}: formatting {formatting!r}" + ("" if "formatting" in attr else " (the default)")
+                         + "; only 'sharegpt' conversations are read here")  # fmt: skip
+    if attr.get("ranking"):
+        raise ValueError(f"{where}: ranking: true marks preference (chosen/rejected) data, not SFT data")
+    if attr.get("split", "train") != "train":
+        raise ValueError(f"{where}: split {attr['split']!r}; a local file has only the 'train' split")
+    columns, tags = attr.get("columns") or {}, attr.get("tags") or {}
+    for key, value, known in (("columns", columns, _LF_COLUMNS), ("tags", tags, _LF_TAGS + _LF_TOOL_TAGS)):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: {key} must be a JSON object, got {type(value).__name__}")
+        extra = sorted(set(value) - set(known))
+        if extra:
+            raise ValueError(f"{where}: {key} {extra} not supported here; read: {list(known)}")
+        for k, v in value.items():
+            optional = k in ("images", "system", "system_tag", *_LF_TOOL_TAGS)
+            if not (isinstance(v, str) or (v is None and optional)):
+                raise ValueError(f"{where}: {key}.{k} must be a " + ("string or null" if optional else "string"))
+    num_samples = attr.get("num_samples")
+    if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
+        raise ValueError(f"{where}: num_samples must be a positive integer, got {num_samples!r}")
+    fmt = ShareGPTFormat(messages=columns.get("messages", "conversations"), images=columns.get("images"),
+                         system=columns.get("system"), extra_user_tags=[], extra_assistant_tags=[],
+                         **{k: tags[k] for k in _LF_TAGS if k in tags})  # fmt: skip
+    path = info_path.parent / attr["file_name"]
+    if path.is_dir():  # every file in the folder, as LLaMA-Factory does
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        odd = [p.name for p in files if p.suffix.lower() not in _LF_FILE_TYPES]
+        if not files or odd or len({p.suffix.lower().replace(".jsonl", ".json") for p in files}) != 1:
+            raise ValueError(
+                f"{where}: folder {path} must hold files of one type ({', '.join(_LF_FILE_TYPES)}); "
+                + (f"found {odd}" if odd else "found none" if not files else "found mixed types")
+            )
+    elif path.is_file():
+        files = [path]
+    else:
+        raise FileNotFoundError(f"{where}: file_name {attr['file_name']!r} not found ({path})")
+    return LlamaFactoryEntry(name, files, fmt, num_samples)
+
+
 class ShareGPTDataset(Dataset):
-    """Tokenised SFT examples: input_ids, attention_mask, labels, pixel_values, image_grid_thw."""
+    """Tokenised SFT examples: input_ids, attention_mask, labels, pixel_values, image_grid_thw.
+
+    ``source`` is a file or folder (``datamodules.tables``), or a list of files read as one table. ``name`` (a
+    LLaMA-Factory entry) makes every column the format names required. ``num_samples`` draws that many rows
+    (a permutation, repeated rows beyond the table's size, as LLaMA-Factory does), with ``seed``."""
 
     def __init__(
         self,
-        source: str | Path,
+        source: str | Path | list[Path],
         processor: Any,
         fmt: ShareGPTFormat | dict | None = None,
         split: str = "train",
@@ -120,14 +256,37 @@ class ShareGPTDataset(Dataset):
         image_root: str | Path | None = None,
         skip_long: bool = True,
         skip_bad_rows: bool = False,
+        name: str | None = None,
+        num_samples: int | None = None,
+        seed: int = 0,
     ) -> None:
-        self.source = str(source)
-        self.table, root = load_table(source, split)
+        sources = source if isinstance(source, list) else [source]
+        self.source = ", ".join(str(s) for s in sources)
+        tables = [read_table(s, split, skip_bad_lines=skip_bad_rows) for s in sources]
+        self.files = [str(s) for s in sources]
+        self.offsets = [0]
+        for t in tables:
+            self.offsets.append(self.offsets[-1] + len(t.dataset))
+        self.table = tables[0].dataset if len(tables) == 1 else concatenate_datasets([t.dataset for t in tables])
+        root = tables[0].root
+        label = f"{name} ({', '.join(self.files)})" if name else self.source
         if len(self.table) == 0:
-            raise ValueError(f"{self.source}: the dataset is empty")
+            raise ValueError(f"{label}: the dataset is empty")
         self.fmt = ShareGPTFormat(**fmt) if isinstance(fmt, dict) else (fmt or ShareGPTFormat())
         if self.fmt.messages not in self.table.column_names:
-            raise KeyError(f"{self.source}: no column {self.fmt.messages!r} (messages); have {self.table.column_names}")
+            raise KeyError(f"{label}: no column {self.fmt.messages!r} (messages); have {self.table.column_names}")
+        for key in ("images", "system") if name else ():
+            column = getattr(self.fmt, key)
+            if column and column not in self.table.column_names:
+                raise KeyError(f"{label}: columns.{key} names {column!r}, which is not a column; "
+                               f"have {self.table.column_names}")  # fmt: skip
+        self.rows: list[int] | None = None  # table index of each example when num_samples draws them
+        if num_samples is not None:
+            order = torch.randperm(len(self.table), generator=torch.Generator().manual_seed(seed)).tolist()
+            extra = torch.randint(len(self.table), (max(num_samples - len(order), 0),),
+                                  generator=torch.Generator().manual_seed(seed + 1)).tolist()  # fmt: skip
+            self.rows = (order + extra)[:num_samples]
+        self.bad_lines = bad_line_skips([b for t in tables for b in t.bad_lines], len(self.rows or self.table))
         self.processor = processor
         self.image_root = Path(image_root) if image_root else root
         self.min_pixels, self.max_pixels, self.max_length = min_pixels, max_pixels, max_length
@@ -137,11 +296,20 @@ class ShareGPTDataset(Dataset):
         self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
 
     def __len__(self) -> int:
-        return len(self.table)
+        return len(self.rows if self.rows is not None else self.table) + len(self.bad_lines)
+
+    def where(self, row: int) -> str:
+        """The file and row (within that file) of a table row, for messages."""
+        k = bisect_right(self.offsets, row) - 1
+        return f"{self.files[k]} row {row - self.offsets[k]}"
 
     def __getitem__(self, index: int) -> dict[str, Any] | SkippedRow:
-        row = self.table[index]
-        where = f"{self.source} row {index}"
+        size = len(self.rows if self.rows is not None else self.table)
+        if index >= size:  # an unreadable line of a JSON Lines file (skip_bad_rows)
+            return self.bad_lines[index - size]
+        row_index = self.rows[index] if self.rows is not None else index
+        row = self.table[row_index]
+        where = self.where(row_index)
         try:
             raw = row.get(self.fmt.images) if self.fmt.images else None
             raw = [] if raw is None else (raw if isinstance(raw, list) else [raw])
@@ -212,18 +380,29 @@ class SFTDataModule(LightningDataModule):
     """ShareGPT SFT data (Vision-R1 cold start, the SFT baseline).
 
     Args:
-        train_data, val_data: ShareGPT files/folders (see ``datamodules.tables.load_table``).
+        train_data, val_data: ShareGPT files/folders (see ``datamodules.tables.load_table``), read with ``format``.
+        dataset_dir: a LLaMA-Factory data folder (``dataset_info.json``, the data files, the images).
+        datasets, val_datasets: entry names in ``<dataset_dir>/dataset_info.json``, each read with its own mapping
+            (instead of ``train_data`` / ``val_data``).
         model_name_or_path: checkpoint whose processor tokenises (linked to the model's in the CLI).
-        format: column and tag names (LLaMA-Factory ``columns``/``tags`` merged into one mapping).
+        format: column and tag names for ``train_data``/``val_data`` (LLaMA-Factory ``columns``/``tags`` merged into
+            one mapping).
         max_length: longer examples are skipped and counted.
+        image_root: folder relative image paths are resolved against (default: the data file's folder, or
+            ``dataset_dir`` for named datasets).
+        skip_bad_rows: skip and count unreadable rows (and unreadable JSON Lines lines) instead of stopping.
+        seed: the shuffle order, and the rows an entry's ``num_samples`` draws.
     """
 
     def __init__(
         self,
-        train_data: str,
+        train_data: str | None = None,
         val_data: str | None = None,
         model_name_or_path: str = "Qwen/Qwen2.5-VL-3B-Instruct",
         format: ShareGPTFormat | None = None,
+        dataset_dir: str | None = None,
+        datasets: list[str] | None = None,
+        val_datasets: list[str] | None = None,
         batch_size: int = 4,
         num_workers: int = 0,
         min_pixels: int = 3136,
@@ -235,9 +414,35 @@ class SFTDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if train_data and datasets:
+            raise ValueError(f"set train_data (one file, read with format) or datasets (entries of "
+                             f"{dataset_dir}/dataset_info.json), not both; to train on {train_data} with a recipe "
+                             f"that names datasets, also pass --data.init_args.datasets=null")  # fmt: skip
+        if val_data and val_datasets:
+            raise ValueError("set val_data or val_datasets, not both")
+        if not train_data and not datasets:
+            raise ValueError("no training data: set train_data (a ShareGPT file) or dataset_dir and datasets")
+        if (datasets or val_datasets) and not dataset_dir:
+            raise ValueError("datasets/val_datasets name entries of <dataset_dir>/dataset_info.json: set dataset_dir")
+        if format is not None and not (train_data or val_data):
+            raise ValueError("format applies to train_data/val_data; named datasets take their columns and tags "
+                             "from dataset_info.json")  # fmt: skip
         self.save_hyperparameters()
         self.processor = None
-        self.datasets: dict[str, ShareGPTDataset] = {}
+        self.datasets: dict[str, Dataset] = {}
+
+    def _dataset(self, source: str | list[str], split: str) -> Dataset:
+        h = self.hparams
+        common = dict(processor=self.processor, split=split, min_pixels=h.min_pixels, max_pixels=h.max_pixels,
+                      max_length=h.max_length, skip_long=h.skip_long, skip_bad_rows=h.skip_bad_rows)  # fmt: skip
+        if isinstance(source, str):
+            return ShareGPTDataset(source, fmt=h.format, image_root=h.image_root, **common)
+        parts = [
+            ShareGPTDataset(entry.files, fmt=entry.fmt, image_root=h.image_root or h.dataset_dir, name=entry.name,
+                            num_samples=entry.num_samples, seed=h.seed, **common)
+            for entry in read_dataset_info(h.dataset_dir, source)
+        ]  # fmt: skip
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     def setup(self, stage: str | None = None) -> None:
         from transformers import AutoProcessor
@@ -245,12 +450,9 @@ class SFTDataModule(LightningDataModule):
         h = self.hparams
         if self.processor is None:
             self.processor = AutoProcessor.from_pretrained(h.model_name_or_path)
-        for split, source in (("train", h.train_data), ("val", h.val_data)):
+        for split, source in (("train", h.train_data or h.datasets), ("val", h.val_data or h.val_datasets)):
             if source and split not in self.datasets:
-                self.datasets[split] = ShareGPTDataset(
-                    source, self.processor, h.format, split, h.min_pixels, h.max_pixels, h.max_length, h.image_root,
-                    h.skip_long, h.skip_bad_rows,
-                )  # fmt: skip
+                self.datasets[split] = self._dataset(source if isinstance(source, str) else list(source), split)
 
     def train_dataloader(self) -> DataLoader:
         """Resumable: a run restarted from a checkpoint continues at the next batch in the same order."""

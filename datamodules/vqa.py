@@ -3,18 +3,26 @@
 Accepted rows (column names remappable with ``columns``):
 - Visionary-R1 style: ``image`` (one), ``problem``, ``solution`` (``<answer> X </answer>`` or plain),
   ``problem_type`` (numerical | multiple_choice | math | OCR | free-form, aliases accepted);
+- Visionary-R1 as its README shows a row: ``prompt`` (a chat conversation: system turn, then a user turn of
+  ``{"type": "image"}`` and ``{"type": "text", "text": question}`` parts), ``solution``, ``problem_type``, with the
+  image in ``image``. Without a ``problem`` column the question is the text of the conversation's last user turn;
+  the conversation's own system turn is not used (Visionary-R1's training script also rebuilds the prompt from
+  the question, with its system prompt; ours comes from ``template``);
 - geometry3k style: ``images`` (a list), ``problem`` (may hold ``<image>`` placeholders), ``answer``; with no
   problem type column, ``default_problem_type`` applies.
 Images may be paths (relative to the data file's folder or ``image_root``), bytes, or PIL images.
 
 Checked when the data loads (an error names the source and column): missing columns, unknown problem types, an
-empty dataset. Checked per row when it is read: unreadable images (error naming the row and file, or a counted
-skip with ``skip_bad_rows``) and prompts longer than ``max_prompt_length`` (counted skip, or an error with
+empty dataset, a JSON file that does not parse (the error names the file and the line; with ``skip_bad_rows`` the
+unreadable lines of a JSON Lines file are skipped, logged, and counted as ``bad_row`` skips like any other). Checked
+per row when it is read: unreadable images (error naming the row and file, or a counted skip with
+``skip_bad_rows``) and prompts longer than ``max_prompt_length`` (counted skip, or an error with
 ``skip_long_prompts=False``). A prompt is never cut: cutting would split an image's tokens from its pixels.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,13 +34,15 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.images import BadImageError, fit_image, load_image, num_image_tokens
 from datamodules.prompts import build_messages, check_template
 from datamodules.resumable import ResumableDataLoader
-from datamodules.tables import load_table
+from datamodules.tables import BadLine, read_table
 from rewards.problem_types import canonical_problem_type
+
+log = logging.getLogger(__name__)
 
 # Our field -> the column names tried in order when ``columns`` does not name one.
 DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "image": ("image", "images"),
-    "problem": ("problem", "question", "query"),
+    "problem": ("problem", "question", "query", "prompt"),  # prompt: a conversation (Visionary-R1's README)
     "solution": ("solution", "answer"),
     "problem_type": ("problem_type",),
     "id": ("id",),
@@ -45,6 +55,31 @@ class SkippedRow:
 
     def __init__(self, reason: str, index: int, message: str):
         self.reason, self.index, self.message = reason, index, message
+
+
+def bad_line_skips(bad_lines: Sequence[BadLine], start: int) -> list[SkippedRow]:
+    """Unreadable lines of JSON Lines files (left out of the table) as ``bad_row`` skips at dataset indices
+    ``start``, ``start + 1``, ...: counted in the batches they fall into like any other skip; logged here once."""
+    if bad_lines:
+        files = sorted({str(b.path) for b in bad_lines})
+        log.warning("skipping %d unreadable line(s) of %s: %s", len(bad_lines), ", ".join(files),
+                    "; ".join(f"{b.path.name} {b.message}" for b in bad_lines[:10]))  # fmt: skip
+    return [SkippedRow("bad_row", start + k, f"{b.path}: {b.message}") for k, b in enumerate(bad_lines)]
+
+
+def question_from_conversation(value: Any, where: str) -> str:
+    """The question of a chat-format prompt: the text parts of its last user turn (image parts dropped: the row's
+    images are placed by ``build_messages``)."""
+    if isinstance(value, str):
+        return value
+    users = [m for m in value or [] if isinstance(m, dict) and m.get("role") == "user"]
+    if not users:
+        raise ValueError(f"{where}: the prompt conversation has no user turn")
+    content = users[-1].get("content")
+    if isinstance(content, str):
+        return content
+    texts = [part.get("text") for part in content or [] if isinstance(part, dict) and part.get("type") == "text"]
+    return "\n".join(t.strip() for t in texts if isinstance(t, str) and t.strip())
 
 
 def resolve_columns(
@@ -94,11 +129,15 @@ class VQADataset(Dataset):
         answer hint."""
         self.source = str(source)
         self.labelled = labelled
-        self.table, root = load_table(source, split)
+        loaded = read_table(source, split, skip_bad_lines=skip_bad_rows)
+        self.table, root = loaded.dataset, loaded.root
         if limit is not None:
             self.table = self.table.select(range(min(limit, len(self.table))))
         if len(self.table) == 0:
             raise ValueError(f"{self.source}: the dataset is empty")
+        self.bad_lines = bad_line_skips(loaded.bad_lines, len(self.table))  # logged here
+        if limit is not None:  # the first rows only: which bad lines fall among them is unknown, so none count
+            self.bad_lines = []
         required = REQUIRED if labelled else ("image", "problem")
         self.columns = resolve_columns(self.table.column_names, columns, self.source, required)
         self.image_root = Path(image_root) if image_root else root
@@ -134,7 +173,7 @@ class VQADataset(Dataset):
         return [canon[_hashable(v)] for v in raw]
 
     def __len__(self) -> int:
-        return len(self.table)
+        return len(self.table) + len(self.bad_lines)
 
     def prompt_length(self, prompt: str, images: Sequence[Any]) -> int:
         """Tokens of the prompt once each image placeholder is expanded to its image tokens."""
@@ -142,6 +181,8 @@ class VQADataset(Dataset):
         return text_tokens - len(images) + sum(num_image_tokens(im) for im in images)
 
     def __getitem__(self, index: int) -> dict[str, Any] | SkippedRow:
+        if index >= len(self.table):  # an unreadable line of a JSON Lines file (skip_bad_rows)
+            return self.bad_lines[index - len(self.table)]
         row = self.table[index]
         where = f"{self.source} row {index}"
         value = row[self.columns["image"]]
@@ -152,6 +193,8 @@ class VQADataset(Dataset):
             images = [fit_image(load_image(v, self.image_root, where), self.min_pixels, self.max_pixels, where)
                       for v in values]  # fmt: skip
             problem = row[self.columns["problem"]]
+            if isinstance(problem, list):  # a chat-format prompt column (Visionary-R1's README rows)
+                problem = question_from_conversation(problem, where)
             solution = row[self.columns["solution"]] if self.columns["solution"] else None
             if not isinstance(problem, str) or not problem.strip():
                 raise BadImageError(f"{where}: empty or non-text problem {problem!r}")

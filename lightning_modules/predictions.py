@@ -1,8 +1,9 @@
 """``vlrl predict`` output: one JSON line per prompt, written as batches finish, one file per rank.
 
-Each record: ``id``, ``problem``, ``completion``, ``answer`` (parsed from ``<answer>``, with the accuracy reward's
-fallbacks), ``completion_tokens``, ``truncated``, and when the row has a solution, ``solution`` and ``score`` (the
-accuracy reward for its problem type).
+Each record: ``id``, ``problem``, ``completion``, ``answer`` (the ``<answer>`` block, None without one, as the
+accuracy reward reads it by default), ``completion_tokens``, ``truncated``, and when the row has a solution,
+``solution`` and ``score`` (the accuracy reward for its problem type). ``predict_one`` with ``--template plain``
+takes the whole reply as the answer, since that template asks for no tags.
 
 One image and one question from the command line, without a config:
 ``python -m lightning_modules.predictions MODEL_DIR --image cat.png --question "How many cats?" [--template think]``
@@ -12,6 +13,7 @@ prints the same record as JSON.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +39,14 @@ def write_results(results: dict[str, dict[str, float]], folder: Path, stage: str
     print("\n".join(lines) + f"\n({folder / f'results_{stage}.json'})")
 
 
-def completion_record(out: Any, row: int) -> dict[str, Any]:
-    """The generated part of a prediction record for row ``row`` of a rollout ``out``."""
+def completion_record(out: Any, row: int, answer_fallbacks: Sequence[str] = ()) -> dict[str, Any]:
+    """The generated part of a prediction record for row ``row`` of a rollout ``out``; ``answer_fallbacks`` as
+    ``AccuracyReward``'s (default: the ``<answer>`` block only)."""
     from rewards.parsing import extract_answer
 
     text = out.texts[row]
-    return {"completion": text, "answer": extract_answer(text), "completion_tokens": int(out.lengths[row]),
-            "truncated": bool(out.truncated[row])}  # fmt: skip
+    return {"completion": text, "answer": extract_answer(text, answer_fallbacks),
+            "completion_tokens": int(out.lengths[row]), "truncated": bool(out.truncated[row])}  # fmt: skip
 
 
 class JSONLPredictionWriter(BasePredictionWriter):
@@ -102,7 +105,8 @@ def predict_one(model: str, image: str, question: str, template: str = "caption"
     engine = HFEngine()
     engine.setup(load_policy(model, dtype).eval(), processor)
     out = engine.generate([prompt], [[picture]], 1, SamplingConfig(temperature, top_p, 0, max_new_tokens))
-    return {"image": image, "problem": question, **completion_record(out, 0)}
+    fallbacks = ("text",) if template == "plain" else ()  # the plain template asks for an untagged answer
+    return {"image": image, "problem": question, **completion_record(out, 0, fallbacks)}
 
 
 def main() -> None:

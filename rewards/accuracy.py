@@ -1,9 +1,16 @@
 """Accuracy reward: the answer a completion commits to, scored against the row's solution by the row's problem type.
 
-Departures from the released Visionary-R1 code: the problem type is read per sample (that code applied the first
-row's type to the whole batch); multi-line answers are accepted; the solution may be plain or wrapped in
-``<answer>`` tags; answers longer than ``max_answer_chars`` score 0 (edit distance and ROUGE are quadratic or worse,
-and no real answer is that long).
+The answer is the completion's ``<answer>`` block, as in Visionary-R1; a completion without one scores 0 (a
+truncated or untagged completion earns nothing). ``answer_fallbacks`` can also read ``\\boxed{}`` or the whole
+text, for evaluating models that were not trained on the tag template; never set them for training.
+
+Where this departs from Visionary-R1's released ``accuracy_reward`` (``src/open_r1/grpo_vllm_caption.py``), and
+why, is listed in the README's "Departures from the published code". In short: the problem type is read per sample
+(that code applied the first row's type to the whole batch); the last ``<answer>`` block counts (that code took
+the first); a solution without ``<answer>`` tags is used as written (that code read it as an empty string, which
+an answerless completion then matched); numbers are compared by the answer's last number within a tolerance (that
+code took the first number and tested exact float equality); answers longer than ``max_answer_chars`` score 0
+(edit distance and ROUGE are quadratic or worse, and no real answer is that long).
 """
 
 from __future__ import annotations
@@ -14,15 +21,17 @@ from typing import Any
 from rewards.base import MissingColumnError, Reward, require_column
 from rewards.parsing import extract_answer, strip_answer_tags
 from rewards.problem_types import canonical_problem_type
-from rewards.scoring import anls, rouge_mean_f1, score_math, score_multiple_choice, score_numerical
+from rewards.scoring import rouge_mean_f1, score_math, score_multiple_choice, score_numerical, score_ocr
 
 
 class AccuracyReward(Reward):
-    """Score in [0, 1] per completion: 1/0 for numerical, multiple_choice and math; ANLS for ocr; ROUGE for free_form.
+    """Score in [0, 1] per completion: 1/0 for numerical, multiple_choice and math; ANLS for ocr (1/0 when the
+    solution is a bare number); ROUGE for free_form. See ``rewards.scoring`` for each rule.
 
     Args:
         answer_fallbacks: where to look when there is no ``<answer>`` block: ``"boxed"`` and/or ``"text"``, in
-            order. ``[]`` means a completion without ``<answer>`` tags scores 0.
+            order. Default ``()``: a completion without ``<answer>`` tags scores 0, as in Visionary-R1. Set them
+            only to evaluate a model that was not trained on the tag template (``template: plain``).
         rel_tol, abs_tol: numerical equality tolerance, ``|pred - truth| <= abs_tol + rel_tol * |truth|``.
         anls_threshold: ANLS below this scores 0 (None: no threshold, as in Visionary-R1).
         math_timeout_s: math-verify's time limit per parse/verify call (whole seconds).
@@ -35,7 +44,7 @@ class AccuracyReward(Reward):
 
     def __init__(
         self,
-        answer_fallbacks: Sequence[str] = ("boxed", "text"),
+        answer_fallbacks: Sequence[str] = (),
         rel_tol: float = 1e-4,
         abs_tol: float = 1e-6,
         anls_threshold: float | None = None,
@@ -65,6 +74,9 @@ class AccuracyReward(Reward):
             return 0.0
         truth = strip_answer_tags(str(solution))
         kind = canonical_problem_type(problem_type)
+        if not truth:  # a data problem, not the model's: it would otherwise reward an empty answer
+            self.stats["empty_solution"] += 1
+            return 0.0
         if kind == "numerical":
             return score_numerical(answer, truth, self.rel_tol, self.abs_tol, _precision(precision))
         if kind == "multiple_choice":
@@ -72,7 +84,7 @@ class AccuracyReward(Reward):
         if kind == "math":
             return score_math(answer, truth, self.math_timeout_s)
         if kind == "ocr":
-            return anls(answer, truth, self.anls_threshold)
+            return score_ocr(answer, truth, self.anls_threshold, self.rel_tol, self.abs_tol)
         return rouge_mean_f1(answer, truth)
 
     def problem_types(self, batch: dict[str, Any], n: int) -> Sequence[str]:

@@ -6,9 +6,21 @@ score is 0. Otherwise the judge's answer is scored against the solution with the
 problem type. No caption: 0. A judge failure (exception, or no reply for a prompt): 0, counted as
 ``caption/judge_failures``.
 
-Departures from the released code: scores stay aligned with their completions when some are skipped (that code
-appended scores only for captioned completions, shifting the rest); the rejection marker is matched as a whole
-reply, not as a substring anywhere in it; judge calls are batched.
+Departures from the released code (the ``caption`` branch of ``compute_loss`` in Visionary-R1's
+``src/open_r1/trainer/grpo_trainer_vllm_caption.py``), and why:
+- scores stay aligned with their completions when some have no caption (that code appended scores only for
+  captioned completions, so every later score landed on the wrong completion);
+- the caption is the last ``<info>`` block and may span lines (that code searched without DOTALL, so a multi-line
+  caption counted as no caption at all);
+- the rejection marker counts when it is the whole reply up to surrounding whitespace and a final period (that code
+  tested the raw reply for exact equality with ``'Hacking Sample'``, so ``"Hacking Sample."`` was scored as an
+  answer); a marker inside a longer reply is not a rejection in either;
+- our own judge prompt asks for the answer inside ``<answer>`` tags and that block is scored (that code scored the
+  whole reply, which the prompt asked to be a single word or phrase); the marker is ``CAPTION_REJECTED``;
+- the problem type is read per sample (that code used the first row's), and the weight (0.1 in the paper) is the
+  combining module's, not applied inside the reward; that code also re-appended ``'caption'`` to its reward list on
+  every call, so the caption reward was summed once more on each later call;
+- the judge's sampling is the judge's own (``rewards.judges``); that code sampled it with the rollout settings.
 """
 
 from __future__ import annotations
@@ -63,7 +75,8 @@ class CaptionReward(Reward):
         self.max_caption_chars = max_caption_chars
 
     def is_rejection(self, reply: str) -> bool:
-        return reply.strip().strip(".").strip() == self.reject_marker
+        """The whole reply is the marker (surrounding whitespace and a final period aside)."""
+        return reply.strip().removesuffix(".").strip() == self.reject_marker
 
     def score(self, completions: Sequence[str], **batch: Sequence[Any]) -> list[float]:
         problems = require_column(batch, "problem", type(self).__name__)

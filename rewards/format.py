@@ -2,9 +2,14 @@
 
 ``template="caption"``: ``<info>..</info> <think>..</think> <answer>..</answer>`` (Visionary-R1).
 ``template="think"``: ``<think>..</think> <answer>..</answer>`` (R1 style, Vision-R1).
-Whitespace between blocks is free, content may span lines, nothing may come before or after, and a block may not
-contain the template's own tags. The released Visionary-R1 regex matched without DOTALL, so a caption that ran
-over two lines scored 0; here it scores 1.
+Whitespace between and around blocks is free, content may span lines, and a block may be neither empty nor contain
+the template's own tags (``rewards.parsing.parse_template``).
+
+Visionary-R1's released format reward is ``re.fullmatch`` with ``re.DOTALL``, so multi-line blocks pass there as
+here. It departs in the separators and the block contents: exactly one whitespace character between ``</info>``
+and ``<think>`` and none around the whole text (a ``"\\n\\n"`` between blocks scores 0 there), while empty blocks
+and extra or nested tags pass (``...<answer>1</answer><answer>2</answer>`` scores 1 there). Free separators carry no
+meaning worth training; empty and repeated blocks leave the answer ambiguous, so they score 0 here.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 "Right" means the accuracy score reaches ``correct_threshold`` (1.0: exact for every problem type; lower it to
 accept near matches for ocr/free_form, whose accuracy is continuous). The answer is read from the template's
 ``<answer>`` block only, never from a fallback.
+
+Vision-R1 (Osilly/Vision-R1) has not released its reward code: its README names the reward (HFRRF) and points to
+EasyR1 or verl for RL on its geometry3k-shaped data. The format check (``rewards.parsing.parse_template``), the
+``<answer>`` block as the answer, and the accuracy rules (``rewards.scoring``) are therefore ours, not theirs.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ class HardFormatResultReward(Reward):
             raise ValueError(f"unknown template {template!r}; choose from {sorted(TEMPLATES)}")
         self.template = template
         self.correct_threshold = correct_threshold
-        self.accuracy = accuracy or AccuracyReward(answer_fallbacks=())
+        self.accuracy = accuracy or AccuracyReward()
 
     def score(self, completions: Sequence[str], **batch: Sequence[Any]) -> list[float]:
         solutions = require_column(batch, "solution", type(self).__name__)

@@ -7,6 +7,12 @@
   Visionary-R1's setting, where the model being trained judges whether its captions suffice. The GRPO module's
   rollout callback binds it to the engine when training starts.
 
+Every backend is greedy by default (``HFJudge`` always is). Visionary-R1's released trainer samples the judge with
+the rollout's own ``SamplingParams``: the training temperature, ``top_p=0.9``, ``top_k=50``, and the completion
+length limit as the reply limit. Greedy makes the caption reward depend on the caption alone, not also on the
+judge's draw, so two equally good captions in a group score alike; ``PolicyEngineJudge(temperature=<the
+rollout's>, top_p=0.9, top_k=50)`` reproduces the released setting.
+
 A backend returns one string per prompt, or None for a prompt it could not answer; the caption reward scores
 those 0 and counts them. Exceptions that escape a backend are caught by the reward the same way.
 """
@@ -87,13 +93,19 @@ class PolicyEngineJudge(Judge):
     """The policy's rollout engine used as a text-only judge. Greedy by default; the reply length is its own.
 
     Unlike a separate judge model, its answers change as the policy trains (the paper's setup). Bound by
-    ``RolloutCallback`` (``bind(engine, processor)``); calling it before that is an error.
+    ``RolloutCallback`` (``bind(engine, processor)``); calling it before that is an error. ``top_k <= 0`` disables
+    top-k.
     """
 
     def __init__(
-        self, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0, system_prompt: str | None = None
+        self,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        system_prompt: str | None = None,
     ) -> None:
-        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.max_new_tokens, self.temperature, self.top_p, self.top_k = max_new_tokens, temperature, top_p, top_k
         self.system_prompt = system_prompt
         self.engine: Any = None
         self.processor: Any = None
@@ -112,7 +124,7 @@ class PolicyEngineJudge(Judge):
                 {"role": "user", "content": [{"type": "text", "text": prompt}]}
             ]
             rendered.append(self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        sampling = SamplingConfig(self.temperature, self.top_p, 0, self.max_new_tokens)
+        sampling = SamplingConfig(self.temperature, self.top_p, self.top_k, self.max_new_tokens)
         return list(self.engine.generate(rendered, [[] for _ in rendered], 1, sampling).texts)
 
 

@@ -47,11 +47,12 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
-def extract_answer(text: str, fallbacks: Sequence[str] = ("boxed", "text")) -> str | None:
-    """The answer a completion commits to: the last ``<answer>`` block, else each fallback in order.
+def extract_answer(text: str, fallbacks: Sequence[str] = ()) -> str | None:
+    """The answer a completion commits to: the last ``<answer>`` block, else each fallback in order, else None.
 
-    Fallbacks: ``"boxed"`` (last ``\\boxed{}``), ``"text"`` (the whole completion, stripped). With no fallbacks a
-    completion without ``<answer>`` tags has no answer (None).
+    Fallbacks (off by default, as in Visionary-R1, which reads the ``<answer>`` block only): ``"boxed"`` (last
+    ``\\boxed{}``), ``"text"`` (the whole completion, stripped). They are for scoring models that were not trained on
+    the tag template; in training they would reward truncated and untagged completions.
     """
     answer = extract_tag(text, "answer")
     if answer is not None:
@@ -72,57 +73,119 @@ _NUMBER_RE = re.compile(
     r"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?\s*%?|"
     r"(?<![\w.])[-+−]?\.\d+\s*%?"
 )
+_BARE_NUMBER_RE = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+−]?\.\d+")
+
+
+def parse_numbers(text: str) -> list[tuple[float, bool]]:
+    """Every number in ``text``, in order, as ``(value, had_percent)``; the value is as written (``"50%"`` ->
+    ``(50.0, True)``). Understands ``1,234``, ``-5``, ``.5``, ``3/4`` and a unicode minus; ``1/0`` is skipped."""
+    numbers = []
+    for match in _NUMBER_RE.findall(text[-10_000:]):
+        token = match.replace("−", "-").replace(",", "").replace(" ", "")
+        percent = token.endswith("%")
+        token = token.rstrip("%")
+        try:
+            if "/" in token:
+                num, den = token.split("/")
+                value = float(num) / float(den)
+            else:
+                value = float(token)
+        except (ValueError, ZeroDivisionError):
+            continue
+        numbers.append((value, percent))
+    return numbers
 
 
 def parse_number(text: str) -> float | None:
-    """The last number in ``text`` as a float: ``"1,234"`` -> 1234, ``"12 cm"`` -> 12, ``"3/4"`` -> 0.75.
-
-    A trailing ``%`` divides by 100 (``"50%"`` -> 0.5), as Visionary-R1's numerical reward does. None if there is
-    no number.
-    """
-    matches = _NUMBER_RE.findall(text[-10_000:])
-    if not matches:
+    """The last number in ``text`` as a float, a trailing ``%`` dividing by 100: ``"1,234"`` -> 1234,
+    ``"12 cm"`` -> 12, ``"3/4"`` -> 0.75, ``"50%"`` -> 0.5. None if there is no number."""
+    numbers = parse_numbers(text)
+    if not numbers:
         return None
-    token = matches[-1].replace("−", "-").replace(",", "").replace(" ", "")
-    percent = token.endswith("%")
-    token = token.rstrip("%")
-    try:
-        if "/" in token:
-            num, den = token.split("/")
-            value = float(num) / float(den)
-        else:
-            value = float(token)
-    except (ValueError, ZeroDivisionError):
-        return None
+    value, percent = numbers[-1]
     return value / 100.0 if percent else value
 
 
-_CHOICE_PATTERNS = (
-    re.compile(r"^\(?([A-Z])\)?(?:[.):\s]|$)"),  # "B", "(B)", "B.", "B) 12 cm", "B: 12 cm"
-    re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*:?\s*\(?([A-Z])\)?(?![A-Za-z])", re.IGNORECASE),
-    re.compile(r"\(([A-Z])\)"),  # "... so (C)"
+def is_bare_number(text: str) -> bool:
+    """True when ``text`` (stripped) is one number and nothing else: ``"38"``, ``"-1.5"``, ``"1,234"``; not
+    ``"12 cm"``, ``"50%"`` or ``"3/4"``."""
+    return _BARE_NUMBER_RE.fullmatch(text.strip()) is not None
+
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+# A letter counts only as a standalone option mark: "I think B" and "A red circle" name no letter.
+_WHOLE_MARK = re.compile(r"[(\[]?([A-Za-z])[)\]]?[.:]?")  # the whole text: "B", "(B)", "B.", "B)", "[B]", "b"
+_LEADING_MARK = re.compile(r"[(\[]?([A-Z])(?:[)\]]|[.:])\s+\S")  # then the option's text: "B) 12 cm", "B. blue"
+_NAMED_MARK = re.compile(  # "answer is B", "Answer: (B)", "option B", "the choice is (C)."
+    r"(?i:\b(?:answer|option|choice))(?:\s+is)?\s*(?::\s*)?[(\[]?(?:([A-Z])(?!\w)|([a-z])[)\]]?[.!]?\s*$)"
 )
+_PAREN_MARK = re.compile(r"[(\[]([A-Z])[)\]]")  # "... so (C)"
+_DECORATION = "*_`'\" "  # markdown emphasis and quotes around an answer: "**B**", "'B'"
 
 
-def parse_choice(text: str) -> str | None:
-    """The option letter a text names: ``B``, ``(B)``, ``B.``, ``B) 12 cm``, ``The answer is B`` all give ``"B"``."""
-    text = text.strip()
-    if len(text) == 1 and text.isalpha() and text.isascii():
-        return text.upper()
-    for pattern in _CHOICE_PATTERNS:
-        found = pattern.findall(text[:10_000])
-        if found:
-            letter = found[-1] if pattern is not _CHOICE_PATTERNS[0] else found[0]
-            return letter.upper()
+def _normalise_option(text: str) -> str:
+    return " ".join(text.strip().strip(".").lower().split())
+
+
+def choice_from_text(text: str, choices: Sequence[str]) -> str | None:
+    """The letter of the one option whose text ``text`` is (case, spacing and a final period ignored), also written
+    after its own letter (``"A red circle"`` for option A ``red circle``); None when no single option fits."""
+    target = _normalise_option(text)
+    if not target:
+        return None
+    options = [_normalise_option(str(option)) for option in choices][: len(LETTERS)]
+    for candidates in (options, [f"{LETTERS[i].lower()} {o}" for i, o in enumerate(options)]):
+        hits = [i for i, option in enumerate(candidates) if option == target]
+        if len(hits) == 1:
+            return LETTERS[hits[0]]
     return None
+
+
+def parse_choice(text: str, choices: Sequence[str] | None = None) -> str | None:
+    """The option letter a text names, or None.
+
+    In order: the whole text is a mark (``B``, ``(B)``, ``B.``, ``B)``, ``b``); with ``choices`` (the option texts in
+    letter order) the text is one option's text (``"A blue square"`` for option B ``A blue square`` is B, not A);
+    the text starts with a mark and a separator (``B) 12 cm``, ``B. blue``, ``(B) blue``); the last mark named as
+    such (``The answer is B``, ``Answer: (B)``, ``option B``); the last mark in brackets (``... so (C)``). A capital
+    that starts or ends a sentence is not a mark: ``"I think B"`` and ``"A red circle"`` give None (with choices,
+    ``"A red circle"`` is the option whose text it is).
+    """
+    text = text.strip()[:10_000].strip(_DECORATION).strip()
+    if not text:
+        return None
+    whole = _WHOLE_MARK.fullmatch(text)
+    if whole:
+        return whole.group(1).upper()
+    if choices:
+        by_text = choice_from_text(text, choices)
+        if by_text is not None:
+            return by_text
+    leading = _LEADING_MARK.match(text)
+    if leading:
+        return leading.group(1)
+    named = _NAMED_MARK.findall(text)
+    if named:
+        upper, lower = named[-1]
+        return (upper or lower).upper()
+    bracketed = _PAREN_MARK.findall(text)
+    return bracketed[-1] if bracketed else None
 
 
 def parse_template(text: str, template: str) -> dict[str, str] | None:
     """Split ``text`` into its template blocks, or None when the format does not hold.
 
     The format holds when the whole text (leading/trailing whitespace aside) is exactly the template's blocks in
-    order, separated by whitespace only, each block non-empty and free of the template's own tags. Content may span
-    lines (the released Visionary-R1 regex used ``.`` without DOTALL and so rejected multi-line captions).
+    order, separated by any whitespace (or none), each block non-empty and free of the template's own tags; content
+    may span lines. Tags are case-sensitive.
+
+    Visionary-R1's format regex (``re.fullmatch`` with ``re.DOTALL``, so multi-line blocks pass there too) differs
+    in four ways: it needs exactly one whitespace character between ``</info>`` and ``<think>`` (``"\\n\\n"`` or none
+    fails), it allows no whitespace before the first or after the last block, it accepts empty blocks, and its lazy
+    ``.*?`` can stretch over further tags, so ``<answer>1</answer><answer>2</answer>`` at the end passes. Here the
+    separators are free (they carry no meaning and a tokenizer may emit either), and an empty block or a repeated or
+    nested tag fails (they leave the answer ambiguous).
     """
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}; choose from {sorted(TEMPLATES)}")

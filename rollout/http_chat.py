@@ -4,6 +4,11 @@ Used by the caption judge (``rewards.OpenAIJudge``) and the cold-start data pipe
 key is read from the environment variable named by ``api_key_env`` at call time and never logged. Connection
 errors, timeouts, 429 and 5xx are retried with exponential backoff; other HTTP errors and malformed replies give
 ``None`` (the caller counts them). Images go as ``data:image/png;base64`` URLs in ``image_url`` content parts.
+
+Reasoning models served this way return their chain of thought beside the answer, in the message's
+``reasoning_content`` (DeepSeek's API, older vLLM servers started with a reasoning parser) or ``reasoning`` (newer
+vLLM). A client built with ``keep_reasoning=True`` folds it back into one text, ``<think>reasoning</think> content``
+(``reply_text``); the default returns ``content`` alone, which is what a judge wants to parse.
 """
 
 from __future__ import annotations
@@ -36,19 +41,43 @@ def user_message(text: str, images: Sequence[Any] = ()) -> dict[str, Any]:
     return {"role": "user", "content": [*(image_part(im) for im in images), {"type": "text", "text": text}]}
 
 
+REASONING_FIELDS = ("reasoning_content", "reasoning")  # DeepSeek's API and older vLLM; newer vLLM
+
+
+def reply_text(message: dict[str, Any], keep_reasoning: bool = False) -> str | None:
+    """The text of one reply ``message`` (``choices[0].message``): its ``content`` (None when absent).
+
+    With ``keep_reasoning``, the reasoning field (the first non-empty of ``REASONING_FIELDS``) goes back in front of
+    the content as ``<think>reasoning</think> content``. When the content opens with a ``<think>`` block of its own
+    (a model asked to write the tags), the reasoning is put at the start of that block, so the text keeps one block.
+    A reply cut off while still reasoning has no content: it comes back as ``<think>reasoning</think>``.
+    """
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise TypeError(f"reply content is {type(content).__name__}, not text")
+    reasoning = next((r for f in REASONING_FIELDS if isinstance(r := message.get(f), str) and r.strip()), None)
+    if not keep_reasoning or reasoning is None:
+        return content
+    content = (content or "").strip()
+    if content.startswith("<think>"):
+        return f"<think>{reasoning.strip()}\n\n{content.removeprefix('<think>').lstrip()}"
+    return f"<think>{reasoning.strip()}</think> {content}".rstrip()
+
+
 class ChatClient:
     """Args:
     base_url: e.g. ``http://localhost:8000/v1``.
     model: the served model name.
     api_key_env: environment variable holding the key (None or unset: no Authorization header).
     timeout_s: per request; max_retries: retries per request on transient failures.
+    keep_reasoning: return a reasoning model's chain of thought with the answer (see ``reply_text``).
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", timeout_s: float = 60.0,
-                 max_retries: int = 2) -> None:  # fmt: skip
+                 max_retries: int = 2, keep_reasoning: bool = False) -> None:  # fmt: skip
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.api_key_env = model, api_key_env
-        self.timeout_s, self.max_retries = timeout_s, max_retries
+        self.timeout_s, self.max_retries, self.keep_reasoning = timeout_s, max_retries, keep_reasoning
 
     def headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -58,21 +87,21 @@ class ChatClient:
         return headers
 
     def complete(self, messages: list[dict[str, Any]], **params: Any) -> str | None:
-        """The reply's text, or None after the retries (``params``: max_tokens, temperature, top_p ...)."""
+        """The reply's text (``reply_text``), or None after the retries (``params``: max_tokens, temperature ...)."""
         body = json.dumps({"model": self.model, "messages": messages, **params}).encode()
         for attempt in range(self.max_retries + 1):
             request = urllib.request.Request(self.url, data=body, headers=self.headers(), method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     payload = json.loads(response.read())
-                return payload["choices"][0]["message"]["content"]
+                return reply_text(payload["choices"][0]["message"], self.keep_reasoning)
             except urllib.error.HTTPError as e:
                 if e.code not in RETRIED_STATUS or attempt == self.max_retries:
                     return None
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError):
                 if attempt == self.max_retries:
                     return None
-            except (KeyError, IndexError, TypeError, ValueError):  # malformed reply
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError):  # malformed reply
                 return None
             time.sleep(min(2.0**attempt * 0.5, 8.0))
         return None

@@ -1,3 +1,3 @@
 from datamodules.cold_start.pipeline import main
 
-main()
+raise SystemExit(main())

@@ -16,13 +16,19 @@ failed are retried). The outputs ``cold_start.jsonl``, ``rejected.jsonl`` and ``
 caches on every run. Departure from the paper: Vision-R1 used its own prompts and a 7B/72B VLM with DeepSeek-R1; the
 prompts here are ours and live in the config, the models are whatever the backends point at.
 
-Run: ``vlrl-cold-start -c configs/cold_start/vision_r1_bridge.yaml --data train.jsonl --out runs/cold_start``.
+Reasoning models' chains of thought (a ``reasoning_content`` field, or a ``<think>`` the chat template opened) come
+back from the backends as ``<think>..</think>`` text, so the format filter sees the whole reasoning (``backends``).
+
+Run: ``vlrl-cold-start -c configs/cold_start/vision_r1_bridge.yaml --data train.jsonl --out runs/cold_start``
+(exit status 0 when every row went through every stage; see ``main``). From Python: ``run_pipeline(...)``, or
+``run_cli([...command-line arguments])``; both return the report.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -204,14 +210,41 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def main(args: list[str] | None = None) -> dict[str, Any]:
-    """``vlrl-cold-start``: the pipeline's arguments from YAML (``-c``) and the command line (jsonargparse)."""
+def run_cli(args: list[str] | None = None) -> dict[str, Any]:
+    """Parse ``vlrl-cold-start`` arguments (YAML ``-c`` and the command line, jsonargparse) and run the pipeline;
+    returns its report. The importable form of the command, for notebooks and tests."""
     from jsonargparse import CLI
 
-    report = CLI(run_pipeline, args=args, as_positional=False)
+    return CLI(run_pipeline, args=args, as_positional=False)
+
+
+def main(args: list[str] | None = None) -> int:
+    """``vlrl-cold-start``: prints the report; the exit status says whether the run finished.
+
+    0: every row went through every stage. 1: a request failed (the outputs hold the rows that finished; rerun to
+    retry the rest), or the data, a model or an output folder could not be used (one line on stderr). 2: bad
+    arguments (jsonargparse's usage message).
+    """
+    if not logging.getLogger("datamodules.cold_start").handlers:  # the pipeline's progress lines, on stderr
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[vlrl-cold-start] %(message)s"))
+        logging.getLogger("datamodules.cold_start").addHandler(handler)
+        logging.getLogger("datamodules.cold_start").setLevel(logging.INFO)
+    try:
+        report = run_cli(args)
+    except (OSError, ValueError, KeyError) as e:
+        log.debug("cold start failed", exc_info=True)
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"vlrl-cold-start: error: {type(e).__name__}: {message}", file=sys.stderr)
+        return 1
     print(json.dumps(report, indent=2))
-    return report
+    failed = {stage: counts["failed"] for stage, counts in report["stages"].items() if counts["failed"]}
+    if failed:
+        print(f"vlrl-cold-start: error: requests failed {failed}; rerun the same command to retry those rows",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,10 +1,12 @@
 """The cold-start pipeline on the tiny model: stages, caches and resume, filters, the ShareGPT output the SFT
-datamodule reads, the HTTP backend against a real OpenAI-compatible server on localhost, and vLLM end to end."""
+datamodule reads, the HTTP backend against a real OpenAI-compatible server on localhost, reasoning models' chains of
+thought (``reasoning_content`` / ``reasoning`` fields, a ``<think>`` the chat template opened) kept in the data, the
+installed ``vlrl-cold-start`` command's exit status, and vLLM end to end on CPU with its KV cache sized by us."""
 
 import base64
 import io
 import json
-import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -14,13 +16,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from datamodules.cold_start import ChatRequest, FilterConfig, HFBackend, OpenAIBackend, run_pipeline
+from datamodules.cold_start import ChatRequest, FilterConfig, HFBackend, OpenAIBackend, restore_think, run_pipeline
+from datamodules.cold_start.backends import VLLMBackend, kv_cache_args
 from datamodules.cold_start.filters import rejection_reason, repeated_ngram_share
-from datamodules.cold_start.pipeline import STAGES
+from datamodules.cold_start.pipeline import STAGES, main
 from datamodules.synthetic import write_synthetic_dataset
+from tests.chat_server import ANSWER, DESCRIPTION, REASONING, ChatServer
 
 ROOT = Path(__file__).parents[2]
 GOOD = "<think>The description says the shape is red, and red is option A.</think> <answer>A</answer>"
+COMMAND = Path(sys.executable).parent / "vlrl-cold-start"  # the console script scripts/setup.sh installs
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +38,36 @@ def rows(tmp_path_factory):
 @pytest.fixture(scope="module")
 def backend(tiny_checkpoint):
     return HFBackend(str(tiny_checkpoint), max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def answer_b_rows(rows):
+    """The synthetic rows with every solution B but the last (C): what the fake reasoning server's answer, B, gets
+    right and wrong."""
+    lines = [json.loads(x) for x in rows.open()]
+    for i, row in enumerate(lines):
+        row["solution"] = "<answer> B </answer>" if i < len(lines) - 1 else "<answer> C </answer>"
+    path = rows.with_name("answer_b.jsonl")  # beside the images its relative paths name
+    path.write_text("".join(json.dumps(row) + "\n" for row in lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def think_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """The tiny checkpoint with a DeepSeek-R1-distill-style chat template: the generation prompt ends with
+    ``<think>\n``, so whatever the model generates starts inside the think block."""
+    from transformers import AutoProcessor
+
+    from lightning_modules.tiny_model import CHAT_TEMPLATE
+
+    out = tmp_path_factory.mktemp("think_ckpt")
+    shutil.copytree(tiny_checkpoint, out, dirs_exist_ok=True)
+    processor = AutoProcessor.from_pretrained(out)
+    opened = "<|im_start|>assistant\n<think>\n{% endif %}"
+    processor.chat_template = CHAT_TEMPLATE.replace("<|im_start|>assistant\n{% endif %}", opened)
+    assert processor.chat_template.endswith(opened)
+    processor.save_pretrained(out)
+    return out
 
 
 class Counting:
@@ -163,24 +198,160 @@ def test_http_backend_against_a_local_server_matches_the_model(backend, tmp_path
         server.shutdown()
 
 
-def test_vllm_backend_end_to_end_from_the_command_line(rows, tiny_checkpoint, tmp_path):
-    config = tmp_path / "cold.yaml"
-    config.write_text(json.dumps({
-        "vlm": {"class_path": "datamodules.cold_start.VLLMBackend",
-                "init_args": {"model": str(tiny_checkpoint), "max_new_tokens": 8, "max_model_len": 1024,
-                              "enforce_eager": True, "dtype": "float32"}},
-        "batch_size": 4, "min_pixels": 56 * 56, "max_pixels": 56 * 56, "progress": False,
+def test_restore_think_puts_back_the_tag_the_chat_template_opened():
+    distill = "<｜User｜>Which option?<｜Assistant｜><think>\n"  # DeepSeek-R1 distills' generation prompt
+    assert restore_think("so B.\n</think>\n\n<answer>B</answer>", distill) == (
+        "<think>\nso B.\n</think>\n\n<answer>B</answer>"
+    )  # the model's whole context, as it saw it
+    assert restore_think("so B, still thinking", distill) == "<think>\nso B, still thinking"  # cut off: format fails
+    assert restore_think("<think>so B</think> <answer>B</answer>", distill) == "<think>so B</think> <answer>B</answer>"
+    # no prompt (an HTTP server without a reasoning parser): a closing tag without an opening one
+    assert restore_think("so B</think> <answer>B</answer>") == "<think>so B</think> <answer>B</answer>"
+    for unchanged in ("<think>so B</think> <answer>B</answer>", "<answer>B</answer>", "", "so B"):
+        assert restore_think(unchanged) == unchanged
+        assert restore_think(unchanged, "<|im_start|>assistant\n") == unchanged
+
+
+def test_hf_backend_restores_the_think_its_chat_template_opened(think_checkpoint):
+    from rollout.engine import SamplingConfig
+
+    backend = HFBackend(str(think_checkpoint), max_new_tokens=6)
+    requests = [ChatRequest("What colour is it?", [Image.new("RGB", (56, 56), (40, 170, 60))]), ChatRequest("Hi.")]
+    prompts = [backend.processor.apply_chat_template([{"role": "user", "content": "Hi."}], add_generation_prompt=True,
+                                                     tokenize=False)]  # fmt: skip
+    assert prompts[0].endswith("<think>\n")
+    raw = backend.engine.generate(prompts, [[]], 1, SamplingConfig(0.0, 1.0, 0, 6)).texts[0]
+    replies = backend.chat(requests)
+    assert all(r.startswith("<think>\n") for r in replies) and replies[1] == "<think>\n" + raw
+
+
+@pytest.mark.parametrize(
+    ("reasoner_model", "kept_text"),
+    [
+        ("deepseek-reasoner", f"<think>{REASONING}</think> {ANSWER}"),
+        ("vllm-reasoning-parser", f"<think>{REASONING}</think> {ANSWER}"),
+        ("no-reasoning-parser", f"<think>{REASONING}\n</think>\n\n{ANSWER}"),
+    ],
+)
+def test_reasoning_models_chain_of_thought_is_kept(answer_b_rows, reasoner_model, kept_text, tmp_path):
+    with ChatServer() as server:
+        vlm = OpenAIBackend(server.url, "describer", api_key_env=None)
+        reasoner = OpenAIBackend(server.url, reasoner_model, api_key_env=None)
+        report = run_pipeline(str(answer_b_rows), str(tmp_path), vlm, reasoner, progress=False)
+    # the reasoner saw the description (the modality bridge) and answered B: 5 right, the last row wrong. Before the
+    # reasoning was read, every reply was "<answer>B</answer>" alone and all 6 were rejected for their format.
+    assert DESCRIPTION in server.requests[-1]["messages"][-1]["content"]
+    assert report["kept"] == 5 and report["rejected"] == {"wrong_answer": 1}
+    kept = [json.loads(x) for x in (tmp_path / "cold_start.jsonl").open()]
+    assert [k["conversations"][1]["value"] for k in kept] == [kept_text] * 5
+    rejected = json.loads((tmp_path / "rejected.jsonl").read_text())
+    assert rejected == {"id": "train-5", "reason": "wrong_answer", "text": kept_text}
+
+
+def test_reasoning_cut_off_is_rejected_for_its_format_not_retried(answer_b_rows, tmp_path):
+    with ChatServer() as server:
+        vlm = OpenAIBackend(server.url, "describer", api_key_env=None)
+        report = run_pipeline(str(answer_b_rows), str(tmp_path), vlm, OpenAIBackend(server.url, "cut-off",
+                              api_key_env=None), progress=False)  # fmt: skip
+    assert report["stages"]["reasoning"] == {"done": 6, "new": 6, "failed": 0}
+    assert report["kept"] == 0 and report["rejected"] == {"format": 6}
+
+
+def test_kv_cache_size_never_depends_on_other_processes(monkeypatch):
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    assert kv_cache_args(0.25) == {"kv_cache_memory_bytes": 2**28}
+    assert kv_cache_args(None) == {"kv_cache_memory_bytes": 2**30}  # this machine runs vLLM's CPU backend
+    assert kv_cache_args(None, cpu_default_gib=VLLMBackend.CPU_KV_CACHE_GIB) == {"kv_cache_memory_bytes": 2**30}
+    assert kv_cache_args(None, {"kv_cache_memory_bytes": 2**27}) == {}  # sized in engine_kwargs already
+    with pytest.raises(ValueError, match="once"):
+        kv_cache_args(0.5, {"kv_cache_memory_bytes": 2**27})
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")  # vLLM's own setting: it applies it over ours
+    assert kv_cache_args(None) == {}
+
+
+def _http_config(path: Path, url: str, reasoner: str = "deepseek-reasoner") -> Path:
+    path.write_text(json.dumps({
+        "vlm": {"class_path": "datamodules.cold_start.OpenAIBackend",
+                "init_args": {"base_url": url, "model": "describer", "api_key_env": None, "max_retries": 0,
+                              "timeout_s": 5}},
+        "reasoner": {"class_path": "datamodules.cold_start.OpenAIBackend",
+                     "init_args": {"base_url": url, "model": reasoner, "api_key_env": None}},
+        "min_pixels": 56 * 56, "max_pixels": 56 * 56, "progress": False,
     }))  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "datamodules.cold_start", "--config", str(config), "--data",
-                           str(rows), "--out", str(tmp_path / "out")], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    return path
+
+
+def _command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    assert COMMAND.exists(), f"{COMMAND} missing: run scripts/setup.sh (it installs the project's console scripts)"
+    return subprocess.run([str(COMMAND), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_installed_command_exits_0_on_success_and_non_zero_on_failure(answer_b_rows, tmp_path):
+    with ChatServer() as server:
+        config = _http_config(tmp_path / "cold.yaml", server.url)
+        done = _command("--config", str(config), "--data", str(answer_b_rows), "--out", str(tmp_path / "out"),
+                        cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert json.loads(done.stdout) == report and report["kept"] == 5
+    assert "[vlrl-cold-start] cold start: 6 rows, 5 kept" in done.stderr
+
+    bad_flag = _command("--config", str(config), "--data", str(answer_b_rows), "--out", str(tmp_path / "o2"),
+                        "--no-such-option", "1", cwd=tmp_path)  # fmt: skip
+    assert bad_flag.returncode == 2 and "--no-such-option" in bad_flag.stderr
+
+    missing = _command("--config", str(config), "--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o3"),
+                       cwd=tmp_path)  # fmt: skip
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.strip().splitlines()[-1] == (
+        f"vlrl-cold-start: error: FileNotFoundError: data source not found: {tmp_path / 'nope.jsonl'}"
+    )
+
+    # the server is gone: every request fails, the report is still written, and the status says to rerun
+    gone = _command("--config", str(config), "--data", str(answer_b_rows), "--out", str(tmp_path / "o4"),
+                    cwd=tmp_path)  # fmt: skip
+    assert gone.returncode == 1 and json.loads(gone.stdout)["stages"]["pseudo_cot"]["failed"] == 6
+    assert "vlrl-cold-start: error: requests failed {'pseudo_cot': 6}; rerun the same command" in gone.stderr
+
+
+def test_main_returns_an_exit_status_and_run_cli_the_report(answer_b_rows, tmp_path, capsys):
+    from datamodules.cold_start import run_cli
+
+    with ChatServer() as server:
+        config = str(_http_config(tmp_path / "cold.yaml", server.url))
+        assert main(["--config", config, "--data", str(answer_b_rows), "--out", str(tmp_path / "a")]) == 0
+        report = run_cli(["--config", config, "--data", str(answer_b_rows), "--out", str(tmp_path / "b")])
+    assert json.loads(capsys.readouterr().out) == report and report["kept"] == 5
+
+
+@pytest.mark.vllm
+def test_vllm_backend_end_to_end_from_the_installed_command(answer_b_rows, think_checkpoint, tmp_path):
+    """The shipped config as users run it, with the VLM swapped for the tiny checkpoint (whose template opens
+    ``<think>``) and the reasoner's endpoint for a local DeepSeek-style server."""
+    pytest.importorskip("vllm")
+    with ChatServer() as server:
+        done = _command(
+            "--config", str(ROOT / "configs" / "cold_start" / "vision_r1_bridge.yaml"), "--data", str(answer_b_rows),
+            "--out", str(tmp_path / "out"), "--vlm.init_args.model", str(think_checkpoint),
+            "--vlm.init_args.max_new_tokens", "8", "--vlm.init_args.max_model_len", "1024",
+            "--vlm.init_args.dtype", "float32", "--vlm.init_args.enforce_eager", "true",
+            # more than any machine running tests has free: vLLM's CPU backend, left to size its KV cache from this
+            # share of the node's memory, refuses to start ("Available memory on node 0 ... is less than desired")
+            "--vlm.init_args.gpu_memory_utilization", "0.99",
+            "--reasoner.init_args.base_url", server.url, "--reasoner.init_args.api_key_env", "null",
+            "--min_pixels", str(56 * 56), "--max_pixels", str(56 * 56), "--progress", "false", cwd=tmp_path,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "KV cache fixed at 1 GiB" in done.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert {s: v["done"] for s, v in report["stages"].items()} == dict.fromkeys(STAGES, 6)
-    assert report["kept"] + sum(report["rejected"].values()) == 6
-    texts = [json.loads(x)["text"] for x in (tmp_path / "out" / "stages" / "reasoning.jsonl").open()]
-    assert len(texts) == 6 and all(isinstance(t, str) for t in texts)
+    assert report["kept"] == 5 and report["rejected"] == {"wrong_answer": 1}
+    stages = {s: [json.loads(x)["text"] for x in (tmp_path / "out" / "stages" / f"{s}.jsonl").open()] for s in STAGES}
+    for stage in ("pseudo_cot", "description"):  # vLLM's replies, with the <think> their prompt opened put back
+        assert len(stages[stage]) == 6 and all(t.startswith("<think>\n") for t in stages[stage])
+    asked = [r["messages"][-1]["content"] for r in server.requests]
+    assert len(asked) == 6 and all(any(d in text for text in asked) for d in stages["description"])  # the bridge
+    assert stages["reasoning"][0] == f"<think>{REASONING}</think> {ANSWER}"
 
 
 def test_shipped_config_parses_and_carries_the_default_prompts():
@@ -195,3 +366,4 @@ def test_shipped_config_parses_and_carries_the_default_prompts():
     cfg = parser.parse_args(["--config", str(config), "--data", "rows.jsonl", "--out", "out"])  # checks every key
     assert cfg.vlm.class_path.endswith("VLLMBackend") and cfg.reasoner.class_path.endswith("OpenAIBackend")
     assert cfg.prompts.reasoning == Prompts().reasoning and cfg.filters.max_words == 6000
+    assert cfg.vlm.init_args.kv_cache_gib is None  # a GPU recipe; on CPU the backend fixes 1 GiB

@@ -1,5 +1,6 @@
 import io
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -113,3 +114,53 @@ def test_image_sources_bytes_dict_pil(tmp_path):
         assert image.mode == "RGB" and image.getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
     with pytest.raises(BadImageError, match="row 3"):
         load_image(12, where="row 3")
+
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
+
+def test_visionary_r1_rows_as_its_readme_shows_them_load_without_mapping(tokenizer):
+    path = FIXTURES / "visionary_r1" / "train.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {"prompt", "solution", "problem_type", "image"} == set(rows[0])  # no problem column: it is in the prompt
+    ds = VQADataset(path, tokenizer, min_pixels=56 * 56, max_pixels=56 * 56)
+    batch = collate_rows([ds[i] for i in range(len(ds))])
+    assert batch["skipped"] == {}
+    assert batch["problem"] == [r["prompt"][1]["content"][1]["text"] for r in rows]
+    assert batch["problem_type"] == ["numerical", "multiple_choice", "free_form", "ocr"]
+    assert batch["solution"] == [r["solution"] for r in rows]  # "<answer> 2 </answer>": the rewards strip the tags
+    assert all(p.count("<|image_pad|>") == 1 and "stand-in" not in p for p in batch["prompt"])  # our system prompt
+
+
+def test_visionary_r1_rows_with_embedded_images_load(tmp_path, tokenizer):
+    from datasets import Dataset
+    from datasets import Image as ImageFeature
+
+    src = FIXTURES / "visionary_r1"
+    rows = [json.loads(line) for line in (src / "train.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["image"] = str(src / row["image"])
+    Dataset.from_list(rows).cast_column("image", ImageFeature()).to_parquet(tmp_path / "train.parquet")
+    item = VQADataset(tmp_path / "train.parquet", tokenizer, min_pixels=56 * 56, max_pixels=56 * 56)[1]
+    assert item["images"][0].size == (56, 56) and item["problem_type"] == "multiple_choice"
+
+
+def test_vision_r1_rl_rows_in_geometry3k_shape_load(tokenizer):
+    ds = VQADataset(FIXTURES / "vision_r1_rl" / "train.jsonl", tokenizer, template="think",
+                    default_problem_type="math", min_pixels=56 * 56, max_pixels=56 * 56)  # fmt: skip
+    assert [ds[i]["solution"] for i in range(len(ds))] == ["70", "12"]
+
+
+def test_a_broken_jsonl_line_is_named_or_skipped_and_counted(tmp_path, tokenizer, caplog):
+    Image.new("RGB", (56, 56)).save(tmp_path / "a.png")
+    good = json.dumps({"image": "a.png", "problem": "q", "solution": "1", "problem_type": "numerical"})
+    (tmp_path / "d.jsonl").write_text("\n".join([good, good, "", "[1, 2]", good, "{oops"]) + "\n")
+    with pytest.raises(ValueError, match=r"d\.jsonl: cannot be read as json: line 4 is a JSON list, not an object "
+                                         r"\(and 1 more: lines 6\); set skip_bad_rows"):  # fmt: skip
+        VQADataset(tmp_path / "d.jsonl", tokenizer)
+    with caplog.at_level("WARNING"):
+        ds = VQADataset(tmp_path / "d.jsonl", tokenizer, skip_bad_rows=True)
+    assert "skipping 2 unreadable line(s)" in caplog.text
+    batch = collate_rows([ds[i] for i in range(len(ds))])
+    assert len(ds) == 5 and len(batch["prompt"]) == 3 and batch["skipped"] == {"bad_row": 2}
+    assert [m.split(": ", 1)[1][:6] for m in batch["skipped_messages"]] == ["line 4", "line 6"]

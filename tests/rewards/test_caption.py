@@ -69,6 +69,46 @@ def test_judge_failures_score_zero_and_are_counted():
     assert reward.metrics()["caption/judge_failures"] == 2.0
 
 
+class ScriptedJudge(Judge):
+    """Replies with the given strings in order, and records the prompts it saw."""
+
+    def __init__(self, replies):
+        self.replies, self.prompts = list(replies), []
+
+    def generate(self, prompts):
+        self.prompts.extend(prompts)
+        return self.replies[: len(prompts)]
+
+
+def test_published_row_judged_answer_scored_as_text():
+    # Visionary-R1's README row: solution "<answer> Yes </answer>" under problem_type "numerical". The judge's answer
+    # is compared as text (case and a final period aside); it used to score 0 whatever the judge said.
+    judge = ScriptedJudge(["<answer>Yes</answer>", "<answer>yes.</answer>", "<answer>No</answer>"])
+    reward = CaptionReward(judge=judge)
+    out = reward(["<info>a chart</info>"] * 3, problem=["Is the value of Favorable 38 in 2015?"] * 3,
+                 solution=["<answer> Yes </answer>"] * 3, problem_type=["numerical"] * 3)  # fmt: skip
+    assert out.tolist() == [1.0, 1.0, 0.0]
+
+
+def test_rejection_is_the_whole_reply():
+    replies = [REJECT_MARKER, f"  {REJECT_MARKER}.\n", f"Not {REJECT_MARKER}: the answer is <answer>3</answer>"]
+    reward = CaptionReward(judge=ScriptedJudge(replies))
+    out = reward(["<info>three dots</info>"] * 3, problem=["q"] * 3, solution=["3"] * 3,
+                 problem_type=["numerical"] * 3)  # fmt: skip
+    # the first two are rejections (0); the marker inside a longer reply is not, and its answer 3 is right (1)
+    assert out.tolist() == [0.0, 0.0, 1.0]
+    assert reward.metrics() == {"caption/rejected": 2.0, "caption/judged": 3.0}
+
+
+def test_multi_line_caption_is_judged():
+    # the released code looked for <info> without DOTALL, so a caption over two lines counted as no caption
+    judge = ScriptedJudge(["<answer>2</answer>"])
+    reward = CaptionReward(judge=judge)
+    out = reward(["<info>two dots,\none red</info>"], problem=["How many?"], solution=["2"], problem_type=["numerical"])
+    assert out.tolist() == [1.0]
+    assert "two dots,\none red" in judge.prompts[0]
+
+
 def test_combined_weights_and_components():
     combined = CombinedReward([FormatReward("caption"), CaptionReward(judge=KeywordJudge())], weights=[1.0, 0.1])
     completions = ["<info>count=3</info> <think>t</think> <answer>3</answer>", "<answer>3</answer>"]
@@ -148,3 +188,27 @@ def test_hf_judge_with_the_tiny_model(tiny_checkpoint):
     out = reward(["<info>a red circle</info>", "no caption"], problem=["q", "q"], solution=["red", "red"],
                  problem_type=["free_form"] * 2)  # fmt: skip
     assert out.shape == (2,) and out[1].item() == 0.0
+
+
+def test_policy_engine_judge_passes_its_sampling_settings():
+    from types import SimpleNamespace
+
+    from rewards import PolicyEngineJudge
+
+    class Processor:
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            return "|".join(part["text"] for m in messages for part in m["content"])
+
+    class Engine:
+        def generate(self, prompts, images, n, sampling):
+            self.seen = (prompts, images, n, sampling)
+            return SimpleNamespace(texts=["<answer>1</answer>"] * len(prompts))
+
+    engine = Engine()
+    judge = PolicyEngineJudge(max_new_tokens=64, temperature=0.9, top_p=0.9, top_k=50)  # the released setting
+    judge.bind(engine, Processor())
+    assert judge.generate(["q1", "q2"]) == ["<answer>1</answer>"] * 2
+    prompts, images, n, sampling = engine.seen
+    assert prompts == ["q1", "q2"] and images == [[], []] and n == 1
+    assert (sampling.temperature, sampling.top_p, sampling.top_k, sampling.max_new_tokens) == (0.9, 0.9, 50, 64)
+    assert PolicyEngineJudge().top_k == 0 and PolicyEngineJudge().temperature == 0.0  # greedy by default

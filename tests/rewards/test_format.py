@@ -46,3 +46,17 @@ def test_hard_format_result_threshold_for_continuous_types():
         HardFormatResultReward("think", correct_threshold=0.75)(c, solution=["hello"], problem_type=["ocr"]).item()
         == 1.0
     )
+
+
+def test_caption_format_where_visionary_r1_differs():
+    # Visionary-R1's regex (fullmatch, DOTALL): one whitespace character between </info> and <think>, nothing around
+    # the text, empty blocks and extra tags allowed. Ours: free whitespace, non-empty blocks, no repeated tags.
+    reward = FormatReward("caption")
+    completions = [
+        "<info>a</info>\n\n<think>b</think><answer>c</answer>",  # two newlines: 0 there, 1 here
+        "\n<info>a</info> <think>b</think> <answer>c</answer>\n",  # surrounding whitespace: 0 there, 1 here
+        "<info>a</info> <think>b</think><answer>c</answer><answer>d</answer>",  # a second answer: 1 there, 0 here
+        "<info></info> <think>b</think><answer>c</answer>",  # empty caption: 1 there, 0 here
+        "<info>a\nb</info> <think>c\nd</think><answer>e</answer>",  # multi-line blocks: 1 in both
+    ]
+    assert reward(completions).tolist() == [1.0, 1.0, 0.0, 0.0, 1.0]
