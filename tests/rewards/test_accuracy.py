@@ -32,6 +32,7 @@ PUBLISHED_ROW = {"solution": "<answer> Yes </answer>", "problem": "Is the value 
         # a solution with several numbers is text: "2:30" shares its last number with "1:30" but is wrong
         ("<answer>2:30</answer>", "1:30", 0.0),
         ("<answer>1:30</answer>", "1:30", 1.0),
+        ("<answer>5</answer>", "9" * 400, 0.0),  # a solution that overflows to inf is text, not a number
     ],
 )
 def test_numerical(completion, solution, expected):
