@@ -48,6 +48,7 @@ from rollout.weights import iter_named_weights, merged_lora_weights
 log = logging.getLogger(__name__)
 
 VISION_PREFIX = "model.visual."
+CPU_DEFAULT_KV_CACHE_GIB = 1.0
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -57,9 +58,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
 class VLLMEngine(RolloutEngine):
     """Args:
     gpu_memory_utilization: share of GPU memory vLLM may take (weights + KV cache) beside the policy.
-    kv_cache_gib: a fixed KV cache size in GiB instead of one derived from ``gpu_memory_utilization``. Set it on
-        CPU: there vLLM reserves ``gpu_memory_utilization`` x the node's memory minus the whole process's resident
-        memory (policy, reference and optimizer included), which leaves nothing once training has grown the process.
+    kv_cache_gib: a fixed KV cache size in GiB instead of one derived from ``gpu_memory_utilization``. On CPU it is
+        always fixed (1 GiB when unset, logged): there vLLM reserves ``gpu_memory_utilization`` x the node's memory
+        minus what this and every other process hold, and refuses to start when others hold memory.
     tensor_parallel_size: must be 1 for in-process weight sync.
     max_model_len: longest prompt + completion, in tokens (image tokens included).
     enable_prefix_caching: reuse the KV cache of the prompt shared by a group's G samples.
@@ -134,6 +135,13 @@ class VLLMEngine(RolloutEngine):
         if not path or (not Path(path).exists() and "/" not in path):  # neither a local folder nor a hub id
             raise ValueError(f"cannot tell which checkpoint the policy came from (config._name_or_path={path!r})")
         kwargs = dict(self.kwargs, model=path, dtype=self.dtype or _dtype_name(next(policy.parameters()).dtype))
+        if "kv_cache_memory_bytes" not in kwargs and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            from vllm.platforms import current_platform
+
+            if current_platform.is_cpu():  # the CPU default depends on what other processes hold: fix it
+                kwargs["kv_cache_memory_bytes"] = int(CPU_DEFAULT_KV_CACHE_GIB * 2**30)
+                log.info("vLLM on CPU: KV cache fixed at %g GiB (set kv_cache_gib to change it)",
+                         CPU_DEFAULT_KV_CACHE_GIB)  # fmt: skip
         if is_peft(policy):
             rank = max(c.r for c in policy.peft_config.values())
             if rank > self.max_lora_rank:

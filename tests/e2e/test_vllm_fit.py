@@ -23,6 +23,9 @@ def test_visionary_r1_two_steps_with_vllm(tiny_checkpoint, synthetic_dir, tmp_pa
         "--model.init_args.engine.init_args.enforce_eager=true",
         "--model.init_args.rollout.max_new_tokens=8", "--model.init_args.rollout.group_size=3",
         "--model.init_args.tis_cap=2.0",
+        # the recipe samples with top_p 0.9 / top_k 50, where the engine's log-probs are renormalised over the kept
+        # tokens and differ from the policy's by the truncated mass; parity is checked on the full distribution
+        "--model.init_args.rollout.top_p=1.0", "--model.init_args.rollout.top_k=0",
     ]  # fmt: skip
     run = subprocess.run([sys.executable, "-c", "from vlrl_cli import main; main()", "fit", "-c", str(config), *args],
                          cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
@@ -30,10 +33,14 @@ def test_visionary_r1_two_steps_with_vllm(tiny_checkpoint, synthetic_dir, tmp_pa
     rows = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("reward/total")]
     assert len(rows) == 2
     # the second step samples from weights synced after the first optimizer step: the engine must match the policy
+    # the recipe's precision: a bf16 engine against the policy's bf16 autocast over fp32 weights. Measured here
+    # (2026-12-01): mean 1e-3, max 4e-3 nats, bf16 rounding; an engine left out of sync is off by ~4 (environment
+    # notes), and the fp32 sync is checked to 1e-4 in tests/rollout/test_vllm.py
     for row in rows:
-        assert float(row["rollout/engine_logp_diff_max"]) < 1e-3, row["rollout/engine_logp_diff_max"]
+        assert float(row["rollout/engine_logp_diff_mean"]) < 5e-3, row["rollout/engine_logp_diff_mean"]
+        assert float(row["rollout/engine_logp_diff_max"]) < 2e-2, row["rollout/engine_logp_diff_max"]
     assert [float(r["rollout/weight_version"]) for r in rows] == [1.0, 2.0]
     assert all(r["reward/caption"] != "" for r in rows)  # judged by the policy's own engine
     assert float(rows[1]["train/grad_norm"]) > 0
-    # truncated importance sampling is on: with the engine in sync its weights are 1 up to float error
-    assert all(abs(float(r["train/tis_weight_mean"]) - 1.0) < 1e-3 for r in rows)
+    # truncated importance sampling is on: with the engine in sync its weights are 1 up to bf16 rounding
+    assert all(abs(float(r["train/tis_weight_mean"]) - 1.0) < 5e-3 for r in rows)
