@@ -155,6 +155,19 @@ class GRPOModule(LightningModule):
         from lightning_modules.run_dir import resolve_log_dir
 
         self.log_dir = resolve_log_dir(self.trainer)  # a collective under DDP/FSDP: every rank, here
+        self._check_answer_location()
+
+    def _check_answer_location(self) -> None:
+        """The accuracy reward reads the ``<answer>`` block only (as the published rewards do). Prompts of the
+        ``plain`` template ask for a bare answer, which that would score 0 on every row: evaluation then reads the
+        whole reply, and a configured accuracy reward must say so itself (``answer_fallbacks: [text]``)."""
+        data = self.trainer.datamodule if self.trainer is not None else None
+        if getattr(getattr(data, "hparams", None), "template", None) != "plain" or self.val_accuracy.answer_fallbacks:
+            return
+        if self._find_reward("accuracy") is not None:
+            raise ValueError("data.init_args.template is 'plain' (no <answer> tags) but rewards.AccuracyReward reads "
+                             "the <answer> block only: set its init_args.answer_fallbacks: [text]")  # fmt: skip
+        self.val_accuracy = AccuracyReward(answer_fallbacks=("text",))
 
     def configure_callbacks(self):
         from lightning_modules.predictions import JSONLPredictionWriter
@@ -385,7 +398,8 @@ class GRPOModule(LightningModule):
         out = self._eval_generate(batch)
         records = []
         for i, text in enumerate(out.texts):
-            record = {"id": batch["id"][i], "problem": batch["problem"][i], **completion_record(out, i)}
+            record = {"id": batch["id"][i], "problem": batch["problem"][i],
+                      **completion_record(out, i, self.val_accuracy.answer_fallbacks)}  # fmt: skip
             if batch["solution"][i] and batch["problem_type"][i]:
                 record["solution"] = batch["solution"][i]
                 record["score"] = float(self.val_accuracy([text], solution=[batch["solution"][i]],

@@ -179,3 +179,21 @@ def test_dynamic_sampling_stops_when_no_group_ever_differs(tiny_checkpoint, tmp_
              "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
              f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"],
         )  # fmt: skip
+
+
+def test_plain_template_evaluation_reads_the_whole_reply(tiny_checkpoint, tmp_path):
+    """``plain`` prompts ask for a bare answer: a configured accuracy reward that reads only ``<answer>`` blocks is an
+    error before any model loads; the default evaluation scorer reads the whole reply."""
+    args = ["-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.train_size=4",
+            "--data.init_args.val_size=2", "--data.init_args.image_size=56", "--data.init_args.template=plain",
+            "--trainer.enable_progress_bar=false", "--trainer.logger=false", "--trainer.limit_val_batches=1",
+            "--model.init_args.reward_weights=[1.0]"]  # fmt: skip
+    cli = main([*args, '--model.init_args.rewards=[{"class_path": "rewards.AccuracyReward"}]'], run=False)
+    with pytest.raises(ValueError, match="answer_fallbacks"):
+        cli.trainer.validate(cli.model, datamodule=cli.datamodule)
+    assert cli.model.policy is None  # failed before loading the model
+    cli = main([*args, '--model.init_args.rewards=[{"class_path": "tests.e2e.test_grpo_cli.TextLengthReward"}]'],
+               run=False)  # fmt: skip
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule)
+    assert cli.model.val_accuracy.answer_fallbacks == ("text",)
