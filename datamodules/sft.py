@@ -20,17 +20,18 @@ Where this departs from LLaMA-Factory (and why):
   image's tokens from its pixels or drop the final answer and ``<|im_end|>`` the model should learn to stop with.
 - A row with images but no ``<image>`` placeholder gets them at the start of its first user turn (LLaMA-Factory
   stops with "The number of images does not match the number of <image> tokens").
-- A malformed row (roles not alternating user/assistant after an optional leading system turn, an unknown role, a
-  missing image) is an error naming the file and row, or a counted skip with ``skip_bad_rows``; LLaMA-Factory skips
-  such rows with a log line. Hub, script and cloud entries, tool/video/audio columns and other formattings are
-  refused with an error naming the entry and key.
+- A row whose roles are unknown or do not alternate user/assistant (after an optional leading system turn) is an
+  error naming the file and row, or a counted skip with ``skip_bad_rows``; LLaMA-Factory drops it with a log line.
+  An unreadable image is the same kind of error or counted skip (LLaMA-Factory stops).
+- Hub, script and cloud entries, tool/video/audio columns and formattings other than ``sharegpt`` are refused with
+  an error naming the entry and key (LLaMA-Factory reads them; these recipes have no use for them).
+- ``num_samples`` draws its rows with the run's ``seed`` (LLaMA-Factory: numpy's global random state).
 - The newline after ``<|im_end|>`` is not a label (LLaMA-Factory's ``qwen2_vl`` template learns it too).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,8 +48,6 @@ from datamodules.images import BadImageError, fit_image, load_image
 from datamodules.resumable import ResumableDataLoader
 from datamodules.tables import read_table
 from datamodules.vqa import SkippedRow, bad_line_skips
-
-log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 

@@ -98,8 +98,10 @@ def _read_file(path: Path, skip_bad_lines: bool) -> tuple[Dataset, Path, list[Ba
             raise ValueError(f"{path}: cannot be read as {builder}: {type(e).__name__}: {e}") from e
         error = e
     bad, lines_format = json_syntax_errors(path)
-    if not bad:  # valid JSON that datasets still rejects (e.g. a column that changes type between rows)
-        raise ValueError(f"{path}: cannot be read as json: {type(error).__name__}: {error}") from error
+    if not bad:  # valid JSON that datasets still rejects: say what datasets said, and why when it says
+        cause = error.__cause__
+        why = f" ({type(cause).__name__}: {cause})" if cause else ""
+        raise ValueError(f"{path}: cannot be read as json: {type(error).__name__}: {error}{why}") from error
     if not (skip_bad_lines and lines_format):
         more = f" (and {len(bad) - 1} more: lines {_line_list(bad[1:])})" if len(bad) > 1 else ""
         hint = "; set skip_bad_rows to skip and count such lines" if lines_format else ""
