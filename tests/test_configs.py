@@ -1,5 +1,6 @@
 """Every YAML in configs/ parses and instantiates through the CLI, and each recipe runs one real step on the tiny
-model (model path, device and data overridden); unknown keys are errors."""
+model at its own precision and learning rate, the GPU recipes on data in the published shapes (model path, device,
+engine and data paths overridden); unknown keys are errors."""
 
 from pathlib import Path
 
@@ -13,45 +14,51 @@ CONFIGS = Path(__file__).parents[1] / "configs"
 RECIPES = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "lora.yaml")
 
 
+FIXTURES = Path(__file__).parent / "fixtures"
+# The GPU recipes train on data in the published shapes (tests/fixtures/README.md); only the file paths change.
+PUBLISHED_DATA = {
+    "visionary_r1": [f"--data.init_args.train_data={FIXTURES / 'visionary_r1' / 'train.jsonl'}"],
+    "grpo_baseline": [f"--data.init_args.train_data={FIXTURES / 'visionary_r1' / 'train.jsonl'}"],
+    "vision_r1_ptst": [f"--data.init_args.train_data={FIXTURES / 'vision_r1_rl' / 'train.jsonl'}"],
+    "vision_r1_cold_start": [f"--data.init_args.dataset_dir={FIXTURES / 'vision_r1_cold'}"],
+    "sft_baseline": [f"--data.init_args.train_data={FIXTURES / 'vision_r1_cold' / 'vision_r1_mulberry_sft_full.json'}"],
+}
+
+
 def cpu_overrides(config: Path, tiny_checkpoint, synthetic_dir, tmp_path) -> list[str]:
-    """Run a recipe on the tiny model and the synthetic rows, on CPU, for one step."""
+    """Run a recipe for one step on CPU with the tiny model. The GPU recipes keep their own precision, dtype, lr,
+    batch size and image bounds and read the published-shape fixtures; only the model, the device, the engine
+    (HF generate, with short completions) and the data paths change. The demo recipes read the synthetic rows."""
     spec = yaml.safe_load(config.read_text())
     is_sft = spec["model"]["class_path"].endswith("SFTModule")
     args = [
-        f"--model.init_args.model_name_or_path={tiny_checkpoint}",  # the recipe's own precision, dtype and lr
-        "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.max_steps=1",
-        "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.max_steps=1", "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false", "--trainer.logger=false",
         f"--trainer.default_root_dir={tmp_path}",  # the recipe's own ModelCheckpoint stays in
-        "--data.init_args.batch_size=2", "--data.init_args.min_pixels=3136", "--data.init_args.max_pixels=3136",
     ]  # fmt: skip
+    if config.stem in PUBLISHED_DATA:
+        args += PUBLISHED_DATA[config.stem]
+    elif is_sft:
+        args += [f"--data.init_args.train_data={synthetic_dir / 'train_sft_think.jsonl'}",
+                 "--data.init_args.val_data=null", "--data.init_args.batch_size=2"]  # fmt: skip
+    elif "Synthetic" in spec["data"]["class_path"]:
+        args += [f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.train_size=4",
+                 "--data.init_args.val_size=2", "--data.init_args.image_size=56", "--data.init_args.batch_size=2"]
     if is_sft:
-        args += [
-            f"--data.init_args.train_data={synthetic_dir / 'train_sft_think.jsonl'}",
-            "--data.init_args.val_data=null",  # recipes may point at files a fresh clone does not have
-            "--data.init_args.max_length=1024",
-        ]
         if spec["model"]["init_args"].get("export_dir"):
             args.append(f"--model.init_args.export_dir={tmp_path / 'export'}")
-    elif spec["data"]["class_path"].endswith("VQADataModule") and "Synthetic" not in spec["data"]["class_path"]:
-        args += [
-            f"--data.init_args.train_data={synthetic_dir / 'train.jsonl'}",
-            "--data.init_args.max_prompt_length=1024",
-        ]
-    if not is_sft:
-        # the HF engine keeps this test fast; the vLLM engine runs a recipe in tests/e2e/test_vllm_fit.py
-        args += ['--model.init_args.engine={"class_path": "rollout.hf.HFEngine"}',
-                 "--model.init_args.rollout.group_size=2", "--model.init_args.rollout.max_new_tokens=4",
-                 "--model.init_args.micro_batch_size=4", "--trainer.val_check_interval=null",
-                 "--trainer.limit_val_batches=0"]  # fmt: skip
-        if "Synthetic" in spec["data"]["class_path"]:
-            args += [f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.train_size=4",
-                     "--data.init_args.val_size=2", "--data.init_args.image_size=56"]  # fmt: skip
-        if spec["model"]["init_args"].get("rollout_stages"):
-            args.append("--model.init_args.rollout_stages=[{steps: 1, max_new_tokens: 4, group_size: 2}]")
-        if (spec["model"]["init_args"].get("rollout") or {}).get("dynamic_sampling"):
-            # a random-init model scores 0 everywhere: no group would be kept and no step taken (dynamic sampling
-            # itself is tested in tests/e2e/test_grpo_cli.py)
-            args.append("--model.init_args.rollout.dynamic_sampling=false")
+        return args
+    # the HF engine keeps this test fast; the vLLM engine runs a recipe in tests/e2e/test_vllm_fit.py
+    args += ['--model.init_args.engine={"class_path": "rollout.hf.HFEngine"}',
+             "--model.init_args.rollout.group_size=2", "--model.init_args.rollout.max_new_tokens=4",
+             "--trainer.val_check_interval=null", "--trainer.limit_val_batches=0"]  # fmt: skip
+    if spec["model"]["init_args"].get("rollout_stages"):
+        args.append("--model.init_args.rollout_stages=[{steps: 1, max_new_tokens: 4, group_size: 2}]")
+    if (spec["model"]["init_args"].get("rollout") or {}).get("dynamic_sampling"):
+        # a random-init model scores 0 everywhere: no group would be kept and no step taken (dynamic sampling
+        # itself is tested in tests/e2e/test_grpo_cli.py)
+        args.append("--model.init_args.rollout.dynamic_sampling=false")
     return args
 
 

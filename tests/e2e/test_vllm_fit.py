@@ -18,6 +18,7 @@ def test_visionary_r1_two_steps_with_vllm(tiny_checkpoint, synthetic_dir, tmp_pa
     logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path)}}
     args += [
         "--trainer.max_steps=2", f"--trainer.logger={json.dumps(logger)}", "--model.init_args.lr=1e-3",
+        "--data.init_args.batch_size=2",  # two steps from the 4-row fixture
         "--model.init_args.engine.init_args.enable_sleep_mode=false",
         "--model.init_args.engine.init_args.max_model_len=1024",
         "--model.init_args.engine.init_args.enforce_eager=true",
