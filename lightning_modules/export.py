@@ -39,7 +39,9 @@ def export_policy(policy: nn.Module, source: str, out_dir: str | Path, merge_lor
         state = {}
         for key, value in policy.state_dict().items():
             if value.is_floating_point():
-                value = cast.setdefault(value.data_ptr(), value.to(target))
+                if value.data_ptr() not in cast:  # on the CPU: no second full copy on the GPU
+                    cast[value.data_ptr()] = value.to("cpu", target)
+                value = cast[value.data_ptr()]
             state[key] = value
         policy.save_pretrained(out, state_dict=state)
         config = out / "config.json"

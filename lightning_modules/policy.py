@@ -100,15 +100,21 @@ def is_peft(model: nn.Module) -> bool:
 class FrozenReference:
     """A frozen copy of the policy kept outside the module tree (not trained, not checkpointed).
 
-    ``dtype`` stores the copy in another dtype than the policy's: the recipes keep fp32 master weights for the policy
-    (an Adam step at lr 5e-7 rounds away in bf16) but a bf16 reference, which is never updated and computes under
-    bf16 autocast anyway, at half the memory (as the published recipes' bf16 reference models).
+    ``dtype`` stores the copy's parameters in another dtype than the policy's: the recipes keep fp32 master weights
+    for the policy (an Adam step at lr 5e-7 rounds away in bf16) but a bf16 reference, which is never updated, at
+    half the memory (the published recipes' reference models are bf16 too). Its matmuls then match the policy's
+    under bf16 autocast; its norms and residual stream run in bf16 where the policy's run in fp32.
     """
 
     def __init__(self, policy: nn.Module, dtype: str | torch.dtype | None = None) -> None:
-        self.model = copy.deepcopy(policy).eval().requires_grad_(False)
-        if dtype is not None:
-            self.model.to(DTYPES[dtype] if isinstance(dtype, str) else dtype)
+        memo = {}
+        if dtype is not None:  # the copy's parameters are made in ``dtype`` directly: no transient full-size copy
+            target = DTYPES[dtype] if isinstance(dtype, str) else dtype
+            for p in policy.parameters():  # tied weights are one Parameter, so they stay one in the copy
+                memo[id(p)] = nn.Parameter(p.detach().to(target), requires_grad=False)
+        # buffers keep their dtype: the rotary inverse frequencies stay fp32 (rounded to bf16 they would shift the
+        # angles by radians at a few thousand positions)
+        self.model = copy.deepcopy(policy, memo).eval().requires_grad_(False)
 
     def to(self, device: torch.device | str) -> FrozenReference:
         self.model.to(device)

@@ -16,7 +16,7 @@ from lightning import LightningModule
 from datamodules.resumable import mark_batch_consumed
 from lightning_modules.export import export_policy
 from lightning_modules.logprobs import backbone_and_head, selective_logps
-from lightning_modules.optim import adamw_with_warmup
+from lightning_modules.optim import adamw_with_warmup, lr_factor, warmup_steps_for
 from lightning_modules.policy import LoRAConfig, load_policy
 from lightning_modules.rng import capture_rng, restore_rng
 
@@ -69,6 +69,8 @@ class SFTModule(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        lr_factor(0, 0, 1, lr_schedule)  # validates the schedule's name now, not after the model has loaded
+        warmup_steps_for(1, warmup_steps, warmup_ratio)
         self.policy = None
 
     def configure_model(self) -> None:

@@ -40,8 +40,12 @@ def same_text(pred: str, truth: str) -> float:
 
 
 def _close(a: float, b: float, rel_tol: float, abs_tol: float, precision: int | None) -> bool:
+    """Equal after rounding to ``precision`` places, or within ``abs_tol + rel_tol * |b|``. Two integers compare
+    exactly: a relative tolerance would count 10001 for 10000 (upstream compares numbers with ``==``)."""
     if precision is not None:
         return round(a, precision) == round(b, precision)
+    if float(a).is_integer() and float(b).is_integer():
+        return a == b
     return abs(a - b) <= abs_tol + rel_tol * abs(b)
 
 

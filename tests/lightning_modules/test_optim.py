@@ -51,3 +51,12 @@ def test_schedule_errors_are_raised_before_training():
         adamw_with_warmup(torch.nn.Linear(2, 2), 1e-3, 0.0, 0, "cosine")
     with pytest.raises(ValueError, match="unknown lr schedule"):
         adamw_with_warmup(torch.nn.Linear(2, 2), 1e-3, 0.0, 0, "linear_decay", total_steps=10)
+
+
+def test_sft_module_rejects_a_schedule_typo_before_loading_a_model():
+    from lightning_modules.sft import SFTModule
+
+    with pytest.raises(ValueError, match="unknown lr schedule"):
+        SFTModule("no/such/model", lr_schedule="cosin")
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        SFTModule("no/such/model", warmup_ratio=5.0)

@@ -77,6 +77,21 @@ def test_full_reference_is_frozen_copy_outside_module_tree(tiny_checkpoint):
     assert not torch.equal(next(model.parameters()), next(ref.model.parameters()))
 
 
+def test_bf16_reference_casts_weights_but_keeps_fp32_rotary_frequencies(tiny_checkpoint):
+    """The recipes' ``reference_dtype: bfloat16``: parameters are the policy's rounded to bf16 (tied ones still one
+    tensor), while buffers such as the rotary inverse frequencies stay fp32 as ``from_pretrained`` keeps them."""
+    model = load_policy(str(tiny_checkpoint), dtype="float32")
+    ref = FrozenReference(model, "bfloat16").model
+    params = dict(model.named_parameters())
+    for name, p in ref.named_parameters():
+        assert p.dtype == torch.bfloat16 and not p.requires_grad
+        assert torch.equal(p, params[name].detach().to(torch.bfloat16)), name
+    assert ref.get_input_embeddings().weight is ref.get_output_embeddings().weight  # tied in the tiny model
+    rotary = {n: b for n, b in ref.named_buffers() if "inv_freq" in n}
+    assert rotary and all(b.dtype == torch.float32 for b in rotary.values())
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the policy is untouched
+
+
 def test_freeze_embeddings_fixes_the_vocabulary_matrices_only(tiny_checkpoint):
     model = load_policy(str(tiny_checkpoint), dtype="float32", freeze_embeddings=True)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}

@@ -184,3 +184,12 @@ def test_overlong_answer_scores_zero_and_is_counted():
     reward = AccuracyReward(max_answer_chars=10)
     assert reward(["<answer>" + "a" * 11 + "</answer>"], solution=["a"], problem_type=["ocr"]).item() == 0.0
     assert reward.metrics() == {"accuracy/answer_too_long": 1.0}
+
+
+def test_integers_compare_exactly_and_decimals_within_tolerance():
+    from rewards.scoring import score_numerical
+
+    assert score_numerical("10001", "10000") == 0.0  # rel_tol 1e-4 x 10000 = 1 would have accepted it
+    assert score_numerical("123450", "123456") == 0.0
+    assert score_numerical("10000", "10,000") == 1.0
+    assert score_numerical("3.14159", "3.1416") == 1.0  # |diff| 1e-5 <= 1e-6 + 1e-4 x 3.1416
