@@ -66,8 +66,9 @@ class GRPOModule(LightningModule):
     short_reasoning_words: reasoning shorter than this counts as short in ``short_correct_share``.
     predictions_path: where ``vlrl predict`` writes JSONL (default ``<log dir>/predictions.jsonl``).
     parity_check_every_n_steps: with an engine that reports sampling log-probs (vLLM), log the mean and max
-        |policy log-prob - engine log-prob| over the sampled tokens every N steps (0: never). It costs nothing: the
-        policy's log-probs of the first iteration are the ones the loss needs anyway.
+        |policy log-prob - engine log-prob| over the sampled tokens every N steps (0: never; not logged when top-k or
+        top-p truncates sampling, where the engine's log-probs are renormalised over the kept tokens). It costs
+        nothing: the policy's log-probs of the first iteration are the ones the loss needs anyway.
     logps_forward: how policy, reference and old log-probs are computed. ``shared_prefix`` (default): each prompt's
         images through the vision tower once and its tokens through the language model once, the G completions
         attending to the shared keys and values; ``grouped``: images once, prompt and completion together per row
@@ -245,7 +246,9 @@ class GRPOModule(LightningModule):
             raise RuntimeError("tis_cap needs an engine that reports sampling log-probs (VLLMEngine)")
         every = self.hparams.parity_check_every_n_steps
         rollout_tokens = rollout.completion_mask.sum()
-        check_parity = engine_logps and every > 0 and self.global_step % every == 0
+        # under top-k / top-p the engine's log-probs are over the kept tokens, not the policy's full vocabulary:
+        # their gap is the truncated mass, not a sync error, so the parity metric is not logged
+        check_parity = engine_logps and every > 0 and self.global_step % every == 0 and not rollout.truncated_sampling
         parity = {"rollout/engine_logp_diff_mean": 0.0, "rollout/engine_logp_diff_max": 0.0}
         for iteration in range(self.hparams.num_iterations):
             totals: dict[str, float] = {}

@@ -23,6 +23,7 @@ class RolloutBatch:
     engine_logps: torch.Tensor | None = None  # [N, C]
     temperature: float = 1.0  # the sampling temperature; the module's log-probs use the same
     group_size: int = 1  # G: rows i*G .. i*G+G-1 continue the same prompt
+    truncated_sampling: bool = False  # top-k / top-p on: engine log-probs are renormalised over the kept tokens
 
     @property
     def num_rows(self) -> int:

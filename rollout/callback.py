@@ -158,7 +158,7 @@ class RolloutCallback(Callback):
             completion_mask=completion_mask, advantages=advantages, rewards=total,
             images_per_row=[len(ims) for ims in batch["images"] for _ in range(g)], model_inputs=out.model_inputs,
             engine_logps=out.engine_logps, temperature=settings.temperature if settings.temperature > 0 else 1.0,
-            group_size=g,
+            group_size=g, truncated_sampling=settings.top_p < 1.0 or settings.top_k > 0,
         )  # fmt: skip
         return rollout, {"metrics": metrics, "texts": out.texts, "components": components}
 
