@@ -368,9 +368,11 @@ class VQADataModule(LightningDataModule):
         )  # fmt: skip
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """No validation data: no loaders, so a fit trains without validation (``vlrl validate`` refuses to start
+        without it, see ``lightning_modules.preflight``)."""
         if self.val_names:
             return [self._eval_loader(f"val/{name}") for name in self.val_names]
-        return self._eval_loader("val")
+        return self._eval_loader("val") if "val" in self.datasets else []
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")

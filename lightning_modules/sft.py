@@ -73,6 +73,11 @@ class SFTModule(LightningModule):
         warmup_steps_for(1, warmup_steps, warmup_ratio)
         self.policy = None
 
+    def setup(self, stage: str) -> None:
+        from lightning_modules.preflight import check_run
+
+        check_run(self.trainer, stage, self.hparams.attn_implementation)  # before the model loads
+
     def configure_model(self) -> None:
         if self.policy is not None:
             return

@@ -1,0 +1,48 @@
+"""Checks of a run's configuration that would otherwise fail minutes in: after the model has loaded, or after a
+vLLM engine has started. Called from the training modules' ``setup``, which Lightning runs before
+``configure_model`` (so before any weights load) and before ``on_fit_start`` (where engines start).
+
+Each problem is reported with the option to change and how; all of them at once, in one error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The data a stage reads, as (datamodule option(s), what the stage needs it for). A fit without validation data
+# trains without validation.
+EVAL_SPLITS = {"validate": "val", "test": "test", "predict": "predict"}
+
+
+def _has_split(datamodule: Any, split: str) -> bool:
+    h = getattr(datamodule, "hparams", None)
+    if h is None:
+        return True  # not one of ours: its own loaders decide
+    names = [f"{split}_data"] + (["val_datasets"] if split == "val" else [])
+    known = [n for n in names if n in h]
+    return not known or any(h[n] for n in known)
+
+
+def config_problems(stage: str, accelerator: str, datamodule: Any, attn_implementation: str | None = None) -> list[str]:
+    """Problems that a run of ``stage`` (fit, validate, test, predict) on ``accelerator`` (``cpu`` or ``gpu``) would
+    hit. Pure over its arguments, so it is tested without starting anything."""
+    problems: list[str] = []
+    split = EVAL_SPLITS.get(stage)
+    if split and datamodule is not None and not _has_split(datamodule, split):
+        problems.append(f"`vlrl {stage}` reads data.init_args.{split}_data, which is not set: set it to a file or "
+                        f"folder of rows")  # fmt: skip
+    if accelerator == "cpu" and attn_implementation == "flash_attention_2":
+        problems.append("model.init_args.attn_implementation=flash_attention_2 needs a GPU: use sdpa (or auto, "
+                        "which picks flash-attn on GPUs that have it)")  # fmt: skip
+    return problems
+
+
+def check_run(trainer: Any, stage: str, attn_implementation: str | None = None) -> None:
+    """Raise one ``ValueError`` listing every problem of this run's configuration (see ``config_problems``)."""
+    from lightning.pytorch.accelerators import CPUAccelerator
+
+    accelerator = "cpu" if isinstance(trainer.accelerator, CPUAccelerator) else "gpu"
+    stage = {"validate": "validate", "test": "test", "predict": "predict"}.get(stage, "fit")
+    problems = config_problems(stage, accelerator, trainer.datamodule, attn_implementation)
+    if problems:
+        raise ValueError("the configuration cannot run:\n  - " + "\n  - ".join(problems))
