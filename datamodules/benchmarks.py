@@ -3,7 +3,13 @@
 Each converter turns a local file into rows ``{id, image, problem, solution, problem_type, category, choices,
 precision}`` (images written as PNG files beside the converted JSONL), which ``VQADataModule`` then reads like any
 other data; ``category`` feeds per-category accuracy, ``choices`` lets an answer given as an option's text count as
-its letter, ``precision`` scores numbers at the stated decimal places.
+its letter, ``precision`` scores numbers at the stated decimal places. Options are listed as ``A. text``; options
+that already carry their own label (``(A) red``, ``A. red``, ``A) red``, ``A: red``, every one at its position) lose
+it first, so the prompt does not read ``A. (A) red``.
+
+The converted rows go to a cache folder keyed by the source file's path, size and modification time, never beside
+the source (dataset folders are often read-only or shared): ``$VLRL_CACHE/benchmarks/`` when ``VLRL_CACHE`` is set,
+else ``$XDG_CACHE_HOME/vlrl/benchmarks/`` (``~/.cache/vlrl/benchmarks/``), or ``cache_dir`` when given.
 
 - ``vlmevalkit``: the TSV layout VLMEvalKit publishes MMBench, MMStar and most other benchmarks in: ``index``,
   ``question``, optional ``hint``, option columns ``A``-``I``, ``answer`` (a letter when there are options),
@@ -27,6 +33,8 @@ import hashlib
 import io
 import json
 import math
+import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +49,22 @@ LETTERS = "ABCDEFGHI"
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() in ("", "nan")
+
+
+CONVERSION_VERSION = 2  # bumped when converted rows change (2: option labels stripped), so old caches are rebuilt
+
+
+def strip_option_labels(options: list[str]) -> list[str]:
+    """Options without their own labels when every option carries the label of its position: ``(A) red``, ``A. red``,
+    ``A) red`` or ``A: red`` (any mix, either case) -> ``red``. Otherwise unchanged, so text that merely starts with a
+    letter (``A red circle``, or labels out of order) is kept as written. Pure."""
+    stripped = []
+    for i, option in enumerate(options):
+        label = re.match(rf"\s*(?:\({LETTERS[i]}\)|{LETTERS[i]}[.):](?=\s))\s*(?=\S)", str(option), re.IGNORECASE)
+        if label is None:
+            return list(options)
+        stripped.append(str(option)[label.end() :])
+    return stripped
 
 
 def options_block(options: list[str]) -> str:
@@ -65,10 +89,11 @@ def vlmevalkit_rows(source: Path, images: Path) -> list[dict[str, Any]]:
     rows = []
     with source.open(newline="") as f:
         for i, raw in enumerate(csv.DictReader(f, delimiter="\t")):
-            where = f"{source} row {i}"
+            where = f"{source} row index {i}"
             if _missing(raw.get("question")) or _missing(raw.get("answer")) or _missing(raw.get("image")):
                 raise ValueError(f"{where}: needs question, answer and image columns with values")
             options = [raw[letter] for letter in LETTERS if letter in raw and not _missing(raw[letter])]
+            options = strip_option_labels(options)
             hint = "" if _missing(raw.get("hint")) else raw["hint"].strip() + "\n"
             problem = hint + raw["question"].strip() + (f"\n{options_block(options)}" if options else "")
             category = raw.get("category") if not _missing(raw.get("category")) else raw.get("l2-category")
@@ -106,6 +131,7 @@ def mathvista_rows(source: Path, images: Path) -> list[dict[str, Any]]:
             if not choices or rec["answer"] not in choices:
                 raise ValueError(f"{where}: multi_choice answer {rec['answer']!r} is not one of the choices")
             solution, kind = LETTERS[choices.index(rec["answer"])], "multiple_choice"
+            choices = strip_option_labels(choices)
             problem = f"{question}\n{options_block(choices)}"
         else:
             answer_type = rec.get("answer_type", "text")
@@ -126,7 +152,7 @@ def mathvision_rows(source: Path, images: Path) -> list[dict[str, Any]]:
     rows = []
     for i, rec in enumerate(_json_records(source)):
         where = f"{source} problem {rec.get('id', i)}"
-        options = [str(o) for o in rec.get("options") or []]
+        options = strip_option_labels([str(o) for o in rec.get("options") or []])
         question = rec["question"].replace("<image1>", "").strip()
         if options:
             problem, kind = f"{question}\n{options_block(options)}", "multiple_choice"
@@ -146,15 +172,36 @@ CONVERTERS: dict[str, Callable[[Path, Path], list[dict[str, Any]]]] = {
 }  # fmt: skip
 
 
-def convert_benchmark(benchmark: str, source: str | Path, out_dir: str | Path) -> Path:
-    """Convert ``source`` once into ``out_dir/<benchmark>.jsonl`` (+ images); reused while the source is unchanged."""
+def _stamp(benchmark: str, source: Path) -> dict[str, Any]:
+    stat = source.stat()
+    return {"benchmark": benchmark, "source": str(source.resolve()), "size": stat.st_size, "mtime": stat.st_mtime,
+            "version": CONVERSION_VERSION}  # fmt: skip
+
+
+def default_cache_dir(benchmark: str, source: str | Path) -> Path:
+    """``<user cache>/benchmarks/<benchmark>-<hash of the source's path, size, mtime>`` (see the module docstring):
+    a changed or moved source gets a folder of its own, and nothing is written next to the source."""
+    root = os.environ.get("VLRL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlrl"
+    key = hashlib.sha1(json.dumps(_stamp(benchmark, Path(source)), sort_keys=True).encode()).hexdigest()[:16]
+    return Path(root).expanduser() / "benchmarks" / f"{benchmark}-{key}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # a reader (another rank) sees the old file or the whole new one
+
+
+def convert_benchmark(benchmark: str, source: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Convert ``source`` once into ``out_dir/<benchmark>.jsonl`` (+ images), by default under the user cache
+    (``default_cache_dir``); reused while the source is unchanged."""
     if benchmark not in CONVERTERS:
         raise ValueError(f"unknown benchmark {benchmark!r}; choose from {sorted(CONVERTERS)}")
-    source, out = Path(source), Path(out_dir)
+    source = Path(source)
     if not source.is_file():
         raise FileNotFoundError(f"{benchmark}: no file at {source}")
-    stat = source.stat()
-    stamp = {"benchmark": benchmark, "source": str(source.resolve()), "size": stat.st_size, "mtime": stat.st_mtime}
+    out = Path(out_dir) if out_dir is not None else default_cache_dir(benchmark, source)
+    stamp = _stamp(benchmark, source)
     target, stamp_file = out / f"{benchmark}.jsonl", out / f"{benchmark}.stamp.json"
     if target.exists() and stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
         return target
@@ -162,8 +209,8 @@ def convert_benchmark(benchmark: str, source: str | Path, out_dir: str | Path) -
     rows = CONVERTERS[benchmark](source, out / "images")
     if not rows:
         raise ValueError(f"{benchmark}: {source} has no rows")
-    target.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    stamp_file.write_text(json.dumps(stamp))
+    _write_atomic(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    _write_atomic(stamp_file, json.dumps(stamp))
     return target
 
 
@@ -173,8 +220,9 @@ class BenchmarkDataModule(VQADataModule):
     Args:
         benchmark: ``vlmevalkit`` (or its aliases ``mmbench``, ``mmstar``), ``mathvista`` or ``mathvision``.
         source: the benchmark file as published (TSV / JSON / JSONL).
-        cache_dir: where the converted rows and images go (default: ``<source folder>/vlrl_<benchmark>``).
-        Other arguments as ``VQADataModule`` (template, pixels, batch sizes, limit_val ...).
+        cache_dir: where the converted rows and images go (default: a folder under ``$VLRL_CACHE/benchmarks`` or
+            ``~/.cache/vlrl/benchmarks``, keyed by the source file; never beside the source).
+        kwargs: other arguments as ``VQADataModule`` (template, pixels, batch sizes, limit_val ...).
     """
 
     def __init__(self, benchmark: str, source: str, cache_dir: str | None = None, **kwargs: Any) -> None:
@@ -182,7 +230,7 @@ class BenchmarkDataModule(VQADataModule):
             raise ValueError(f"unknown benchmark {benchmark!r}; choose from {sorted(CONVERTERS)}")
         super().__init__(**kwargs)
         self.benchmark, self.source = benchmark, source
-        self.cache_dir = cache_dir or str(Path(source).parent / f"vlrl_{benchmark}")
+        self.cache_dir = cache_dir  # None: the user cache, resolved at conversion (the source may not exist yet)
 
     def prepare_data(self) -> None:
         convert_benchmark(self.benchmark, self.source, self.cache_dir)

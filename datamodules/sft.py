@@ -21,7 +21,8 @@ Where this departs from LLaMA-Factory (and why):
 - A row with images but no ``<image>`` placeholder gets them at the start of its first user turn (LLaMA-Factory
   stops with "The number of images does not match the number of <image> tokens").
 - A row whose roles are unknown or do not alternate user/assistant (after an optional leading system turn) is an
-  error naming the file and row, or a counted skip with ``skip_bad_rows``; LLaMA-Factory drops it with a log line.
+  error naming the file and row index (from 0), or a counted skip with ``skip_bad_rows``; LLaMA-Factory drops it
+  with a log line.
   An unreadable image is the same kind of error or counted skip (LLaMA-Factory stops).
 - Hub, script and cloud entries, tool/video/audio columns and formattings other than ``sharegpt`` are refused with
   an error naming the entry and key (LLaMA-Factory reads them; these recipes have no use for them).
@@ -298,9 +299,9 @@ class ShareGPTDataset(Dataset):
         return len(self.rows if self.rows is not None else self.table) + len(self.bad_lines)
 
     def where(self, row: int) -> str:
-        """The file and row (within that file) of a table row, for messages."""
+        """The file and row index (0-based, within that file) of a table row, for messages."""
         k = bisect_right(self.offsets, row) - 1
-        return f"{self.files[k]} row {row - self.offsets[k]}"
+        return f"{self.files[k]} row index {row - self.offsets[k]}"
 
     def __getitem__(self, index: int) -> dict[str, Any] | SkippedRow:
         size = len(self.rows if self.rows is not None else self.table)

@@ -15,9 +15,10 @@ Images may be paths (relative to the data file's folder or ``image_root``), byte
 Checked when the data loads (an error names the source and column): missing columns, unknown problem types, an
 empty dataset, a JSON file that does not parse (the error names the file and the line; with ``skip_bad_rows`` the
 unreadable lines of a JSON Lines file are skipped, logged, and counted as ``bad_row`` skips like any other). Checked
-per row when it is read: unreadable images (error naming the row and file, or a counted skip with
-``skip_bad_rows``) and prompts longer than ``max_prompt_length`` (counted skip, or an error with
-``skip_long_prompts=False``). A prompt is never cut: cutting would split an image's tokens from its pixels.
+per row when it is read: unreadable images (error naming the file and the row index, counted from 0 as in
+``dataset[i]``; or a counted skip with ``skip_bad_rows``) and prompts longer than ``max_prompt_length`` (counted
+skip, or an error with ``skip_long_prompts=False``). A prompt is never cut: cutting would split an image's tokens
+from its pixels.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ class VQADataset(Dataset):
             except ValueError as e:
                 if not self.skip_bad_rows:
                     row = list(map(_hashable, raw)).index(value)
-                    raise ValueError(f"{self.source}: row {row}, column {col!r}: {e}") from e
+                    raise ValueError(f"{self.source}: row index {row}, column {col!r}: {e}") from e
                 canon[value] = None  # those rows are skipped and counted when read
                 self.bad_problem_types[value] = str(e)
         return [canon[_hashable(v)] for v in raw]
@@ -184,7 +185,7 @@ class VQADataset(Dataset):
         if index >= len(self.table):  # an unreadable line of a JSON Lines file (skip_bad_rows)
             return self.bad_lines[index - len(self.table)]
         row = self.table[index]
-        where = f"{self.source} row {index}"
+        where = f"{self.source} row index {index}"
         value = row[self.columns["image"]]
         values = value if isinstance(value, (list, tuple)) else [value]
         try:

@@ -30,6 +30,7 @@ from rollout.batch import RolloutBatch
 from rollout.callback import RolloutCallback, RolloutSettings, RolloutStage
 from rollout.engine import RolloutEngine, SamplingConfig
 from rollout.hf import HFEngine
+from rollout.vllm import VLLMEngine  # noqa: F401 - lists it among --model.engine's choices; vllm loads on first use
 
 
 def beta_at(step: int, total_steps: int, beta0: float, schedule: str) -> float:
@@ -42,42 +43,57 @@ def beta_at(step: int, total_steps: int, beta0: float, schedule: str) -> float:
 
 
 class GRPOModule(LightningModule):
-    """Args:
-    model_name_or_path: Qwen2.5-VL checkpoint folder or hub id.
-    rewards, reward_weights: reward modules and their weights (Visionary-R1: accuracy, format, caption at 1, 1, 0.1).
-    loss: a ``lightning_modules.losses`` class (GRPOLoss, DAPOLoss, DrGRPOLoss, GSPOLoss); its beta is the initial KL.
-    engine: rollout engine (default ``HFEngine``). rollout: group size and sampling settings.
-    rollout_stages: a staged schedule of (steps, max_new_tokens, group_size), e.g. Vision-R1's PTST.
-    dtype: the policy's weights (the optimizer's master weights): ``float32``. Compute in bf16 with the trainer's
-        ``precision: bf16-mixed``. ``bfloat16`` weights cannot take a fine-tuning step: bf16 keeps ~3 significant
-        digits and an Adam update is about lr (5e-7), so almost every update rounds away.
-    reference_dtype: the frozen reference's weights (default: the policy's); ``bfloat16`` halves its memory.
-    lora: LoRA settings, or None for a full fine-tune. freeze_vision_tower: keep the vision encoder fixed.
-    freeze_embeddings: keep the token embeddings and LM head fixed (see ``load_policy``).
-    num_iterations: mu, optimizer steps per rollout batch (old log-probs frozen at rollout time).
-    micro_batch_size: rows (completions) per forward/backward.
-    beta_schedule: ``constant`` or ``cosine`` (to 0 over the run's steps).
-    val_max_new_tokens: generation length in validation, test and predict (default: the rollout's).
-    eval_sampling: sampling for validation, test and predict (default greedy); Vision-R1's inference preset is
-        ``{temperature: 0.6, top_p: 0.95}``.
-    shortcut_diagnostics: in validation and test, also image-blind accuracy, visual dependency, caption
-        sufficiency and reasoning length against correctness (``lightning_modules.diagnostics``); costs one more
-        generation per held-out row (and judge calls with a caption reward).
-    short_reasoning_words: reasoning shorter than this counts as short in ``short_correct_share``.
-    predictions_path: where ``vlrl predict`` writes JSONL (default ``<log dir>/predictions.jsonl``).
-    parity_check_every_n_steps: with an engine that reports sampling log-probs (vLLM), log the mean and max
-        |policy log-prob - engine log-prob| over the sampled tokens every N steps (0: never; not logged when top-k or
-        top-p truncates sampling, where the engine's log-probs are renormalised over the kept tokens). It costs
-        nothing: the policy's log-probs of the first iteration are the ones the loss needs anyway.
-    logps_forward: how policy, reference and old log-probs are computed. ``shared_prefix`` (default): each prompt's
-        images through the vision tower once and its tokens through the language model once, the G completions
-        attending to the shared keys and values; ``grouped``: images once, prompt and completion together per row
-        (what ``shared_prefix`` falls back to under gradient checkpointing); ``per_row``: the model's own forward on
-        every (prompt, completion) row. The three give the same log-probs; models outside the Qwen2-VL family always
-        use ``per_row``. Measured in ``bench/grpo_update.py``.
-    tis_cap: truncated importance sampling (off when None): each token's policy-gradient term is weighted by
-        ``min(exp(old_logps - engine_logps), tis_cap)``, correcting for the engine's sampling distribution differing
-        from the trained policy's (precision, kernels). Needs engine log-probs.
+    """GRPO-family post-training of a vision-language policy (see the module docstring).
+
+    Args:
+        model_name_or_path: Qwen2.5-VL checkpoint folder or hub id.
+        rewards: reward modules, summed with ``reward_weights`` (Visionary-R1: accuracy, format, caption).
+        reward_weights: one weight per reward (default: 1 each; Visionary-R1 uses 1, 1, 0.1).
+        loss: a ``lightning_modules.losses`` class (GRPOLoss, DAPOLoss, DrGRPOLoss, GSPOLoss); its beta is the
+            initial KL coefficient (default: ``GRPOLoss()``).
+        engine: the rollout engine: ``rollout.hf.HFEngine`` (default) or ``rollout.vllm.VLLMEngine``.
+        rollout: group size, sampling and advantage settings (``rollout.callback.RolloutSettings``).
+        rollout_stages: a staged schedule of (steps, max_new_tokens, group_size) overriding ``rollout``, e.g.
+            Vision-R1's PTST.
+        dtype: the policy's weights (the optimizer's master weights): ``float32``. Compute in bf16 with the trainer's
+            ``precision: bf16-mixed``. ``bfloat16`` weights cannot take a fine-tuning step: bf16 keeps ~3 significant
+            digits and an Adam update is about lr (5e-7), so almost every update rounds away.
+        reference_dtype: the frozen reference's weights (default: the policy's); ``bfloat16`` halves its memory.
+        attn_implementation: transformers attention kernel (``sdpa``, ``flash_attention_2``, ``eager``).
+        gradient_checkpointing: recompute activations in the backward pass: less memory, more compute.
+        freeze_vision_tower: keep the vision encoder fixed.
+        freeze_embeddings: keep the token embeddings and LM head fixed (see ``load_policy``).
+        lora: LoRA settings, or None for a full fine-tune.
+        lr: AdamW peak learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps from 0 to ``lr`` (then constant).
+        max_grad_norm: gradient clipping norm per optimizer step.
+        num_iterations: mu, optimizer steps per rollout batch (old log-probs frozen at rollout time).
+        micro_batch_size: rows (completions) per forward/backward.
+        beta_schedule: ``constant`` or ``cosine`` (to 0 over the run's steps).
+        logps_chunk_size: positions per LM-head and log-softmax chunk (extra memory is about chunk x vocab floats).
+        val_max_new_tokens: generation length in validation, test and predict (default: the rollout's).
+        eval_sampling: sampling for validation, test and predict (default greedy); Vision-R1's inference preset is
+            ``{temperature: 0.6, top_p: 0.95}``.
+        predictions_path: where ``vlrl predict`` writes JSONL (default ``<log dir>/predictions.jsonl``).
+        parity_check_every_n_steps: with an engine that reports sampling log-probs (vLLM), log the mean and max
+            |policy log-prob - engine log-prob| over the sampled tokens every N steps (0: never; not logged when
+            top-k or top-p truncates sampling, where the engine's log-probs are renormalised over the kept tokens).
+            It costs nothing: the policy's log-probs of the first iteration are the ones the loss needs anyway.
+        tis_cap: truncated importance sampling (off when None): each token's policy-gradient term is weighted by
+            ``min(exp(old_logps - engine_logps), tis_cap)``, correcting for the engine's sampling distribution
+            differing from the trained policy's (precision, kernels). Needs engine log-probs.
+        trust_remote_code: let transformers run model code shipped with the checkpoint (non-Qwen models).
+        shortcut_diagnostics: in validation and test, also image-blind accuracy, visual dependency, caption
+            sufficiency and reasoning length against correctness (``lightning_modules.diagnostics``); costs one more
+            generation per held-out row (and judge calls with a caption reward).
+        short_reasoning_words: reasoning shorter than this counts as short in ``short_correct_share``.
+        logps_forward: how policy, reference and old log-probs are computed. ``shared_prefix`` (default): each
+            prompt's images through the vision tower once and its tokens through the language model once, the G
+            completions attending to the shared keys and values; ``grouped``: images once, prompt and completion
+            together per row (what ``shared_prefix`` falls back to under gradient checkpointing); ``per_row``: the
+            model's own forward on every (prompt, completion) row. The three give the same log-probs; models outside
+            the Qwen2-VL family always use ``per_row``. Measured in ``bench/grpo_update.py``.
     """
 
     def __init__(
@@ -131,6 +147,7 @@ class GRPOModule(LightningModule):
         self.val_accuracy = self._find_reward("accuracy") or AccuracyReward()
         self.skipped_steps = 0
         self._eval_tally: dict[str, dict[str, list]] = {}  # stage -> category -> [score sum, rows]
+        self._eval_rows: dict[str, list[dict[str, Any]]] = {}  # stage -> one record per question (this rank's)
         if tis_cap is not None and tis_cap <= 0:
             raise ValueError(f"tis_cap must be positive, got {tis_cap}")
         if logps_forward not in ("shared_prefix", "grouped", "per_row"):
@@ -153,9 +170,11 @@ class GRPOModule(LightningModule):
             self.reference = FrozenReference(self.policy, h.reference_dtype)
 
     def setup(self, stage: str) -> None:
+        from lightning_modules.preflight import check_run
         from lightning_modules.run_dir import resolve_log_dir
 
         self.log_dir = resolve_log_dir(self.trainer)  # a collective under DDP/FSDP: every rank, here
+        check_run(self.trainer, stage, self.hparams.attn_implementation)  # before the model loads and the engine starts
         self._check_answer_location()
 
     def _check_answer_location(self) -> None:
@@ -321,6 +340,10 @@ class GRPOModule(LightningModule):
         size = len(out.texts)
         correct = self.val_accuracy(out.texts, **columns)  # [n]
         self._log_eval(f"{stage}/accuracy", correct.mean(), batch_size=size, prog_bar=True)
+        from lightning_modules.predictions import question_rows
+
+        rows = question_rows(batch, out.texts, correct.tolist(), self.val_accuracy.answer_fallbacks)
+        self._eval_rows.setdefault(stage, []).extend(rows)
         tally = self._eval_tally.setdefault(stage, {})
         for category, score in zip(batch.get("category") or ["all"] * size, correct.tolist()):
             for key in {"all", str(category)}:
@@ -354,12 +377,17 @@ class GRPOModule(LightningModule):
             self._log_eval(f"{stage}/{name}", value, batch_size=count)
 
     def _report_categories(self, stage: str) -> None:
-        """Per-category accuracy over the whole epoch, merged across ranks: logged as ``{stage}/accuracy/<category>``
-        and written as ``results_{stage}.json`` / ``.csv`` in the log dir (with a printed table) when the data has
+        """Per-question records of the whole epoch, merged across ranks, as ``results_{stage}_questions.jsonl``
+        (``lightning_modules.predictions``); per-category accuracy, logged as ``{stage}/accuracy/<category>`` and
+        written as ``results_{stage}.json`` / ``.csv`` in the log dir (with a printed table) when the data has
         categories."""
         from lightning_modules.diagnostics import gather_tallies
+        from lightning_modules.predictions import gather_rows, write_question_rows
 
         tally = gather_tallies(self._eval_tally.pop(stage, {}))
+        rows = gather_rows(self._eval_rows.pop(stage, []))  # a collective, like the tallies' gather
+        if self.trainer.is_global_zero:
+            write_question_rows(rows, self.log_dir, stage.replace("/", "_"))
         if len(tally) <= 1:  # no categories: the overall accuracy is already logged
             return
         results = {key: {"accuracy": score / count, "count": count} for key, (score, count) in sorted(tally.items())}
@@ -374,6 +402,7 @@ class GRPOModule(LightningModule):
     def on_validation_epoch_start(self) -> None:
         for stage in self._val_stages():
             self._eval_tally.pop(stage, None)
+            self._eval_rows.pop(stage, None)
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
@@ -382,6 +411,7 @@ class GRPOModule(LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._eval_tally.pop("test", None)
+        self._eval_rows.pop("test", None)
 
     def on_test_epoch_end(self) -> None:
         self._report_categories("test")

@@ -5,6 +5,10 @@ accuracy reward reads it by default), ``completion_tokens``, ``truncated``, and 
 ``solution`` and ``score`` (the accuracy reward for its problem type). ``predict_one`` with ``--template plain``
 takes the whole reply as the answer, since that template asks for no tags.
 
+``vlrl validate`` / ``vlrl test`` write ``results_{stage}_questions.jsonl`` in the log dir: one line per evaluated
+question (``id``, ``category``, ``solution``, ``answer`` as extracted, ``score``, ``completion``), all ranks merged in
+dataset order, beside ``results_{stage}.json``; its mean score is the logged ``{stage}/accuracy``.
+
 One image and one question from the command line, without a config:
 ``python -m lightning_modules.predictions MODEL_DIR --image cat.png --question "How many cats?" [--template think]``
 prints the same record as JSON.
@@ -37,6 +41,39 @@ def write_results(results: dict[str, dict[str, float]], folder: Path, stage: str
     lines = [f"{'category':<{width}}{'accuracy':>10}{'count':>8}"]
     lines += [f"{k:<{width}}{v['accuracy']:>10.3f}{v['count']:>8}" for k, v in results.items()]
     print("\n".join(lines) + f"\n({folder / f'results_{stage}.json'})")
+
+
+def question_rows(batch: dict[str, Any], texts: Sequence[str], scores: Sequence[float],
+                  answer_fallbacks: Sequence[str] = ()) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per evaluated question of ``batch`` (see the module docstring); ``index`` (the dataset row) orders
+    the merged file and is not written."""
+    from rewards.parsing import extract_answer
+
+    categories = batch.get("category") or [None] * len(texts)
+    return [{"index": batch["index"][i], "id": batch["id"][i], "category": categories[i],
+             "solution": batch["solution"][i], "answer": extract_answer(text, answer_fallbacks), "score": float(score),
+             "completion": text} for i, (text, score) in enumerate(zip(texts, scores))]  # fmt: skip
+
+
+def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's rows (on every rank), in dataset order; the local rows when not distributed. A collective."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, rows)
+        rows = [row for part in parts for row in part]
+    return sorted(rows, key=lambda row: row["index"])
+
+
+def write_question_rows(rows: list[dict[str, Any]], folder: Path, stage: str) -> Path:
+    """``rows`` (from ``question_rows``) as ``results_{stage}_questions.jsonl`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"results_{stage}_questions.jsonl"
+    lines = (json.dumps({k: v for k, v in row.items() if k != "index"}, ensure_ascii=False) + "\n" for row in rows)
+    path.write_text("".join(lines))
+    print(f"wrote {len(rows)} per-question results to {path}")
+    return path
 
 
 def completion_record(out: Any, row: int, answer_fallbacks: Sequence[str] = ()) -> dict[str, Any]:

@@ -33,19 +33,29 @@ def labelled_token_loss(policy, inputs: dict[str, Any], labels: torch.Tensor, ch
 
 
 class SFTModule(LightningModule):
-    """Args:
-    model_name_or_path: a local checkpoint folder or hub id of a Qwen2.5-VL model.
-    dtype: the weights' (master weights') dtype: ``float32``, with the trainer's ``precision: bf16-mixed`` for bf16
-        compute. ``bfloat16`` weights round most updates at fine-tuning learning rates away.
-    attn_implementation: ``sdpa`` (default), ``flash_attention_2``, or ``auto``.
-    lr, weight_decay: AdamW. warmup_steps, warmup_ratio: linear warm-up over ``max(warmup_steps,
-        ceil(warmup_ratio x optimizer steps))``. lr_schedule: after warm-up, ``constant`` or ``cosine`` (to 0 at the
-        last step; Vision-R1's cold start: cosine, warmup_ratio 0.05).
-    lora: LoRA settings, or None for a full fine-tune. freeze_vision_tower: keep the vision encoder fixed.
-    freeze_embeddings: keep the token embeddings and LM head fixed (see ``load_policy``).
-    gradient_checkpointing: trade compute for activation memory.
-    export_dir: where ``save_pretrained`` writes the model (LoRA merged) and processor when training ends.
-    export_dtype: the exported weights' dtype (default: the training dtype); ``bfloat16`` as published checkpoints.
+    """Supervised fine-tuning on assistant turns (see the module docstring).
+
+    Args:
+        model_name_or_path: a local checkpoint folder or hub id of a Qwen2.5-VL model.
+        dtype: the weights' (master weights') dtype: ``float32``, with the trainer's ``precision: bf16-mixed`` for
+            bf16 compute. ``bfloat16`` weights round most updates at fine-tuning learning rates away.
+        attn_implementation: ``sdpa`` (default), ``flash_attention_2``, or ``auto``.
+        lr: AdamW peak learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps; the warm-up lasts ``max(warmup_steps, ceil(warmup_ratio x optimizer
+            steps))``.
+        warmup_ratio: warm-up as a share of the run's optimizer steps (Vision-R1's cold start: 0.05).
+        lr_schedule: after warm-up, ``constant`` or ``cosine`` (to 0 at the last step; Vision-R1's cold start: cosine).
+        lora: LoRA settings, or None for a full fine-tune.
+        freeze_vision_tower: keep the vision encoder fixed.
+        freeze_embeddings: keep the token embeddings and LM head fixed (see ``load_policy``).
+        gradient_checkpointing: trade compute for activation memory.
+        export_dir: where ``save_pretrained`` writes the model (LoRA merged) and processor when training ends.
+        export_dtype: the exported weights' dtype (default: the training dtype); ``bfloat16`` as published
+            checkpoints.
+        trust_remote_code: let transformers run model code shipped with the checkpoint (non-Qwen models).
+        logps_chunk_size: labelled positions per LM-head and log-softmax chunk (extra memory is about chunk x vocab
+            floats).
     """
 
     def __init__(

@@ -72,7 +72,7 @@ class CombinedReward:
                 if name not in self.warned:
                     self.warned.add(name)
                     ident = row.get("id", [None])[0] if isinstance(row.get("id"), list) else None
-                    log.warning("reward %r raised on row %s (id %s) and scores 0 there; further errors are only "
+                    log.warning("reward %r raised on row index %s (id %s) and scores 0 there; further errors are only "
                                 "counted in %s/errors: %s: %s", name, i, ident, name, type(e).__name__, e)  # fmt: skip
         return out
 

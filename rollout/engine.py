@@ -18,8 +18,15 @@ from torch import nn
 
 @dataclass
 class SamplingConfig:
-    """Sampling settings. ``temperature == 0`` means greedy. ``top_k <= 0`` disables top-k. ``ignore_eos`` generates
-    exactly ``max_new_tokens`` (benchmarks with fixed lengths)."""
+    """Sampling settings for one ``generate`` call.
+
+    Args:
+        temperature: sampling temperature; 0 means greedy.
+        top_p: nucleus sampling threshold (1: off).
+        top_k: keep the k most likely tokens (0 or less: off).
+        max_new_tokens: longest completion, in tokens.
+        ignore_eos: generate exactly ``max_new_tokens`` (benchmarks with fixed lengths).
+    """
 
     temperature: float = 1.0
     top_p: float = 1.0

@@ -25,8 +25,10 @@ from rollout.engine import (
 
 
 class HFEngine(RolloutEngine):
-    """Args:
-    generation_batch_size: rows generated per ``generate`` call (bounds memory; rows = prompts x G).
+    """Sampling with transformers ``generate`` on the live policy (see the module docstring).
+
+    Args:
+        generation_batch_size: rows generated per ``generate`` call (bounds memory; rows = prompts x G).
     """
 
     def __init__(self, generation_batch_size: int = 64) -> None:

@@ -4,17 +4,29 @@ those benchmarks score; per-category results from ``vlrl test``."""
 import base64
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from datamodules.benchmarks import convert_benchmark
+from datamodules.benchmarks import convert_benchmark, strip_option_labels
 from rewards import AccuracyReward
 from tests.e2e import HF_ENGINE
 from vlrl_cli import main
 
 DEMO = Path(__file__).parents[2] / "configs" / "demo_grpo.yaml"
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch) -> Path:
+    """Conversions without ``cache_dir`` go to the user cache: here a temporary one, never the real ``~/.cache``."""
+    monkeypatch.setenv("VLRL_CACHE", str(tmp_path / "user-cache"))
+    return tmp_path / "user-cache"
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 def _b64(color) -> str:
@@ -73,6 +85,54 @@ def test_mathvista_and_mathvision_json(tmp_path):
         convert_benchmark("nope", tmp_path / "mathvision.json", tmp_path / "x")
 
 
+def test_existing_option_labels_are_stripped_only_when_every_option_has_its_own():
+    assert strip_option_labels(["(A) red", "(B) green"]) == ["red", "green"]
+    assert strip_option_labels(["A. red", "B) green", "C: blue", "(d) pink"]) == ["red", "green", "blue", "pink"]
+    # a mix of labelled and unlabelled, labels out of position, or text that starts with a letter: unchanged
+    assert strip_option_labels(["(A) red", "green"]) == ["(A) red", "green"]
+    assert strip_option_labels(["(B) red", "(A) green"]) == ["(B) red", "(A) green"]
+    assert strip_option_labels(["A red circle", "B-movie"]) == ["A red circle", "B-movie"]
+    assert strip_option_labels(["A.5", "B.7"]) == ["A.5", "B.7"]  # no space after the dot: numbers, not labels
+    assert strip_option_labels(["(A)", "(B)"]) == ["(A)", "(B)"]  # a label with nothing after it is the text
+    assert strip_option_labels([]) == []
+
+
+def test_labelled_options_render_once_and_keep_their_letters(tmp_path):
+    Image.new("RGB", (56, 56), "white").save(tmp_path / "1.png")
+    vista = [{"pid": "5", "question": "Which colour?", "image": "1.png", "choices": ["(A) red", "(B) green"],
+              "answer": "(B) green", "question_type": "multi_choice", "metadata": {}}]  # fmt: skip
+    (tmp_path / "vista.json").write_text(json.dumps(vista))
+    row = json.loads(convert_benchmark("mathvista", tmp_path / "vista.json").read_text())
+    assert row["problem"] == "Which colour?\nOptions:\nA. red\nB. green"
+    assert row["solution"] == "B" and row["choices"] == ["red", "green"]
+    tsv = write_tsv(tmp_path / "mmbench.tsv")
+    tsv.write_text(tsv.read_text().replace("\tred\tgreen\tblue\t\t", "\tA: red\tB: green\tC: blue\t\t"))
+    row = json.loads(convert_benchmark("mmbench", tsv).read_text().splitlines()[0])
+    assert row["problem"].endswith("Options:\nA. red\nB. green\nC. blue") and row["choices"] == ["red", "green", "blue"]
+
+
+def test_converted_rows_go_to_the_user_cache_not_beside_a_read_only_source(tmp_path, user_cache, monkeypatch):
+    source_dir = tmp_path / "shared-datasets"
+    source_dir.mkdir()
+    tsv = write_tsv(source_dir / "mmbench.tsv")
+    before = _listing(source_dir)
+    source_dir.chmod(0o555)  # read-only (root ignores the mode, so the listing check below is what holds there)
+    try:
+        out = convert_benchmark("mmbench", tsv)
+        assert out.parent.parent == user_cache / "benchmarks" and out.parent.name.startswith("mmbench-")
+        assert _listing(source_dir) == before
+        assert convert_benchmark("mmbench", tsv) == out  # reused
+        monkeypatch.delenv("VLRL_CACHE")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        assert convert_benchmark("mmbench", tsv).is_relative_to(tmp_path / "xdg" / "vlrl" / "benchmarks")
+    finally:
+        source_dir.chmod(0o755)
+    tsv.write_text(tsv.read_text().replace("What colour is it?", "What colour is this?"))  # changed: a new folder
+    monkeypatch.setenv("VLRL_CACHE", str(user_cache))
+    changed = convert_benchmark("mmbench", tsv)
+    assert changed.parent != out.parent and "this?" in changed.read_text()
+
+
 def test_scoring_as_the_benchmarks_score():
     reward = AccuracyReward()
     texts = ["<answer>(B)</answer>", "<answer>the dog</answer>", "<answer>The Dog.</answer>", "<answer>1.54</answer>",
@@ -86,19 +146,81 @@ def test_scoring_as_the_benchmarks_score():
     assert scores.tolist() == [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0]
 
 
-def test_vlrl_test_writes_per_category_results(tiny_checkpoint, tmp_path):
-    tsv = write_tsv(tmp_path / "mmbench.tsv")
+def test_vlrl_test_writes_per_category_and_per_question_results(tiny_checkpoint, tmp_path, user_cache, monkeypatch):
+    from dataclasses import replace
+
+    from rollout.hf import HFEngine
+
+    generate = HFEngine.generate
+
+    def answer_a(self, *args, **kwargs):  # the random tiny model never answers: every reply says A instead
+        out = generate(self, *args, **kwargs)
+        return replace(out, texts=["<think>hm</think><answer>A</answer>"] * len(out.texts))
+
+    monkeypatch.setattr(HFEngine, "generate", answer_a)
+    source_dir = tmp_path / "read-only"
+    source_dir.mkdir()
+    tsv = write_tsv(source_dir / "mmbench.tsv")
+    source_dir.chmod(0o555)
     data = (
         '{"class_path": "datamodules.benchmarks.BenchmarkDataModule", "init_args": {"benchmark": "mmbench", '
         f'"source": "{tsv}", "min_pixels": 3136, "max_pixels": 3136, "val_batch_size": 2}}}}'
     )
-    cli = main(["test", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
-                f"--data={data}", "--model.init_args.val_max_new_tokens=6", "--trainer.enable_progress_bar=false",
-                f"--trainer.default_root_dir={tmp_path}",
-                f"--trainer.logger.init_args.save_dir={tmp_path}"])  # fmt: skip
+    try:
+        cli = main(["test", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+                    f"--data={data}", "--model.init_args.val_max_new_tokens=6", "--trainer.enable_progress_bar=false",
+                    f"--trainer.default_root_dir={tmp_path}",
+                    f"--trainer.logger.init_args.save_dir={tmp_path}"])  # fmt: skip
+    finally:
+        source_dir.chmod(0o755)
+    assert _listing(source_dir) == ["mmbench.tsv"] and (user_cache / "benchmarks").is_dir()
     results = json.loads((Path(cli.trainer.log_dir) / "results_test.json").read_text())
     assert {k: v["count"] for k, v in results.items()} == {"all": 3, "colour": 2, "shape": 1}
     weighted = (results["colour"]["accuracy"] * 2 + results["shape"]["accuracy"]) / 3
     assert results["all"]["accuracy"] == pytest.approx(weighted)
     assert results["all"]["accuracy"] == pytest.approx(float(cli.trainer.callback_metrics["test/accuracy"]))
     assert (Path(cli.trainer.log_dir) / "results_test.csv").read_text().startswith("category,accuracy,count")
+    lines = (Path(cli.trainer.log_dir) / "results_test_questions.jsonl").read_text().splitlines()
+    questions = [json.loads(line) for line in lines]
+    assert [(q["id"], q["category"], q["solution"]) for q in questions] == [
+        ("10", "colour", "A"), ("11", "shape", "B"), ("12", "colour", "C")]  # fmt: skip
+    assert all(set(q) == {"id", "category", "solution", "answer", "score", "completion"} for q in questions)
+    choices = [["red", "green", "blue"], ["circle", "square"], ["red", "green", "blue", "yellow"]]
+    rescored = AccuracyReward()([q["completion"] for q in questions], solution=["A", "B", "C"],
+                                problem_type=["multiple_choice"] * 3, choices=choices)  # fmt: skip
+    assert [q["score"] for q in questions] == rescored.tolist() == [1.0, 0.0, 0.0]  # A is right for row 10 only
+    assert [q["answer"] for q in questions] == ["A"] * 3
+    assert results["all"]["accuracy"] == pytest.approx(1 / 3) and results["colour"]["accuracy"] == 0.5
+    assert sum(q["score"] for q in questions) / 3 == pytest.approx(results["all"]["accuracy"])
+    assert sum(q["score"] for q in questions if q["category"] == "colour") / 2 == pytest.approx(
+        results["colour"]["accuracy"])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_vlrl_test_on_two_ranks_merges_the_per_question_file(tiny_checkpoint, tmp_path):
+    """DDP over gloo: each rank scores its share; rank 0 writes one file with every rank's questions, whose scores
+    agree with the merged per-category results."""
+    import subprocess
+    import sys
+
+    tsv = write_tsv(tmp_path / "mmbench.tsv")
+    data = (
+        '{"class_path": "datamodules.benchmarks.BenchmarkDataModule", "init_args": {"benchmark": "mmbench", '
+        f'"source": "{tsv}", "min_pixels": 3136, "max_pixels": 3136, "val_batch_size": 1}}}}'
+    )
+    args = [sys.executable, "-m", "vlrl_cli", "test", "-c", str(DEMO), HF_ENGINE, f"--data={data}",
+            f"--model.init_args.model_name_or_path={tiny_checkpoint}", "--model.init_args.val_max_new_tokens=4",
+            "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu", "--trainer.devices=2",
+            "--trainer.strategy=ddp", f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}"]  # fmt: skip
+    env = {**os.environ, "VLRL_CACHE": str(tmp_path / "user-cache")}
+    run = subprocess.run(args, cwd=DEMO.parents[1], capture_output=True, text=True, timeout=900, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (log_dir,) = {p.parent for p in tmp_path.rglob("results_test.json")}
+    results = json.loads((log_dir / "results_test.json").read_text())
+    questions = [json.loads(line) for line in (log_dir / "results_test_questions.jsonl").read_text().splitlines()]
+    assert not list(tmp_path.rglob("results_test_questions.rank*"))  # one file, written by rank 0
+    assert {q["id"] for q in questions} == {"10", "11", "12"}  # both ranks' rows
+    # the distributed sampler pads 3 rows to 4 (one row twice); file and results count the same rows
+    assert len(questions) == results["all"]["count"]
+    assert sum(q["score"] for q in questions) / len(questions) == pytest.approx(results["all"]["accuracy"])

@@ -23,12 +23,12 @@ def test_each_bad_kind_is_an_error_naming_its_row(tmp_path, tokenizer):
         try:
             ds = VQADataset(_write(tmp_path, rows), tokenizer)
         except ValueError as e:  # problem types are checked when the data loads
-            assert "row 0" in str(e), (kind, e)
+            assert "row index 0" in str(e), (kind, e)
             continue
         except KeyError as e:  # a column no row has (here: the only row lacks a solution) names file and column
             assert kind == "missing_solution" and "fuzz.jsonl" in str(e) and "'solution'" in str(e)
             continue
-        with pytest.raises(ValueError, match="row 0") as err:
+        with pytest.raises(ValueError, match="row index 0") as err:
             ds[0]
         if kind in ("missing_file", "corrupt", "truncated", "bomb", "sliver"):
             assert rows[0]["image"].split("/")[-1] in str(err.value), kind
@@ -42,7 +42,7 @@ def test_fuzzed_rows_are_skipped_and_counted_exactly(tmp_path, tokenizer):
     batch = collate_rows([ds[i] for i in range(len(ds))])
     assert batch["skipped"] == {"bad_row": sum(injected.values())}
     assert len(batch["prompt"]) == len(rows) - sum(injected.values())
-    named = sorted(int(m.split(" row ")[1].split(":")[0].split(",")[0]) for m in batch["skipped_messages"])
+    named = sorted(int(m.split(" row index ")[1].split(":")[0].split(",")[0]) for m in batch["skipped_messages"])
     kept = {int(i.split("-")[1]) for i in batch["id"]}
     assert set(named) == {int(i.split("-")[1]) for i in bad} and len(named) == len(bad)
     assert kept.isdisjoint(named) and len(kept) + len(named) == len(rows)

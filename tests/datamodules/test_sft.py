@@ -43,9 +43,9 @@ def test_bad_rows_name_the_row(tmp_path, processor):
             {"conversations": [{"from": "robot", "value": "hi"}, {"from": "gpt", "value": "x"}]}]  # fmt: skip
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     ds = ShareGPTDataset(tmp_path / "d.jsonl", processor, ShareGPTFormat(images=None, system=None))
-    with pytest.raises(ValueError, match="row 0.*no assistant turn"):
+    with pytest.raises(ValueError, match="row index 0.*no assistant turn"):
         ds[0]
-    with pytest.raises(ValueError, match="row 1.*robot"):
+    with pytest.raises(ValueError, match="row index 1.*robot"):
         ds[1]
 
 
@@ -203,9 +203,9 @@ def test_turns_alternate_and_a_leading_system_turn_replaces_the_column(tmp_path,
     ds = ShareGPTDataset(tmp_path / "d.jsonl", processor, ShareGPTFormat(images=None))
     text = processor.tokenizer.decode(ds[0]["input_ids"])
     assert "turn" in text and "column" not in text
-    with pytest.raises(ValueError, match=r"row 1.*alternate.*turn 1 is 'human'"):
+    with pytest.raises(ValueError, match=r"row index 1.*alternate.*turn 1 is 'human'"):
         ds[1]
-    with pytest.raises(ValueError, match=r"row 2.*last turn is a user turn"):
+    with pytest.raises(ValueError, match=r"row index 2.*last turn is a user turn"):
         ds[2]
 
 

@@ -61,7 +61,7 @@ def test_column_mapping_and_missing_columns(tmp_path, tokenizer):
 def test_unknown_problem_type_fails_at_load_naming_the_row(tmp_path, tokenizer):
     rows = [{"image": "a.png", "problem": "q", "solution": "1", "problem_type": "numerical"},
             {"image": "a.png", "problem": "q", "solution": "1", "problem_type": "astrology"}]  # fmt: skip
-    with pytest.raises(ValueError, match=r"row 1.*astrology"):
+    with pytest.raises(ValueError, match=r"row index 1.*astrology"):
         VQADataset(write_jsonl(tmp_path / "d.jsonl", rows), tokenizer)
 
 
@@ -71,9 +71,9 @@ def test_bad_image_error_names_row_and_file_or_is_skipped(tmp_path, tokenizer):
             {"image": "corrupt.png", "problem": "q", "solution": "1", "problem_type": "ocr"}]  # fmt: skip
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     ds = VQADataset(path, tokenizer)
-    with pytest.raises(BadImageError, match=r"row 0.*missing\.png"):
+    with pytest.raises(BadImageError, match=r"row index 0.*missing\.png"):
         ds[0]
-    with pytest.raises(BadImageError, match=r"row 1.*corrupt\.png"):
+    with pytest.raises(BadImageError, match=r"row index 1.*corrupt\.png"):
         ds[1]
     skipping = VQADataset(path, tokenizer, skip_bad_rows=True)
     batch = collate_rows([skipping[0], skipping[1]])
@@ -110,10 +110,10 @@ def test_image_sources_bytes_dict_pil(tmp_path):
     buf = io.BytesIO()
     Image.new("RGBA", (30, 30), (255, 0, 0, 0)).save(buf, format="PNG")
     for value in (buf.getvalue(), {"bytes": buf.getvalue(), "path": None}, Image.open(io.BytesIO(buf.getvalue()))):
-        image = load_image(value, where="row 0")
+        image = load_image(value, where="row index 0")
         assert image.mode == "RGB" and image.getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
-    with pytest.raises(BadImageError, match="row 3"):
-        load_image(12, where="row 3")
+    with pytest.raises(BadImageError, match="row index 3"):
+        load_image(12, where="row index 3")
 
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"

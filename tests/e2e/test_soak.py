@@ -114,7 +114,7 @@ def test_soak_200_steps_with_bad_rows_crashing_and_nan_rewards(tiny_checkpoint, 
     assert len(bad) == sum(injected.values())
     report = [json.loads(line) for line in (Path(cli.trainer.log_dir) / "skipped_rows.jsonl").read_text().splitlines()]
     assert len(report) == len(bad) and all(r["reason"] == "bad_row" and r["stage"] == "train" for r in report)
-    named = {int(r["message"].split(" row ")[1].split(":")[0].split(",")[0]) for r in report}
+    named = {int(r["message"].split(" row index ")[1].split(":")[0].split(",")[0]) for r in report}
     assert named == {_number(i) for i in bad}  # each skip names its row
     metrics = _metrics(cli)
     skipped_logged = sum(float(r["data/skipped_bad_row"]) for r in metrics if r.get("data/skipped_bad_row"))

@@ -22,7 +22,7 @@ def test_each_skipped_row_keeps_its_own_reason(synthetic_dir, tokenizer, tmp_pat
     report.setup(trainer, None, "fit")
     report.record(trainer, "train", batch)
     lines = [json.loads(x) for x in (tmp_path / "skipped_rows.jsonl").read_text().splitlines()]
-    assert [(r["reason"], r["message"].split(":")[0].endswith(f"row {i}")) for i, r in enumerate(lines)] == [
+    assert [(r["reason"], r["message"].split(":")[0].endswith(f"row index {i}")) for i, r in enumerate(lines)] == [
         ("bad_row", True), ("prompt_too_long", True), ("bad_row", True)]  # fmt: skip
     assert "nowhere.png" in lines[0]["message"] and "max_prompt_length" in lines[1]["message"]
     assert report.summary(trainer).startswith("skipped 3 rows (train: bad_row 2, prompt_too_long 1)")

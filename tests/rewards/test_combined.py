@@ -29,7 +29,7 @@ def test_a_reward_that_raises_scores_zero_on_those_rows_only(caplog):
     assert combined.metrics()["crashy/errors"] == 2.0
     assert combined.metrics()["crashy/errors"] == 0.0  # counters reset after each read
     warnings = [r.getMessage() for r in caplog.records if "crashy" in r.getMessage()]
-    assert len(warnings) == 1 and "row 1 (id b)" in warnings[0] and "ZeroDivisionError" in warnings[0]
+    assert len(warnings) == 1 and "row index 1 (id b)" in warnings[0] and "ZeroDivisionError" in warnings[0]
 
 
 def test_input_errors_are_raised_not_scored():

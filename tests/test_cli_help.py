@@ -1,0 +1,91 @@
+"""``vlrl fit --model.help`` and ``--model.engine.help`` describe every option (jsonargparse reads the "Args:" section
+of each class's docstring), and the engine choices list both engines."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import pytest
+
+from vlrl_cli import main
+
+
+def cli_help(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def undescribed(help_text: str, prefix: str, cls: type) -> list[str]:
+    """``cls.__init__``'s parameters whose ``--{prefix}.{name}`` entry has no text before its ``(type: ...)``."""
+    missing = []
+    for name in list(inspect.signature(cls.__init__).parameters)[1:]:
+        entry = re.search(rf"^  --{re.escape(prefix)}\.{name}[ ,+\n].*?\(type:", help_text, re.S | re.M)
+        assert entry is not None, f"--{prefix}.{name} is not in the help"
+        # the option's signature ends at two spaces or a line break; its description, if any, follows
+        parts = re.split(r" {2,}|\n", entry.group(0).strip(), maxsplit=1)
+        if len(parts) < 2 or not parts[1].removesuffix("(type:").strip():
+            missing.append(name)
+    return missing
+
+
+def test_model_help_describes_every_option_and_lists_both_engines(capsys) -> None:
+    from lightning_modules.grpo import GRPOModule
+    from lightning_modules.sft import SFTModule
+
+    assert undescribed(cli_help(capsys, "--model.help", "lightning_modules.sft.SFTModule"), "model", SFTModule) == []
+    text = cli_help(capsys, "--model.help", "lightning_modules.grpo.GRPOModule")
+    assert undescribed(text, "model", GRPOModule) == []
+    engine = re.search(r"^  --model\.engine ENGINE.*?known subclasses:(.*?)\)", text, re.S | re.M)
+    assert engine is not None
+    assert "rollout.hf.HFEngine" in engine.group(1) and "rollout.vllm.VLLMEngine" in engine.group(1)
+
+
+def test_importing_the_module_does_not_import_vllm() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, lightning_modules.grpo; print('vllm' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+@pytest.mark.parametrize(
+    "class_path",
+    [
+        "rollout.hf.HFEngine",
+        pytest.param(
+            "rollout.vllm.VLLMEngine",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="VLLMEngine's docstring opens with 'Args:' (no summary line, entries not indented), which "
+                "jsonargparse's docstring parser reads as the summary: fix it in rollout/vllm.py, then drop this mark",
+            ),
+        ),
+    ],
+)
+def test_engine_help_describes_every_option(capsys, class_path: str) -> None:
+    import importlib
+
+    module, name = class_path.rsplit(".", 1)
+    text = cli_help(capsys, "--model", "lightning_modules.grpo.GRPOModule", "--model.engine.help", class_path)
+    assert undescribed(text, "engine", getattr(importlib.import_module(module), name)) == []
+
+
+@pytest.mark.parametrize("class_path", ["rollout.callback.RolloutSettings", "rollout.engine.SamplingConfig"])
+def test_settings_help_describes_every_option(class_path: str) -> None:
+    """Dataclass init args: the CLI cannot print their help on their own inside ``--model`` (jsonargparse offers
+    ``--model.rollout.help`` but rejects it in subclass mode), so the same parser builds it here."""
+    import importlib
+    import io
+
+    from jsonargparse import ArgumentParser
+
+    module, name = class_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    parser = ArgumentParser()
+    parser.add_class_arguments(cls, "settings")
+    out = io.StringIO()
+    parser.print_help(out)
+    assert undescribed(out.getvalue(), "settings", cls) == []
