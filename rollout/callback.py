@@ -24,20 +24,30 @@ REWARD_COLUMNS = ("id", "problem", "solution", "problem_type")
 
 @dataclass
 class RolloutSettings:
-    """Args:
-    group_size: completions per prompt (G).
-    max_new_tokens, temperature, top_p, top_k: sampling.
-    scale_std: divide advantages by the group's std (False for Dr. GRPO).
-    log_samples_every_n_steps: write prompts, completions and rewards to ``samples.jsonl`` in the log dir (0: never).
-    dynamic_sampling: DAPO's dynamic sampling. The data batch is the pool of prompts drawn for a step; groups whose
-        rewards are all equal (no advantage, nothing to learn) are dropped, and the step trains on at most
-        ``prompts_per_step`` of the others (default: all of them), in pool order. Without dynamic sampling every
-        prompt of the batch is trained on and ``prompts_per_step`` is unused. Oversample by making the data
-        batch larger than ``prompts_per_step`` (DAPO draws about 3x). Where we depart from DAPO: one draw per step,
-        bounded by the pool, where DAPO keeps drawing generation batches until the train batch is full; a step with
-        no informative group takes no update and is counted in ``rollout/uninformative_steps``; more than
-        ``max_uninformative_in_a_row`` such pools in a row stop the run with an error (DAPO's bound on draws). Under
-        DDP/FSDP every rank trains on the fewest groups any rank kept.
+    """How completions are sampled for a training step and turned into advantages.
+
+    Args:
+        group_size: completions per prompt (G).
+        max_new_tokens: longest completion, in tokens.
+        temperature: sampling temperature (the log-probs of the loss are taken at the same temperature).
+        top_p: nucleus sampling threshold (1: off).
+        top_k: keep the k most likely tokens (0: off).
+        scale_std: divide advantages by the group's std (False for Dr. GRPO).
+        advantage_eps: added to the group's std before dividing (bounds the advantages of near-equal rewards).
+        log_samples_every_n_steps: write prompts, completions and rewards to ``samples.jsonl`` in the log dir
+            (0: never).
+        num_logged_samples: completions written per logged step (the batch's first ones).
+        dynamic_sampling: DAPO's dynamic sampling. The data batch is the pool of prompts drawn for a step; groups
+            whose rewards are all equal (no advantage, nothing to learn) are dropped, and the step trains on at most
+            ``prompts_per_step`` of the others, in pool order. Oversample by making the data batch larger than
+            ``prompts_per_step`` (DAPO draws about 3x). Where we depart from DAPO: one draw per step, bounded by the
+            pool, where DAPO keeps drawing generation batches until the train batch is full; a step with no
+            informative group takes no update and is counted in ``rollout/uninformative_steps``. Under DDP/FSDP
+            every rank trains on the fewest groups any rank kept.
+        prompts_per_step: with ``dynamic_sampling``, the most prompts (groups) trained on per step (default: every
+            informative one); unused without it.
+        max_uninformative_in_a_row: with ``dynamic_sampling``, stop the run with an error after more than this many
+            pools in a row without an informative group (DAPO's bound on draws).
     """
 
     group_size: int = 8
@@ -106,6 +116,16 @@ class RolloutCallback(Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._attach(pl_module)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # a run resumed into its own log folder logs the steps after the checkpoint again: drop the killed run's
+        # samples of those steps, so samples.jsonl reads as one uninterrupted run
+        samples = self.log_dir / "samples.jsonl"
+        if trainer.global_step > 0 and trainer.is_global_zero and samples.is_file():
+            lines = samples.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if line.strip() and json.loads(line)["step"] < trainer.global_step]
+            if len(kept) < len(lines):
+                samples.write_text("".join(kept))
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if trainer.state.fn == "fit":

@@ -33,12 +33,15 @@ import itertools
 import json
 import logging
 import os
+import random
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,23 +58,72 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def _global_rng() -> tuple:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
+
+
+def _set_global_rng(state: tuple) -> None:
+    python, numpy_state, torch_state, cuda = state
+    random.setstate(python)
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(torch_state)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _quiet_vllm(level: str) -> None:
+    """vLLM's loggers at ``level``. Its handler and logger levels come from ``VLLM_LOGGING_LEVEL`` when vLLM is first
+    imported; when it was imported before, the levels are set on the live loggers too."""
+    os.environ["VLLM_LOGGING_LEVEL"] = level
+    if "vllm" in sys.modules or "vllm.logger" in sys.modules:
+        vllm_log = logging.getLogger("vllm")
+        vllm_log.setLevel(level)
+        for handler in vllm_log.handlers:
+            handler.setLevel(level)
+
+
+def _adapted(kwargs: dict[str, Any], config: Any) -> dict[str, Any]:
+    """Engine settings this machine and model cannot honour, replaced (one log line each): sleep mode on vLLM's CPU
+    backend, and a ``max_model_len`` longer than the model's positions (vLLM refuses both at start-up, after a
+    minute of loading)."""
+    from vllm.platforms import current_platform
+
+    changes: dict[str, Any] = {}
+    if kwargs.get("enable_sleep_mode") and current_platform.is_cpu():
+        log.warning("vLLM on CPU: enable_sleep_mode is GPU only, turned off")
+        changes["enable_sleep_mode"] = False
+    text = getattr(config, "text_config", None) or config
+    limit = getattr(text, "max_position_embeddings", None)
+    if limit and kwargs.get("max_model_len") and kwargs["max_model_len"] > limit:
+        log.warning("vLLM: max_model_len %d cut to the model's %d positions", kwargs["max_model_len"], limit)
+        changes["max_model_len"] = int(limit)
+    return changes
+
+
 class VLLMEngine(RolloutEngine):
-    """Args:
-    gpu_memory_utilization: share of GPU memory vLLM may take (weights + KV cache) beside the policy.
-    kv_cache_gib: a fixed KV cache size in GiB instead of one derived from ``gpu_memory_utilization``. On CPU it is
-        always fixed (1 GiB when unset, logged): there vLLM reserves ``gpu_memory_utilization`` x the node's memory
-        minus what this and every other process hold, and refuses to start when others hold memory.
-    tensor_parallel_size: must be 1 for in-process weight sync.
-    max_model_len: longest prompt + completion, in tokens (image tokens included).
-    enable_prefix_caching: reuse the KV cache of the prompt shared by a group's G samples.
-    enable_sleep_mode: GPU only: free the KV cache and park weights in host memory between rollouts.
-    enforce_eager: skip CUDA graphs (faster start, slower decode).
-    dtype: engine dtype; ``None`` takes the policy's.
-    max_num_seqs: sequences decoded together.
-    max_images_per_prompt: images a prompt may carry.
-    enable_lora: serve LoRA adapters; ``None`` decides from the policy (True when it is a peft model).
-    max_lora_rank: must cover the policy's LoRA rank when it has one.
-    lora_dir: where adapter versions are written (default: a temporary folder removed at exit).
+    """An in-process vLLM engine colocated with the policy (see the module docstring).
+
+    Args:
+        gpu_memory_utilization: share of GPU memory vLLM may take (weights + KV cache) beside the policy.
+        kv_cache_gib: a fixed KV cache size in GiB instead of one derived from ``gpu_memory_utilization``. On CPU it is
+            always fixed (1 GiB when unset, logged): there vLLM reserves ``gpu_memory_utilization`` x the node's memory
+            minus what this and every other process hold, and refuses to start when others hold memory.
+        tensor_parallel_size: must be 1 for in-process weight sync.
+        max_model_len: longest prompt + completion, in tokens (image tokens included).
+        enable_prefix_caching: reuse the KV cache of the prompt shared by a group's G samples.
+        enable_sleep_mode: GPU only: free the KV cache and park weights in host memory between rollouts.
+        enforce_eager: skip CUDA graphs (faster start, slower decode).
+        dtype: engine dtype; ``None`` takes the policy's.
+        max_num_seqs: sequences decoded together.
+        max_images_per_prompt: images a prompt may carry.
+        enable_lora: serve LoRA adapters; ``None`` decides from the policy (True when it is a peft model).
+        max_lora_rank: must cover the policy's LoRA rank when it has one.
+        lora_dir: where adapter versions are written (default: a temporary folder removed at exit).
+        seed: vLLM's own seed. Sampling does not depend on it: every prompt carries a seed drawn from torch's generator,
+            which checkpoints save and restore.
+        log_level: vLLM's log level. Default ``"WARNING"`` (or the ``VLLM_LOGGING_LEVEL`` environment variable when set)
+            hides its start-up and configuration INFO lines; ``"INFO"`` or ``"DEBUG"`` shows them.
     """
 
     def __init__(
@@ -90,6 +142,7 @@ class VLLMEngine(RolloutEngine):
         max_lora_rank: int = 64,
         lora_dir: str | None = None,
         seed: int = 0,
+        log_level: str | None = None,
     ) -> None:
         if tensor_parallel_size != 1:
             raise ValueError(
@@ -106,6 +159,7 @@ class VLLMEngine(RolloutEngine):
         if kv_cache_gib is not None:
             self.kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
         self.dtype, self.enable_lora, self.max_lora_rank, self.lora_dir = dtype, enable_lora, max_lora_rank, lora_dir
+        self.log_level = (log_level or os.environ.get("VLLM_LOGGING_LEVEL") or "WARNING").upper()
         self.llm = None
         self.policy: nn.Module | None = None
         self.processor: Any = None
@@ -126,6 +180,7 @@ class VLLMEngine(RolloutEngine):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] != "0":
             raise RuntimeError("VLLMEngine needs VLLM_ENABLE_V1_MULTIPROCESSING=0 (in-process engine)")
+        _quiet_vllm(self.log_level)  # before the import: vLLM reads the level once, when first imported
         from vllm import LLM
 
         from lightning_modules.policy import is_peft
@@ -140,8 +195,9 @@ class VLLMEngine(RolloutEngine):
 
             if current_platform.is_cpu():  # the CPU default depends on what other processes hold: fix it
                 kwargs["kv_cache_memory_bytes"] = int(CPU_DEFAULT_KV_CACHE_GIB * 2**30)
-                log.info("vLLM on CPU: KV cache fixed at %g GiB (set kv_cache_gib to change it)",
+                log.warning("vLLM on CPU: KV cache fixed at %g GiB (set kv_cache_gib to change it)",
                          CPU_DEFAULT_KV_CACHE_GIB)  # fmt: skip
+        kwargs.update(_adapted(kwargs, base.config))
         if is_peft(policy):
             rank = max(c.r for c in policy.peft_config.values())
             if rank > self.max_lora_rank:
@@ -151,8 +207,16 @@ class VLLMEngine(RolloutEngine):
         if self.enable_lora or (self.enable_lora is None and is_peft(policy)):
             kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=1)
         log.info("starting vLLM on %s", path)
-        # no local name for the engine: vLLM keeps this frame alive, and a local would keep the engine past close()
-        self.llm = LLM(**kwargs)
+        # vLLM's worker seeds Python's, NumPy's and torch's global generators with its own seed while it starts.
+        # Those streams belong to the run: a resumed run restores them from the checkpoint before the engine starts
+        # (on_fit_start), and the per-prompt sampling seeds below come from torch's. Starting the engine must not
+        # reset them, or a resume draws different completions than the uninterrupted run.
+        rng = _global_rng()
+        try:
+            # no local name for the engine: vLLM keeps this frame alive, and a local would keep the engine past close()
+            self.llm = LLM(**kwargs)
+        finally:
+            _set_global_rng(rng)
         # the CPU worker replaces torch.set_num_threads with a function that warns on every later call; quiet it
         logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
 

@@ -53,17 +53,7 @@ def test_importing_the_module_does_not_import_vllm() -> None:
 
 @pytest.mark.parametrize(
     "class_path",
-    [
-        "rollout.hf.HFEngine",
-        pytest.param(
-            "rollout.vllm.VLLMEngine",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="VLLMEngine's docstring opens with 'Args:' (no summary line, entries not indented), which "
-                "jsonargparse's docstring parser reads as the summary: fix it in rollout/vllm.py, then drop this mark",
-            ),
-        ),
-    ],
+    ["rollout.hf.HFEngine", "rollout.vllm.VLLMEngine"],
 )
 def test_engine_help_describes_every_option(capsys, class_path: str) -> None:
     import importlib

@@ -19,18 +19,21 @@ def test_visionary_r1_two_steps_with_vllm(tiny_checkpoint, synthetic_dir, tmp_pa
     args += [
         "--trainer.max_steps=2", f"--trainer.logger={json.dumps(logger)}", "--model.init_args.lr=1e-3",
         "--data.init_args.batch_size=2",  # two steps from the 4-row fixture
-        "--model.init_args.engine.init_args.enable_sleep_mode=false",
-        "--model.init_args.engine.init_args.max_model_len=1024",
-        "--model.init_args.engine.init_args.enforce_eager=true",
+        "--model.init_args.engine.init_args.enforce_eager=true",  # faster start on CPU
         "--model.init_args.rollout.max_new_tokens=8", "--model.init_args.rollout.group_size=3",
         "--model.init_args.tis_cap=2.0",
         # the recipe samples with top_p 0.9 / top_k 50, where the engine's log-probs are renormalised over the kept
         # tokens and differ from the policy's by the truncated mass; parity is checked on the full distribution
         "--model.init_args.rollout.top_p=1.0", "--model.init_args.rollout.top_k=0",
     ]  # fmt: skip
-    run = subprocess.run([sys.executable, "-c", "from vlrl_cli import main; main()", "fit", "-c", str(config), *args],
-                         cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
+    # the recipe as shipped plus the CPU overlay: sleep mode (GPU only) and max_model_len 8192 (the tiny model has
+    # 4096 positions) are adapted by the engine on CPU, not overridden here
+    cpu = ["-c", str(CONFIGS / "cpu.yaml")]
+    command = [sys.executable, "-c", "from vlrl_cli import main; main()", "fit", "-c", str(config), *cpu, *args]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
+    log = run.stdout + run.stderr
+    assert "enable_sleep_mode is GPU only, turned off" in log and "max_model_len 8192 cut to the model's 4096" in log
     rows = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("reward/total")]
     assert len(rows) == 2
     # the second step samples from weights synced after the first optimizer step: the engine must match the policy

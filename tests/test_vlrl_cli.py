@@ -1,0 +1,72 @@
+"""What ``vlrl fit`` prints and leaves on disk: the step progress bar, the one-line note that replaces Lightning's
+manual-optimization checkpoint warning, and no version folder left by a run that fails before its first step.
+(Resume itself: tests/e2e/test_resume.py and tests/e2e/test_resume_recipe.py.)"""
+
+import json
+
+import pytest
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+from rewards import Reward
+from rewards.base import RewardInputError
+from tests.e2e.test_resume import fit_args
+from vlrl_cli import StepProgressBar, main, remove_if_unused
+
+
+class FailingReward(Reward):
+    """Stops the run in its first rollout: a data error, which the reward combiner passes on (it isolates others)."""
+
+    name = "failing"
+
+    def score(self, completions, **batch):
+        raise RewardInputError("reward failed on purpose")
+
+
+def args_with_bar(tiny_checkpoint, tmp_path, steps: int) -> list[str]:
+    return [a for a in fit_args(tiny_checkpoint, tmp_path / "data", tmp_path, steps) if "enable_progress_bar" not in a]
+
+
+def test_progress_bar_counts_steps_against_max_steps_and_no_manual_optimization_warning(
+    tiny_checkpoint, tmp_path, capsys, caplog, recwarn
+):
+    main(args_with_bar(tiny_checkpoint, tmp_path, steps=6))  # 5 batches an epoch: the bar crosses an epoch
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err  # Lightning's tqdm bars write to stdout
+    assert "6/6" in printed and "Step (epoch 1)" in printed, printed[-2000:]
+    assert "Epoch 0/" not in printed and "/-2" not in printed
+    assert not [w for w in recwarn if "manual optimization" in str(w.message)]  # checkpoints every step here
+    assert caplog.text.count("Lightning's manual-optimization checkpoint warning does not apply") == 1
+
+
+def test_progress_bar_choice(tiny_checkpoint, tmp_path):
+    args = args_with_bar(tiny_checkpoint, tmp_path, steps=1)[1:]  # without "fit": run=False parses no subcommand
+    assert isinstance(main(args, run=False).trainer.progress_bar_callback, StepProgressBar)
+    off = main([*args, "--trainer.enable_progress_bar=false"], run=False)
+    assert off.trainer.progress_bar_callback is None
+    named = {"class_path": "lightning.pytorch.callbacks.TQDMProgressBar", "init_args": {"refresh_rate": 3}}
+    cli = main([*args, f"--trainer.callbacks+={json.dumps(named)}"], run=False)
+    bar = cli.trainer.progress_bar_callback
+    assert type(bar) is TQDMProgressBar and bar.refresh_rate == 3  # a bar the config names is kept
+
+
+def test_a_run_failing_before_its_first_step_leaves_no_version_folder(tiny_checkpoint, tmp_path):
+    args = [a for a in fit_args(tiny_checkpoint, tmp_path / "data", tmp_path, 2) if "rewards=" not in a]
+    args.append('--model.init_args.rewards=[{"class_path": "tests.test_vlrl_cli.FailingReward"}]')
+    with pytest.raises(RewardInputError, match="on purpose"):
+        main(args)
+    assert not list((tmp_path / "logs").glob("version_*"))
+    assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").iterdir())
+
+
+def test_remove_if_unused_keeps_folders_with_results(tmp_path):
+    started = tmp_path / "version_0"
+    (started / "checkpoints").mkdir(parents=True)
+    (started / "config.yaml").write_text("x")
+    (started / "hparams.yaml").write_text("x")
+    assert remove_if_unused(started) and not started.exists()
+    for result in ("metrics.csv", "samples.jsonl", "checkpoints/last.ckpt"):
+        kept = tmp_path / result.replace("/", "_") / "version_0"
+        (kept / "checkpoints").mkdir(parents=True)
+        (kept / "config.yaml").write_text("x")
+        (kept / result).write_text("x")
+        assert not remove_if_unused(kept) and (kept / result).exists()
