@@ -55,7 +55,7 @@ def logged(root: Path) -> tuple[dict[int, dict], list[str]]:
     return {int(r["step"]): r for r in rows}, (versions[0] / "samples.jsonl").read_text().splitlines()
 
 
-@pytest.mark.parametrize("engine", ["hf", "vllm"])
+@pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=pytest.mark.slow)])
 def test_recipe_killed_and_resumed_with_ckpt_path_last(engine, tiny_checkpoint, synthetic_dir, tmp_path):
     if engine == "vllm":
         pytest.importorskip("vllm")
