@@ -83,6 +83,10 @@ def _quiet_vllm(level: str) -> None:
             handler.setLevel(level)
 
 
+def _skip_set_num_threads(threads: int) -> None:
+    """vLLM's CPU worker binds its threads at start-up and ignores later thread-count changes."""
+
+
 def _adapted(kwargs: dict[str, Any], config: Any) -> dict[str, Any]:
     """Engine settings this machine and model cannot honour, replaced (one log line each): sleep mode on vLLM's CPU
     backend, and a ``max_model_len`` longer than the model's positions (vLLM refuses both at start-up, after a
@@ -217,8 +221,11 @@ class VLLMEngine(RolloutEngine):
             self.llm = LLM(**kwargs)
         finally:
             _set_global_rng(rng)
-        # the CPU worker replaces torch.set_num_threads with a function that warns on every later call; quiet it
+        # the CPU worker replaces torch.set_num_threads with a function that skips the call and warns, on every later
+        # call (Lightning and transformers make many); skip it without the warning
         logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
+        if getattr(torch.set_num_threads, "__name__", "") == "skip_set_num_threads":
+            torch.set_num_threads = _skip_set_num_threads
 
     def close(self) -> None:
         """Shut the engine down and free its weights and KV cache (the CPU backend sizes its KV cache from the
@@ -268,6 +275,10 @@ class VLLMEngine(RolloutEngine):
         vllm_log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
         level = vllm_log.level
         vllm_log.setLevel(logging.ERROR)
+        # in the engine's dtype, one tensor at a time: fp32 master weights into a bf16 engine would otherwise log a
+        # dtype warning per tensor per sync
+        dtype = self.llm.llm_engine.model_config.dtype
+        weights = ((name, t.to(dtype) if t.is_floating_point() else t) for name, t in weights)
         try:
             self._model_runner().reload_weights(weights_iterator=iter(weights))
         finally:
