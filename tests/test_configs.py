@@ -44,7 +44,8 @@ def cpu_overrides(config: Path, tiny_checkpoint, synthetic_dir, tmp_path) -> lis
                  "--data.init_args.val_data=null", "--data.init_args.batch_size=2"]  # fmt: skip
     elif "Synthetic" in spec["data"]["class_path"]:
         args += [f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.train_size=4",
-                 "--data.init_args.val_size=2", "--data.init_args.image_size=56", "--data.init_args.batch_size=2"]
+                 "--data.init_args.val_size=2", "--data.init_args.image_size=56",
+                 "--data.init_args.batch_size=2"]  # fmt: skip
     if is_sft:
         if spec["model"]["init_args"].get("export_dir"):
             args.append(f"--model.init_args.export_dir={tmp_path / 'export'}")
@@ -164,3 +165,20 @@ def test_unknown_key_is_an_error(tmp_path):
     bad.write_text((CONFIGS / "grpo_baseline.yaml").read_text().replace("micro_batch_size:", "micro_bach_size:"))
     with pytest.raises(SystemExit):
         main(["-c", str(bad)], run=False)
+
+
+@pytest.mark.parametrize("recipe", sorted(PUBLISHED_DATA), ids=str)
+def test_every_gpu_recipe_composes_with_the_cpu_overlay(recipe, tiny_checkpoint, tmp_path):
+    """``-c configs/cpu.yaml`` after any GPU recipe: a CPU trainer, and nothing the preflight check refuses (a fit
+    with the recipe's own vLLM engine on CPU runs in tests/e2e/test_vllm_fit.py)."""
+    from lightning.pytorch.accelerators import CPUAccelerator
+
+    from lightning_modules.preflight import config_problems
+
+    config = CONFIGS / f"{recipe}.yaml"
+    cli = main(["-c", str(config), "-c", str(CONFIGS / "cpu.yaml"),
+                f"--model.init_args.model_name_or_path={tiny_checkpoint}", *PUBLISHED_DATA[recipe],
+                f"--trainer.default_root_dir={tmp_path}"], run=False)  # fmt: skip
+    assert isinstance(cli.trainer.accelerator, CPUAccelerator) and cli.trainer.num_devices == 1
+    assert cli.trainer.precision == yaml.safe_load(config.read_text())["trainer"]["precision"]
+    assert config_problems("fit", "cpu", cli.datamodule, cli.model.hparams.attn_implementation) == []
