@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# The data a stage reads, as (datamodule option(s), what the stage needs it for). A fit without validation data
-# trains without validation.
+# The data split each evaluation stage reads. A fit without validation data trains without validation.
 EVAL_SPLITS = {"validate": "val", "test": "test", "predict": "predict"}
 
 
@@ -42,7 +41,7 @@ def check_run(trainer: Any, stage: str, attn_implementation: str | None = None) 
     from lightning.pytorch.accelerators import CPUAccelerator
 
     accelerator = "cpu" if isinstance(trainer.accelerator, CPUAccelerator) else "gpu"
-    stage = {"validate": "validate", "test": "test", "predict": "predict"}.get(stage, "fit")
+    stage = stage if stage in EVAL_SPLITS else "fit"  # Lightning's stage names: fit, validate, test, predict
     problems = config_problems(stage, accelerator, trainer.datamodule, attn_implementation)
     if problems:
         raise ValueError("the configuration cannot run:\n  - " + "\n  - ".join(problems))

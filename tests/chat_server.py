@@ -38,6 +38,16 @@ def message_for(model: str) -> tuple[dict[str, Any], str]:
     return {"role": "assistant", "content": DESCRIPTION}, "stop"
 
 
+def send_json(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    """Answer a request with ``body`` (encoded JSON), status 200: shared by the test servers that play an
+    OpenAI-compatible endpoint."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: ChatServer
 
@@ -50,11 +60,7 @@ class _Handler(BaseHTTPRequestHandler):
             "model": body["model"], "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
         }).encode()  # fmt: skip
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, payload)
 
     def log_message(self, *args):
         pass

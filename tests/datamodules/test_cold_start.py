@@ -21,7 +21,7 @@ from datamodules.cold_start.backends import VLLMBackend, kv_cache_args
 from datamodules.cold_start.filters import rejection_reason, repeated_ngram_share
 from datamodules.cold_start.pipeline import STAGES, main
 from datamodules.synthetic import write_synthetic_dataset
-from tests.chat_server import ANSWER, DESCRIPTION, REASONING, ChatServer
+from tests.chat_server import ANSWER, DESCRIPTION, REASONING, ChatServer, send_json
 
 ROOT = Path(__file__).parents[2]
 GOOD = "<think>The description says the shape is red, and red is option A.</think> <answer>A</answer>"
@@ -170,11 +170,7 @@ class _ModelHandler(BaseHTTPRequestHandler):
                     images.append(Image.open(io.BytesIO(data)).convert("RGB"))
         reply = _ModelHandler.backend.chat([ChatRequest(text, images, system)])[0]
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, payload)
 
     def log_message(self, *args):
         pass

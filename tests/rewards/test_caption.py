@@ -9,6 +9,7 @@ import pytest
 
 from rewards import CaptionReward, CombinedReward, FormatReward, HFJudge, Judge, OpenAIJudge
 from rewards.caption import REJECT_MARKER
+from tests.chat_server import send_json
 
 
 class KeywordJudge(Judge):
@@ -142,11 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
         reply = KeywordJudge().reply(prompt)
         payload = {"choices": [{"message": {"role": "assistant", "content": reply}}], "model": body["model"]}
         data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, data)
 
     def log_message(self, *args):
         pass
