@@ -1,7 +1,7 @@
 # The two commands a newcomer needs:  make demo   and   make test
 PY := .venv/bin/python
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-fast lint clean
 
 setup:
 	bash scripts/setup.sh
@@ -12,6 +12,11 @@ demo: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# everything but the tests marked slow (Lightning fits, vLLM engines, CLI subprocesses, notebooks)
+test-fast: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -15,6 +15,14 @@ Rows go to ``bench/RESULTS.md`` with the command, machine and date.
     python -m bench.grpo_update                                   # ours (3 forwards) and TRL, CPU defaults
     python -m bench.grpo_update --size 3b --dtype bfloat16 --image-size 1024 --new-tokens 256 \
         --gradient-checkpointing --micro-batch-size 8                                                   # GPU
+    python -m bench.grpo_update --size 3b --dtype float32 --precision bf16-mixed --reference-dtype bfloat16 \
+        --strategy fsdp --contenders shared_prefix ...          # the recipes' setting, FSDP2 (bench/device_check.sh)
+
+``--precision`` (Lightning's flag; TRL gets ``bf16`` when it starts with bf16) defaults to the weights' own dtype:
+``32-true`` for float32, ``bf16-true`` for bfloat16. ``--strategy fsdp`` shards the policy and its reference with
+FSDP2 with ``configs/strategy/fsdp.yaml``'s strategy (``lightning_modules.sharding.FSDP2Strategy``) on one device
+(TRL runs unsharded). ``--checkpoint-dir`` keeps the random-weight checkpoint between calls (a 3B one takes a
+minute to write).
 
 TRL is a bench-only dependency: ``pip install -e ".[bench]"``.
 """
@@ -30,9 +38,10 @@ from pathlib import Path
 
 import torch
 
-from bench.results import append_result
+from bench.results import RESULTS, append_result
 
 OURS = ("per_row", "grouped", "shared_prefix")
+PRECISION_OF_DTYPE = {"float32": "32-true", "bfloat16": "bf16-true", "float16": "16-true"}
 
 
 def _synthetic(data_dir: Path, n: int, image_size: int) -> None:
@@ -69,8 +78,8 @@ def run_ours(mode: str, checkpoint: Path, data_dir: Path, args) -> dict[str, lis
         str(checkpoint), _rewards(), [1.0, 1.0], loss=GRPOLoss(beta=0.04), engine=FixedLengthEngine(rows),
         rollout=RolloutSettings(group_size=args.group_size, max_new_tokens=args.new_tokens, temperature=1.0,
                                 log_samples_every_n_steps=0),
-        dtype=args.dtype, lr=1e-6, micro_batch_size=args.micro_batch_size or rows, logps_forward=mode,
-        gradient_checkpointing=args.gradient_checkpointing,
+        dtype=args.dtype, reference_dtype=args.reference_dtype, lr=1e-6, micro_batch_size=args.micro_batch_size or rows,
+        logps_forward=mode, gradient_checkpointing=args.gradient_checkpointing,
     )  # fmt: skip
     times: dict[str, list] = {"step": [], "update": []}
     original_step = module.training_step
@@ -99,9 +108,15 @@ def run_ours(mode: str, checkpoint: Path, data_dir: Path, args) -> dict[str, lis
     px = args.image_size * args.image_size
     data = VQADataModule(train_data=str(data_dir), model_name_or_path=str(checkpoint), template="caption",
                          batch_size=args.prompts, min_pixels=px, max_pixels=px, shuffle=False)  # fmt: skip
-    trainer = Trainer(accelerator="auto", devices=1, max_steps=args.warmup + args.steps, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      num_sanity_val_steps=0, limit_val_batches=0, callbacks=[StepTimer()])  # fmt: skip
+    strategy = "auto"
+    if args.strategy == "fsdp":
+        from lightning_modules.sharding import FSDP2Strategy  # configs/strategy/fsdp.yaml's
+
+        strategy = FSDP2Strategy()
+    trainer = Trainer(accelerator="auto", devices=1, strategy=strategy, precision=args.precision,
+                      max_steps=args.warmup + args.steps, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      limit_val_batches=0, callbacks=[StepTimer()])  # fmt: skip
     trainer.fit(module, datamodule=data)
     return times
 
@@ -144,8 +159,8 @@ def run_trl(checkpoint: Path, data_dir: Path, args) -> dict[str, list[float]]:
         max_completion_length=args.new_tokens, generation_kwargs={"min_new_tokens": args.new_tokens},
         beta=0.04, epsilon=0.2, loss_type="grpo", learning_rate=1e-6, max_steps=args.warmup + args.steps,
         temperature=1.0, report_to=[], save_strategy="no", logging_steps=1, use_cpu=not torch.cuda.is_available(),
-        bf16=args.dtype == "bfloat16", gradient_checkpointing=args.gradient_checkpointing, shuffle_dataset=False,
-        disable_tqdm=True, seed=0,
+        bf16=args.precision.startswith("bf16"), gradient_checkpointing=args.gradient_checkpointing,
+        shuffle_dataset=False, disable_tqdm=True, seed=0,
     )  # fmt: skip
     model = load_policy(str(checkpoint), args.dtype)
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=dataset,
@@ -186,13 +201,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="float32", help="the policy's weights (the optimizer's master copy)")
+    parser.add_argument("--precision", default=None, help="Lightning's precision (default: the --dtype's own)")
+    parser.add_argument("--reference-dtype", default=None, help="the frozen reference's weights (default: --dtype)")
+    parser.add_argument("--strategy", default="auto", choices=["auto", "fsdp"], help="fsdp: FSDP2 on one device")
+    parser.add_argument("--checkpoint-dir", default=None, help="write (or reuse) the random checkpoint here")
+    parser.add_argument("--results", default=None, help="append rows to this file instead of bench/RESULTS.md")
     parser.add_argument("--micro-batch-size", type=int, default=None, help="rows per forward (default: all)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to bench/RESULTS.md")
     args = parser.parse_args(argv)
+    args.precision = args.precision or PRECISION_OF_DTYPE[args.dtype]
 
     from transformers import AutoConfig
 
@@ -202,8 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     px = args.image_size
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = write_random_checkpoint(Path(tmp) / args.size, size=args.size, min_pixels=px * px,
-                                             max_pixels=px * px)  # fmt: skip
+        checkpoint = write_random_checkpoint(Path(args.checkpoint_dir or Path(tmp) / args.size), size=args.size,
+                                             min_pixels=px * px, max_pixels=px * px)  # fmt: skip
         data_dir = Path(tmp) / "data"
         _synthetic(data_dir, args.prompts * (args.warmup + args.steps), px)
         config = AutoConfig.from_pretrained(checkpoint)
@@ -220,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
             update, step = statistics.median(timed["update"]), statistics.median(timed["step"])
             results[name] = {"update": update, "step": step}
             forward = "per_row" if name == "trl" else name
+            if forward == "shared_prefix" and args.gradient_checkpointing:
+                forward = "grouped"  # the shared prefix needs a KV cache, off under checkpointing: prompts per row
             flops = update_flops(config, UpdateShape(args.prompts, args.group_size, *shape, forward)) if shape else None
             tokens = args.prompts * args.group_size * args.new_tokens / update
             results[name]["tokens"] = tokens
@@ -231,7 +254,10 @@ def main(argv: list[str] | None = None) -> None:
                   f"(median of {args.steps})", flush=True)  # fmt: skip
     setting = (f"{args.size}, {args.dtype}, {args.prompts} prompts x G{args.group_size}, {args.new_tokens} tokens, "
                f"{px}x{px} image{', grad ckpt' if args.gradient_checkpointing else ''}"
-               f"{f', micro-batch {args.micro_batch_size}' if args.micro_batch_size else ''}")  # fmt: skip
+               f"{f', micro-batch {args.micro_batch_size}' if args.micro_batch_size else ''}"
+               f"{f', {args.precision}' if args.precision != PRECISION_OF_DTYPE[args.dtype] else ''}"
+               f"{f', {args.reference_dtype} reference' if args.reference_dtype else ''}"
+               f"{', FSDP2 (ours)' if args.strategy == 'fsdp' else ''}")  # fmt: skip
     command = "python -m bench.grpo_update " + " ".join(sys.argv[1:] if argv is None else argv)
     for name, r in results.items():
         extra = ""
@@ -245,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
             line += f"; peak {r['peak_gib']:.1f} GiB"
         print(f"{name}: {line}")
         if not args.no_record:
-            append_result(f"GRPO update ({name})", setting, line, command.strip())
+            append_result(f"GRPO update ({name})", setting, line, command.strip(), Path(args.results or RESULTS))
 
 
 if __name__ == "__main__":

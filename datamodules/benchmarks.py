@@ -20,9 +20,21 @@ else ``$XDG_CACHE_HOME/vlrl/benchmarks/`` (``~/.cache/vlrl/benchmarks/``), or ``
   ``precision``, ``unit``, ``metadata`` (``category``, ``task``, ``skills`` ...).
 - ``mathvision``: MathVision's JSON/JSONL: ``id``, ``question``, ``options`` (list, may be empty), ``answer``,
   ``image`` (path), ``subject``, ``level``.
+- ``mathverse``: MathVerse's testmini JSON (a list): ``sample_index`` (the id), ``problem_index``, ``problem_version``
+  (``Text Dominant`` ... ``Vision Only``), ``question`` (options, if any, written into it after ``Choices:``; empty
+  for Vision Only, whose question is in the image), ``image`` (path), ``answer`` (a letter, sometimes ``(C)``, for
+  ``multi-choice``; the value for ``free-form``), ``question_type``, ``metadata`` (``subject``, ``subfield``). The
+  converted ``category`` is the ``problem_version`` (the benchmark's headline split). ``testmini_text_only.json`` has
+  no images and cannot be converted (an RL row needs one).
 
-Use ``BenchmarkDataModule(benchmark="mmbench" | "mmstar" | "vlmevalkit" | "mathvista" | "mathvision", source=FILE)``
-in ``vlrl validate|test`` configs (``configs/eval/``).
+In VLMEvalKit's TSVs an ``image`` cell of at most 64 characters names the ``index`` of the row whose image it shares
+(MMBench's circular copies are stored this way), as VLMEvalKit's ``ImageBaseDataset`` reads it.
+
+``read_published`` reads a benchmark file as published, without decoding images, each record paired with the ``id``
+its converted row gets (``vlrl predict`` writes that id): the scorers in ``evaluation/`` join predictions on it.
+
+Use ``BenchmarkDataModule(benchmark="mmbench" | "mmstar" | "vlmevalkit" | "mathvista" | "mathvision" | "mathverse",
+source=FILE)`` in ``vlrl validate|test`` configs (``configs/eval/``).
 """
 
 from __future__ import annotations
@@ -84,33 +96,64 @@ def _save_image(data: bytes | str, out: Path, where: str) -> str:
     return f"images/{name}"
 
 
-def vlmevalkit_rows(source: Path, images: Path) -> list[dict[str, Any]]:
+def _tsv_records(source: Path) -> list[dict[str, Any]]:
     csv.field_size_limit(sys.maxsize)  # base64 images are long fields
-    rows = []
     with source.open(newline="") as f:
-        for i, raw in enumerate(csv.DictReader(f, delimiter="\t")):
-            where = f"{source} row index {i}"
-            if _missing(raw.get("question")) or _missing(raw.get("answer")) or _missing(raw.get("image")):
-                raise ValueError(f"{where}: needs question, answer and image columns with values")
-            options = [raw[letter] for letter in LETTERS if letter in raw and not _missing(raw[letter])]
-            options = strip_option_labels(options)
-            hint = "" if _missing(raw.get("hint")) else raw["hint"].strip() + "\n"
-            problem = hint + raw["question"].strip() + (f"\n{options_block(options)}" if options else "")
-            category = raw.get("category") if not _missing(raw.get("category")) else raw.get("l2-category")
-            rows.append({
-                "id": str(raw.get("index", i)), "image": _save_image(raw["image"], images, where), "problem": problem,
-                "solution": raw["answer"].strip(), "problem_type": "multiple_choice" if options else "free_form",
-                "category": None if _missing(category) else str(category), "choices": options or None,
-                "precision": None,
-            })  # fmt: skip
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def _shared_image(raw: dict[str, Any], images: dict[str, str], where: str) -> str:
+    """The row's base64 image; a cell of at most 64 characters names the ``index`` of the row holding it."""
+    value = str(raw["image"])
+    if len(value) > 64:
+        return value
+    if len(images.get(value) or "") <= 64:
+        raise ValueError(f"{where}: column 'image' refers to index {value!r}, which has no image of its own")
+    return images[value]
+
+
+def vlmevalkit_rows(source: Path, images: Path) -> list[dict[str, Any]]:
+    rows = []
+    records = _tsv_records(source)
+    by_index = {str(raw.get("index")): raw.get("image") for raw in records}
+    for i, raw in enumerate(records):
+        where = f"{source} row index {i}"
+        if _missing(raw.get("question")) or _missing(raw.get("answer")) or _missing(raw.get("image")):
+            raise ValueError(f"{where}: needs question, answer and image columns with values")
+        options = [raw[letter] for letter in LETTERS if letter in raw and not _missing(raw[letter])]
+        options = strip_option_labels(options)
+        hint = "" if _missing(raw.get("hint")) else raw["hint"].strip() + "\n"
+        problem = hint + raw["question"].strip() + (f"\n{options_block(options)}" if options else "")
+        category = raw.get("category") if not _missing(raw.get("category")) else raw.get("l2-category")
+        rows.append({
+            "id": str(raw.get("index", i)), "image": _save_image(_shared_image(raw, by_index, where), images, where),
+            "problem": problem, "solution": raw["answer"].strip(),
+            "problem_type": "multiple_choice" if options else "free_form",
+            "category": None if _missing(category) else str(category), "choices": options or None,
+            "precision": None,
+        })  # fmt: skip
     return rows
 
 
 def _json_records(source: Path) -> list[dict[str, Any]]:
     if source.suffix == ".jsonl":
-        return [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
-    data = json.loads(source.read_text())
-    return list(data.values()) if isinstance(data, dict) else list(data)
+        records = []
+        for n, line in enumerate(source.read_text().splitlines(), start=1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{source}: line {n} is not valid JSON ({e})") from e
+    else:
+        try:
+            data = json.loads(source.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{source}: not valid JSON ({e})") from e
+        records = list(data.values()) if isinstance(data, dict) else list(data)
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ValueError(f"{source}: record {i} is a {type(record).__name__}, not a JSON object")
+    return records
 
 
 def _image_path(value: str, source: Path, images: Path, where: str) -> str:
@@ -166,10 +209,83 @@ def mathvision_rows(source: Path, images: Path) -> list[dict[str, Any]]:
     return rows
 
 
+_CHOICE_LINE = re.compile(r"\s*(?:\(([A-Z])\)\s*[:.：]?|([A-Z])\s*[:.：])\s*(.*)")  # (A) x | A: x | A. x
+
+
+def choices_in_question(question: str) -> list[str] | None:
+    """The option texts MathVerse writes into a question after ``Choices:``, one a line (``A:40°``, ``B.60``,
+    ``(C) 120``), when they run A, B, C ... from the first line after the marker; None otherwise. Pure."""
+    marker = question.rfind("Choices:")
+    if marker < 0:
+        return None
+    choices = []
+    for line in question[marker + len("Choices:") :].strip().splitlines():
+        match = _CHOICE_LINE.fullmatch(line)
+        if match is None or len(choices) == len(LETTERS) or (match[1] or match[2]) != LETTERS[len(choices)]:
+            break
+        choices.append(match[3].strip())
+    return choices or None
+
+
+def option_letter(answer: Any) -> str | None:
+    """``"C"``, ``"(C)"`` or ``"C."`` -> ``"C"``; None for anything else. Pure."""
+    match = re.fullmatch(r"\s*\(?([A-Za-z])\)?\.?\s*", str(answer))
+    return match.group(1).upper() if match else None
+
+
+VISION_ONLY_PROBLEM = "According to the question shown in the image, answer the question."
+
+
+def mathverse_rows(source: Path, images: Path) -> list[dict[str, Any]]:
+    rows = []
+    for i, rec in enumerate(_json_records(source)):
+        where = f"{source} problem {rec.get('sample_index', i)}"
+        for key in ("question", "answer", "question_type"):
+            if key not in rec:
+                raise ValueError(f"{where}: no {key!r} key")
+        if _missing(rec.get("image")):
+            raise ValueError(f"{where}: no image (testmini_text_only.json has none; an RL row needs one)")
+        problem = str(rec["question"]).strip() or VISION_ONLY_PROBLEM  # Vision Only: the question is in the image
+        if rec["question_type"] == "multi-choice":
+            solution, kind = option_letter(rec["answer"]), "multiple_choice"
+            if solution is None:
+                raise ValueError(f"{where}: multi-choice answer {rec['answer']!r} is not an option letter")
+            choices = choices_in_question(problem)
+        elif rec["question_type"] == "free-form":
+            solution, kind, choices = str(rec["answer"]).strip(), "math", None
+        else:
+            raise ValueError(f"{where}: question_type {rec['question_type']!r} is not multi-choice or free-form")
+        rows.append({
+            "id": str(rec.get("sample_index", i)), "image": _image_path(rec["image"], source, images, where),
+            "problem": problem, "solution": solution, "problem_type": kind,
+            "category": rec.get("problem_version"), "choices": choices, "precision": None,
+        })  # fmt: skip
+    return rows
+
+
 CONVERTERS: dict[str, Callable[[Path, Path], list[dict[str, Any]]]] = {
     "vlmevalkit": vlmevalkit_rows, "mmbench": vlmevalkit_rows, "mmstar": vlmevalkit_rows,
-    "mathvista": mathvista_rows, "mathvision": mathvision_rows,
+    "mathvista": mathvista_rows, "mathvision": mathvision_rows, "mathverse": mathverse_rows,
 }  # fmt: skip
+
+# How each benchmark's file is read, and which key holds the id of a record (its position when the key is absent).
+READERS: dict[str, tuple[Callable[[Path], list[dict[str, Any]]], str]] = {
+    "vlmevalkit": (_tsv_records, "index"), "mmbench": (_tsv_records, "index"), "mmstar": (_tsv_records, "index"),
+    "mathvista": (_json_records, "pid"), "mathvision": (_json_records, "id"),
+    "mathverse": (_json_records, "sample_index"),
+}  # fmt: skip
+
+
+def read_published(benchmark: str, source: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(id, record)`` for each record of ``source`` as published, in file order, with the ``id`` the converted row
+    gets (and ``vlrl predict`` writes). Images are left as they are (base64 text or a path), not decoded."""
+    if benchmark not in READERS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; choose from {sorted(READERS)}")
+    source = Path(source)
+    if not source.is_file():
+        raise FileNotFoundError(f"{benchmark}: no file at {source}")
+    read, key = READERS[benchmark]
+    return [(str(record.get(key, i)), record) for i, record in enumerate(read(source))]
 
 
 def _stamp(benchmark: str, source: Path) -> dict[str, Any]:
@@ -215,10 +331,12 @@ def convert_benchmark(benchmark: str, source: str | Path, out_dir: str | Path | 
 
 
 class BenchmarkDataModule(VQADataModule):
-    """A benchmark for ``vlrl validate`` / ``vlrl test``: converted once, then read as validation and test data.
+    """A benchmark for ``vlrl validate`` / ``vlrl test`` / ``vlrl predict``: converted once, then read as validation,
+    test and (unless ``predict_data`` is given) prediction data.
 
     Args:
-        benchmark: ``vlmevalkit`` (or its aliases ``mmbench``, ``mmstar``), ``mathvista`` or ``mathvision``.
+        benchmark: ``vlmevalkit`` (or its aliases ``mmbench``, ``mmstar``), ``mathvista``, ``mathvision`` or
+            ``mathverse``.
         source: the benchmark file as published (TSV / JSON / JSONL).
         cache_dir: where the converted rows and images go (default: a folder under ``$VLRL_CACHE/benchmarks`` or
             ``~/.cache/vlrl/benchmarks``, keyed by the source file; never beside the source).
@@ -238,4 +356,5 @@ class BenchmarkDataModule(VQADataModule):
     def setup(self, stage: str | None = None) -> None:
         rows = convert_benchmark(self.benchmark, self.source, self.cache_dir)
         self.hparams.val_data = self.hparams.test_data = str(rows)
+        self.hparams.predict_data = self.hparams.predict_data or str(rows)  # vlrl predict: ids as vlrl-score reads
         super().setup(stage)

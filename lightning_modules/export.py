@@ -8,8 +8,12 @@ the weights by default; ``--keep-lora`` writes the adapter alone (peft format) i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torch import nn
+
+from lightning_modules.policy import load_policy
+from lightning_modules.sharding import full_state_dict
 
 
 def export_policy(policy: nn.Module, source: str, out_dir: str | Path, merge_lora: bool = True,
@@ -56,6 +60,19 @@ def export_policy(policy: nn.Module, source: str, out_dir: str | Path, merge_lor
             config.write_text(json.dumps(spec, indent=2) + "\n")
     AutoProcessor.from_pretrained(source).save_pretrained(out)
     return out
+
+
+def export_sharded(policy: nn.Module, hparams: Any, out_dir: str | Path, write: bool) -> Path | None:
+    """``export_policy`` for an FSDP-sharded policy. A collective: every rank gathers the full weights (to rank 0's
+    CPU), and the rank with ``write`` loads them into an unsharded CPU copy of the policy (``hparams``: the module's
+    ``model_name_or_path``, ``dtype``, ``lora``, ``trust_remote_code``, ``export_dtype``) and exports that."""
+    state = full_state_dict(policy)
+    if not write:
+        return None
+    plain = load_policy(hparams.model_name_or_path, hparams.dtype, lora=hparams.lora,
+                        trust_remote_code=hparams.trust_remote_code)  # fmt: skip
+    plain.load_state_dict(state)
+    return export_policy(plain, hparams.model_name_or_path, out_dir, dtype=hparams.export_dtype)
 
 
 def main() -> None:

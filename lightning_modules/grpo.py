@@ -12,7 +12,6 @@ for GRPO/Dr.GRPO/GSPO and makes DAPO's token mean a per-micro-batch token mean.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -22,24 +21,17 @@ from lightning import LightningModule
 from datamodules.resumable import mark_batch_consumed
 from lightning_modules.logprobs import completion_logps, grouped_completion_logps, supports_grouped_forward
 from lightning_modules.losses import GRPOLoss, PolicyLoss, masked_mean
-from lightning_modules.optim import adamw_with_warmup
+from lightning_modules.optim import adamw_with_warmup, beta_at, finite_everywhere
 from lightning_modules.policy import FrozenReference, LoRAConfig, is_peft, load_policy, reference_context
 from lightning_modules.rng import capture_rng, restore_rng
+from lightning_modules.sharding import gathered_root, mixed_precision_policy, shard_model
 from rewards import AccuracyReward, CombinedReward, Reward
 from rollout.batch import RolloutBatch
 from rollout.callback import RolloutCallback, RolloutSettings, RolloutStage
 from rollout.engine import RolloutEngine, SamplingConfig
 from rollout.hf import HFEngine
 from rollout.vllm import VLLMEngine  # noqa: F401 - lists it among --model.engine's choices; vllm loads on first use
-
-
-def beta_at(step: int, total_steps: int, beta0: float, schedule: str) -> float:
-    """KL coefficient at ``step``: constant, or cosine from beta0 to 0 over ``total_steps``. Pure."""
-    if schedule == "constant" or total_steps <= 0:
-        return beta0
-    if schedule == "cosine":
-        return beta0 * 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0)))
-    raise ValueError(f"unknown beta_schedule {schedule!r}; use 'constant' or 'cosine'")
+from rollout.weights import full_tensor
 
 
 class GRPOModule(LightningModule):
@@ -168,13 +160,17 @@ class GRPOModule(LightningModule):
         self.processor = AutoProcessor.from_pretrained(h.model_name_or_path, trust_remote_code=h.trust_remote_code)
         if self.beta0 > 0 and not is_peft(self.policy):
             self.reference = FrozenReference(self.policy, h.reference_dtype)
+        if self.device_mesh is not None:  # FSDP2 (configs/strategy/fsdp.yaml): the reference is sharded alike
+            mesh, mp_policy = self.device_mesh["data_parallel"], mixed_precision_policy(self.trainer.precision)
+            for model in [self.policy] + ([self.reference.model] if self.reference is not None else []):
+                shard_model(model, mesh, mp_policy)
 
     def setup(self, stage: str) -> None:
         from lightning_modules.preflight import check_run
         from lightning_modules.run_dir import resolve_log_dir
 
         self.log_dir = resolve_log_dir(self.trainer)  # a collective under DDP/FSDP: every rank, here
-        check_run(self.trainer, stage, self.hparams.attn_implementation)  # before the model loads and the engine starts
+        check_run(self.trainer, stage, self.hparams.attn_implementation, self.engine)  # before the model and engine
         self._check_answer_location()
 
     def _check_answer_location(self) -> None:
@@ -231,7 +227,8 @@ class GRPOModule(LightningModule):
         out = []
         for start in range(0, batch.num_rows, self.hparams.micro_batch_size):
             rows = self._rows(batch, start, start + self.hparams.micro_batch_size)
-            out.append(self._logps(model, rows, batch)[0])
+            with gathered_root(model):
+                out.append(self._logps(model, rows, batch)[0])
         return torch.cat(out)  # [N, C]
 
     # -- training --------------------------------------------------------------------------------------------------
@@ -274,15 +271,16 @@ class GRPOModule(LightningModule):
             for start in range(0, n, mb):
                 rows = self._rows(rollout, start, start + mb)
                 mask = rows["completion_mask"]
-                logps, entropy = self._logps(self.policy, rows, rollout, with_entropy=True)
-                is_weights = None
-                if self.hparams.tis_cap is not None:
-                    old = rows["old_logps"] if rows["old_logps"] is not None else logps.detach()  # [n, C]
-                    is_weights = torch.exp(old - rows["engine_logps"]).clamp(max=self.hparams.tis_cap) * mask
-                loss, metrics = self.loss_fn(logps, rows["old_logps"], rows["ref_logps"], rows["advantages"], mask,
-                                             is_weights=is_weights)  # fmt: skip
-                weight = rows["input_ids"].shape[0] / n
-                self.manual_backward(loss * weight)
+                with gathered_root(self.policy):  # FSDP: the root unit's weights for this forward and backward
+                    logps, entropy = self._logps(self.policy, rows, rollout, with_entropy=True)
+                    is_weights = None
+                    if self.hparams.tis_cap is not None:
+                        old = rows["old_logps"] if rows["old_logps"] is not None else logps.detach()  # [n, C]
+                        is_weights = torch.exp(old - rows["engine_logps"]).clamp(max=self.hparams.tis_cap) * mask
+                    loss, metrics = self.loss_fn(logps, rows["old_logps"], rows["ref_logps"], rows["advantages"],
+                                                 mask, is_weights=is_weights)  # fmt: skip
+                    weight = rows["input_ids"].shape[0] / n
+                    self.manual_backward(loss * weight)
                 metrics = {**metrics, "loss": loss.detach(), "entropy": masked_mean(entropy, mask)}
                 if is_weights is not None:
                     metrics["tis_weight_mean"] = masked_mean(is_weights, mask)
@@ -293,10 +291,10 @@ class GRPOModule(LightningModule):
                                                                  float(diff.max()))  # fmt: skip
                 for key, value in metrics.items():
                     totals[key] = totals.get(key, 0.0) + float(value) * weight
-            grad_norm = torch.nn.utils.clip_grad_norm_(
+            grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(
                 [p for p in self.policy.parameters() if p.requires_grad], self.hparams.max_grad_norm
-            )
-            if not (math.isfinite(totals["loss"]) and torch.isfinite(grad_norm)):
+            ))  # fmt: skip
+            if not finite_everywhere(totals["loss"], grad_norm):
                 opt.zero_grad(set_to_none=True)  # weights and optimizer state stay as they were
                 self.skipped_steps += 1
                 continue
@@ -377,18 +375,20 @@ class GRPOModule(LightningModule):
             self._log_eval(f"{stage}/{name}", value, batch_size=count)
 
     def _report_categories(self, stage: str) -> None:
-        """Per-question records of the whole epoch, merged across ranks, as ``results_{stage}_questions.jsonl``
-        (``lightning_modules.predictions``); per-category accuracy, logged as ``{stage}/accuracy/<category>`` and
-        written as ``results_{stage}.json`` / ``.csv`` in the log dir (with a printed table) when the data has
-        categories."""
+        """Per-question records of the epoch, merged across ranks, as ``results_{stage}_questions.jsonl``; on a
+        benchmark its official score as ``results_{stage}.json``, otherwise per-category accuracy (logged as
+        ``{stage}/accuracy/<category>``, written as ``results_{stage}.json`` / ``.csv``) when there are categories."""
         from lightning_modules.diagnostics import gather_tallies
-        from lightning_modules.predictions import gather_rows, write_question_rows
+        from lightning_modules.predictions import gather_rows, write_benchmark_results, write_question_rows
 
         tally = gather_tallies(self._eval_tally.pop(stage, {}))
         rows = gather_rows(self._eval_rows.pop(stage, []))  # a collective, like the tallies' gather
         if self.trainer.is_global_zero:
             write_question_rows(rows, self.log_dir, stage.replace("/", "_"))
-        if len(tally) <= 1:  # no categories: the overall accuracy is already logged
+            official = write_benchmark_results(self.trainer.datamodule, rows, self.log_dir, stage.replace("/", "_"))
+            if official is not None:  # a benchmark: its official accuracy replaces the reward's per category
+                self.log(f"{stage}/benchmark_accuracy", official["accuracy"], rank_zero_only=True)
+        if len(tally) <= 1 or getattr(self.trainer.datamodule, "benchmark", None) is not None:
             return
         results = {key: {"accuracy": score / count, "count": count} for key, (score, count) in sorted(tally.items())}
         for key, value in results.items():

@@ -209,8 +209,8 @@ def supports_grouped_forward(model: nn.Module) -> bool:
 
 
 def _checkpointing(module: nn.Module) -> bool:
-    """transformers' gradient checkpointing, or torch's activation-checkpoint wrappers (FSDP strategy's
-    ``activation_checkpointing_policy``): a recomputed layer would append its keys to a shared cache twice."""
+    """transformers' gradient checkpointing, or torch's activation-checkpoint wrappers (``checkpoint_wrapper``): a
+    recomputed layer would append its keys to a shared cache twice."""
     return any(getattr(m, "gradient_checkpointing", False) or type(m).__name__ == "CheckpointWrapper"
                for m in module.modules())  # fmt: skip
 

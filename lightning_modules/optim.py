@@ -46,3 +46,22 @@ def adamw_with_warmup(model: nn.Module, lr: float, weight_decay: float, warmup_s
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warmup, total, schedule))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def beta_at(step: int, total_steps: int, beta0: float, schedule: str) -> float:
+    """KL coefficient at ``step``: constant, or cosine from beta0 to 0 over ``total_steps``. Pure."""
+    if schedule == "constant" or total_steps <= 0:
+        return beta0
+    if schedule == "cosine":
+        return beta0 * 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0)))
+    raise ValueError(f"unknown beta_schedule {schedule!r}; use 'constant' or 'cosine'")
+
+
+def finite_everywhere(loss: float, grad_norm: torch.Tensor) -> bool:
+    """Whether the step's loss and gradient norm are finite on every rank. The norm is already global (clipping
+    reduces it over the ranks); the loss is each rank's own, so its finiteness is reduced here, or a rank whose loss
+    alone is not finite would skip the optimizer step while the others take it. A collective under DDP/FSDP."""
+    ok = torch.tensor(float(math.isfinite(loss) and bool(torch.isfinite(grad_norm))), device=grad_norm.device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    return bool(ok)

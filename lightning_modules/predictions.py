@@ -43,6 +43,41 @@ def write_results(results: dict[str, dict[str, float]], folder: Path, stage: str
     print("\n".join(lines) + f"\n({folder / f'results_{stage}.json'})")
 
 
+def write_benchmark_results(datamodule: Any, rows: list[dict[str, Any]], folder: Path, stage: str) -> dict | None:
+    """When the evaluated data is a benchmark (``BenchmarkDataModule``): score the completions by that benchmark's
+    official rules (``evaluation.score``, the code ``vlrl-score`` runs on ``vlrl predict`` output), against the
+    records as published (all their category fields); write the same JSON as ``results_{stage}.json`` and print its
+    table. Returns the result, or None for other data.
+
+    Every question of the file is scored, as the official scripts do: one that was not evaluated (skipped at loading,
+    or left out by ``limit_test_batches``) counts as wrong and is reported as ``missing``. A row repeated by the
+    distributed sampler's padding is scored once."""
+    benchmark, source = getattr(datamodule, "benchmark", None), getattr(datamodule, "source", None)
+    if benchmark is None or source is None:
+        return None
+    from datamodules.benchmarks import read_published
+    from evaluation.report import format_table
+    from evaluation.score import score_completions
+
+    published = read_published(benchmark, source)
+    ids = [id for id, _ in published]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{source}: question ids repeat, so completions cannot be matched to questions")
+    completions: dict[str, str] = {}
+    for row in rows:
+        completions.setdefault(str(row["id"]), row["completion"])
+    unknown = sorted(set(completions) - set(ids))
+    if unknown:
+        raise ValueError(f"{source}: evaluated ids {unknown[:5]} are not questions of the file ({benchmark})")
+    result = score_completions(benchmark, [(record, completions.get(id)) for id, record in published])
+    result = {**result, "source": str(source), "evaluated": len(completions)}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"results_{stage}.json"
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print(f"{format_table(result)}\n({path})")
+    return result
+
+
 def question_rows(batch: dict[str, Any], texts: Sequence[str], scores: Sequence[float],
                   answer_fallbacks: Sequence[str] = ()) -> list[dict[str, Any]]:  # fmt: skip
     """One row per evaluated question of ``batch`` (see the module docstring); ``index`` (the dataset row) orders

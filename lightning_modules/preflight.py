@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rollout.hf import HFEngine
+
 # The data split each evaluation stage reads. A fit without validation data trains without validation.
 EVAL_SPLITS = {"validate": "val", "test": "test", "predict": "predict"}
 
@@ -22,9 +24,17 @@ def _has_split(datamodule: Any, split: str) -> bool:
     return not known or any(h[n] for n in known)
 
 
-def config_problems(stage: str, accelerator: str, datamodule: Any, attn_implementation: str | None = None) -> list[str]:
-    """Problems that a run of ``stage`` (fit, validate, test, predict) on ``accelerator`` (``cpu`` or ``gpu``) would
-    hit. Pure over its arguments, so it is tested without starting anything."""
+def is_fsdp2(strategy: Any) -> bool:
+    """Whether ``strategy`` shards with FSDP2 (Lightning's ``ModelParallelStrategy``, as configs/strategy/fsdp.yaml)."""
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    return isinstance(strategy, ModelParallelStrategy)
+
+
+def config_problems(stage: str, accelerator: str, datamodule: Any, attn_implementation: str | None = None,
+                    strategy: Any = None) -> list[str]:  # fmt: skip
+    """Problems that a run of ``stage`` (fit, validate, test, predict) on ``accelerator`` (``cpu`` or ``gpu``) with
+    the trainer's ``strategy`` would hit. Pure over its arguments, so it is tested without starting anything."""
     problems: list[str] = []
     split = EVAL_SPLITS.get(stage)
     if split and datamodule is not None and not _has_split(datamodule, split):
@@ -33,15 +43,28 @@ def config_problems(stage: str, accelerator: str, datamodule: Any, attn_implemen
     if accelerator == "cpu" and attn_implementation == "flash_attention_2":
         problems.append("model.init_args.attn_implementation=flash_attention_2 needs a GPU: use sdpa (or auto, "
                         "which picks flash-attn on GPUs that have it)")  # fmt: skip
+    if type(strategy).__name__ == "FSDPStrategy":  # Lightning's FSDP1 wrapper: our modules shard themselves (FSDP2)
+        problems.append(
+            "trainer.strategy: Lightning's FSDPStrategy (FSDP1) is not supported; add "
+            "configs/strategy/fsdp.yaml after the recipe instead (FSDP2: GPUs or CPU processes)"
+        )
     return problems
 
 
-def check_run(trainer: Any, stage: str, attn_implementation: str | None = None) -> None:
-    """Raise one ``ValueError`` listing every problem of this run's configuration (see ``config_problems``)."""
+def check_run(trainer: Any, stage: str, attn_implementation: str | None = None, engine: Any = None) -> None:
+    """Raise one ``ValueError`` listing every problem of this run's configuration (see ``config_problems``).
+
+    Also: ``vlrl predict`` with the HF engine on an FSDP policy over several processes. Lightning's predict sampler
+    does not pad, so ranks can run different numbers of batches, and generating on a sharded policy needs every rank
+    in step; the vLLM engine (its own copy of the weights) or one process has no such constraint."""
     from lightning.pytorch.accelerators import CPUAccelerator
 
     accelerator = "cpu" if isinstance(trainer.accelerator, CPUAccelerator) else "gpu"
     stage = stage if stage in EVAL_SPLITS else "fit"  # Lightning's stage names: fit, validate, test, predict
-    problems = config_problems(stage, accelerator, trainer.datamodule, attn_implementation)
+    problems = config_problems(stage, accelerator, trainer.datamodule, attn_implementation, trainer.strategy)
+    if stage == "predict" and trainer.world_size > 1 and is_fsdp2(trainer.strategy) and isinstance(engine, HFEngine):
+        problems.append("`vlrl predict` with rollout.hf.HFEngine on an FSDP-sharded policy over several processes can "
+                        "leave ranks waiting for each other: use rollout.vllm.VLLMEngine, or --trainer.devices=1 "
+                        "without configs/strategy/fsdp.yaml")  # fmt: skip
     if problems:
         raise ValueError("the configuration cannot run:\n  - " + "\n  - ".join(problems))

@@ -14,11 +14,12 @@ import torch
 from lightning import LightningModule
 
 from datamodules.resumable import mark_batch_consumed
-from lightning_modules.export import export_policy
+from lightning_modules.export import export_policy, export_sharded
 from lightning_modules.logprobs import backbone_and_head, selective_logps
 from lightning_modules.optim import adamw_with_warmup, lr_factor, warmup_steps_for
 from lightning_modules.policy import LoRAConfig, load_policy
 from lightning_modules.rng import capture_rng, restore_rng
+from lightning_modules.sharding import is_sharded, mixed_precision_policy, shard_model
 
 
 def labelled_token_loss(policy, inputs: dict[str, Any], labels: torch.Tensor, chunk_size: int = 1024):
@@ -94,6 +95,8 @@ class SFTModule(LightningModule):
         h = self.hparams
         self.policy = load_policy(h.model_name_or_path, h.dtype, h.attn_implementation, h.gradient_checkpointing,
                                   h.freeze_vision_tower, h.lora, h.trust_remote_code, h.freeze_embeddings)  # fmt: skip
+        if self.device_mesh is not None:  # FSDP2 (configs/strategy/fsdp.yaml)
+            shard_model(self.policy, self.device_mesh["data_parallel"], mixed_precision_policy(self.trainer.precision))
 
     def _loss(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
         for reason, count in batch.get("skipped", {}).items():
@@ -102,6 +105,8 @@ class SFTModule(LightningModule):
             return None  # every row of the batch was skipped (counted above)
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
                                         "mm_token_type_ids") if k in batch}  # fmt: skip
+        if is_sharded(self.policy):  # the root unit's weights (embeddings, LM head) for the forward and backward:
+            self.policy.unshard()  # FSDP frees them at the end of the backward pass (on_train_batch_end otherwise)
         loss, tokens = labelled_token_loss(self.policy, inputs, batch["labels"], self.hparams.logps_chunk_size)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch["num_examples"])
         self.log(f"{stage}/label_tokens", float(tokens), reduce_fx="sum", on_step=False, on_epoch=True)
@@ -126,9 +131,21 @@ class SFTModule(LightningModule):
         return adamw_with_warmup(self.policy, h.lr, h.weight_decay, h.warmup_steps, h.lr_schedule, total,
                                  h.warmup_ratio)  # fmt: skip
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if is_sharded(self.policy):
+            self.policy.reshard()
+
+    def on_validation_batch_end(self, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if is_sharded(self.policy):
+            self.policy.reshard()
+
     def on_train_end(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
-            h = self.hparams
+        h = self.hparams
+        if not h.export_dir:
+            return
+        if is_sharded(self.policy):  # a collective: every rank gathers, rank 0 writes
+            export_sharded(self.policy, h, h.export_dir, self.trainer.is_global_zero)
+        elif self.trainer.is_global_zero:
             export_policy(self.policy, h.model_name_or_path, h.export_dir, dtype=h.export_dtype)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

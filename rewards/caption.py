@@ -93,7 +93,7 @@ class CaptionReward(Reward):
             todo.append(i)
             prompts.append(self.prompt.format(caption=caption[: self.max_caption_chars], problem=problems[i],
                                               marker=self.reject_marker))  # fmt: skip
-        if not todo:
+        if not todo and not self.judge.collective:  # a collective judge is called by every rank, even with no prompt
             return scores
         try:
             replies = list(self.judge.generate(prompts))
@@ -108,7 +108,10 @@ class CaptionReward(Reward):
             elif self.is_rejection(reply):
                 self.stats["rejected"] += 1
             else:
-                answer = extract_answer(reply, ("boxed", "text"))
-                scores[i] = self.accuracy.score_answer(answer, solutions[i], kinds[i])
+                try:
+                    answer = extract_answer(reply, ("boxed", "text"))
+                    scores[i] = self.accuracy.score_answer(answer, solutions[i], kinds[i])
+                except Exception:  # noqa: BLE001 - scored 0 and counted here: raising would make the caller retry
+                    self.stats["score_errors"] += 1  # row by row, calling the judge again (a collective under FSDP)
         self.stats["judged"] += len(todo)
         return scores

@@ -25,6 +25,10 @@ from typing import Any
 
 
 class Judge(ABC):
+    #: whether every rank must call ``generate`` together, even with no prompts (a judge that runs on an
+    #: FSDP-sharded policy): rewards then call it with an empty list rather than skipping the call
+    collective: bool = False
+
     @abstractmethod
     def generate(self, prompts: Sequence[str]) -> list[str | None]:
         """One reply per prompt (None when that prompt failed)."""
@@ -112,6 +116,10 @@ class PolicyEngineJudge(Judge):
 
     def bind(self, engine: Any, processor: Any) -> None:
         self.engine, self.processor = engine, processor
+
+    @property
+    def collective(self) -> bool:
+        return self.engine is not None and self.engine.collective
 
     def generate(self, prompts: Sequence[str]) -> list[str | None]:
         if self.engine is None:

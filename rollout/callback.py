@@ -185,8 +185,10 @@ class RolloutCallback(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch: dict[str, Any], batch_idx: int) -> None:
         settings = settings_at(trainer.global_step, self.settings, self.stages)
         if not batch["prompt"]:  # every row skipped: the module counts the skips and does nothing else
-            if settings.dynamic_sampling:  # the other ranks wait for this rank's kept count: 0, so all skip
-                self._fewest_across_ranks(trainer, pl_module, 0)
+            if self.engine.collective:  # an FSDP policy: join the other ranks' generation and judge forwards
+                out = self.engine.generate([], [], settings.group_size, settings.sampling())
+                pl_module.rewards(out.texts, **{key: [] for key in REWARD_COLUMNS})
+            self._fewest_across_ranks(trainer, pl_module, 0)  # the other ranks wait for this rank's count: all skip
             batch["rollout"] = None
             return
         rollout, info = self.make_rollout(pl_module, batch, settings)
@@ -203,8 +205,12 @@ class RolloutCallback(Callback):
                     "no group whose rewards differ, so no update was taken; every completion scores the same "
                     "(check the rewards against samples.jsonl, or raise the sampling temperature)"
                 )
-            batch["rollout_metrics"]["rollout/groups_kept"] = float(len(kept))
             batch["rollout_metrics"]["rollout/uninformative_steps"] = float(self.uninformative_steps)
+        else:  # rows skipped at loading (too long, unreadable) can leave ranks with different numbers of groups
+            groups = rollout.num_rows // settings.group_size
+            kept = list(range(self._fewest_across_ranks(trainer, pl_module, groups)))
+        batch["rollout_metrics"]["rollout/groups_kept"] = float(len(kept))
+        if len(kept) < rollout.num_rows // settings.group_size:
             rollout = rollout.select_groups(kept) if kept else None
         batch["rollout"] = rollout.to(pl_module.device) if rollout is not None else None
         every = self.settings.log_samples_every_n_steps

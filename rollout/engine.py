@@ -53,6 +53,14 @@ class Rollout:
         return self.completion_mask.sum(1)  # [N]
 
 
+def empty_rollout(pad_token_id: int) -> Rollout:
+    """The rollout of no prompts (a rank with nothing to generate that joins a collective ``generate``)."""
+    ids = torch.full((0, 1), pad_token_id, dtype=torch.long)
+    empty = torch.zeros_like(ids)
+    return Rollout(prompt_ids=ids, prompt_mask=empty, completion_ids=ids, completion_mask=empty, texts=[],
+                   truncated=torch.zeros(0, dtype=torch.bool))  # fmt: skip
+
+
 def completion_mask_from_ids(ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask [N, C] with 1 up to and including the first end token, and truncated [N] (no end token). Pure."""
     is_eos = torch.zeros_like(ids, dtype=torch.bool)
@@ -121,6 +129,12 @@ class RolloutEngine(ABC):
         self, prompts: Sequence[str], images: Sequence[Sequence[Any]], n: int, sampling: SamplingConfig
     ) -> Rollout:
         """``n`` completions for each prompt."""
+
+    @property
+    def collective(self) -> bool:
+        """Whether every rank must call ``generate`` together, a rank with no prompts included (an engine that runs
+        the FSDP-sharded policy itself). Engines with their own copy of the weights (vLLM) never need it."""
+        return False
 
     def sync_weights(self, policy: nn.Module) -> None:  # noqa: B027 - engines on the live policy need nothing
         """Push the policy's current weights into the engine after an optimizer step."""

@@ -3,7 +3,7 @@
 The engine loads the policy's checkpoint once (``setup``), then takes the trained weights after each step
 (``sync_weights``) without a second full copy of the model:
 
-- Full fine-tune: every weight is streamed, one tensor at a time (one gathered parameter or FSDP unit when sharded,
+- Full fine-tune: every weight is streamed, one tensor at a time (one gathered parameter when sharded with FSDP2,
   see ``rollout.weights``), into vLLM's in-place reload (``model_runner.reload_weights``), which re-runs vLLM's
   post-load processing and clears its image-embedding and multimodal caches.
 - LoRA: the language model's adapter is written (adapter tensors only, a few MB) and served as a new
@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from rollout.engine import Rollout, RolloutEngine, SamplingConfig, encode_prompts, end_token_ids, pad_right
-from rollout.weights import iter_named_weights, merged_lora_weights
+from rollout.weights import full_tensor, iter_named_weights, merged_lora_weights
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,18 @@ class VLLMEngine(RolloutEngine):
         memory free at start-up, so a second engine in the same process fails while the first one lives)."""
         if self.llm is None:
             return
-        self.llm.llm_engine.engine_core.shutdown()
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():  # the trainer's process group (DDP/FSDP): vLLM's
+            # shutdown destroys the default group, which Lightning still needs after this (barriers, teardown);
+            # vLLM's own subgroups are destroyed as usual
+            destroy = dist.destroy_process_group
+            dist.destroy_process_group = lambda group=None, **kw: None if group is None else destroy(group, **kw)
+            try:
+                self.llm.llm_engine.engine_core.shutdown()
+            finally:
+                dist.destroy_process_group = destroy
+        else:
+            self.llm.llm_engine.engine_core.shutdown()
         self.llm, self.lora_request, self._sleeping = None, None, set()
         if self._lora_tmp is not None:
             self._lora_tmp.cleanup()
@@ -295,7 +306,8 @@ class VLLMEngine(RolloutEngine):
                                        vision))  # fmt: skip
         elif any(VISION_PREFIX in k for k in state):
             self._load(vision)
-        language = {k: v.detach().contiguous() for k, v in state.items() if VISION_PREFIX not in k}
+        # each adapter tensor whole (gathered from the shards under FSDP: every rank, in the same order)
+        language = {k: full_tensor(v.detach()).contiguous() for k, v in state.items() if VISION_PREFIX not in k}
         if self._lora_tmp is None and self.lora_dir is None:
             self._lora_tmp = tempfile.TemporaryDirectory(prefix="vlrl-lora-")
         root = Path(self.lora_dir or self._lora_tmp.name)

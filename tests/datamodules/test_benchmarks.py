@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from datamodules.benchmarks import convert_benchmark, strip_option_labels
+from datamodules.benchmarks import (
+    BenchmarkDataModule,
+    choices_in_question,
+    convert_benchmark,
+    option_letter,
+    read_published,
+    strip_option_labels,
+)
 from rewards import AccuracyReward
 from tests.e2e import HF_ENGINE
 from vlrl_cli import main
@@ -111,6 +118,55 @@ def test_labelled_options_render_once_and_keep_their_letters(tmp_path):
     assert row["problem"].endswith("Options:\nA. red\nB. green\nC. blue") and row["choices"] == ["red", "green", "blue"]
 
 
+def test_tsv_image_cells_may_name_the_index_of_the_row_holding_the_image(tmp_path):
+    """VLMEvalKit stores MMBench's rotated copies with an image cell of at most 64 characters: another row's index."""
+    tsv = write_tsv(tmp_path / "mmbench.tsv")
+    lines = tsv.read_text().splitlines()
+    lines.append("\t".join(["1000010", "What colour is the square?", "A square.", "green", "blue", "red", "", "C",
+                             "colour", "10"]))  # fmt: skip
+    tsv.write_text("\n".join(lines) + "\n")
+    rows = [json.loads(x) for x in convert_benchmark("mmbench", tsv, tmp_path / "cache").open()]
+    assert rows[-1]["id"] == "1000010" and rows[-1]["image"] == rows[0]["image"]
+    tsv.write_text(tsv.read_text().replace("\tcolour\t10\n", "\tcolour\t99\n"))
+    with pytest.raises(ValueError, match=r"row index 3: column 'image' refers to index '99', which has no image"):
+        convert_benchmark("mmbench", tsv, tmp_path / "cache2")
+
+
+def test_read_published_gives_the_converted_ids_without_decoding_images(tmp_path):
+    tsv = write_tsv(tmp_path / "mmbench.tsv")
+    published = read_published("mmbench", tsv)
+    assert [id for id, _ in published] == ["10", "11", "12"] and published[1][1]["hint"] == "nan"
+    converted = [json.loads(x)["id"] for x in convert_benchmark("mmbench", tsv, tmp_path / "c").open()]
+    assert converted == [id for id, _ in published]
+    Image.new("RGB", (56, 56), "white").save(tmp_path / "1.png")
+    vista = {"7": {"pid": "7", "question": "q", "image": "1.png", "choices": None, "answer": "3",
+                   "question_type": "free_form", "answer_type": "integer", "metadata": {}}}  # fmt: skip
+    (tmp_path / "vista.json").write_text(json.dumps(vista))
+    assert [id for id, _ in read_published("mathvista", tmp_path / "vista.json")] == ["7"]
+    (tmp_path / "vision.jsonl").write_text('{"id": "3", "answer": "1"}\n\n{"answer": "2"}\n')
+    assert [id for id, _ in read_published("mathvision", tmp_path / "vision.jsonl")] == ["3", "1"]  # else position
+    (tmp_path / "broken.jsonl").write_text('{"id": "3"}\n{"id": \n')
+    with pytest.raises(ValueError, match=r"broken.jsonl: line 2 is not valid JSON"):
+        read_published("mathvision", tmp_path / "broken.jsonl")
+    with pytest.raises(FileNotFoundError, match="mathverse: no file at"):
+        read_published("mathverse", tmp_path / "absent.json")
+
+
+def test_mathverse_choices_and_answer_letters():
+    assert choices_in_question("Find x.\nChoices:\nA:40°\nB.60°\n(C) 120°") == ["40°", "60°", "120°"]
+    assert choices_in_question("Find x.\nChoices:\nB:40°\nC:60°") is None  # not from A
+    assert choices_in_question("Find x.") is None
+    assert [option_letter(x) for x in ("C", "(C)", " c. ", "CD", "")] == ["C", "C", "C", None, None]
+
+
+def test_benchmark_datamodule_serves_the_converted_rows_to_vlrl_predict(tmp_path):
+    dm = BenchmarkDataModule("mmbench", str(write_tsv(tmp_path / "mmbench.tsv")), cache_dir=str(tmp_path / "c"))
+    dm.tokenizer = object()  # not used until a row is read
+    dm.setup("predict")
+    assert dm.hparams.predict_data == dm.hparams.test_data and dm.hparams.predict_data.endswith("mmbench.jsonl")
+    assert [row["id"] for row in dm.datasets["predict"].table] == ["10", "11", "12"]
+
+
 def test_converted_rows_go_to_the_user_cache_not_beside_a_read_only_source(tmp_path, user_cache, monkeypatch):
     source_dir = tmp_path / "shared-datasets"
     source_dir.mkdir()
@@ -174,12 +230,13 @@ def test_vlrl_test_writes_per_category_and_per_question_results(tiny_checkpoint,
     finally:
         source_dir.chmod(0o755)
     assert _listing(source_dir) == ["mmbench.tsv"] and (user_cache / "benchmarks").is_dir()
+    # results_test.json is the benchmark's official score (evaluation.score, as vlrl-score computes it)
     results = json.loads((Path(cli.trainer.log_dir) / "results_test.json").read_text())
-    assert {k: v["count"] for k, v in results.items()} == {"all": 3, "colour": 2, "shape": 1}
-    weighted = (results["colour"]["accuracy"] * 2 + results["shape"]["accuracy"]) / 3
-    assert results["all"]["accuracy"] == pytest.approx(weighted)
-    assert results["all"]["accuracy"] == pytest.approx(float(cli.trainer.callback_metrics["test/accuracy"]))
-    assert (Path(cli.trainer.log_dir) / "results_test.csv").read_text().startswith("category,accuracy,count")
+    assert (results["benchmark"], results["count"], results["correct"]) == ("mmbench", 3, 1)
+    assert results["accuracy"] == pytest.approx(1 / 3)
+    assert results["accuracy"] == pytest.approx(float(cli.trainer.callback_metrics["test/benchmark_accuracy"]))
+    by_category = {k: (v["correct"], v["count"]) for k, v in results["categories"]["category"].items()}
+    assert by_category == {"colour": (1, 2), "shape": (0, 1)}
     lines = (Path(cli.trainer.log_dir) / "results_test_questions.jsonl").read_text().splitlines()
     questions = [json.loads(line) for line in lines]
     assert [(q["id"], q["category"], q["solution"]) for q in questions] == [
@@ -190,10 +247,7 @@ def test_vlrl_test_writes_per_category_and_per_question_results(tiny_checkpoint,
                                 problem_type=["multiple_choice"] * 3, choices=choices)  # fmt: skip
     assert [q["score"] for q in questions] == rescored.tolist() == [1.0, 0.0, 0.0]  # A is right for row 10 only
     assert [q["answer"] for q in questions] == ["A"] * 3
-    assert results["all"]["accuracy"] == pytest.approx(1 / 3) and results["colour"]["accuracy"] == 0.5
-    assert sum(q["score"] for q in questions) / 3 == pytest.approx(results["all"]["accuracy"])
-    assert sum(q["score"] for q in questions if q["category"] == "colour") / 2 == pytest.approx(
-        results["colour"]["accuracy"])  # fmt: skip
+    assert [q["correct"] for q in results["questions"]] == [1, 0, 0]
 
 
 @pytest.mark.slow
@@ -221,6 +275,7 @@ def test_vlrl_test_on_two_ranks_merges_the_per_question_file(tiny_checkpoint, tm
     questions = [json.loads(line) for line in (log_dir / "results_test_questions.jsonl").read_text().splitlines()]
     assert not list(tmp_path.rglob("results_test_questions.rank*"))  # one file, written by rank 0
     assert {q["id"] for q in questions} == {"10", "11", "12"}  # both ranks' rows
-    # the distributed sampler pads 3 rows to 4 (one row twice); file and results count the same rows
-    assert len(questions) == results["all"]["count"]
-    assert sum(q["score"] for q in questions) / len(questions) == pytest.approx(results["all"]["accuracy"])
+    # the distributed sampler pads 3 rows to 4 (one row twice): the file has every scored row, the official score
+    # counts each question once
+    assert results["count"] == len({q["id"] for q in questions}) == 3
+    assert results["correct"] == sum({q["id"]: q["score"] for q in questions}.values())

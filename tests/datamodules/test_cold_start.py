@@ -282,6 +282,7 @@ def _command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(COMMAND), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_installed_command_exits_0_on_success_and_non_zero_on_failure(answer_b_rows, tmp_path):
     with ChatServer() as server:
         config = _http_config(tmp_path / "cold.yaml", server.url)
@@ -320,6 +321,7 @@ def test_main_returns_an_exit_status_and_run_cli_the_report(answer_b_rows, tmp_p
     assert json.loads(capsys.readouterr().out) == report and report["kept"] == 5
 
 
+@pytest.mark.slow
 @pytest.mark.vllm
 def test_vllm_backend_end_to_end_from_the_installed_command(answer_b_rows, think_checkpoint, tmp_path):
     """The shipped config as users run it, with the VLM swapped for the tiny checkpoint (whose template opens

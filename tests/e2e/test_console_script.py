@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 VLRL = Path(sys.executable).parent / "vlrl"
 DEMO = Path(__file__).parents[2] / "configs" / "demo_sft.yaml"
 

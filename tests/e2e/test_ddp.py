@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from lightning import Callback
 
 from tests.e2e import HF_ENGINE
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).parents[2]
 DEMO = ROOT / "configs" / "demo_grpo.yaml"

@@ -28,6 +28,7 @@ REWARDS = (
 DEMO = Path(__file__).parents[2] / "configs" / "demo_grpo.yaml"
 
 
+@pytest.mark.slow
 def test_grpo_fit_two_steps(tiny_checkpoint, tmp_path):
     cli = main(
         ["fit", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
@@ -77,6 +78,7 @@ def test_grpo_fit_two_steps(tiny_checkpoint, tmp_path):
         assert torch.equal(a, b.detach()), name
 
 
+@pytest.mark.slow
 def test_grpo_lora_changes_only_adapter_weights(tiny_checkpoint, tmp_path):
     from transformers import AutoModelForImageTextToText
 
@@ -130,6 +132,7 @@ class SomeGroupsReward(Reward):
         return [0.0 if "A" in s else len(c) / 100 for c, s in zip(completions, solution)]
 
 
+@pytest.mark.slow
 def test_dynamic_sampling_trains_on_informative_groups_only(tiny_checkpoint, tmp_path):
     from rollout.callback import RolloutSettings
 
@@ -166,6 +169,7 @@ def test_dynamic_sampling_trains_on_informative_groups_only(tiny_checkpoint, tmp
     assert seen and set(seen) == {3}
 
 
+@pytest.mark.slow
 def test_dynamic_sampling_stops_when_no_group_ever_differs(tiny_checkpoint, tmp_path):
     # a random-init model never writes the caption format: every completion scores 0, no pool is informative
     with pytest.raises(RuntimeError, match="3 pools in a row"):

@@ -7,9 +7,13 @@ solve in a few steps, where a sign error or a broken gradient path would show as
 import csv
 from pathlib import Path
 
+import pytest
+
 from rewards import Reward
 from tests.e2e import HF_ENGINE
 from vlrl_cli import main
+
+pytestmark = pytest.mark.slow
 
 DEMO = Path(__file__).parents[2] / "configs" / "demo_grpo.yaml"
 

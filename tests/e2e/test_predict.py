@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from vlrl_cli import main
@@ -46,6 +47,7 @@ def test_predict_accepts_rows_without_answers(tiny_checkpoint, synthetic_dir, tm
     assert record["problem"] == "What is shown?" and "score" not in record and "solution" not in record
 
 
+@pytest.mark.slow
 def test_one_image_and_question_from_the_command_line(tiny_checkpoint, tmp_path):
     image = tmp_path / "red.png"
     Image.new("RGB", (56, 56), "red").save(image)

@@ -19,6 +19,8 @@ import torch
 from tests.e2e import HF_ENGINE
 from vlrl_cli import main
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).parents[2]
 DEMO = ROOT / "configs" / "demo_grpo.yaml"
 REWARDS = '[{"class_path": "tests.e2e.test_grpo_cli.TextLengthReward"}]'

@@ -18,6 +18,8 @@ import pytest
 from tests.e2e.test_resume import COMPARED
 from tests.test_configs import CONFIGS, cpu_overrides, with_probe_reward
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).parents[2]
 VLRL = Path(sys.executable).parent / "vlrl"  # the installed console script, as a user runs it
 RECIPE = CONFIGS / "visionary_r1.yaml"
@@ -55,7 +57,7 @@ def logged(root: Path) -> tuple[dict[int, dict], list[str]]:
     return {int(r["step"]): r for r in rows}, (versions[0] / "samples.jsonl").read_text().splitlines()
 
 
-@pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=[pytest.mark.slow, pytest.mark.vllm])])
 def test_recipe_killed_and_resumed_with_ckpt_path_last(engine, tiny_checkpoint, synthetic_dir, tmp_path):
     if engine == "vllm":
         pytest.importorskip("vllm")

@@ -3,7 +3,10 @@
 import csv
 from pathlib import Path
 
+import pytest
 import torch
+
+pytestmark = pytest.mark.slow
 
 DEMO = Path(__file__).parents[2] / "configs" / "demo_sft.yaml"
 

@@ -6,12 +6,15 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
 from rewards import Reward
 from tests.datamodules.fuzzing import fuzzed_rows, write_odd_images
 from vlrl_cli import main
+
+pytestmark = pytest.mark.slow
 
 DEMO = Path(__file__).parents[2] / "configs" / "demo_grpo.yaml"
 G = 2

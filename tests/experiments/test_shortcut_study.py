@@ -3,9 +3,12 @@ verdict on hand-made values."""
 
 import json
 
+import pytest
+
 from experiments.shortcut_study import METHODS, NOTES_MARKER, SPLITS, main, summarise, verdict
 
 
+@pytest.mark.slow
 def test_smoke_runs_every_method_and_tracks_every_split(tmp_path):
     result = main(["--out", str(tmp_path), "--smoke"])
     curves = result["curves"][0]

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from lightning_modules.checkpoint_io import AtomicCheckpointIO, remove_stale_partials
@@ -29,6 +30,7 @@ def _consistent(path: Path) -> int:
     return ckpt["step"]
 
 
+@pytest.mark.slow
 def test_kill_during_write_leaves_the_last_good_checkpoint(tmp_path):
     target = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"step": 1, "w": torch.full((4,), 1.0)}, target)

@@ -66,6 +66,7 @@ def _image_effect(module, batch) -> float:
     return float((real - blank.logits[:, -1]).abs().max())
 
 
+@pytest.mark.slow
 def test_a_model_that_ignores_the_image_has_zero_visual_dependency(tiny_checkpoint, tmp_path):
     blind_dir = _blind_checkpoint(tiny_checkpoint, tmp_path / "blind")
     metrics, cli = _validate(blind_dir, tmp_path, "blind_run")

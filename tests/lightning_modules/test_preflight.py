@@ -31,6 +31,17 @@ def test_flash_attention_on_cpu_is_named_with_its_fix():
     assert config_problems("fit", "cpu", data, "auto") == []
 
 
+def test_fsdp1_strategy_is_refused_with_the_fsdp2_file_named():
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from lightning_modules.sharding import FSDP2Strategy
+
+    data = VQADataModule(train_data="train.jsonl")
+    (problem,) = config_problems("fit", "gpu", data, strategy=FSDPStrategy())
+    assert "FSDPStrategy" in problem and "configs/strategy/fsdp.yaml" in problem
+    assert config_problems("fit", "gpu", data, strategy=FSDP2Strategy()) == []
+
+
 def test_validate_without_val_data_fails_before_the_model_loads(tiny_checkpoint, tmp_path):
     args = ["-c", str(CONFIGS / "visionary_r1.yaml"), "-c", str(CONFIGS / "cpu.yaml"),
             f"--model.init_args.model_name_or_path={tiny_checkpoint}",

@@ -33,6 +33,7 @@ def test_committed_without_outputs(name):
     assert code and all(not c.outputs and c.execution_count is None for c in code)
 
 
+@pytest.mark.slow
 def test_ablation_then_inspect_run(tmp_path):
     nb = execute("ablation.ipynb", {"VLRL_NB_SMALL": "1", "VLRL_NB_OUT": str(tmp_path)})
     summary = "".join(o.get("data", {}).get("text/plain", "") for o in nb.cells[-1].outputs)  # the summary dict
@@ -45,6 +46,7 @@ def test_ablation_then_inspect_run(tmp_path):
     assert "metric rows" in printed and "step" in printed
 
 
+@pytest.mark.slow
 def test_shortcut_study_smoke(tmp_path):
     nb = execute("shortcut_study.ipynb", {"VLRL_NB_SMALL": "1", "VLRL_NB_OUT": str(tmp_path)})
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))

@@ -51,6 +51,8 @@ def _logp_gap(policy, out, temperature=1.0) -> float:
     return float(((_policy_logps(policy, out, temperature) - out.engine_logps).abs() * out.completion_mask).max())
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 def test_generates_for_image_prompts(engine, tiny_checkpoint, processor, prompts):
     policy = load_policy(str(tiny_checkpoint), "float32")
     engine.setup(policy, processor)
@@ -66,6 +68,8 @@ def test_generates_for_image_prompts(engine, tiny_checkpoint, processor, prompts
     assert all(n == 8 if cut else tok == im_end for n, cut, tok in zip(lengths, out.truncated, last))
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 def test_each_prompt_samples_its_own_stream(engine, tiny_checkpoint, processor, prompts):
     """The same prompt eight times in one batch gives different samples (a seed shared by the batch gave eight
     identical ones), while a seeded run repeats itself exactly."""
@@ -80,6 +84,8 @@ def test_each_prompt_samples_its_own_stream(engine, tiny_checkpoint, processor, 
     assert _generate(engine, same, n=1, tokens=12).texts == first
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 def test_full_weight_sync_matches_policy(engine, tiny_checkpoint, processor, prompts):
     policy = load_policy(str(tiny_checkpoint), "float32")
     engine.setup(policy, processor)
@@ -102,6 +108,8 @@ def test_full_weight_sync_matches_policy(engine, tiny_checkpoint, processor, pro
     assert (gap > -SYNCED).all() and gap.max() > STALE
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 def test_lora_sync_serves_adapter_and_merges_vision(engine, tiny_checkpoint, processor, prompts):
     policy = load_policy(str(tiny_checkpoint), "float32", lora=LoRAConfig(r=4, alpha=8, dropout=0.0, vision=True))
     torch.manual_seed(0)
@@ -125,6 +133,8 @@ def test_lora_sync_serves_adapter_and_merges_vision(engine, tiny_checkpoint, pro
     assert base_gap > STALE
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 def test_policy_engine_judge_answers_text(engine, tiny_checkpoint, processor):
     from rewards.judges import PolicyEngineJudge
     from rollout.hf import HFEngine
@@ -141,6 +151,8 @@ def test_policy_engine_judge_answers_text(engine, tiny_checkpoint, processor):
     assert judge.generate(["What colour is the square? Answer with one word.", "Is the bar tall?"]) == replies
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 def test_close_releases_the_engine_and_setup_restarts_it(engine, tiny_checkpoint, processor, prompts):
     """Runs one after another in one process (a notebook, the shortcut study) must not stack engines."""
     import weakref

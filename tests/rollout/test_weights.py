@@ -1,16 +1,14 @@
 """Streaming the policy's weights for an engine: names, LoRA merging, and an FSDP2-sharded policy gathered one
-parameter at a time on two CPU processes. (FSDP1 refuses CPU, so its per-unit path needs a GPU to test.)"""
+parameter at a time on two CPU processes (FSDP2; FSDP1 is not supported)."""
 
 from __future__ import annotations
 
-import os
-
+import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from lightning_modules.policy import LoRAConfig, load_policy
 from rollout.weights import checkpoint_name, iter_named_weights, merged_lora_weights
+from tests.distributed import run_on_ranks
 
 
 def _saved(checkpoint) -> dict[str, torch.Tensor]:
@@ -53,34 +51,70 @@ def test_lora_merge_matches_peft_merge(tiny_checkpoint):
     assert not torch.allclose(vision[qkv], _saved(tiny_checkpoint)[qkv])  # the adapter really was merged
 
 
-def _sharded_worker(rank: int, world: int, checkpoint: str, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.manual_seed(0)
-        policy = load_policy(checkpoint, "float32")
-        from torch.distributed.fsdp import fully_shard
+def _sharded_worker(rank: int, checkpoint: str, out: str) -> None:
+    torch.manual_seed(0)
+    policy = load_policy(checkpoint, "float32")
+    from torch.distributed.fsdp import fully_shard
 
-        for layer in policy.model.language_model.layers:
-            fully_shard(layer)
-        fully_shard(policy)
-        assert any(type(p).__name__ == "DTensor" for p in policy.parameters())
-        streamed = {name: t.clone() for name, t in iter_named_weights(policy)}
-        if rank == 0:
-            torch.save(streamed, out)
-    finally:
-        dist.destroy_process_group()
+    for layer in policy.model.language_model.layers:
+        fully_shard(layer)
+    fully_shard(policy)
+    assert any(type(p).__name__ == "DTensor" for p in policy.parameters())
+    streamed = {name: t.clone() for name, t in iter_named_weights(policy)}
+    if rank == 0:
+        torch.save(streamed, out)
 
 
+@pytest.mark.slow
 def test_fsdp2_sharded_policy_streams_full_weights(tiny_checkpoint, tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "streamed.pt"
-    mp.spawn(_sharded_worker, args=(2, str(tiny_checkpoint), port, str(out)), nprocs=2, join=True)
+    run_on_ranks(_sharded_worker, str(tiny_checkpoint), str(out))
     streamed = torch.load(out, weights_only=True)
     for name, tensor in _saved(tiny_checkpoint).items():
         assert name in streamed, name
         assert torch.equal(streamed[name], tensor), name
+
+
+def _sharded_lora_worker(rank: int, checkpoint: str, out: str) -> None:
+    from peft import get_peft_model_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from lightning_modules.sharding import shard_model
+    from rollout.weights import full_tensor
+
+    policy = _lora_policy(checkpoint)
+    shard_model(policy, init_device_mesh("cpu", (2,)))
+    vision = {n: t.clone() for n, t in merged_lora_weights(policy, lambda n: n.startswith("model.visual."))}
+    adapters = {k: full_tensor(v.detach()).clone() for k, v in get_peft_model_state_dict(policy).items()}
+    if rank == 0:
+        torch.save({"vision": vision, "adapters": adapters}, out)
+
+
+def _lora_policy(checkpoint: str):
+    torch.manual_seed(0)
+    policy = load_policy(checkpoint, "float32", lora=LoRAConfig(r=4, alpha=8, dropout=0.0, vision=True))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    return policy
+
+
+@pytest.mark.slow
+def test_fsdp2_sharded_lora_policy_streams_merged_vision_and_whole_adapters(tiny_checkpoint, tmp_path):
+    """What the vLLM engine's LoRA sync reads from a sharded policy: the vision weights with their adapter merged and
+    the language adapter tensors, each gathered whole, equal to the unsharded policy's."""
+    from peft import get_peft_model_state_dict
+
+    out = tmp_path / "streamed.pt"
+    run_on_ranks(_sharded_lora_worker, str(tiny_checkpoint), str(out))
+    streamed = torch.load(out, weights_only=True)
+    policy = _lora_policy(str(tiny_checkpoint))
+    vision = dict(merged_lora_weights(policy, lambda n: n.startswith("model.visual.")))
+    assert streamed["vision"].keys() == vision.keys()
+    for name, tensor in vision.items():
+        torch.testing.assert_close(streamed["vision"][name], tensor, rtol=0, atol=1e-6, msg=name)
+    adapters = get_peft_model_state_dict(policy)
+    assert streamed["adapters"].keys() == adapters.keys() and any("lora_B" in k for k in adapters)
+    for name, tensor in adapters.items():
+        assert torch.equal(streamed["adapters"][name], tensor), name

@@ -1,0 +1,349 @@
+"""Per-GPU memory of a GRPO run on Qwen2.5-VL under FSDP2 full sharding, on paper: pure functions of a config.json
+dict (``hidden_size``, layers, heads, vocabulary ...) and a workload (a recipe's lengths, G, micro-batch).
+
+    python -m bench.memory                              # 3B and 7B, full and LoRA, 1 / 8 / 16 GPUs, the GPU recipes
+    python -m bench.memory --checkpoint DIR             # a local checkpoint's config.json instead
+    python -m bench.memory --sizes 3b --gpus 1 --prompt-tokens 1360 --image-tokens 1296 --completion-tokens 256 \
+        --group-size 8 --micro-batch-size 8 --gradient-checkpointing --no-vllm   # one custom workload
+
+What is counted (bytes per GPU, N GPUs, FSDP2 ``fully_shard`` on each decoder layer, each vision block, then the root;
+``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``):
+
+- parameters: fp32, every tensor sharded on dim 0 (each rank holds ceil(rows / N) rows, as FSDP2 pads);
+- gradients: fp32, sharded, trainable parameters only (freed after the step: ``zero_grad(set_to_none=True)``);
+- Adam: ``exp_avg`` and ``exp_avg_sq``, fp32, sharded, trainable only. ``torch.optim.AdamW``'s ``step`` counters
+  (one fp32 scalar per trainable tensor) live in host memory unless fused/capturable: reported apart;
+- reference: the frozen copy in bf16, sharded (full fine-tune); LoRA has none (the adapters are switched off);
+- gathered (transient): the root unit (embeddings, LM head, final norm, patch embedding, merger) all-gathered in bf16
+  for the whole forward and backward, two decoder-layer / vision-block units (the current one and the prefetched
+  one) in bf16, and one unit's unsharded gradient in bf16 plus its fp32 copy for the reduce-scatter (6 bytes per
+  trainable element; the root's at the end of the backward pass when it trains, whose LM-head gradient, computed
+  first, waits in bf16 through the whole backward pass);
+- activations of one micro-batch (below); and vLLM's ``gpu_memory_utilization`` x the GPU's memory while it rolls
+  out. Between rollouts vLLM sleeps (level 1: weights in host memory, KV cache freed), so the peak is the larger of
+  the rollout phase (parameters + Adam + reference + vLLM) and the update phase (all the rest, vLLM asleep). The
+  update phase adds the gathered units to the whole micro-batch's activations: an upper bound, since the root's
+  gradient is reduced when most activations are already freed.
+
+Activations per micro-batch of ``m`` completions (rows) of ``U = ceil(m / G)`` prompts, P prompt tokens (image
+included), C completion tokens, a prompt image of ``I`` merged tokens (``4 I`` patches), hidden h, MLP width f,
+vision width d and MLP width f_v. Bytes per token per layer, from the tensors autograd keeps (transformers 5's
+modeling_qwen2_5_vl, sdpa attention, bf16 compute; RMSNorm keeps its fp32 input; with a padding mask sdpa gets K and
+V repeated to all heads):
+
+    decoder layer  a_t = 20 h + 8 f          (LoRA r on q,k,v,o,gate,up,down: 34 h + 9 f; its dropout keeps copies)
+    vision block   a_v = 26 d + 8 f_v        (per patch; LoRA on the language model only: the vision tower keeps none)
+
+    without checkpointing: L T a_t + L_v V a_v + 8 h T     T = U P + m C tokens (prompt once, ``shared_prefix``)
+                           + 4 m (2P + C) kv L             each completion's copy of its prompt's keys and values
+    with checkpointing:    L T 2h + L_v V 2d + 8 h T       T = m (P + C) (no shared prefix under checkpointing),
+                           + 2 max(T a_t, V a_v)           one layer recomputed, and its gradients
+                           + m (P + C)^2                   the boolean attention mask
+
+with V = 4 U I vision patches and ``8 h T`` the embeddings and final norm. The LM head runs on completion positions
+only, in chunks of ``logps_chunk_size`` (K): on GPUs the autograd path keeps each chunk's fp32 logits for the
+backward pass, ``4 m C vocab`` bytes, plus one chunk in flight, ``10 K vocab`` (bf16 logits, fp32 softmax and
+product for the entropy). Not counted: the CUDA context (~0.5 GiB), the allocator's fragmentation, the HF engine's
+KV cache, vLLM's residue while asleep. A paper estimate: measured peaks belong beside it (bench/device_check.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GIB = 2**30
+GPU_MEMORY_MIB = {"H100": 81559, "H200": 143771}  # nvidia-smi's total (vLLM's utilisation is a share of it)
+LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+RECIPES = ("configs/visionary_r1.yaml", "configs/grpo_baseline.yaml", "configs/vision_r1_ptst.yaml")
+
+
+# -- the model's tensors -------------------------------------------------------------------------------------------
+def text_config(config: dict) -> dict:
+    """The language model's fields: nested under ``text_config`` (transformers 5) or at the top (hub 4.x files)."""
+    return config["text_config"] if "text_config" in config else config
+
+
+def tie_word_embeddings(config: dict) -> bool:
+    for where in (config, text_config(config)):
+        if "tie_word_embeddings" in where:
+            return bool(where["tie_word_embeddings"])
+    raise KeyError("config has no tie_word_embeddings (3B: true, 7B: false)")
+
+
+def head_dim(text: dict) -> int:
+    return text.get("head_dim") or text["hidden_size"] // text["num_attention_heads"]  # Qwen2.5 omits it
+
+
+def _linear(name: str, rows: int, cols: int, bias: bool) -> dict[str, tuple[int, ...]]:
+    return {f"{name}.weight": (rows, cols), **({f"{name}.bias": (rows,)} if bias else {})}
+
+
+def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """Every parameter of ``Qwen2_5_VLForConditionalGeneration``, named as ``named_parameters()`` names it (a tied
+    LM head is the embedding, listed once)."""
+    t, v = text_config(config), config["vision_config"]
+    h, f, vocab, hd = t["hidden_size"], t["intermediate_size"], t["vocab_size"], head_dim(t)
+    q, kv = t["num_attention_heads"] * hd, t["num_key_value_heads"] * hd
+    d, fv, wide = v["hidden_size"], v["intermediate_size"], v["hidden_size"] * v["spatial_merge_size"] ** 2
+    channels = v["in_channels"] if "in_channels" in v else v["in_chans"]  # transformers 5 / hub 4.x spelling
+    patch = (d, channels, v["temporal_patch_size"], v["patch_size"], v["patch_size"])
+    shapes: dict[str, tuple[int, ...]] = {"model.visual.patch_embed.proj.weight": patch}
+    for i in range(v["depth"]):
+        p = f"model.visual.blocks.{i}."
+        shapes.update({p + "norm1.weight": (d,), p + "norm2.weight": (d,)})
+        shapes.update(_linear(p + "attn.qkv", 3 * d, d, True) | _linear(p + "attn.proj", d, d, True))
+        for name, rows, cols in (("gate_proj", fv, d), ("up_proj", fv, d), ("down_proj", d, fv)):
+            shapes.update(_linear(f"{p}mlp.{name}", rows, cols, True))
+    shapes["model.visual.merger.ln_q.weight"] = (d,)
+    shapes.update(_linear("model.visual.merger.mlp.0", wide, wide, True))
+    shapes.update(_linear("model.visual.merger.mlp.2", v["out_hidden_size"], wide, True))
+    shapes["model.language_model.embed_tokens.weight"] = (vocab, h)
+    for i in range(t["num_hidden_layers"]):
+        p = f"model.language_model.layers.{i}."
+        for name, rows, cols, bias in (("q_proj", q, h, True), ("k_proj", kv, h, True), ("v_proj", kv, h, True),
+                                       ("o_proj", h, q, False)):  # fmt: skip
+            shapes.update(_linear(f"{p}self_attn.{name}", rows, cols, bias))
+        for name, rows, cols in (("gate_proj", f, h), ("up_proj", f, h), ("down_proj", h, f)):
+            shapes.update(_linear(f"{p}mlp.{name}", rows, cols, False))
+        shapes.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,)})
+    shapes["model.language_model.norm.weight"] = (h,)
+    if not tie_word_embeddings(config):
+        shapes["lm_head.weight"] = (vocab, h)
+    return shapes
+
+
+def lora_shapes(config: dict, rank: int) -> dict[str, tuple[int, ...]]:
+    """The adapters ``LoRAConfig(r=rank)`` adds (peft: A [r, in], B [out, r], no bias) on the language model's
+    attention and MLP projections, keyed by the projection's weight name."""
+    shapes = {}
+    for name, shape in parameter_shapes(config).items():
+        if ".language_model.layers." in name and name.endswith(".weight") and name.split(".")[-2] in LORA_PROJECTIONS:
+            (rows, cols), base = shape, name.removesuffix(".weight")
+            shapes[base + ".lora_A.weight"], shapes[base + ".lora_B.weight"] = (rank, cols), (rows, rank)
+    return shapes
+
+
+def fsdp_unit(name: str) -> str:
+    """The FSDP2 unit holding a parameter: its decoder layer, its vision block, or the root (the rest)."""
+    parts = name.split(".")
+    for key in ("layers", "blocks"):
+        if key in parts:
+            i = parts.index(key)
+            return ".".join(parts[: i + 2])
+    return "root"
+
+
+def shard_numel(shape: tuple[int, ...], world_size: int) -> int:
+    """Elements one rank holds of a tensor sharded on dim 0 (FSDP2 pads dim 0 to a multiple of the world size)."""
+    return math.ceil(shape[0] / world_size) * math.prod(shape[1:])
+
+
+def state_bytes(config: dict, world_size: int = 1, lora_rank: int | None = None) -> dict[str, int]:
+    """Parameters, gradients, Adam moments (+ ``adam_step``, host memory on GPUs), bf16 reference and the transient
+    gathered units, per GPU. Trainable: everything (full fine-tune) or the LoRA adapters."""
+    base = parameter_shapes(config)
+    adapters = lora_shapes(config, lora_rank) if lora_rank else {}
+    trainable = adapters if lora_rank else base
+    everything = {**base, **adapters}
+    shard = sum(shard_numel(s, world_size) for s in everything.values())
+    train_shard = sum(shard_numel(s, world_size) for s in trainable.values())
+    units: dict[str, list[int]] = {}  # unit -> [all elements, trainable elements]
+    for name, shape in everything.items():
+        unit = units.setdefault(fsdp_unit(name), [0, 0])
+        unit[0] += math.prod(shape)
+        unit[1] += math.prod(shape) if name in trainable else 0
+    root, blocks = units.pop("root"), list(units.values())
+    largest = max(b[0] for b in blocks)
+    head_name = "model.language_model.embed_tokens.weight" if tie_word_embeddings(config) else "lm_head.weight"
+    head = math.prod(trainable[head_name]) if head_name in trainable else 0
+    # root gathered + LM-head gradient (computed first, reduced last) + current and prefetched unit + one unit's grad
+    during = 2 * root[0] + 2 * head + 2 * 2 * largest + 6 * max(b[1] for b in blocks)
+    at_end = 2 * root[0] + 6 * root[1]  # the root's own gradient, reduced last
+    return dict(
+        params=4 * shard, grads=4 * train_shard, adam=8 * train_shard, adam_step=4 * len(trainable),
+        reference=0 if lora_rank else 2 * sum(shard_numel(s, world_size) for s in base.values()),
+        gathered=max(during, at_end), numel=sum(math.prod(s) for s in everything.values()),
+        trainable_numel=sum(math.prod(s) for s in trainable.values()),
+    )  # fmt: skip
+
+
+# -- activations ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Workload:
+    """One training setting's shapes: a recipe (one per rollout stage) or a benchmark."""
+
+    name: str
+    prompt_tokens: int  # P, image tokens included
+    image_tokens: int  # I merged image tokens of the prompt's one image (4 I patches)
+    completion_tokens: int  # C
+    group_size: int  # G
+    micro_batch_size: int  # m rows per forward/backward
+    gradient_checkpointing: bool
+    logps_chunk_size: int = 1024
+    vllm_gpu_memory_utilization: float | None = 0.3  # None: no vLLM (HF engine)
+
+
+def activation_bytes(config: dict, w: Workload, lora_rank: int | None = None) -> dict[str, int]:
+    """One micro-batch's activations kept for the backward pass (the module docstring's formulas): ``layers`` (all
+    decoder layers, vision blocks, embeddings; with checkpointing their inputs, one recomputed layer and the mask),
+    ``lm_head`` (fp32 logits kept for the backward pass) and ``chunk`` (one LM-head chunk in flight)."""
+    t, v = text_config(config), config["vision_config"]
+    h, f, vocab, layers = t["hidden_size"], t["intermediate_size"], t["vocab_size"], t["num_hidden_layers"]
+    kv = t["num_key_value_heads"] * head_dim(t)
+    d, fv, depth = v["hidden_size"], v["intermediate_size"], v["depth"]
+    m, p, c = w.micro_batch_size, w.prompt_tokens, w.completion_tokens
+    prompts = math.ceil(m / w.group_size)
+    patches = prompts * 4 * w.image_tokens
+    per_token = 34 * h + 9 * f if lora_rank else 20 * h + 8 * f
+    per_patch = 0 if lora_rank else 26 * d + 8 * fv  # a frozen vision tower keeps nothing for the backward pass
+    if w.gradient_checkpointing:
+        tokens = m * (p + c)
+        kept = layers * tokens * 2 * h + (depth * patches * 2 * d if per_patch else 0) + 8 * h * tokens
+        kept += 2 * max(tokens * per_token, patches * per_patch) + m * (p + c) ** 2
+    else:
+        tokens = prompts * p + m * c
+        kept = layers * tokens * per_token + depth * patches * per_patch + 8 * h * tokens
+        kept += 4 * m * (2 * p + c) * kv * layers
+    return dict(layers=kept, lm_head=4 * m * c * vocab, chunk=10 * min(w.logps_chunk_size, m * c) * vocab)
+
+
+def memory_bytes(config: dict, w: Workload, world_size: int, lora_rank: int | None = None,
+                 gpu_mib: int = GPU_MEMORY_MIB["H100"]) -> dict[str, int]:  # fmt: skip
+    """Everything above per GPU, and the two phases' totals: ``update`` (vLLM asleep) and ``rollout``."""
+    s = state_bytes(config, world_size, lora_rank)
+    a = activation_bytes(config, w, lora_rank)
+    vllm = int(w.vllm_gpu_memory_utilization * gpu_mib * 2**20) if w.vllm_gpu_memory_utilization else 0
+    resident = s["params"] + s["adam"] + s["reference"]
+    update = resident + s["grads"] + s["gathered"] + a["layers"] + a["lm_head"] + a["chunk"]
+    return dict(**s, **{f"act_{k}": val for k, val in a.items()}, vllm=vllm, update=update,
+                rollout=resident + vllm, peak=max(update, resident + vllm))  # fmt: skip
+
+
+# -- recipes -------------------------------------------------------------------------------------------------------
+def _init_args(section: dict) -> dict[str, Any]:
+    """A ``class_path``/``init_args`` section's arguments, the class's own defaults filled in (read from its
+    signature, so a default that changes in the code changes here)."""
+    module, name = section["class_path"].rsplit(".", 1)
+    params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    return {**defaults, **section.get("init_args", {})}
+
+
+def recipe_workloads(path: str | Path, patch_tokens: int = 28 * 28) -> list[Workload]:
+    """One ``Workload`` per rollout stage of a recipe YAML: P = ``max_prompt_length``, an image at ``max_pixels``
+    (``max_pixels / 28^2`` merged tokens, at most P), the rollout's G and lengths, the module's micro-batch,
+    checkpointing and LM-head chunk, and the vLLM engine's ``gpu_memory_utilization`` (none for the HF engine)."""
+    import yaml
+
+    recipe = yaml.safe_load(Path(path).read_text())
+    model, data = _init_args(recipe["model"]), _init_args(recipe["data"])
+    engine = model["engine"]
+    vllm = _init_args(engine)["gpu_memory_utilization"] if engine["class_path"].endswith("VLLMEngine") else None
+    rollout = model["rollout"]
+    stages = model.get("rollout_stages") or [dict(max_new_tokens=rollout["max_new_tokens"],
+                                                  group_size=rollout["group_size"])]  # fmt: skip
+    prompt = data["max_prompt_length"]
+    image = min(prompt, data["max_pixels"] // patch_tokens)
+    name = Path(path).stem
+    return [Workload(f"{name}" + (f" stage {i + 1}" if len(stages) > 1 else ""), prompt, image, s["max_new_tokens"],
+                     s["group_size"], model["micro_batch_size"], model["gradient_checkpointing"],
+                     model["logps_chunk_size"], vllm)
+            for i, s in enumerate(stages)]  # fmt: skip
+
+
+# -- the tables ----------------------------------------------------------------------------------------------------
+def _gib(n: float) -> str:
+    return f"{n / GIB:.1f}"
+
+
+def model_configs(sizes: list[str], checkpoint: str | None) -> dict[str, dict]:
+    if checkpoint:
+        return {Path(checkpoint).name: json.loads((Path(checkpoint) / "config.json").read_text())}
+    from lightning_modules.tiny_model import qwen2_5_vl_config
+
+    return {size.upper(): qwen2_5_vl_config(size).to_dict() for size in sizes}
+
+
+def tables(configs: dict[str, dict], workloads: list[Workload], gpus: list[int], lora_rank: int,
+           gpu: str = "H100") -> str:  # fmt: skip
+    """Markdown: per-GPU state and peaks for each model, mode and GPU count; then activations per micro-batch."""
+    gpu_mib = GPU_MEMORY_MIB[gpu]
+    header = ("| model | tuning | GPUs | params | grads | Adam | ref | gathered | "
+              + " | ".join(f"peak: {w.name}" for w in workloads) + " |")  # fmt: skip
+    lines = [header, "|" + "---|" * (8 + len(workloads))]
+    for label, config in configs.items():
+        for rank in (None, lora_rank):
+            for n in gpus:
+                s = state_bytes(config, n, rank)
+                peaks = []
+                for w in workloads:
+                    m = memory_bytes(config, w, n, rank, gpu_mib)
+                    phase = "rollout" if m["rollout"] > m["update"] else "update"
+                    fits = "" if m["peak"] <= gpu_mib * 2**20 else " (over)"
+                    peaks.append(f"{_gib(m['peak'])} ({phase}){fits}")
+                tuning = f"LoRA r{rank}" if rank else "full"
+                lines.append(f"| {label} | {tuning} | {n} | {_gib(s['params'])} | {_gib(s['grads'])} | "
+                             f"{_gib(s['adam'])} | {_gib(s['reference'])} | {_gib(s['gathered'])} | "
+                             + " | ".join(peaks) + " |")  # fmt: skip
+    lines += ["", "| model | tuning | workload | P / image / C tokens | G | micro-batch | checkpointing | layers | "
+              "LM-head logits | LM-head chunk | vLLM |", "|" + "---|" * 11]  # fmt: skip
+    for label, config in configs.items():
+        for rank in (None, lora_rank):
+            for w in workloads:
+                a = activation_bytes(config, w, rank)
+                vllm = (f"{w.vllm_gpu_memory_utilization} x {gpu} = "
+                        f"{_gib(w.vllm_gpu_memory_utilization * gpu_mib * 2**20)}"
+                        if w.vllm_gpu_memory_utilization else "none")  # fmt: skip
+                lines.append(f"| {label} | {f'LoRA r{rank}' if rank else 'full'} | {w.name} | {w.prompt_tokens} / "
+                             f"{w.image_tokens} / {w.completion_tokens} | {w.group_size} | {w.micro_batch_size} | "
+                             f"{'yes' if w.gradient_checkpointing else 'no'} | {_gib(a['layers'])} | "
+                             f"{_gib(a['lm_head'])} | {_gib(a['chunk'])} | {vllm} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["3b", "7b"], choices=["tiny", "3b", "7b"])
+    parser.add_argument("--checkpoint", help="a local checkpoint folder: use its config.json instead of --sizes")
+    parser.add_argument("--gpus", nargs="+", type=int, default=[1, 8, 16])
+    parser.add_argument("--lora-rank", type=int, default=16, help="LoRA rows (LoRAConfig's default r)")
+    parser.add_argument("--gpu", default="H100", choices=sorted(GPU_MEMORY_MIB), help="for vLLM's share and 'over'")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    custom = parser.add_argument_group("one custom workload instead of the recipes (all of these)")
+    custom.add_argument("--prompt-tokens", type=int)
+    custom.add_argument("--image-tokens", type=int)
+    custom.add_argument("--completion-tokens", type=int)
+    custom.add_argument("--group-size", type=int)
+    custom.add_argument("--micro-batch-size", type=int)
+    custom.add_argument("--gradient-checkpointing", action="store_true")
+    custom.add_argument("--logps-chunk-size", type=int, default=1024)
+    custom.add_argument("--vllm-gpu-memory-utilization", type=float, default=None, help="default: no vLLM")
+    args = parser.parse_args(argv)
+
+    fields = (args.prompt_tokens, args.image_tokens, args.completion_tokens, args.group_size, args.micro_batch_size)
+    if any(x is not None for x in fields):
+        if any(x is None for x in fields):
+            parser.error("a custom workload needs --prompt-tokens, --image-tokens, --completion-tokens, "
+                         "--group-size and --micro-batch-size")  # fmt: skip
+        workloads = [Workload("custom", *fields, args.gradient_checkpointing, args.logps_chunk_size,
+                              args.vllm_gpu_memory_utilization)]  # fmt: skip
+    else:
+        workloads = [w for path in args.recipes for w in recipe_workloads(path)]
+        # visionary_r1 and grpo_baseline share every shape: one column
+        unique: dict[tuple, Workload] = {}
+        for w in workloads:
+            key = tuple(getattr(w, k) for k in Workload.__dataclass_fields__ if k != "name")
+            unique[key] = Workload(f"{unique[key].name} & {w.name}", *key) if key in unique else w
+        workloads = list(unique.values())
+    print(tables(model_configs(args.sizes, args.checkpoint), workloads, args.gpus, args.lora_rank, args.gpu))
+
+
+if __name__ == "__main__":
+    main()
