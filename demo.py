@@ -110,7 +110,7 @@ def main() -> None:
     out = Path(args.out)
     tiny, data = out / "tiny", out / "data"
     px = args.image_size
-    write_random_checkpoint(tiny, min_pixels=px * px, max_pixels=px * px)
+    write_random_checkpoint(tiny, min_pixels=px * px, max_pixels=px * px, vocab="task")
     write_synthetic_dataset(data, args.rl_rows, 0, "train", px, tasks)
     write_synthetic_dataset(data, 96, 10_000, "val", px, tasks)
     write_synthetic_dataset(data, args.sft_rows, 20_000, "cold", px, tasks)

@@ -196,6 +196,7 @@ def run_trl(checkpoint: Path, data_dir: Path, args) -> dict[str, list[float]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", choices=["tiny", "3b", "7b"])
+    parser.add_argument("--vocab", default="qwen", choices=["qwen", "task"], help="task: the small task vocabulary")
     parser.add_argument("--contenders", nargs="+", default=[*OURS, "trl"], choices=[*OURS, "trl"])
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=8)
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = write_random_checkpoint(Path(args.checkpoint_dir or Path(tmp) / args.size), size=args.size,
-                                             min_pixels=px * px, max_pixels=px * px)  # fmt: skip
+                                             min_pixels=px * px, max_pixels=px * px, vocab=args.vocab)  # fmt: skip
         data_dir = Path(tmp) / "data"
         _synthetic(data_dir, args.prompts * (args.warmup + args.steps), px)
         config = AutoConfig.from_pretrained(checkpoint)
@@ -252,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
                 results[name]["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
             print(f"{name}: update {update:.2f} s, rollout {step - update:.2f} s, step {step:.2f} s "
                   f"(median of {args.steps})", flush=True)  # fmt: skip
-    setting = (f"{args.size}, {args.dtype}, {args.prompts} prompts x G{args.group_size}, {args.new_tokens} tokens, "
+    setting = (f"{args.size} ({args.vocab} vocab), {args.dtype}, {args.prompts} prompts x G{args.group_size}, "
+               f"{args.new_tokens} tokens, "
                f"{px}x{px} image{', grad ckpt' if args.gradient_checkpointing else ''}"
                f"{f', micro-batch {args.micro_batch_size}' if args.micro_batch_size else ''}"
                f"{f', {args.precision}' if args.precision != PRECISION_OF_DTYPE[args.dtype] else ''}"

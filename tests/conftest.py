@@ -1,4 +1,6 @@
-"""Shared fixtures: one tiny random-weight Qwen2.5-VL checkpoint and one synthetic dataset per test session.
+"""Shared fixtures: tiny random-weight Qwen2.5-VL checkpoints and one synthetic dataset per test session.
+``tiny_checkpoint`` has the synthetic tasks' small vocabulary (every path but the real tokenizer's);
+``qwen_checkpoint`` has Qwen's released vocabulary, for the tests of that tokenizer and its ids.
 Markers (pyproject.toml): ``gpu`` tests are skipped where CUDA is unavailable, ``vllm`` tests where vllm is not
 installed; ``make test-fast`` leaves out the ``slow`` ones."""
 
@@ -18,7 +20,16 @@ IMAGE_SIZE = 56
 def tiny_checkpoint(tmp_path_factory):
     from lightning_modules.tiny_model import write_random_checkpoint
 
-    return write_random_checkpoint(tmp_path_factory.mktemp("tiny"), min_pixels=IMAGE_SIZE**2, max_pixels=112 * 112)
+    return write_random_checkpoint(
+        tmp_path_factory.mktemp("tiny"), min_pixels=IMAGE_SIZE**2, max_pixels=112 * 112, vocab="task"
+    )
+
+
+@pytest.fixture(scope="session")
+def qwen_checkpoint(tmp_path_factory):
+    from lightning_modules.tiny_model import write_random_checkpoint
+
+    return write_random_checkpoint(tmp_path_factory.mktemp("qwen"), min_pixels=IMAGE_SIZE**2, max_pixels=112 * 112)
 
 
 @pytest.fixture(scope="session")

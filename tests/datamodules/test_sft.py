@@ -19,7 +19,7 @@ def test_labels_cover_only_assistant_replies(synthetic_dir, processor):
     learned = processor.tokenizer.decode(item["input_ids"][item["labels"] != IGNORE_INDEX])
     row = json.loads((synthetic_dir / "train_sft_caption.jsonl").read_text().splitlines()[0])
     assert learned == row["conversations"][1]["value"] + "<|im_end|>"
-    assert (item["input_ids"] == 151655).sum().item() == 4  # 56x56 image -> 2x2 tokens
+    assert (item["input_ids"] == processor.image_token_id).sum().item() == 4  # 56x56 image -> 2x2 tokens
     assert item["image_grid_thw"].tolist() == [[1, 4, 4]]
 
 
@@ -57,7 +57,8 @@ def test_datamodule_batches_pad_right_and_skip_long(synthetic_dir, tiny_checkpoi
     assert batch["input_ids"].shape == batch["labels"].shape and batch["num_examples"] == 3
     assert batch["image_grid_thw"].shape == (3, 3)
     assert batch["mm_token_type_ids"].shape == batch["input_ids"].shape
-    assert (batch["mm_token_type_ids"].bool() == (batch["input_ids"] == 151655)).all()
+    image_token_id = dm.processor.image_token_id
+    assert (batch["mm_token_type_ids"].bool() == (batch["input_ids"] == image_token_id)).all()
     short = SFTDataModule(str(synthetic_dir / "train_sft_think.jsonl"), model_name_or_path=str(tiny_checkpoint),
                           batch_size=3, max_length=10, min_pixels=56 * 56, max_pixels=56 * 56)  # fmt: skip
     short.setup("fit")
