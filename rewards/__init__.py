@@ -7,8 +7,9 @@ from rewards.combined import CombinedReward
 from rewards.format import FormatReward
 from rewards.hard_format_result import HardFormatResultReward
 from rewards.judges import HFJudge, Judge, OpenAIJudge, PolicyEngineJudge
+from rewards.oracle_judge import OracleJudge
 
 __all__ = [
     "AccuracyReward", "CaptionReward", "CombinedReward", "FormatReward", "HFJudge", "HardFormatResultReward", "Judge",
-    "OpenAIJudge", "PolicyEngineJudge", "Reward",
+    "OpenAIJudge", "OracleJudge", "PolicyEngineJudge", "Reward",
 ]  # fmt: skip
