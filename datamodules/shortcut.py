@@ -47,7 +47,8 @@ def _rng(seed: int, split: str, index: int) -> random.Random:
     return random.Random((seed * 7 + _SPLIT_SEED[split]) * 1_000_003 + index)
 
 
-def _one_object_row(rng: random.Random, split: str, cue_strength: float, image_size: int) -> tuple[SyntheticRow, str]:
+def _one_object_row(rng: random.Random, split: str, cue_strength: float, image_size: int,
+                    distractors: int = 0) -> tuple[SyntheticRow, str]:  # fmt: skip
     shape = rng.choice(SHAPES)
     cued = CUED_COLOR[shape]
     if split == "cue_reversed":
@@ -57,15 +58,37 @@ def _one_object_row(rng: random.Random, split: str, cue_strength: float, image_s
     else:
         color = cued
     img = Image.new("RGB", (image_size, image_size), (255, 255, 255))
+    letter = LETTERS[list(COLORS).index(color)]
+    problem = f"What colour is the {shape} in the image? Options: {_LISTING}"
+    reasoning = f"The {shape} is {color}, which is option {letter}."
+    category = "cue_agrees" if color == cued else "cue_disagrees"
+    if distractors:
+        caption = _draw_with_distractors(img, rng, shape, color, distractors)
+        return SyntheticRow(img, problem, letter, "multiple_choice", "shortcut_color", caption, reasoning), category
     pad = max(2, image_size // 28)
     side = rng.randint(image_size // 3, image_size - 2 * pad)
     x, y = rng.randint(pad, image_size - pad - side), rng.randint(pad, image_size - pad - side)
     _draw_shape(ImageDraw.Draw(img), shape, (x, y, x + side, y + side), COLORS[color])
-    letter = LETTERS[list(COLORS).index(color)]
-    problem = f"What colour is the {shape} in the image? Options: {_LISTING}"
-    reasoning = f"The {shape} is {color}, which is option {letter}."
-    row = SyntheticRow(img, problem, letter, "multiple_choice", "shortcut_color", f"A {color} {shape}.", reasoning)
-    return row, "cue_agrees" if color == cued else "cue_disagrees"
+    return SyntheticRow(img, problem, letter, "multiple_choice", "shortcut_color", f"A {color} {shape}.", reasoning), (
+        category
+    )
+
+
+def _draw_with_distractors(img: Image.Image, rng: random.Random, shape: str, color: str, distractors: int) -> str:
+    """Draw ``shape`` in ``color`` and ``distractors`` objects of the other shapes, each in a colour other than
+    ``color``, in distinct grid cells; return the scene's caption. Naming the asked shape's colour then needs the
+    shape bound to its colour, not only the colours present."""
+    others = [s for s in SHAPES if s != shape]
+    if not 0 < distractors <= len(others):
+        raise ValueError(f"distractors must be in [0, {len(others)}] (one object per other shape), got {distractors}")
+    objects = [(shape, color)] + [(s, rng.choice([c for c in COLORS if c != color])) for s in rng.sample(others,
+                                                                                                    distractors)]
+    rng.shuffle(objects)
+    draw = ImageDraw.Draw(img)
+    pad = max(2, img.width // 28)
+    for (name, fill), (x, y, cell) in zip(objects, _cells(img.width, rng, len(objects), grid=2)):
+        _draw_shape(draw, name, (x + pad, y + pad, x + cell - pad, y + cell - pad), COLORS[fill])
+    return _describe_scene([("", fill, name) for name, fill in objects])
 
 
 def _hard_row(rng: random.Random, image_size: int) -> tuple[SyntheticRow, str]:
@@ -109,8 +132,9 @@ def _hard_row(rng: random.Random, image_size: int) -> tuple[SyntheticRow, str]:
 
 
 def make_shortcut_row(index: int, split: str, seed: int = 0, cue_strength: float = 0.9,
-                      image_size: int = 112) -> tuple[SyntheticRow, str]:  # fmt: skip
-    """Row ``index`` of ``split`` and its category. Pure in its arguments."""
+                      image_size: int = 112, distractors: int = 0) -> tuple[SyntheticRow, str]:  # fmt: skip
+    """Row ``index`` of ``split`` and its category. Pure in its arguments. ``distractors`` (0-2) adds objects of the
+    other shapes, in other colours, to the one-object splits (train, in_distribution, cue_absent, cue_reversed)."""
     if split not in SPLITS:
         raise ValueError(f"unknown shortcut split {split!r}; choose from {SPLITS}")
     if not 0.0 <= cue_strength <= 1.0:
@@ -118,7 +142,7 @@ def make_shortcut_row(index: int, split: str, seed: int = 0, cue_strength: float
     rng = _rng(seed, split, index)
     if split == "hard":
         return _hard_row(rng, image_size)
-    return _one_object_row(rng, split, cue_strength, image_size)
+    return _one_object_row(rng, split, cue_strength, image_size, distractors)
 
 
 def write_shortcut_benchmark(
@@ -129,6 +153,7 @@ def write_shortcut_benchmark(
     cue_strength: float = 0.9,
     image_size: int = 112,
     sft_templates: tuple[str, ...] = ("caption", "think"),
+    distractors: int = 0,
 ) -> dict[str, Path]:
     """Write ``{split}.jsonl`` for every split (``n_train`` training rows, ``n_eval`` per held-out split), images under
     ``images/{split}/``, ``train_sft_{template}.jsonl`` and ``manifest.json``. Returns split -> RL file. Rewriting with
@@ -137,7 +162,7 @@ def write_shortcut_benchmark(
 
     out = Path(out_dir)
     manifest = dict(n_train=n_train, n_eval=n_eval, seed=seed, cue_strength=cue_strength, image_size=image_size,
-                    sft_templates=list(sft_templates), cued_color=CUED_COLOR)  # fmt: skip
+                    sft_templates=list(sft_templates), cued_color=CUED_COLOR, distractors=distractors)  # fmt: skip
     files = {split: out / f"{split}.jsonl" for split in SPLITS}
     stamp = out / "manifest.json"
     if stamp.exists() and json.loads(stamp.read_text()) == manifest and all(f.exists() for f in files.values()):
@@ -147,7 +172,7 @@ def write_shortcut_benchmark(
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         rows = []
         for i in range(n_train if split == "train" else n_eval):
-            row, category = make_shortcut_row(i, split, seed, cue_strength, image_size)
+            row, category = make_shortcut_row(i, split, seed, cue_strength, image_size, distractors)
             rel = f"images/{split}/{i:06d}.png"
             row.image.save(out / rel)
             solution = f"<answer> {row.answer} </answer>"

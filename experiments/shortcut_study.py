@@ -8,6 +8,8 @@ then one GRPO run per method from that template's SFT export, same budget (``con
 
 - ``vanilla_grpo``: think template, accuracy + format;
 - ``visionary_r1``: caption template, accuracy + format + 0.1 x caption reward judged by the policy's own engine;
+- ``visionary_r1_oracle``: the same, the caption judged by rule (``rewards.OracleJudge``): an informative caption
+  is always rewarded, whatever the policy's competence as a judge;
 - ``hard_format``: think template, Vision-R1's hard formatting result reward.
 
 Every held-out split (in-distribution, cue-absent, cue-reversed, hard) is evaluated after SFT (step 0) and every
@@ -32,8 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"
-METHODS = ("vanilla_grpo", "visionary_r1", "hard_format")
-TEMPLATE = {"vanilla_grpo": "think", "visionary_r1": "caption", "hard_format": "think"}
+METHODS = ("vanilla_grpo", "visionary_r1", "visionary_r1_oracle", "hard_format")
+TEMPLATE = {"vanilla_grpo": "think", "visionary_r1": "caption", "visionary_r1_oracle": "caption",
+            "hard_format": "think"}  # fmt: skip
 SPLITS = ("in_distribution", "cue_absent", "cue_reversed", "hard")
 # per split, what is tracked (val/<split>/<metric>); caption sufficiency only exists with a caption reward
 METRICS = (
@@ -73,8 +76,9 @@ def _val_metrics(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k.startswith("val/")}
 
 
-def run_seed(args, seed: int) -> dict[str, list[dict]]:
-    """SFT per template, then every method; returns method -> [{step, val/...}] (step 0 = after SFT)."""
+def run_seed(args, seed: int) -> dict[str, dict]:
+    """SFT per template, then every method. Returns ``curves`` (method -> [{step, val/...}], step 0 = after SFT)
+    and ``rows`` (method -> "start"/"final" -> split -> {row id: [score, category]}) for the bootstrap."""
     from datamodules.shortcut import write_shortcut_benchmark
     from lightning_modules.tiny_model import write_random_checkpoint
     from vlrl_cli import main as vlrl
@@ -83,7 +87,8 @@ def run_seed(args, seed: int) -> dict[str, list[dict]]:
     px = args.image_size
     tiny = write_random_checkpoint(out / "tiny", min_pixels=px * px, max_pixels=px * px, seed=seed, vocab="task")
     data = out / "data"
-    write_shortcut_benchmark(data, args.train_rows, args.eval_rows, seed, args.cue_strength, px)
+    write_shortcut_benchmark(data, args.train_rows, args.eval_rows, seed, args.cue_strength, px,
+                             distractors=args.distractors)  # fmt: skip
     exports = {}
     for template in sorted({TEMPLATE[m] for m in args.methods}):
         cold = data / f"cold_sft_{template}.jsonl"  # the first --sft-rows rows: reasoning traces are scarce
@@ -100,6 +105,7 @@ def run_seed(args, seed: int) -> dict[str, list[dict]]:
             f"--trainer.logger.init_args.save_dir={out / f'sft_{template}'}", "--trainer.enable_progress_bar=false",
         ])  # fmt: skip
     curves: dict[str, list[dict]] = {}
+    rows: dict[str, dict] = {}
     for method in args.methods:
         run = out / method
         model = exports[TEMPLATE[method]]
@@ -110,8 +116,20 @@ def run_seed(args, seed: int) -> dict[str, list[dict]]:
         fit = vlrl(["fit", *_grpo_args(args, seed, method, model, data, run)])
         points += _logged_validations(Path(fit.trainer.logger.log_dir) / "metrics.csv")
         curves[method] = points
+        rows[method] = {"start": _question_scores(start.model.log_dir), "final": _question_scores(fit.model.log_dir)}
         (run / "curve.json").write_text(json.dumps(points, indent=2))
-    return curves
+    return {"curves": curves, "rows": rows}
+
+
+def _question_scores(log_dir: Path) -> dict[str, dict[str, list]]:
+    """split -> {row id: [score, category]} from the last validation's per-question files in ``log_dir``."""
+    scores = {}
+    for split in SPLITS:
+        path = Path(log_dir) / f"results_val_{split}_questions.jsonl"
+        if path.exists():
+            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            scores[split] = {str(r["id"]): [float(r["score"]), r.get("category")] for r in records}
+    return scores
 
 
 def _logged_validations(metrics_csv: Path) -> list[dict]:
@@ -195,14 +213,14 @@ def _cell(values: dict, key: str, fmt: str) -> str:
     return f"{fmt.format(v['mean'])} ± {v['std']:.3f} ({fmt.format(v['start_mean'])})" if v else "-"
 
 
-def write_report(meta: dict, table: dict, out: Path) -> Path:
+def write_report(meta: dict, table: dict, out: Path, extra: list[str] = ()) -> Path:
     """``report.md`` from the summary table and the run's facts (``meta``: command, machine, seconds, seeds, ...)."""
     lines = [
         "# Shortcut study: results", "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; time: {meta['seconds'] / 60:.1f} min; seeds {meta['seeds']}; cue strength "
-        f"{meta['cue_strength']}; {meta['sft_steps']} SFT steps per template, {meta['grpo_steps']} GRPO steps per "
-        f"method; {meta['eval_rows']} rows per held-out split.", "",
+        f"{meta['cue_strength']}; {meta.get('distractors', 0)} distractors; {meta['sft_steps']} SFT steps per "
+        f"template, {meta['grpo_steps']} GRPO steps per method; {meta['eval_rows']} rows per held-out split.", "",
         ("Smoke run: it checks the pipeline end to end; its numbers decide nothing." if meta["smoke"] else
          verdict(table)), "",
         "Final evaluation (one completion per row, sampled as `eval_sampling` in configs/shortcut/base.yaml says), "
@@ -222,7 +240,7 @@ def write_report(meta: dict, table: dict, out: Path) -> Path:
             _cell(values, f"in_distribution/accuracy/{c}", "{:.3f}") for c in ("cue_agrees", "cue_disagrees")
         )
         lines.append(f"| {method} | {agree} | {disagree} |")
-    lines += ["", "![accuracy and visual dependency over GRPO steps per split](curves.png)", ""]
+    lines += ["", *extra, "![accuracy and visual dependency over GRPO steps per split](curves.png)", ""]
     path = out / "report.md"
     notes = path.read_text().partition(NOTES_MARKER)[2] if path.exists() else ""  # kept across re-renders
     path.write_text("\n".join(lines) + (NOTES_MARKER + notes if notes else ""))
@@ -237,10 +255,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cue-strength", type=float, default=0.9)
     parser.add_argument("--train-rows", type=int, default=512)
     parser.add_argument("--sft-rows", type=int, default=64)
-    parser.add_argument("--eval-rows", type=int, default=32, help="rows per held-out split")
+    parser.add_argument("--eval-rows", type=int, default=200, help="rows per held-out split")
     parser.add_argument("--sft-steps", type=int, default=85)
-    parser.add_argument("--grpo-steps", type=int, default=24)
-    parser.add_argument("--eval-every", type=int, default=12)
+    parser.add_argument("--grpo-steps", type=int, default=300)
+    parser.add_argument("--eval-every", type=int, default=150)
+    parser.add_argument("--distractors", type=int, default=2, choices=[0, 1, 2],
+                        help="objects of other shapes beside the asked one (colour-question splits)")  # fmt: skip
     parser.add_argument("--image-size", type=int, default=56)
     parser.add_argument("--grpo-args", default="", help="extra CLI overrides for every GRPO run, space-separated")
     parser.add_argument("--smoke", action="store_true", help="CI: one seed, 2 GRPO steps, HF engine, tiny splits")
@@ -257,10 +277,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.report_only:  # re-render the table, plot and report of a finished run from its results.json
         saved = json.loads((out / "results.json").read_text())
         curves = {int(seed): c for seed, c in saved["curves"].items()}
-        return _finish(curves, list(saved["meta"]["methods"]), saved["meta"], out)
+        rows = {int(seed): r for seed, r in saved.get("rows", {}).items()}
+        return _finish(curves, rows, list(saved["meta"]["methods"]), saved["meta"], out)
     start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    curves = {seed: run_seed(args, seed) for seed in args.seeds}
+    runs = {seed: run_seed(args, seed) for seed in args.seeds}
+    curves = {seed: run["curves"] for seed, run in runs.items()}
+    rows = {seed: run["rows"] for seed, run in runs.items()}
     meta = {
         "command": " ".join(["python -m experiments.shortcut_study", *(sys.argv[1:] if argv is None else argv)]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
@@ -268,9 +291,9 @@ def main(argv: list[str] | None = None) -> dict:
         if not _has_gpu() else f"{platform.machine()}, {os.cpu_count()} CPU cores, GPU",
         "seconds": round(time.monotonic() - start, 1), "smoke": args.smoke, **{k: getattr(args, k) for k in (
             "seeds", "methods", "cue_strength", "train_rows", "sft_rows", "eval_rows", "sft_steps", "grpo_steps",
-            "eval_every", "image_size")},
+            "eval_every", "image_size", "distractors")},
     }  # fmt: skip
-    return _finish(curves, list(args.methods), meta, out)
+    return _finish(curves, rows, list(args.methods), meta, out)
 
 
 def _has_gpu() -> bool:
@@ -279,13 +302,106 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def _finish(curves: dict, methods: list[str], meta: dict, out: Path) -> dict:
+def _finish(curves: dict, rows: dict, methods: list[str], meta: dict, out: Path) -> dict:
     table = summarise(curves, methods)
-    (out / "results.json").write_text(json.dumps({"meta": meta, "curves": curves, "summary": table}, indent=2))
+    iv = intervals(rows, methods) if rows else {}
+    saved = {"meta": meta, "curves": curves, "summary": table, "intervals": iv, "rows": rows}
+    (out / "results.json").write_text(json.dumps(saved, indent=1))
     plot(curves, methods, out / "curves.png")
-    report = write_report(meta, table, out)
+    report = write_report(meta, table, out, interval_lines(iv, table, meta) if iv else [])
     print(report.read_text())
-    return {"curves": curves, "summary": table, "meta": meta}
+    return {"curves": curves, "summary": table, "intervals": iv, "meta": meta}
+
+
+CUE_CATEGORIES = ("cue_agrees", "cue_disagrees")
+
+
+def _per_seed(rows: dict, method: str, stage: str, split: str, category: str | None = None) -> list[dict]:
+    """One {row id: score} per seed for ``method`` at ``stage`` ("start"/"final") on ``split`` (and category)."""
+    out = []
+    for seed_rows in rows.values():
+        scored = seed_rows.get(method, {}).get(stage, {}).get(split, {})
+        out.append({i: score for i, (score, cat) in scored.items() if category is None or cat == category})
+    return out
+
+
+def intervals(rows: dict, methods, draws: int = 2000) -> dict[str, dict[str, list[float]]]:
+    """Hierarchical bootstrap intervals ``[mean, low, high]`` (``experiments.stats``). Pure.
+
+    ``<method>`` -> ``<stage>:<split>`` and ``<stage>:in_distribution/<cue category>`` accuracy;
+    ``<method> - vanilla_grpo`` -> ``<split>`` final accuracy, paired on rows; ``<method> change`` -> the final minus
+    the after-SFT accuracy of the same rows, per split and cue category."""
+    from experiments.stats import bootstrap_ci, paired_differences
+
+    keys = [(split, None) for split in SPLITS] + [("in_distribution", c) for c in CUE_CATEGORIES]
+    out: dict[str, dict[str, list[float]]] = {}
+    for method in methods:
+        for split, category in keys:
+            name = split if category is None else f"{split}/{category}"
+            start, final = (_per_seed(rows, method, stage, split, category) for stage in ("start", "final"))
+            if not any(final):
+                continue
+            for stage, scores in (("start", start), ("final", final)):
+                out.setdefault(method, {})[f"{stage}:{name}"] = list(bootstrap_ci([list(s.values()) for s in scores],
+                                                                                   draws))  # fmt: skip
+            out.setdefault(f"{method} change", {})[name] = list(bootstrap_ci(paired_differences(final, start), draws))
+            if method != "vanilla_grpo" and "vanilla_grpo" in methods and category is None:
+                base = _per_seed(rows, "vanilla_grpo", "final", split)
+                diff = bootstrap_ci(paired_differences(final, base), draws)
+                out.setdefault(f"{method} - vanilla_grpo", {})[name] = list(diff)
+    return out
+
+
+def _ci(value: list[float] | None, sign: bool = False) -> str:
+    if not value:
+        return "-"
+    fmt = "{:+.3f}" if sign else "{:.3f}"
+    return f"{fmt.format(value[0])} [{fmt.format(value[1])}, {fmt.format(value[2])}]"
+
+
+def _clear(value: list[float]) -> str:
+    return "higher" if value[1] > 0 else "lower" if value[2] < 0 else "no clear difference"
+
+
+def interval_lines(iv: dict, table: dict, meta: dict) -> list[str]:
+    """The report's section of bootstrap intervals: part one (does vanilla GRPO learn the cue?), final accuracy
+    per arm, and each arm against vanilla GRPO, paired on rows."""
+    lines = ["## 95% bootstrap intervals", "",
+             "Seeds, then rows within each seed, resampled (2000 draws; `experiments/stats.py`). Accuracy is one "
+             "sampled completion per row; blind accuracy and visual dependency have no per-row record, so they keep "
+             "the spread over seeds above.", ""]  # fmt: skip
+    van, change = iv.get("vanilla_grpo"), iv.get("vanilla_grpo change")
+    if van and change:
+        blind = table.get("vanilla_grpo", {}).get("in_distribution/blind_accuracy")
+        cue_only = meta["cue_strength"] + (1 - meta["cue_strength"]) / 4
+        disagree = change["in_distribution/cue_disagrees"]
+        learned = disagree[2] < 0 and blind is not None and blind["mean"] > blind["start_mean"]
+        lines += [f"**Part one: vanilla GRPO {'learned' if learned else 'did not clearly learn'} the cue.** A model "
+                  f"answering from the wording alone scores {cue_only:.3f} image-blind on in-distribution rows and 0 "
+                  "where the cue disagrees.", "",
+                  "| vanilla GRPO, in-distribution | after SFT | after GRPO | change (paired) |", "|---|---|---|---|"]
+        for category in CUE_CATEGORIES:
+            name = f"in_distribution/{category}"
+            lines.append(f"| accuracy, {category.replace('_', ' ')} | {_ci(van.get('start:' + name))} | "
+                         f"{_ci(van.get('final:' + name))} | {_ci(change.get(name), True)} |")  # fmt: skip
+        if blind:
+            lines.append(f"| blind accuracy (mean ± std over seeds) | {blind['start_mean']:.3f} | {blind['mean']:.3f} "
+                         f"± {blind['std']:.3f} | {blind['mean'] - blind['start_mean']:+.3f} |")  # fmt: skip
+        lines.append("")
+    columns = [*SPLITS, *(f"in_distribution/{c}" for c in CUE_CATEGORIES)]
+    lines += ["Final accuracy:", "", "| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for method in meta["methods"]:
+        if method in iv:
+            lines.append(f"| {method} | " + " | ".join(_ci(iv[method].get("final:" + c)) for c in columns) + " |")
+    diffs = [m for m in meta["methods"] if f"{m} - vanilla_grpo" in iv]
+    if diffs:
+        lines += ["", "Against vanilla GRPO (final accuracy, paired on rows):", "",
+                  "| method | " + " | ".join(SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]  # fmt: skip
+        for method in diffs:
+            values = iv[f"{method} - vanilla_grpo"]
+            cells = [f"{_ci(values.get(s), True)} ({_clear(values[s])})" if s in values else "-" for s in SPLITS]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 if __name__ == "__main__":

@@ -80,3 +80,21 @@ def test_written_benchmark_loads_as_rl_data_with_categories(tmp_path, tokenizer)
     mtime = files["train"].stat().st_mtime_ns
     write_shortcut_benchmark(tmp_path, n_train=8, n_eval=4, seed=0, image_size=56)  # same arguments: not rewritten
     assert files["train"].stat().st_mtime_ns == mtime
+
+
+def test_distractors_put_the_other_shapes_in_other_colours_beside_the_asked_one():
+    for i in range(60):
+        row, category = make_shortcut_row(i, "in_distribution", seed=2, image_size=56, distractors=2)
+        shape = re.search(r"colour is the (\w+)", row.problem).group(1)
+        colour = list(COLORS)[LETTERS.index(row.answer)]
+        described = re.findall(r"an? (\w+) (circle|square|triangle)", row.caption)
+        assert len(described) == 3 and {s for _, s in described} == {"circle", "square", "triangle"}
+        assert (colour, shape) in described
+        assert all(c != colour for c, s in described if s != shape)  # only the asked shape has the answer colour
+        assert category == ("cue_agrees" if colour == CUED_COLOR[shape] else "cue_disagrees")
+        painted = {p for p in row.image.getdata() if p != (255, 255, 255)}
+        assert COLORS[colour] in painted and len(painted & set(COLORS.values())) >= 2
+    plain, _ = make_shortcut_row(0, "in_distribution", seed=2, image_size=56)
+    assert plain.caption.startswith("A ") and plain.caption.count(" ") == 2  # distractors=0: one object, as before
+    with pytest.raises(ValueError, match="distractors must be in"):
+        make_shortcut_row(0, "train", distractors=3)

@@ -5,7 +5,16 @@ import json
 
 import pytest
 
-from experiments.shortcut_study import METHODS, NOTES_MARKER, SPLITS, main, summarise, verdict
+from experiments.shortcut_study import (
+    METHODS,
+    NOTES_MARKER,
+    SPLITS,
+    interval_lines,
+    intervals,
+    main,
+    summarise,
+    verdict,
+)
 
 
 @pytest.mark.slow
@@ -19,7 +28,7 @@ def test_smoke_runs_every_method_and_tracks_every_split(tmp_path):
             for split in SPLITS:
                 for metric in ("accuracy", "blind_accuracy", "visual_dependency"):
                     assert 0.0 <= abs(point[f"val/{split}/{metric}"]) <= 1.0
-            assert ("val/hard/caption_sufficiency" in point) == (method == "visionary_r1")
+            assert ("val/hard/caption_sufficiency" in point) == method.startswith("visionary_r1")
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["summary"]) == set(METHODS)
     report = (tmp_path / "report.md").read_text()
@@ -82,3 +91,32 @@ def test_report_only_renders_table_cue_gap_and_verdict(tmp_path):
     (tmp_path / "report.md").write_text(report + NOTES_MARKER + notes)
     main(["--out", str(tmp_path), "--report-only"])  # the hand-written part survives a re-render
     assert (tmp_path / "report.md").read_text() == report + NOTES_MARKER + notes
+
+
+def _rows(start_disagree: float, final_disagree: float, final_reversed: float, n: int = 20) -> dict:
+    def split(agree, disagree):
+        return {**{f"a{i}": [agree, "cue_agrees"] for i in range(n)},
+                **{f"d{i}": [disagree, "cue_disagrees"] for i in range(n)}}  # fmt: skip
+
+    start = {"in_distribution": split(0.0, start_disagree), "cue_reversed": {f"r{i}": [0.0, None] for i in range(n)}}
+    final = {"in_distribution": split(1.0, final_disagree),
+             "cue_reversed": {f"r{i}": [final_reversed, None] for i in range(n)}}  # fmt: skip
+    return {"start": start, "final": final}
+
+
+def test_intervals_show_the_cue_learned_and_arms_compared_on_the_same_rows():
+    rows = {seed: {"vanilla_grpo": _rows(1.0, 0.0, 0.0), "visionary_r1": _rows(1.0, 1.0, 1.0)} for seed in range(3)}
+    iv = intervals(rows, ["vanilla_grpo", "visionary_r1"], draws=200)
+    assert iv["vanilla_grpo"]["final:in_distribution/cue_agrees"] == [1.0, 1.0, 1.0]
+    assert iv["vanilla_grpo change"]["in_distribution/cue_disagrees"] == [-1.0, -1.0, -1.0]
+    assert iv["vanilla_grpo change"]["in_distribution/cue_agrees"] == [1.0, 1.0, 1.0]
+    assert iv["visionary_r1 - vanilla_grpo"]["cue_reversed"] == [1.0, 1.0, 1.0]
+    mean, low, high = iv["visionary_r1 - vanilla_grpo"]["in_distribution"]  # +1 on disagreeing rows, 0 on the rest
+    assert mean == 0.5 and 0.3 < low < 0.5 < high < 0.7
+    table = {"vanilla_grpo": {"in_distribution/blind_accuracy": {"mean": 0.8, "std": 0.1, "start_mean": 0.3}}}
+    meta = {"cue_strength": 0.9, "methods": ["vanilla_grpo", "visionary_r1"]}
+    text = "\n".join(interval_lines(iv, table, meta))
+    assert "**Part one: vanilla GRPO learned the cue.**" in text and "scores 0.925 image-blind" in text
+    assert "| accuracy, cue disagrees | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] | -1.000 [-1.000, -1.000] |" in text
+    assert "| blind accuracy (mean ± std over seeds) | 0.300 | 0.800 ± 0.100 | +0.500 |" in text
+    assert "+1.000 [+1.000, +1.000] (higher)" in text
