@@ -243,8 +243,7 @@ class GRPOModule(LightningModule):
         rollout: RolloutBatch | None = batch.get("rollout")
         if rollout is None:
             if "rollout_metrics" in batch:  # dynamic sampling found no informative group: no update
-                for key, value in batch["rollout_metrics"].items():
-                    self.log(key, value)
+                self._log_step(batch["rollout_metrics"])
             else:  # every row of the batch was skipped
                 self.log("data/empty_batches", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
             return
@@ -304,14 +303,18 @@ class GRPOModule(LightningModule):
         if step_metrics:  # the schedule follows optimizer steps, which a skipped update did not take
             sched.step()
         self.log("train/nonfinite_skipped", float(self.skipped_steps))
-        for key, value in {
+        self._log_step({
             **batch.get("rollout_metrics", {}),
             **(parity if check_parity else {}),
             **{f"train/{k}": v for k, v in step_metrics.items()},
-        }.items():
-            self.log(key, value, prog_bar=key in ("reward/total", "train/loss"))
+        })  # fmt: skip
         self.log("train/beta", beta)
         self.log("train/lr", sched.get_last_lr()[0])
+
+    def _log_step(self, metrics: dict[str, float]) -> None:
+        """One step's metrics, with the same options on every step (Lightning refuses a key logged two ways)."""
+        for key, value in metrics.items():
+            self.log(key, value, prog_bar=key in ("reward/total", "train/loss"))
 
     # -- evaluation ------------------------------------------------------------------------------------------------
     def _eval_generate(self, batch: dict[str, Any]):

@@ -23,6 +23,21 @@ class TextChecksumReward(Reward):
         return [(zlib.crc32(text.encode()) % 1000) / 1000.0 for text in completions]
 
 
+class AlternatingReward(TextChecksumReward):
+    """``TextChecksumReward`` on odd calls, 0 for every completion on even ones: under dynamic sampling, a pool with
+    informative groups (an update) then one with none (no update, what a policy that solves its prompts meets)."""
+
+    name = "alternating"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def score(self, completions: Sequence[str], **batch: Sequence[Any]) -> list[float]:
+        self.calls += 1
+        return super().score(completions, **batch) if self.calls % 2 else [0.0] * len(completions)
+
+
 def transformer_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of the trainable weights of the decoder layers and vision blocks (the embedding matrix is left out:
     the rows of tokens a batch never uses get no gradient whatever the precision)."""

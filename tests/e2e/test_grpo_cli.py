@@ -185,6 +185,26 @@ def test_dynamic_sampling_stops_when_no_group_ever_differs(tiny_checkpoint, tmp_
         )  # fmt: skip
 
 
+@pytest.mark.slow
+def test_a_step_without_an_informative_group_after_an_update_logs_like_the_others(tiny_checkpoint, tmp_path):
+    # pool 1 updates and logs reward/total on the progress bar; pool 2 has no informative group and logs the
+    # rollout's metrics alone (the same key logged with other options used to stop the run); pool 3 updates
+    cli = main(
+        ["fit", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+         '--model.init_args.rewards=[{"class_path": "tests.probes.AlternatingReward"}]',
+         "--model.init_args.reward_weights=[1.0]", "--model.init_args.rollout.group_size=2",
+         "--model.init_args.rollout.max_new_tokens=4", "--model.init_args.rollout.max_uninformative_in_a_row=5",
+         f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.train_size=8",
+         "--data.init_args.image_size=56", "--data.init_args.batch_size=2", "--trainer.max_steps=2",
+         "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+         f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"],
+    )  # fmt: skip
+    assert cli.trainer.global_step == 2 and cli.model.rewards.rewards[0].calls == 3
+    rows = list(csv.DictReader((Path(cli.trainer.logger.log_dir) / "metrics.csv").open()))
+    uninformative = [float(r["rollout/uninformative_steps"]) for r in rows if r.get("rollout/uninformative_steps")]
+    assert uninformative and max(uninformative) == 1.0
+
+
 def test_plain_template_evaluation_reads_the_whole_reply(tiny_checkpoint, tmp_path):
     """``plain`` prompts ask for a bare answer: a configured accuracy reward that reads only ``<answer>`` blocks is an
     error before any model loads; the default evaluation scorer reads the whole reply."""
