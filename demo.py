@@ -91,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the embedded demo: tiny model, SFT, GRPO, evaluation.")
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--sft-steps", type=int, default=120)
-    parser.add_argument("--grpo-steps", type=int, default=50)
+    parser.add_argument("--grpo-steps", type=int, default=200)
     parser.add_argument("--eval-rows", type=int, default=96, help="held-out rows scored at each stage")
     parser.add_argument("--sft-rows", type=int, default=64, help="size of the cold-start chain-of-thought set")
     parser.add_argument("--rl-rows", type=int, default=1024, help="size of the RL set (question + answer only)")
