@@ -109,8 +109,8 @@ def run_seed(args, seed: int) -> dict[str, dict]:
     for method in args.methods:
         run = out / method
         model = exports[TEMPLATE[method]]
+        # the after-SFT evaluation samples from the recipe's own engine, as every later one does
         start = vlrl(["validate", *_grpo_args(args, seed, method, model, data, run / "start"),
-                      '--model.init_args.engine={"class_path": "rollout.hf.HFEngine"}',
                       "--trainer.enable_progress_bar=false"])  # fmt: skip
         points = [{"step": 0, **_val_metrics(start.trainer.callback_metrics)}]
         fit = vlrl(["fit", *_grpo_args(args, seed, method, model, data, run)])
@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.sft_steps, args.grpo_steps, args.eval_every = 2, 2, 2
         args.grpo_args = ('--model.init_args.engine={"class_path":"rollout.hf.HFEngine"} '
                           "--model.init_args.rollout.group_size=2 --model.init_args.rollout.max_new_tokens=8 "
+                          "--model.init_args.rollout.dynamic_sampling=false --data.init_args.batch_size=2 "
                           "--model.init_args.val_max_new_tokens=8 --trainer.enable_progress_bar=false "
                           + args.grpo_args)  # fmt: skip
     out = Path(args.out)
@@ -374,8 +375,8 @@ def interval_lines(iv: dict, table: dict, meta: dict) -> list[str]:
     if van and change:
         blind = table.get("vanilla_grpo", {}).get("in_distribution/blind_accuracy")
         cue_only = meta["cue_strength"] + (1 - meta["cue_strength"]) / 4
-        disagree = change["in_distribution/cue_disagrees"]
-        learned = disagree[2] < 0 and blind is not None and blind["mean"] > blind["start_mean"]
+        disagree = change.get("in_distribution/cue_disagrees")  # absent when no held-out row disagrees
+        learned = disagree is not None and disagree[2] < 0 and blind is not None and blind["mean"] > blind["start_mean"]
         lines += [f"**Part one: vanilla GRPO {'learned' if learned else 'did not clearly learn'} the cue.** A model "
                   f"answering from the wording alone scores {cue_only:.3f} image-blind on in-distribution rows and 0 "
                   "where the cue disagrees.", "",

@@ -32,7 +32,9 @@ def test_smoke_runs_every_method_and_tracks_every_split(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["summary"]) == set(METHODS)
     report = (tmp_path / "report.md").read_text()
-    assert report.count("| vanilla_grpo |") == len(SPLITS) + 1 and "Smoke run" in report  # + the cue table's row
+    # one row per split, + the cue table's row, + the bootstrap table's row
+    assert report.count("| vanilla_grpo |") == len(SPLITS) + 2 and "Smoke run" in report
+    assert "## 95% bootstrap intervals" in report and set(saved["rows"]["0"]) == set(METHODS)
     assert "| vanilla_grpo | in_distribution | " in report and "--smoke" in report and "no GPU" in report
     assert (tmp_path / "curves.png").stat().st_size > 0
     assert saved["meta"]["grpo_steps"] == 2 and saved["meta"]["seconds"] > 0
