@@ -115,6 +115,9 @@ def run_seed(args, seed: int) -> dict[str, dict]:
         points = [{"step": 0, **_val_metrics(start.trainer.callback_metrics)}]
         fit = vlrl(["fit", *_grpo_args(args, seed, method, model, data, run)])
         points += _logged_validations(Path(fit.trainer.logger.log_dir) / "metrics.csv")
+        if points[-1]["step"] < fit.trainer.global_step:  # pools without an update (dynamic sampling) count as
+            fit.trainer.validate(fit.model, datamodule=fit.datamodule)  # batches: the last scheduled validation
+            points.append({"step": fit.trainer.global_step, **_val_metrics(fit.trainer.callback_metrics)})  # ran early
         curves[method] = points
         rows[method] = {"start": _question_scores(start.model.log_dir), "final": _question_scores(fit.model.log_dir)}
         (run / "curve.json").write_text(json.dumps(points, indent=2))

@@ -36,8 +36,8 @@ def bootstrap_ci(
         raise ValueError("no rows to bootstrap")
     rng = random.Random(seed)
     means = sorted(_resampled_mean(per_seed, rng) for _ in range(draws))
-    tail = (1.0 - level) / 2
-    low, high = means[int(tail * (draws - 1))], means[int(round((1.0 - tail) * (draws - 1)))]
+    k = int((1.0 - level) / 2 * draws)  # as many draws below the low end as above the high end
+    low, high = means[k], means[draws - 1 - k]
     return statistics.fmean(v for rows in per_seed for v in rows), low, high
 
 

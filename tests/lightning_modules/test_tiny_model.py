@@ -1,4 +1,7 @@
+import hashlib
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ from lightning_modules.task_vocab import task_corpus
 from lightning_modules.tiny_model import (
     FIRST_SPECIAL_ID,
     SPECIAL_TOKENS,
+    _task_bpe_json,
     build_tokenizer,
     qwen2_5_vl_config,
     vocab_layout,
@@ -103,7 +107,15 @@ def test_task_vocabulary_covers_the_tasks_in_whole_words_and_any_text_by_bytes(t
     ]  # digits one by one, as Qwen2's pre-tokenizer splits them
 
 
-def test_task_vocabulary_is_deterministic():
+def test_task_vocabulary_is_the_same_in_another_process():
+    # the tokenizer is cached per process: a second process trains it afresh (and seeds its hash maps anew)
+    code = (
+        "from lightning_modules.task_vocab import train_task_bpe; from lightning_modules.tiny_model import "
+        "QWEN2_PATTERN; import hashlib; "
+        "print(hashlib.sha256(train_task_bpe(QWEN2_PATTERN).to_str().encode()).hexdigest())"
+    )
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert other == hashlib.sha256(_task_bpe_json().encode()).hexdigest()
     assert build_tokenizer("task").get_vocab() == build_tokenizer("task").get_vocab()
     with pytest.raises(ValueError, match="unknown vocab"):
         vocab_layout("gpt2")

@@ -5,6 +5,7 @@ from lightning_modules.logprobs import completion_logps
 from lightning_modules.policy import load_policy
 from rollout.engine import VISION_TOKENS, SamplingConfig, completion_mask_from_ids, encode_prompts, mask_vision_tokens
 from rollout.hf import HFEngine
+from tests.rollouts import policy_inputs
 
 
 def test_completion_mask_by_hand():
@@ -32,13 +33,11 @@ def test_hf_engine_groups_rows_and_logps_line_up(tiny_checkpoint, processor):
     assert out.model_inputs["image_grid_thw"].tolist() == [[1, 4, 4]] * 3 + [[1, 4, 6]] * 3
     assert policy.training  # restored after generation
     # the policy's log-probs of the sampled tokens are finite and computed on exactly these rows
-    ids = torch.cat([out.prompt_ids, out.completion_ids], 1)
-    attn = torch.cat([out.prompt_mask, out.completion_mask], 1)
-    mm = torch.cat([out.model_inputs["mm_token_type_ids"], torch.zeros_like(out.completion_ids)], 1)
+    ids, attn, mm, valid = policy_inputs(out, processor.tokenizer)
     with torch.no_grad():
         logps, _ = completion_logps(policy, ids, attn, out.completion_ids.shape[1], out.model_inputs["pixel_values"],
                                     out.model_inputs["image_grid_thw"], mm_token_type_ids=mm)  # fmt: skip
-    assert torch.isfinite(logps[out.completion_mask.bool()]).all()
+    assert torch.isfinite(logps[valid]).all()
 
 
 def test_greedy_is_deterministic(tiny_checkpoint, processor):

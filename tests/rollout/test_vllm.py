@@ -12,6 +12,7 @@ from lightning_modules.logprobs import completion_logps
 from lightning_modules.policy import LoRAConfig, load_policy
 from rollout.engine import SamplingConfig
 from rollout.vllm import VLLMEngine
+from tests.rollouts import policy_inputs, policy_tokenizer
 
 SYNCED = 1e-4  # float32 on both sides: measured ~2e-6
 STALE = 0.05  # what skipping a sync after the perturbations below leaves: measured 0.3-1.0
@@ -34,21 +35,21 @@ def _generate(engine, prompts, n=3, tokens=12, temperature=1.0, top_k=0):
     return engine.generate(*prompts, n, SamplingConfig(temperature=temperature, top_k=top_k, max_new_tokens=tokens))
 
 
-def _policy_logps(policy, out, temperature=1.0) -> torch.Tensor:
-    pad = torch.zeros_like(out.completion_ids)
+def _policy_logps(policy, out, temperature=1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy's log-probs [N, C] of the engine's completion tokens, and the positions to compare [N, C]."""
+    ids, attention, mm, valid = policy_inputs(out, policy_tokenizer(policy))
     with torch.no_grad():
         logps, _ = completion_logps(
-            policy, torch.cat([out.prompt_ids, out.completion_ids], 1),
-            torch.cat([out.prompt_mask, out.completion_mask], 1), out.completion_ids.shape[1],
-            out.model_inputs["pixel_values"], out.model_inputs["image_grid_thw"],
-            temperature=temperature, mm_token_type_ids=torch.cat([out.model_inputs["mm_token_type_ids"], pad], 1),
+            policy, ids, attention, out.completion_ids.shape[1], out.model_inputs["pixel_values"],
+            out.model_inputs["image_grid_thw"], temperature=temperature, mm_token_type_ids=mm,
         )  # fmt: skip
-    return logps  # [N, C]
+    return logps, valid
 
 
 def _logp_gap(policy, out, temperature=1.0) -> float:
     """Largest |policy log-prob - engine log-prob| over the sampled completion tokens."""
-    return float(((_policy_logps(policy, out, temperature) - out.engine_logps).abs() * out.completion_mask).max())
+    logps, valid = _policy_logps(policy, out, temperature)
+    return float(((logps - out.engine_logps).abs() * valid).max())
 
 
 @pytest.mark.vllm
@@ -103,8 +104,8 @@ def test_full_weight_sync_matches_policy(engine, tiny_checkpoint, processor, pro
     assert _logp_gap(policy, tempered, temperature=0.6) < SYNCED
     assert _logp_gap(policy, tempered, temperature=1.0) > STALE
     top_k = _generate(engine, prompts, temperature=0.6, top_k=5)
-    mask = top_k.completion_mask.bool()
-    gap = (top_k.engine_logps - _policy_logps(policy, top_k, temperature=0.6))[mask]  # log of the kept mass, negated
+    logps, valid = _policy_logps(policy, top_k, temperature=0.6)
+    gap = (top_k.engine_logps - logps)[valid]  # log of the kept mass, negated
     assert (gap > -SYNCED).all() and gap.max() > STALE
 
 

@@ -27,6 +27,7 @@ def _worker(rank: int, checkpoint: str, out: str) -> None:
     from lightning_modules.sharding import gathered_root, shard_model
     from rollout.engine import SamplingConfig
     from rollout.vllm import VLLMEngine
+    from tests.rollouts import policy_inputs
 
     processor = AutoProcessor.from_pretrained(checkpoint)
     policy = shard_model(load_policy(checkpoint, "float32"), init_device_mesh("cpu", (2,)))
@@ -38,15 +39,13 @@ def _worker(rank: int, checkpoint: str, out: str) -> None:
 
     def gap() -> float:
         out = engine.generate([prompt], [[row.image]], 3, SamplingConfig(temperature=1.0, max_new_tokens=8))
-        pad = torch.zeros_like(out.completion_ids)
+        ids, attention, mm, valid = policy_inputs(out, processor.tokenizer)
         with torch.no_grad(), gathered_root(policy):
             logps, _ = completion_logps(
-                policy, torch.cat([out.prompt_ids, out.completion_ids], 1),
-                torch.cat([out.prompt_mask, out.completion_mask], 1), out.completion_ids.shape[1],
-                out.model_inputs["pixel_values"], out.model_inputs["image_grid_thw"],
-                mm_token_type_ids=torch.cat([out.model_inputs["mm_token_type_ids"], pad], 1),
+                policy, ids, attention, out.completion_ids.shape[1], out.model_inputs["pixel_values"],
+                out.model_inputs["image_grid_thw"], mm_token_type_ids=mm,
             )  # fmt: skip
-        return float(((logps - out.engine_logps).abs() * out.completion_mask).max())
+        return float(((logps - out.engine_logps).abs() * valid).max())
 
     gaps = {"loaded": gap()}
     with torch.no_grad():
