@@ -204,8 +204,10 @@ def main() -> None:
     parser.add_argument("--cue-strength", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=56)
+    parser.add_argument("--distractors", type=int, default=0, choices=[0, 1, 2], help="other shapes beside the asked")
     args = parser.parse_args()
-    files = write_shortcut_benchmark(args.out_dir, args.train, args.eval, args.seed, args.cue_strength, args.image_size)
+    files = write_shortcut_benchmark(args.out_dir, args.train, args.eval, args.seed, args.cue_strength, args.image_size,
+                                     distractors=args.distractors)  # fmt: skip
     for split, path in files.items():
         print(f"{split}: {path}")
 
