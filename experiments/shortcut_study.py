@@ -30,6 +30,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
@@ -216,7 +217,7 @@ def _cell(values: dict, key: str, fmt: str) -> str:
     return f"{fmt.format(v['mean'])} ± {v['std']:.3f} ({fmt.format(v['start_mean'])})" if v else "-"
 
 
-def write_report(meta: dict, table: dict, out: Path, extra: list[str] = ()) -> Path:
+def write_report(meta: dict, table: dict, out: Path, extra: Sequence[str] = ()) -> Path:
     """``report.md`` from the summary table and the run's facts (``meta``: command, machine, seconds, seeds, ...)."""
     lines = [
         "# Shortcut study: results", "",

