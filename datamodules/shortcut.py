@@ -14,7 +14,11 @@ on training questions without looking at the image. Held-out splits, each seeded
 
 Rows carry ``category`` (``cue_agrees`` / ``cue_disagrees`` for the one-object splits, the question kind for
 ``hard``), so ``vlrl validate``/``test`` report accuracy per category. Each row is drawn from its own seed, so any
-split of any size is reproducible. SFT targets (both templates) are written for the training split, for a cold start.
+split of any size is reproducible.
+
+SFT targets (both templates) for a cold start are drawn from a separate ``cold_start`` stream at
+``sft_cue_strength`` (the RL cue strength unless given). At 0 the cold start teaches the format and the chain of
+thought with no prior from the wording, so whatever shortcut the policy has later, RL put there.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from datamodules.synthetic import (
 
 CUED_COLOR = {"circle": "red", "square": "blue", "triangle": "green"}
 SPLITS = ("train", "in_distribution", "cue_absent", "cue_reversed", "hard")
-_SPLIT_SEED = {name: i for i, name in enumerate(SPLITS)}  # each split draws from its own seed stream
+COLD_START = "cold_start"  # the SFT rows' stream: drawn as "train" is, at its own cue strength
+_SPLIT_SEED = {name: i for i, name in enumerate((*SPLITS, COLD_START))}  # each split draws from its own seed stream
 _LISTING = " ".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(COLORS))
 
 
@@ -133,10 +138,10 @@ def _hard_row(rng: random.Random, image_size: int) -> tuple[SyntheticRow, str]:
 
 def make_shortcut_row(index: int, split: str, seed: int = 0, cue_strength: float = 0.9,
                       image_size: int = 112, distractors: int = 0) -> tuple[SyntheticRow, str]:  # fmt: skip
-    """Row ``index`` of ``split`` and its category. Pure in its arguments. ``distractors`` (0-2) adds objects of the
-    other shapes, in other colours, to the one-object splits (train, in_distribution, cue_absent, cue_reversed)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown shortcut split {split!r}; choose from {SPLITS}")
+    """Row ``index`` of ``split`` (one of ``SPLITS`` or ``COLD_START``) and its category. Pure in its arguments.
+    ``distractors`` (0-2) adds objects of the other shapes, in other colours, to the one-object splits."""
+    if split not in (*SPLITS, COLD_START):
+        raise ValueError(f"unknown shortcut split {split!r}; choose from {(*SPLITS, COLD_START)}")
     if not 0.0 <= cue_strength <= 1.0:
         raise ValueError(f"cue_strength must be in [0, 1], got {cue_strength}")
     rng = _rng(seed, split, index)
@@ -154,20 +159,25 @@ def write_shortcut_benchmark(
     image_size: int = 112,
     sft_templates: tuple[str, ...] = ("caption", "think"),
     distractors: int = 0,
+    n_sft: int | None = None,
+    sft_cue_strength: float | None = None,
 ) -> dict[str, Path]:
     """Write ``{split}.jsonl`` for every split (``n_train`` training rows, ``n_eval`` per held-out split), images under
-    ``images/{split}/``, ``train_sft_{template}.jsonl`` and ``manifest.json``. Returns split -> RL file. Rewriting with
-    the same arguments is skipped."""
+    ``images/{split}/``, ``train_sft_{template}.jsonl`` (``n_sft`` rows of the cold-start stream, ``n_train`` unless
+    given, at ``sft_cue_strength``, ``cue_strength`` unless given) and ``manifest.json``. Returns split -> RL file.
+    Rewriting with the same arguments is skipped."""
     from datamodules.prompts import ANSWER_HINTS, SYSTEM_PROMPTS
 
     out = Path(out_dir)
+    n_sft = n_train if n_sft is None else n_sft
+    sft_cue_strength = cue_strength if sft_cue_strength is None else sft_cue_strength
     manifest = dict(n_train=n_train, n_eval=n_eval, seed=seed, cue_strength=cue_strength, image_size=image_size,
-                    sft_templates=list(sft_templates), cued_color=CUED_COLOR, distractors=distractors)  # fmt: skip
+                    sft_templates=list(sft_templates), cued_color=CUED_COLOR, distractors=distractors, n_sft=n_sft,
+                    sft_cue_strength=sft_cue_strength)  # fmt: skip
     files = {split: out / f"{split}.jsonl" for split in SPLITS}
     stamp = out / "manifest.json"
     if stamp.exists() and json.loads(stamp.read_text()) == manifest and all(f.exists() for f in files.values()):
         return files
-    sft: dict[str, list[dict[str, Any]]] = {t: [] for t in sft_templates}
     for split in SPLITS:
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         rows = []
@@ -178,15 +188,20 @@ def write_shortcut_benchmark(
             solution = f"<answer> {row.answer} </answer>"
             rows.append(dict(id=f"{split}-{i}", image=rel, problem=row.problem, solution=solution,
                              problem_type=row.problem_type, task=row.task, category=category))  # fmt: skip
-            if split == "train":
-                question = f"<image>{row.problem}\n{ANSWER_HINTS[row.problem_type]}"
-                for template in sft_templates:
-                    sft[template].append({
-                        "system": SYSTEM_PROMPTS[template], "images": [rel],
-                        "conversations": [{"from": "human", "value": question},
-                                          {"from": "gpt", "value": row.target(template)}],
-                    })  # fmt: skip
         _write_jsonl(files[split], rows)
+    (out / "images" / COLD_START).mkdir(parents=True, exist_ok=True)
+    sft: dict[str, list[dict[str, Any]]] = {t: [] for t in sft_templates}
+    for i in range(n_sft):
+        row, _ = make_shortcut_row(i, COLD_START, seed, sft_cue_strength, image_size, distractors)
+        rel = f"images/{COLD_START}/{i:06d}.png"
+        row.image.save(out / rel)
+        question = f"<image>{row.problem}\n{ANSWER_HINTS[row.problem_type]}"
+        for template in sft_templates:
+            sft[template].append({
+                "system": SYSTEM_PROMPTS[template], "images": [rel],
+                "conversations": [{"from": "human", "value": question},
+                                  {"from": "gpt", "value": row.target(template)}],
+            })  # fmt: skip
     for template, rows in sft.items():
         _write_jsonl(out / f"train_sft_{template}.jsonl", rows)
     stamp.write_text(json.dumps(manifest))

@@ -2,7 +2,8 @@
 caption -> reason -> answer format with a caption reward keep the image in use?
 
 For each seed: a tiny random-weight Qwen2.5-VL, the shortcut-prone benchmark of ``datamodules.shortcut`` (seeded),
-one cold-start SFT per template on its first ``--sft-rows`` training rows (chain of thought written from the scene),
+one cold-start SFT per template on ``--sft-rows`` rows of the benchmark's cold-start stream (chain of thought written
+from the scene, the cue absent unless ``--sft-cue-strength`` says otherwise: the start has no prior from the wording),
 then one GRPO run per method from that template's SFT export, same budget (``configs/shortcut/base.yaml`` +
 ``configs/shortcut/<method>.yaml``):
 
@@ -15,6 +16,8 @@ then one GRPO run per method from that template's SFT export, same budget (``con
 Every held-out split (in-distribution, cue-absent, cue-reversed, hard) is evaluated after SFT (step 0) and every
 ``--eval-every`` GRPO steps, with the shortcut diagnostics. ``results.json`` keeps every value; ``report.md`` has the
 table of final means and spreads over seeds, the curves (``curves.png``), the command, the machine and the time.
+Each finished run leaves ``<out>/seed<S>/<method>/result.json``; the same command run again after an interruption
+(or with more ``--methods``) keeps those runs and the SFT exports and runs only the rest.
 
     python -m experiments.shortcut_study --out runs/shortcut            # the documented full run
     python -m experiments.shortcut_study --out /tmp/smoke --smoke       # CI: 2 GRPO steps, tiny splits
@@ -89,13 +92,14 @@ def run_seed(args, seed: int) -> dict[str, dict]:
     tiny = write_random_checkpoint(out / "tiny", min_pixels=px * px, max_pixels=px * px, seed=seed, vocab="task")
     data = out / "data"
     write_shortcut_benchmark(data, args.train_rows, args.eval_rows, seed, args.cue_strength, px,
-                             distractors=args.distractors)  # fmt: skip
+                             distractors=args.distractors, n_sft=args.sft_rows,
+                             sft_cue_strength=args.sft_cue_strength)  # fmt: skip
     exports = {}
     for template in sorted({TEMPLATE[m] for m in args.methods}):
-        cold = data / f"cold_sft_{template}.jsonl"  # the first --sft-rows rows: reasoning traces are scarce
-        lines = (data / f"train_sft_{template}.jsonl").read_text().splitlines(keepends=True)
-        cold.write_text("".join(lines[: args.sft_rows]))
+        cold = data / f"train_sft_{template}.jsonl"
         exports[template] = out / f"sft_{template}" / "export"
+        if (exports[template] / "config.json").exists():  # a rerun of an interrupted study keeps its cold starts
+            continue
         vlrl([
             "fit", "-c", str(CONFIGS / "demo_sft.yaml"), f"--seed_everything={seed}",
             f"--model.init_args.model_name_or_path={tiny}", f"--model.init_args.export_dir={exports[template]}",
@@ -109,6 +113,10 @@ def run_seed(args, seed: int) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     for method in args.methods:
         run = out / method
+        if (run / "result.json").exists():  # finished by an earlier, interrupted invocation of the same study
+            done = json.loads((run / "result.json").read_text())
+            curves[method], rows[method] = done["curve"], done["rows"]
+            continue
         model = exports[TEMPLATE[method]]
         # the after-SFT evaluation samples from the recipe's own engine, as every later one does
         start = vlrl(["validate", *_grpo_args(args, seed, method, model, data, run / "start"),
@@ -121,7 +129,7 @@ def run_seed(args, seed: int) -> dict[str, dict]:
             points.append({"step": fit.trainer.global_step, **_val_metrics(fit.trainer.callback_metrics)})  # ran early
         curves[method] = points
         rows[method] = {"start": _question_scores(start.model.log_dir), "final": _question_scores(fit.model.log_dir)}
-        (run / "curve.json").write_text(json.dumps(points, indent=2))
+        (run / "result.json").write_text(json.dumps({"curve": points, "rows": rows[method]}))
     return {"curves": curves, "rows": rows}
 
 
@@ -258,9 +266,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--cue-strength", type=float, default=0.9)
     parser.add_argument("--train-rows", type=int, default=512)
-    parser.add_argument("--sft-rows", type=int, default=64)
+    parser.add_argument("--sft-rows", type=int, default=256, help="cold-start rows: reasoning traces are scarce")
+    parser.add_argument("--sft-cue-strength", type=float, default=0.0,
+                        help="the cold start's cue: 0 starts RL from a policy with no prior from the wording")
     parser.add_argument("--eval-rows", type=int, default=200, help="rows per held-out split")
-    parser.add_argument("--sft-steps", type=int, default=85)
+    parser.add_argument("--sft-steps", type=int, default=600)
     parser.add_argument("--grpo-steps", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=150)
     parser.add_argument("--distractors", type=int, default=2, choices=[0, 1, 2],
@@ -286,6 +296,10 @@ def main(argv: list[str] | None = None) -> dict:
         return _finish(curves, rows, list(saved["meta"]["methods"]), saved["meta"], out)
     start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
+    # an interrupted study's earlier invocations: their time counts when this one keeps their runs
+    saved = out / "results.json"
+    kept = [seed for seed in args.seeds for m in args.methods if (out / f"seed{seed}" / m / "result.json").exists()]
+    earlier = json.loads(saved.read_text())["meta"]["seconds"] if kept and saved.exists() else 0
     runs = {seed: run_seed(args, seed) for seed in args.seeds}
     curves = {seed: run["curves"] for seed, run in runs.items()}
     rows = {seed: run["rows"] for seed, run in runs.items()}
@@ -294,9 +308,9 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.system()}, no GPU"
         if not _has_gpu() else f"{platform.machine()}, {os.cpu_count()} CPU cores, GPU",
-        "seconds": round(time.monotonic() - start, 1), "smoke": args.smoke, **{k: getattr(args, k) for k in (
+        "seconds": round(time.monotonic() - start + earlier, 1), "smoke": args.smoke, **{k: getattr(args, k) for k in (
             "seeds", "methods", "cue_strength", "train_rows", "sft_rows", "eval_rows", "sft_steps", "grpo_steps",
-            "eval_every", "image_size", "distractors")},
+            "eval_every", "image_size", "distractors", "sft_cue_strength")},
     }  # fmt: skip
     return _finish(curves, rows, list(args.methods), meta, out)
 
@@ -319,6 +333,7 @@ def _finish(curves: dict, rows: dict, methods: list[str], meta: dict, out: Path)
 
 
 CUE_CATEGORIES = ("cue_agrees", "cue_disagrees")
+CUE_SPLITS = ("in_distribution", "cue_absent")  # the splits with rows of both categories
 
 
 def _per_seed(rows: dict, method: str, stage: str, split: str, category: str | None = None) -> list[dict]:
@@ -333,12 +348,12 @@ def _per_seed(rows: dict, method: str, stage: str, split: str, category: str | N
 def intervals(rows: dict, methods, draws: int = 2000) -> dict[str, dict[str, list[float]]]:
     """Hierarchical bootstrap intervals ``[mean, low, high]`` (``experiments.stats``). Pure.
 
-    ``<method>`` -> ``<stage>:<split>`` and ``<stage>:in_distribution/<cue category>`` accuracy;
+    ``<method>`` -> ``<stage>:<split>`` and ``<stage>:<cue split>/<cue category>`` accuracy;
     ``<method> - vanilla_grpo`` -> ``<split>`` final accuracy, paired on rows; ``<method> change`` -> the final minus
     the after-SFT accuracy of the same rows, per split and cue category."""
     from experiments.stats import bootstrap_ci, paired_differences
 
-    keys = [(split, None) for split in SPLITS] + [("in_distribution", c) for c in CUE_CATEGORIES]
+    keys = [(split, None) for split in SPLITS] + [(split, c) for split in CUE_SPLITS for c in CUE_CATEGORIES]
     out: dict[str, dict[str, list[float]]] = {}
     for method in methods:
         for split, category in keys:
@@ -379,21 +394,24 @@ def interval_lines(iv: dict, table: dict, meta: dict) -> list[str]:
     if van and change:
         blind = table.get("vanilla_grpo", {}).get("in_distribution/blind_accuracy")
         cue_only = meta["cue_strength"] + (1 - meta["cue_strength"]) / 4
-        disagree = change.get("in_distribution/cue_disagrees")  # absent when no held-out row disagrees
-        learned = disagree is not None and disagree[2] < 0 and blind is not None and blind["mean"] > blind["start_mean"]
-        lines += [f"**Part one: vanilla GRPO {'learned' if learned else 'did not clearly learn'} the cue.** A model "
-                  f"answering from the wording alone scores {cue_only:.3f} image-blind on in-distribution rows and 0 "
-                  "where the cue disagrees.", "",
-                  "| vanilla GRPO, in-distribution | after SFT | after GRPO | change (paired) |", "|---|---|---|---|"]
-        for category in CUE_CATEGORIES:
-            name = f"in_distribution/{category}"
-            lines.append(f"| accuracy, {category.replace('_', ' ')} | {_ci(van.get('start:' + name))} | "
-                         f"{_ci(van.get('final:' + name))} | {_ci(change.get(name), True)} |")  # fmt: skip
+        falls = [change[f"{s}/cue_disagrees"][2] < 0 for s in CUE_SPLITS if f"{s}/cue_disagrees" in change]
+        learned = any(falls) and blind is not None and blind["mean"] > blind["start_mean"]
+        lines += [f"**Part one: vanilla GRPO {'learned' if learned else 'did not clearly learn'} the cue** (learned: "
+                  "its in-distribution blind accuracy rose and its accuracy where the cue disagrees fell, the interval "
+                  f"below 0, on a split with such rows). A model answering from the wording alone scores "
+                  f"{cue_only:.3f} image-blind on in-distribution rows, 1 where the cue agrees and 0 where it "
+                  "disagrees; on cue-absent rows the colour is independent of the shape, so 3 in 4 disagree.", "",
+                  "| vanilla GRPO | after SFT | after GRPO | change (paired) |", "|---|---|---|---|"]  # fmt: skip
+        for split in CUE_SPLITS:
+            for category in CUE_CATEGORIES:
+                name = f"{split}/{category}"
+                lines.append(f"| {split} accuracy, {category.replace('_', ' ')} | {_ci(van.get('start:' + name))} | "
+                             f"{_ci(van.get('final:' + name))} | {_ci(change.get(name), True)} |")  # fmt: skip
         if blind:
-            lines.append(f"| blind accuracy (mean ± std over seeds) | {blind['start_mean']:.3f} | {blind['mean']:.3f} "
-                         f"± {blind['std']:.3f} | {blind['mean'] - blind['start_mean']:+.3f} |")  # fmt: skip
+            lines.append(f"| in_distribution blind accuracy (mean ± std over seeds) | {blind['start_mean']:.3f} | "
+                         f"{blind['mean']:.3f} ± {blind['std']:.3f} | {blind['mean'] - blind['start_mean']:+.3f} |")
         lines.append("")
-    columns = [*SPLITS, *(f"in_distribution/{c}" for c in CUE_CATEGORIES)]
+    columns = [*SPLITS, *(f"{s}/{c}" for s in CUE_SPLITS for c in CUE_CATEGORIES)]
     lines += ["Final accuracy:", "", "| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for method in meta["methods"]:
         if method in iv:

@@ -1,12 +1,13 @@
 """The shortcut-prone benchmark: the wording predicts the answer in training at the set strength, not at all in
 cue_absent, never in cue_reversed; images agree with the answers; everything is reproducible and loads as RL data."""
 
+import json
 import re
 
 import pytest
 from PIL import Image
 
-from datamodules.shortcut import CUED_COLOR, SPLITS, make_shortcut_row, write_shortcut_benchmark
+from datamodules.shortcut import COLD_START, CUED_COLOR, SPLITS, make_shortcut_row, write_shortcut_benchmark
 from datamodules.synthetic import COLORS, LETTERS
 from rewards import AccuracyReward
 
@@ -98,3 +99,16 @@ def test_distractors_put_the_other_shapes_in_other_colours_beside_the_asked_one(
     assert plain.caption.startswith("A ") and plain.caption.count(" ") == 2  # distractors=0: one object, as before
     with pytest.raises(ValueError, match="distractors must be in"):
         make_shortcut_row(0, "train", distractors=3)
+
+
+def test_cold_start_rows_come_from_their_own_stream_at_their_own_cue_strength(tmp_path):
+    write_shortcut_benchmark(tmp_path, n_train=8, n_eval=2, seed=0, image_size=56, n_sft=300, sft_cue_strength=0.0)
+    sft = [json.loads(line) for line in (tmp_path / "train_sft_think.jsonl").read_text().splitlines()]
+    assert len(sft) == 300 and all(r["images"][0].startswith(f"images/{COLD_START}/") for r in sft)
+    answers = [re.search(r"<answer>(\w)</answer>", r["conversations"][1]["value"]).group(1) for r in sft]
+    agree = sum(a == _cue_answer(r["conversations"][0]["value"]) for a, r in zip(answers, sft)) / len(sft)
+    assert abs(agree - 0.25) < 0.07  # no cue: the cued colour as often as any other
+    train = [json.loads(line)["problem"] for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert [r["conversations"][0]["value"].split("\n")[0] for r in sft[:8]] != ["<image>" + p for p in train]
+    cued = [make_shortcut_row(i, COLD_START, seed=0, cue_strength=1.0, image_size=56)[0] for i in range(50)]
+    assert all(r.answer == _cue_answer(r.problem) for r in cued)

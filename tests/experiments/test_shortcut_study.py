@@ -41,6 +41,9 @@ def test_smoke_runs_every_method_and_tracks_every_split(tmp_path):
     (tmp_path / "report.md").unlink()
     main(["--out", str(tmp_path), "--report-only"])  # re-rendered from results.json alone
     assert (tmp_path / "report.md").read_text() == report
+    again = main(["--out", str(tmp_path), "--smoke"])  # as after an interruption: finished runs are kept, not rerun
+    assert again["curves"][0] == json.loads(json.dumps(result["curves"][0]))
+    assert again["meta"]["seconds"] >= saved["meta"]["seconds"]  # the earlier invocation's time still counts
 
 
 def _curve(reversed_acc: float, dependency: float) -> list[dict]:
@@ -118,7 +121,8 @@ def test_intervals_show_the_cue_learned_and_arms_compared_on_the_same_rows():
     table = {"vanilla_grpo": {"in_distribution/blind_accuracy": {"mean": 0.8, "std": 0.1, "start_mean": 0.3}}}
     meta = {"cue_strength": 0.9, "methods": ["vanilla_grpo", "visionary_r1"]}
     text = "\n".join(interval_lines(iv, table, meta))
-    assert "**Part one: vanilla GRPO learned the cue.**" in text and "scores 0.925 image-blind" in text
-    assert "| accuracy, cue disagrees | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] | -1.000 [-1.000, -1.000] |" in text
-    assert "| blind accuracy (mean ± std over seeds) | 0.300 | 0.800 ± 0.100 | +0.500 |" in text
+    assert "**Part one: vanilla GRPO learned the cue** (" in text and "scores 0.925 image-blind" in text
+    row = "| in_distribution accuracy, cue disagrees | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] | -1.000 [-1.000, "
+    assert row in text and "| cue_absent accuracy, cue disagrees | - | - | - |" in text  # no cue-absent rows here
+    assert "| in_distribution blind accuracy (mean ± std over seeds) | 0.300 | 0.800 ± 0.100 | +0.500 |" in text
     assert "+1.000 [+1.000, +1.000] (higher)" in text
