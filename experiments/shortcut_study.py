@@ -13,11 +13,14 @@ then one GRPO run per method from that template's SFT export, same budget (``con
   is always rewarded, whatever the policy's competence as a judge;
 - ``hard_format``: think template, Vision-R1's hard formatting result reward.
 
-Every held-out split (in-distribution, cue-absent, cue-reversed, hard) is evaluated after SFT (step 0) and every
-``--eval-every`` GRPO steps, with the shortcut diagnostics. ``results.json`` keeps every value; ``report.md`` has the
-table of final means and spreads over seeds, the curves (``curves.png``), the command, the machine and the time.
+Every held-out split (in-distribution, cue-absent, cue-reversed, hard) is evaluated after SFT (step 0), every
+``--eval-every`` rollout batches and after the last update, with the shortcut diagnostics; curves count GRPO updates
+(a pool that dynamic sampling finds uninformative is a batch without one). ``results.json`` keeps every value;
+``report.md`` has the table of final means and spreads over seeds, the curves (``curves.png``), the command, the
+machine and the time.
 Each finished run leaves ``<out>/seed<S>/<method>/result.json``; the same command run again after an interruption
-(or with more ``--methods``) keeps those runs and the SFT exports and runs only the rest.
+(or with more ``--methods``) keeps those runs and the SFT exports, runs only the rest, and counts the time of
+the kept ones (``seconds`` in their files) in the study's.
 
     python -m experiments.shortcut_study --out runs/shortcut            # the documented full run
     python -m experiments.shortcut_study --out /tmp/smoke --smoke       # CI: 2 GRPO steps, tiny splits
@@ -94,12 +97,15 @@ def run_seed(args, seed: int) -> dict[str, dict]:
     write_shortcut_benchmark(data, args.train_rows, args.eval_rows, seed, args.cue_strength, px,
                              distractors=args.distractors, n_sft=args.sft_rows,
                              sft_cue_strength=args.sft_cue_strength)  # fmt: skip
-    exports = {}
+    exports, kept_seconds = {}, 0.0  # kept: the time of the SFTs and runs an earlier invocation finished
     for template in sorted({TEMPLATE[m] for m in args.methods}):
         cold = data / f"train_sft_{template}.jsonl"
         exports[template] = out / f"sft_{template}" / "export"
-        if (exports[template] / "config.json").exists():  # a rerun of an interrupted study keeps its cold starts
+        timing = out / f"sft_{template}" / "seconds.json"
+        if timing.exists():  # a rerun of an interrupted study keeps its cold starts
+            kept_seconds += json.loads(timing.read_text())
             continue
+        began = time.monotonic()
         vlrl([
             "fit", "-c", str(CONFIGS / "demo_sft.yaml"), f"--seed_everything={seed}",
             f"--model.init_args.model_name_or_path={tiny}", f"--model.init_args.export_dir={exports[template]}",
@@ -109,6 +115,7 @@ def run_seed(args, seed: int) -> dict[str, dict]:
             f"--trainer.default_root_dir={out / f'sft_{template}'}",
             f"--trainer.logger.init_args.save_dir={out / f'sft_{template}'}", "--trainer.enable_progress_bar=false",
         ])  # fmt: skip
+        timing.write_text(json.dumps(round(time.monotonic() - began, 1)))
     curves: dict[str, list[dict]] = {}
     rows: dict[str, dict] = {}
     for method in args.methods:
@@ -116,21 +123,26 @@ def run_seed(args, seed: int) -> dict[str, dict]:
         if (run / "result.json").exists():  # finished by an earlier, interrupted invocation of the same study
             done = json.loads((run / "result.json").read_text())
             curves[method], rows[method] = done["curve"], done["rows"]
+            kept_seconds += done["seconds"]
             continue
+        began = time.monotonic()
         model = exports[TEMPLATE[method]]
         # the after-SFT evaluation samples from the recipe's own engine, as every later one does
         start = vlrl(["validate", *_grpo_args(args, seed, method, model, data, run / "start"),
                       "--trainer.enable_progress_bar=false"])  # fmt: skip
         points = [{"step": 0, **_val_metrics(start.trainer.callback_metrics)}]
         fit = vlrl(["fit", *_grpo_args(args, seed, method, model, data, run)])
-        points += _logged_validations(Path(fit.trainer.logger.log_dir) / "metrics.csv")
-        if points[-1]["step"] < fit.trainer.global_step:  # pools without an update (dynamic sampling) count as
-            fit.trainer.validate(fit.model, datamodule=fit.datamodule)  # batches: the last scheduled validation
-            points.append({"step": fit.trainer.global_step, **_val_metrics(fit.trainer.callback_metrics)})  # ran early
+        logged, batches = _logged_validations(Path(fit.trainer.logger.log_dir) / "metrics.csv")
+        points += logged
+        if points[-1].get("batch", 0) < batches:  # ``--eval-every`` counts batches, not updates: evaluate the end
+            fit.trainer.validate(fit.model, datamodule=fit.datamodule)
+            points.append({"step": fit.trainer.global_step, "batch": batches,
+                           **_val_metrics(fit.trainer.callback_metrics)})  # fmt: skip
         curves[method] = points
         rows[method] = {"start": _question_scores(start.model.log_dir), "final": _question_scores(fit.model.log_dir)}
-        (run / "result.json").write_text(json.dumps({"curve": points, "rows": rows[method]}))
-    return {"curves": curves, "rows": rows}
+        seconds = round(time.monotonic() - began, 1)
+        (run / "result.json").write_text(json.dumps({"curve": points, "rows": rows[method], "seconds": seconds}))
+    return {"curves": curves, "rows": rows, "kept_seconds": kept_seconds}
 
 
 def _question_scores(log_dir: Path) -> dict[str, dict[str, list]]:
@@ -144,14 +156,24 @@ def _question_scores(log_dir: Path) -> dict[str, dict[str, list]]:
     return scores
 
 
-def _logged_validations(metrics_csv: Path) -> list[dict]:
-    """The validation rows of a CSVLogger file as [{step, val/...}], one per validation (keys merged per step)."""
-    by_step: dict[int, dict] = {}
+def _logged_validations(metrics_csv: Path) -> tuple[list[dict], int]:
+    """The validation rows of a CSVLogger file as [{step, batch, val/...}], one per validation (keys merged per
+    step), and the number of rollout batches run. The logger counts rollout batches; under dynamic sampling a pool
+    without an informative group is a batch without an update, so ``step`` (GRPO updates) is the batch count less
+    those pools (``rollout/uninformative_steps``)."""
+    by_batch: dict[int, dict] = {}
+    skipped: dict[int, int] = {}
+    batches = 0
     for row in csv.DictReader(metrics_csv.open()):
+        batch = int(row["step"]) + 1  # logged at the last batch run
+        batches = max(batches, batch)
+        if row.get("rollout/uninformative_steps") not in ("", None):
+            skipped[batch] = int(float(row["rollout/uninformative_steps"]))
         values = {k: float(v) for k, v in row.items() if k.startswith("val/") and v not in ("", None)}
         if values:
-            by_step.setdefault(int(row["step"]) + 1, {}).update(values)  # logged at the last trained step
-    return [{"step": step, **values} for step, values in sorted(by_step.items())]
+            by_batch.setdefault(batch, {}).update(values)
+    points = [{"step": b - skipped.get(b, 0), "batch": b, **values} for b, values in sorted(by_batch.items())]
+    return points, batches
 
 
 def summarise(curves: dict[int, dict[str, list[dict]]], methods) -> dict[str, dict[str, dict[str, float]]]:
@@ -272,7 +294,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eval-rows", type=int, default=200, help="rows per held-out split")
     parser.add_argument("--sft-steps", type=int, default=600)
     parser.add_argument("--grpo-steps", type=int, default=300)
-    parser.add_argument("--eval-every", type=int, default=150)
+    parser.add_argument("--eval-every", type=int, default=250,
+                        help="rollout batches between evaluations (one more at the end)")  # fmt: skip
     parser.add_argument("--distractors", type=int, default=2, choices=[0, 1, 2],
                         help="objects of other shapes beside the asked one (colour-question splits)")  # fmt: skip
     parser.add_argument("--image-size", type=int, default=56)
@@ -296,11 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
         return _finish(curves, rows, list(saved["meta"]["methods"]), saved["meta"], out)
     start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    # an interrupted study's earlier invocations: their time counts when this one keeps their runs
-    saved = out / "results.json"
-    kept = [seed for seed in args.seeds for m in args.methods if (out / f"seed{seed}" / m / "result.json").exists()]
-    earlier = json.loads(saved.read_text())["meta"]["seconds"] if kept and saved.exists() else 0
     runs = {seed: run_seed(args, seed) for seed in args.seeds}
+    earlier = sum(run["kept_seconds"] for run in runs.values())  # an interrupted study's finished SFTs and runs
     curves = {seed: run["curves"] for seed, run in runs.items()}
     rows = {seed: run["rows"] for seed, run in runs.items()}
     meta = {

@@ -9,6 +9,7 @@ from experiments.shortcut_study import (
     METHODS,
     NOTES_MARKER,
     SPLITS,
+    _logged_validations,
     interval_lines,
     intervals,
     main,
@@ -126,3 +127,14 @@ def test_intervals_show_the_cue_learned_and_arms_compared_on_the_same_rows():
     assert row in text and "| cue_absent accuracy, cue disagrees | - | - | - |" in text  # no cue-absent rows here
     assert "| in_distribution blind accuracy (mean ± std over seeds) | 0.300 | 0.800 ± 0.100 | +0.500 |" in text
     assert "+1.000 [+1.000, +1.000] (higher)" in text
+
+
+def test_logged_validations_count_updates_not_pools_without_one(tmp_path):
+    # 6 rollout batches, the 2nd and 5th without an informative group; validations after batches 3 and 6
+    header = "step,rollout/uninformative_steps,train/loss,val/hard/accuracy"
+    lines = ["0,0,0.1,", "1,1,,", "2,1,0.1,", "2,,,0.25", "3,1,0.1,", "4,2,,", "5,2,0.1,", "5,,,0.5"]
+    (tmp_path / "metrics.csv").write_text("\n".join([header, *lines]) + "\n")
+    points, batches = _logged_validations(tmp_path / "metrics.csv")
+    assert batches == 6
+    assert points == [{"step": 2, "batch": 3, "val/hard/accuracy": 0.25},
+                      {"step": 4, "batch": 6, "val/hard/accuracy": 0.5}]  # fmt: skip
