@@ -11,11 +11,13 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
 # everything but the tests marked slow (Lightning fits, vLLM engines, CLI subprocesses, notebooks)
 test-fast: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q -m "not slow"
 
 lint: setup

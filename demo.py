@@ -47,21 +47,30 @@ def evaluate(
 
     from vlrl_cli import main
 
-    cli = main([
-        "validate", "-c", str(CONFIGS / "demo_grpo.yaml"), f"--model.init_args.model_name_or_path={model_path}",
-        f"--data.init_args.limit_val={limit_val}", f"--data.init_args.data_dir={data_dir}",
-        f"--data.init_args.tasks={json.dumps(tasks)}", f"--data.init_args.image_size={image_size}",
-        '--model.init_args.engine={"class_path": "rollout.hf.HFEngine"}',  # no engine start-up per evaluation
-        f"--trainer.default_root_dir={out / 'eval' / name}",
-        f"--trainer.logger.init_args.save_dir={out / 'eval' / name}", "--trainer.enable_progress_bar=false",
-    ])  # fmt: skip
+    cli = main(
+        [
+            "validate",
+            "-c",
+            str(CONFIGS / "demo_grpo.yaml"),
+            f"--model.init_args.model_name_or_path={model_path}",
+            f"--data.init_args.limit_val={limit_val}",
+            f"--data.init_args.data_dir={data_dir}",
+            f"--data.init_args.tasks={json.dumps(tasks)}",
+            f"--data.init_args.image_size={image_size}",
+            '--model.init_args.engine={"class_path": "rollout.hf.HFEngine"}',  # no engine start-up per evaluation
+            f"--trainer.default_root_dir={out / 'eval' / name}",
+            f"--trainer.logger.init_args.save_dir={out / 'eval' / name}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
     stage = {"name": name, "accuracy": metrics["val/accuracy"], "format_rate": metrics.get("val/format_rate", 0.0)}
     if sampled:
         module = cli.model
         settings = module.rollout_settings
-        module.eval_sampling = replace(module.eval_sampling, temperature=settings.temperature, top_p=settings.top_p,
-                                       top_k=settings.top_k)  # fmt: skip
+        module.eval_sampling = replace(
+            module.eval_sampling, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k
+        )
         seed_everything(0, verbose=False)
         cli.trainer.validate(module, datamodule=cli.datamodule, verbose=False)
         stage["sampled_accuracy"] = float(cli.trainer.callback_metrics["val/accuracy"])
@@ -103,7 +112,7 @@ def main() -> None:
     tasks = args.tasks.split(",")
 
     from datamodules.synthetic import write_synthetic_dataset
-    from lightning_modules.tiny_model import write_random_checkpoint
+    from tools.tiny_model import write_random_checkpoint
     from vlrl_cli import main as vlrl
 
     start = time.monotonic()
@@ -114,26 +123,48 @@ def main() -> None:
     write_synthetic_dataset(data, args.rl_rows, 0, "train", px, tasks)
     write_synthetic_dataset(data, 96, 10_000, "val", px, tasks)
     write_synthetic_dataset(data, args.sft_rows, 20_000, "cold", px, tasks)
-    data_args = [f"--data.init_args.data_dir={data}", f"--data.init_args.tasks={json.dumps(tasks)}",
-                 f"--data.init_args.image_size={px}", f"--data.init_args.train_size={args.rl_rows}"]  # fmt: skip
+    data_args = [
+        f"--data.init_args.data_dir={data}",
+        f"--data.init_args.tasks={json.dumps(tasks)}",
+        f"--data.init_args.image_size={px}",
+        f"--data.init_args.train_size={args.rl_rows}",
+    ]
 
     stages = [evaluate(str(tiny), out, "start", args.eval_rows, data, tasks, px, sampled=False)]
     sft_export = out / "sft" / "export"
-    vlrl([
-        "fit", "-c", str(CONFIGS / "demo_sft.yaml"), f"--model.init_args.model_name_or_path={tiny}",
-        f"--model.init_args.export_dir={sft_export}", f"--data.init_args.train_data={data / 'cold_sft_caption.jsonl'}",
-        f"--data.init_args.val_data={data / 'val_sft_caption.jsonl'}", f"--trainer.max_steps={args.sft_steps}",
-        f"--trainer.default_root_dir={out / 'sft'}", f"--trainer.logger.init_args.save_dir={out / 'sft'}",
-        f"--data.init_args.min_pixels={px * px}", f"--data.init_args.max_pixels={px * px}", *args.sft_args.split(),
-    ])  # fmt: skip
+    vlrl(
+        [
+            "fit",
+            "-c",
+            str(CONFIGS / "demo_sft.yaml"),
+            f"--model.init_args.model_name_or_path={tiny}",
+            f"--model.init_args.export_dir={sft_export}",
+            f"--data.init_args.train_data={data / 'cold_sft_caption.jsonl'}",
+            f"--data.init_args.val_data={data / 'val_sft_caption.jsonl'}",
+            f"--trainer.max_steps={args.sft_steps}",
+            f"--trainer.default_root_dir={out / 'sft'}",
+            f"--trainer.logger.init_args.save_dir={out / 'sft'}",
+            f"--data.init_args.min_pixels={px * px}",
+            f"--data.init_args.max_pixels={px * px}",
+            *args.sft_args.split(),
+        ]
+    )
     stages.append(evaluate(str(sft_export), out, "after_sft", args.eval_rows, data, tasks, px))
-    grpo = vlrl([
-        "fit", "-c", str(CONFIGS / "demo_grpo.yaml"), f"--model.init_args.model_name_or_path={sft_export}",
-        f"--trainer.max_steps={args.grpo_steps}", f"--trainer.default_root_dir={out / 'grpo'}",
-        f"--trainer.logger.init_args.save_dir={out / 'grpo'}", "--trainer.limit_val_batches=0", *data_args,
-        *args.grpo_args.split(),
-    ])  # fmt: skip
-    from lightning_modules.export import export_policy
+    grpo = vlrl(
+        [
+            "fit",
+            "-c",
+            str(CONFIGS / "demo_grpo.yaml"),
+            f"--model.init_args.model_name_or_path={sft_export}",
+            f"--trainer.max_steps={args.grpo_steps}",
+            f"--trainer.default_root_dir={out / 'grpo'}",
+            f"--trainer.logger.init_args.save_dir={out / 'grpo'}",
+            "--trainer.limit_val_batches=0",
+            *data_args,
+            *args.grpo_args.split(),
+        ]
+    )
+    from tools.export import export_policy
 
     rl_export = export_policy(grpo.model.policy, str(sft_export), out / "grpo" / "export")
     stages.append(evaluate(str(rl_export), out, "after_rl", args.eval_rows, data, tasks, px))

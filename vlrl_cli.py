@@ -3,7 +3,7 @@
 Modules and datamodules are chosen by ``class_path`` in YAML (``configs/``). OmegaConf interpolation
 (``${...}``) works within and across config files and on the command line.
 
-Checkpoints are written crash-safe (``lightning_modules.checkpoint_io.AtomicCheckpointIO``) unless the config names
+Checkpoints are written crash-safe (``tools.checkpoint_io.AtomicCheckpointIO``) unless the config names
 another checkpoint IO plugin.
 
 Resume: ``vlrl fit <the same arguments> --ckpt_path=last`` continues the newest ``last*.ckpt`` of the run, and
@@ -182,13 +182,16 @@ def _explain_manual_optimization_checkpoints(trainer, model) -> None:
     pre-optimization state was saved". GRPO steps its optimizer itself, and its checkpoints are meant to hold the
     weights after the step together with the advanced step count: exactly the state a resume continues from (the
     resume tests compare it with the uninterrupted run). The warning is hidden and this is said once instead."""
-    steps_triggered = any(isinstance(c, ModelCheckpoint) and c._every_n_train_steps > 0
-                          for c in trainer.checkpoint_callbacks)  # fmt: skip
+    steps_triggered = any(
+        isinstance(c, ModelCheckpoint) and c._every_n_train_steps > 0 for c in trainer.checkpoint_callbacks
+    )
     if getattr(model, "automatic_optimization", True) or not steps_triggered:
         return
     warnings.filterwarnings("ignore", message=MANUAL_OPTIMIZATION_WARNING)
-    rank_zero_info("Checkpoints hold the weights after each optimizer step with that step's count: the state a resume "
-                   "continues from (Lightning's manual-optimization checkpoint warning does not apply).")  # fmt: skip
+    rank_zero_info(
+        "Checkpoints hold the weights after each optimizer step with that step's count: the state a resume "
+        "continues from (Lightning's manual-optimization checkpoint warning does not apply)."
+    )
 
 
 class VLRLCLI(LightningCLI):
@@ -199,7 +202,7 @@ class VLRLCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-        from lightning_modules.checkpoint_io import AtomicCheckpointIO
+        from tools.checkpoint_io import AtomicCheckpointIO
 
         # the callbacks the config names, listed before Lightning appends its defaults to that same list
         config = self.config_init.get(self.subcommand, self.config_init) if self.subcommand else self.config_init

@@ -115,7 +115,7 @@ TRL_OK=1
 grep -q "trl does not import\|^trl MISSING" "$LOGS/preflight.log" && TRL_OK=0
 
 if [ $rc -eq 0 ]; then
-    stage checkpoint "$CHECKPOINT_S" "$PY" -m lightning_modules.tiny_model "$CKPT" --size "$SIZE" \
+    stage checkpoint "$CHECKPOINT_S" "$PY" -m tools.tiny_model "$CKPT" --size "$SIZE" \
         --min-pixels $((IMAGE * IMAGE)) --max-pixels $((IMAGE * IMAGE))
     # the paper estimate for step 3's shape: one prompt of the image's tokens (28 px each after the 2x2 merge) and
     # ~70 text tokens, G 8, one micro-batch of 8, checkpointing, no vLLM

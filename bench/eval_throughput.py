@@ -79,8 +79,19 @@ def write_mmstar_tsv(path: Path, questions: int, image_size: int, seed: int = 0)
         buf = io.BytesIO()
         Image.new("RGB", (image_size, image_size), COLOURS[colour]).save(buf, format="PNG")
         category = "coarse perception" if i % 2 else "fine-grained perception"
-        lines.append("\t".join([str(i), "What colour is the image?", *options, "ABCD"[options.index(colour)],
-                                category, "colour", base64.b64encode(buf.getvalue()).decode()]))  # fmt: skip
+        lines.append(
+            "\t".join(
+                [
+                    str(i),
+                    "What colour is the image?",
+                    *options,
+                    "ABCD"[options.index(colour)],
+                    category,
+                    "colour",
+                    base64.b64encode(buf.getvalue()).decode(),
+                ]
+            )
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -99,14 +110,21 @@ def run_test(args: argparse.Namespace, engine: str, checkpoint: Path, source: Pa
     from vlrl_cli import main
 
     on_gpu = torch.cuda.is_available()
-    argv = ["test", "-c", str(ROOT / "configs" / "eval" / "mmstar.yaml"),
-            *([] if on_gpu else ["-c", str(ROOT / "configs" / "cpu.yaml")]), *engine_override(engine, on_gpu),
-            f"--model.init_args.model_name_or_path={checkpoint}", f"--data.init_args.source={source}",
-            f"--model.init_args.val_max_new_tokens={args.new_tokens}",
-            "--model.init_args.eval_sampling={temperature: 0.0, ignore_eos: true}",
-            f"--data.init_args.val_batch_size={args.batch_size}", "--trainer.enable_progress_bar=false",
-            f"--trainer.default_root_dir={out}",
-            '--trainer.callbacks=[{"class_path": "bench.eval_throughput.PhaseTimer"}]']  # fmt: skip
+    argv = [
+        "test",
+        "-c",
+        str(ROOT / "configs" / "eval" / "mmstar.yaml"),
+        *([] if on_gpu else ["-c", str(ROOT / "configs" / "cpu.yaml")]),
+        *engine_override(engine, on_gpu),
+        f"--model.init_args.model_name_or_path={checkpoint}",
+        f"--data.init_args.source={source}",
+        f"--model.init_args.val_max_new_tokens={args.new_tokens}",
+        "--model.init_args.eval_sampling={temperature: 0.0, ignore_eos: true}",
+        f"--data.init_args.val_batch_size={args.batch_size}",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={out}",
+        '--trainer.callbacks=[{"class_path": "bench.eval_throughput.PhaseTimer"}]',
+    ]
     if args.dtype == "float32":
         argv += ["--trainer.precision=32-true", "--model.init_args.dtype=float32"]
         argv += ["--model.init_args.engine.init_args.dtype=float32"] if engine == "vllm" else []
@@ -116,8 +134,12 @@ def run_test(args: argparse.Namespace, engine: str, checkpoint: Path, source: Pa
     result = json.loads((Path(cli.trainer.log_dir) / "results_test.json").read_text())
     assert result["count"] == args.questions and result["missing"] == 0, result["count"]
     assert sum(timer.calls) == args.questions, timer.calls
-    return {"startup_s": timer.first_batch - start, "loop_s": timer.end - timer.first_batch,
-            "generate_s": timer.generate_s, "calls": timer.calls}  # fmt: skip
+    return {
+        "startup_s": timer.first_batch - start,
+        "loop_s": timer.end - timer.first_batch,
+        "generate_s": timer.generate_s,
+        "calls": timer.calls,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,22 +159,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to bench/RESULTS.md")
     args = parser.parse_args(argv)
 
-    from lightning_modules.tiny_model import write_random_checkpoint
+    from tools.tiny_model import write_random_checkpoint
 
     px = args.image_size
     command = "python -m bench.eval_throughput " + " ".join(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["VLRL_CACHE"] = str(Path(tmp) / "cache")  # the converted benchmark: not the user's cache
-        checkpoint = write_random_checkpoint(Path(tmp) / args.size, size=args.size, min_pixels=px * px,
-                                             max_pixels=px * px)  # fmt: skip
+        checkpoint = write_random_checkpoint(
+            Path(tmp) / args.size, size=args.size, min_pixels=px * px, max_pixels=px * px
+        )
         source = write_mmstar_tsv(Path(tmp) / "MMStar.tsv", args.questions, px)
         timings = {}
         for engine in args.engines:  # vLLM last: its CPU worker pins the process's threads when it starts
             timings[engine] = t = run_test(args, engine, checkpoint, source, Path(tmp) / f"run-{engine}")
             rate, tokens = args.questions / t["loop_s"], args.questions * args.new_tokens / t["loop_s"]
-            print(f"{engine}: {args.questions} questions in {t['loop_s']:.2f} s = {rate:.2f} questions/s "
-                  f"({tokens:.0f} tok/s; {t['generate_s']:.2f} s in generate, calls of {t['calls']} prompts); "
-                  f"start-up {t['startup_s']:.1f} s", flush=True)  # fmt: skip
+            print(
+                f"{engine}: {args.questions} questions in {t['loop_s']:.2f} s = {rate:.2f} questions/s "
+                f"({tokens:.0f} tok/s; {t['generate_s']:.2f} s in generate, calls of {t['calls']} prompts); "
+                f"start-up {t['startup_s']:.1f} s",
+                flush=True,
+            )
             if not args.no_record:
                 append_result(
                     "eval throughput",

@@ -61,9 +61,9 @@ def run_ours(mode: str, checkpoint: Path, data_dir: Path, args) -> dict[str, lis
     from lightning import Callback, Trainer
 
     from datamodules.vqa import VQADataModule
+    from lightning_modules.callbacks.rollout import RolloutSettings
     from lightning_modules.grpo import GRPOModule
     from lightning_modules.losses import GRPOLoss
-    from rollout.callback import RolloutSettings
     from rollout.hf import HFEngine
 
     class FixedLengthEngine(HFEngine):
@@ -75,12 +75,21 @@ def run_ours(mode: str, checkpoint: Path, data_dir: Path, args) -> dict[str, lis
 
     rows = args.prompts * args.group_size
     module = GRPOModule(
-        str(checkpoint), _rewards(), [1.0, 1.0], loss=GRPOLoss(beta=0.04), engine=FixedLengthEngine(rows),
-        rollout=RolloutSettings(group_size=args.group_size, max_new_tokens=args.new_tokens, temperature=1.0,
-                                log_samples_every_n_steps=0),
-        dtype=args.dtype, reference_dtype=args.reference_dtype, lr=1e-6, micro_batch_size=args.micro_batch_size or rows,
-        logps_forward=mode, gradient_checkpointing=args.gradient_checkpointing,
-    )  # fmt: skip
+        str(checkpoint),
+        _rewards(),
+        [1.0, 1.0],
+        loss=GRPOLoss(beta=0.04),
+        engine=FixedLengthEngine(rows),
+        rollout=RolloutSettings(
+            group_size=args.group_size, max_new_tokens=args.new_tokens, temperature=1.0, log_samples_every_n_steps=0
+        ),
+        dtype=args.dtype,
+        reference_dtype=args.reference_dtype,
+        lr=1e-6,
+        micro_batch_size=args.micro_batch_size or rows,
+        logps_forward=mode,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
     times: dict[str, list] = {"step": [], "update": []}
     original_step = module.training_step
 
@@ -88,8 +97,11 @@ def run_ours(mode: str, checkpoint: Path, data_dir: Path, args) -> dict[str, lis
         rollout = batch.get("rollout")
         if rollout is not None:  # the update's shape, for FLOPs
             grid = rollout.model_inputs["image_grid_thw"]
-            times["shape"] = [rollout.input_ids.shape[1] - rollout.completion_length, rollout.completion_length,
-                              int(grid[0].prod())]  # fmt: skip
+            times["shape"] = [
+                rollout.input_ids.shape[1] - rollout.completion_length,
+                rollout.completion_length,
+                int(grid[0].prod()),
+            ]
         start = time.perf_counter()
         try:
             return original_step(batch, *a, **k)
@@ -106,17 +118,34 @@ def run_ours(mode: str, checkpoint: Path, data_dir: Path, args) -> dict[str, lis
             times["step"].append(time.perf_counter() - self.start)
 
     px = args.image_size * args.image_size
-    data = VQADataModule(train_data=str(data_dir), model_name_or_path=str(checkpoint), template="caption",
-                         batch_size=args.prompts, min_pixels=px, max_pixels=px, shuffle=False)  # fmt: skip
+    data = VQADataModule(
+        train_data=str(data_dir),
+        model_name_or_path=str(checkpoint),
+        template="caption",
+        batch_size=args.prompts,
+        min_pixels=px,
+        max_pixels=px,
+        shuffle=False,
+    )
     strategy = "auto"
     if args.strategy == "fsdp":
         from lightning_modules.sharding import FSDP2Strategy  # configs/strategy/fsdp.yaml's
 
         strategy = FSDP2Strategy()
-    trainer = Trainer(accelerator="auto", devices=1, strategy=strategy, precision=args.precision,
-                      max_steps=args.warmup + args.steps, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                      limit_val_batches=0, callbacks=[StepTimer()])  # fmt: skip
+    trainer = Trainer(
+        accelerator="auto",
+        devices=1,
+        strategy=strategy,
+        precision=args.precision,
+        max_steps=args.warmup + args.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[StepTimer()],
+    )
     trainer.fit(module, datamodule=data)
     return times
 
@@ -138,11 +167,17 @@ def run_trl(checkpoint: Path, data_dir: Path, args) -> dict[str, list[float]]:
     px = args.image_size * args.image_size
     source = VQADataset(str(data_dir), tokenizer=None, template="caption", min_pixels=px, max_pixels=px)
     items = [source[i] for i in range(len(source))]
-    dataset = Dataset.from_list([
-        {"prompt": build_messages(it["problem"], 1, "caption", it["problem_type"]), "image": it["images"][0],
-         "solution": it["solution"], "problem_type": it["problem_type"]}
-        for it in items
-    ])  # fmt: skip
+    dataset = Dataset.from_list(
+        [
+            {
+                "prompt": build_messages(it["problem"], 1, "caption", it["problem_type"]),
+                "image": it["images"][0],
+                "solution": it["solution"],
+                "problem_type": it["problem_type"],
+            }
+            for it in items
+        ]
+    )
     combined = CombinedReward(_rewards(), [1.0, 1.0])
 
     def reward(completions, solution, problem_type, **_):
@@ -154,17 +189,37 @@ def run_trl(checkpoint: Path, data_dir: Path, args) -> dict[str, list[float]]:
     if rows % micro:
         sys.exit(f"--micro-batch-size {micro} must divide prompts x group size = {rows} for TRL")
     config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=micro, gradient_accumulation_steps=rows // micro,
-        steps_per_generation=rows // micro, num_generations=args.group_size,
-        max_completion_length=args.new_tokens, generation_kwargs={"min_new_tokens": args.new_tokens},
-        beta=0.04, epsilon=0.2, loss_type="grpo", learning_rate=1e-6, max_steps=args.warmup + args.steps,
-        temperature=1.0, report_to=[], save_strategy="no", logging_steps=1, use_cpu=not torch.cuda.is_available(),
-        bf16=args.precision.startswith("bf16"), gradient_checkpointing=args.gradient_checkpointing,
-        shuffle_dataset=False, disable_tqdm=True, seed=0,
-    )  # fmt: skip
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=rows // micro,
+        steps_per_generation=rows // micro,
+        num_generations=args.group_size,
+        max_completion_length=args.new_tokens,
+        generation_kwargs={"min_new_tokens": args.new_tokens},
+        beta=0.04,
+        epsilon=0.2,
+        loss_type="grpo",
+        learning_rate=1e-6,
+        max_steps=args.warmup + args.steps,
+        temperature=1.0,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=args.precision.startswith("bf16"),
+        gradient_checkpointing=args.gradient_checkpointing,
+        shuffle_dataset=False,
+        disable_tqdm=True,
+        seed=0,
+    )
     model = load_policy(str(checkpoint), args.dtype)
-    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=dataset,
-                          processing_class=AutoProcessor.from_pretrained(checkpoint))  # fmt: skip
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=config,
+        train_dataset=dataset,
+        processing_class=AutoProcessor.from_pretrained(checkpoint),
+    )
     times: dict[str, list[float]] = {"step": [], "update": []}
     rollout_s = [0.0]
     for name in ("_generate_single_turn", "_calculate_rewards"):
@@ -219,13 +274,18 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoConfig
 
     from bench.flops import UpdateShape, peak_tflops, update_flops
-    from lightning_modules.tiny_model import write_random_checkpoint
+    from tools.tiny_model import write_random_checkpoint
 
     px = args.image_size
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = write_random_checkpoint(Path(args.checkpoint_dir or Path(tmp) / args.size), size=args.size,
-                                             min_pixels=px * px, max_pixels=px * px, vocab=args.vocab)  # fmt: skip
+        checkpoint = write_random_checkpoint(
+            Path(args.checkpoint_dir or Path(tmp) / args.size),
+            size=args.size,
+            min_pixels=px * px,
+            max_pixels=px * px,
+            vocab=args.vocab,
+        )
         data_dir = Path(tmp) / "data"
         _synthetic(data_dir, args.prompts * (args.warmup + args.steps), px)
         config = AutoConfig.from_pretrained(checkpoint)
@@ -251,22 +311,29 @@ def main(argv: list[str] | None = None) -> None:
                 results[name]["mfu"] = flops / update / (peak_tflops(torch.cuda.get_device_name()) * 1e12)
             if torch.cuda.is_available():
                 results[name]["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-            print(f"{name}: update {update:.2f} s, rollout {step - update:.2f} s, step {step:.2f} s "
-                  f"(median of {args.steps})", flush=True)  # fmt: skip
-    setting = (f"{args.size} ({args.vocab} vocab), {args.dtype}, {args.prompts} prompts x G{args.group_size}, "
-               f"{args.new_tokens} tokens, "
-               f"{px}x{px} image{', grad ckpt' if args.gradient_checkpointing else ''}"
-               f"{f', micro-batch {args.micro_batch_size}' if args.micro_batch_size else ''}"
-               f"{f', {args.precision}' if args.precision != PRECISION_OF_DTYPE[args.dtype] else ''}"
-               f"{f', {args.reference_dtype} reference' if args.reference_dtype else ''}"
-               f"{', FSDP2 (ours)' if args.strategy == 'fsdp' else ''}")  # fmt: skip
+            print(
+                f"{name}: update {update:.2f} s, rollout {step - update:.2f} s, step {step:.2f} s "
+                f"(median of {args.steps})",
+                flush=True,
+            )
+    setting = (
+        f"{args.size} ({args.vocab} vocab), {args.dtype}, {args.prompts} prompts x G{args.group_size}, "
+        f"{args.new_tokens} tokens, "
+        f"{px}x{px} image{', grad ckpt' if args.gradient_checkpointing else ''}"
+        f"{f', micro-batch {args.micro_batch_size}' if args.micro_batch_size else ''}"
+        f"{f', {args.precision}' if args.precision != PRECISION_OF_DTYPE[args.dtype] else ''}"
+        f"{f', {args.reference_dtype} reference' if args.reference_dtype else ''}"
+        f"{', FSDP2 (ours)' if args.strategy == 'fsdp' else ''}"
+    )
     command = "python -m bench.grpo_update " + " ".join(sys.argv[1:] if argv is None else argv)
     for name, r in results.items():
         extra = ""
         if "trl" in results and name != "trl":
             extra = f"; {r['update'] / results['trl']['update']:.2f}x TRL's update time"
-        line = (f"update {r['update']:.2f} s ({r['tokens']:.0f} completion tok/s), "
-                f"rollout {r['step'] - r['update']:.2f} s{extra}")  # fmt: skip
+        line = (
+            f"update {r['update']:.2f} s ({r['tokens']:.0f} completion tok/s), "
+            f"rollout {r['step'] - r['update']:.2f} s{extra}"
+        )
         if "mfu" in r:
             line += f"; MFU {100 * r['mfu']:.1f}%"
         if "peak_gib" in r:

@@ -69,8 +69,10 @@ def main(argv: list[str] | None = None) -> None:
         line = f"reference pass {r['reference']:.3f} s, policy forward+backward {r['policy']:.3f} s"
         if name == "fused":
             base = results["autograd"]
-            line += (f" ({base['reference'] / r['reference']:.2f}x and {base['policy'] / r['policy']:.2f}x "
-                     "faster than autograd)")  # fmt: skip
+            line += (
+                f" ({base['reference'] / r['reference']:.2f}x and {base['policy'] / r['policy']:.2f}x "
+                "faster than autograd)"
+            )
         print(f"{name}: {line} (median of {args.repeats})")
         if not args.no_record:
             append_result(f"LM-head log-probs ({name})", setting, line, command)

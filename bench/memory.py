@@ -107,8 +107,12 @@ def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     shapes["model.language_model.embed_tokens.weight"] = (vocab, h)
     for i in range(t["num_hidden_layers"]):
         p = f"model.language_model.layers.{i}."
-        for name, rows, cols, bias in (("q_proj", q, h, True), ("k_proj", kv, h, True), ("v_proj", kv, h, True),
-                                       ("o_proj", h, q, False)):  # fmt: skip
+        for name, rows, cols, bias in (
+            ("q_proj", q, h, True),
+            ("k_proj", kv, h, True),
+            ("v_proj", kv, h, True),
+            ("o_proj", h, q, False),
+        ):
             shapes.update(_linear(f"{p}self_attn.{name}", rows, cols, bias))
         for name, rows, cols in (("gate_proj", f, h), ("up_proj", f, h), ("down_proj", h, f)):
             shapes.update(_linear(f"{p}mlp.{name}", rows, cols, False))
@@ -167,11 +171,15 @@ def state_bytes(config: dict, world_size: int = 1, lora_rank: int | None = None)
     during = 2 * root[0] + 2 * head + 2 * 2 * largest + 6 * max(b[1] for b in blocks)
     at_end = 2 * root[0] + 6 * root[1]  # the root's own gradient, reduced last
     return dict(
-        params=4 * shard, grads=4 * train_shard, adam=8 * train_shard, adam_step=4 * len(trainable),
+        params=4 * shard,
+        grads=4 * train_shard,
+        adam=8 * train_shard,
+        adam_step=4 * len(trainable),
         reference=0 if lora_rank else 2 * sum(shard_numel(s, world_size) for s in base.values()),
-        gathered=max(during, at_end), numel=sum(math.prod(s) for s in everything.values()),
+        gathered=max(during, at_end),
+        numel=sum(math.prod(s) for s in everything.values()),
         trainable_numel=sum(math.prod(s) for s in trainable.values()),
-    )  # fmt: skip
+    )
 
 
 # -- activations ---------------------------------------------------------------------------------------------------
@@ -214,16 +222,23 @@ def activation_bytes(config: dict, w: Workload, lora_rank: int | None = None) ->
     return dict(layers=kept, lm_head=4 * m * c * vocab, chunk=10 * min(w.logps_chunk_size, m * c) * vocab)
 
 
-def memory_bytes(config: dict, w: Workload, world_size: int, lora_rank: int | None = None,
-                 gpu_mib: int = GPU_MEMORY_MIB["H100"]) -> dict[str, int]:  # fmt: skip
+def memory_bytes(
+    config: dict, w: Workload, world_size: int, lora_rank: int | None = None, gpu_mib: int = GPU_MEMORY_MIB["H100"]
+) -> dict[str, int]:
     """Everything above per GPU, and the two phases' totals: ``update`` (vLLM asleep) and ``rollout``."""
     s = state_bytes(config, world_size, lora_rank)
     a = activation_bytes(config, w, lora_rank)
     vllm = int(w.vllm_gpu_memory_utilization * gpu_mib * 2**20) if w.vllm_gpu_memory_utilization else 0
     resident = s["params"] + s["adam"] + s["reference"]
     update = resident + s["grads"] + s["gathered"] + a["layers"] + a["lm_head"] + a["chunk"]
-    return dict(**s, **{f"act_{k}": val for k, val in a.items()}, vllm=vllm, update=update,
-                rollout=resident + vllm, peak=max(update, resident + vllm))  # fmt: skip
+    return dict(
+        **s,
+        **{f"act_{k}": val for k, val in a.items()},
+        vllm=vllm,
+        update=update,
+        rollout=resident + vllm,
+        peak=max(update, resident + vllm),
+    )
 
 
 # -- recipes -------------------------------------------------------------------------------------------------------
@@ -247,15 +262,26 @@ def recipe_workloads(path: str | Path, patch_tokens: int = 28 * 28) -> list[Work
     engine = model["engine"]
     vllm = _init_args(engine)["gpu_memory_utilization"] if engine["class_path"].endswith("VLLMEngine") else None
     rollout = model["rollout"]
-    stages = model.get("rollout_stages") or [dict(max_new_tokens=rollout["max_new_tokens"],
-                                                  group_size=rollout["group_size"])]  # fmt: skip
+    stages = model.get("rollout_stages") or [
+        dict(max_new_tokens=rollout["max_new_tokens"], group_size=rollout["group_size"])
+    ]
     prompt = data["max_prompt_length"]
     image = min(prompt, data["max_pixels"] // patch_tokens)
     name = Path(path).stem
-    return [Workload(f"{name}" + (f" stage {i + 1}" if len(stages) > 1 else ""), prompt, image, s["max_new_tokens"],
-                     s["group_size"], model["micro_batch_size"], model["gradient_checkpointing"],
-                     model["logps_chunk_size"], vllm)
-            for i, s in enumerate(stages)]  # fmt: skip
+    return [
+        Workload(
+            f"{name}" + (f" stage {i + 1}" if len(stages) > 1 else ""),
+            prompt,
+            image,
+            s["max_new_tokens"],
+            s["group_size"],
+            model["micro_batch_size"],
+            model["gradient_checkpointing"],
+            model["logps_chunk_size"],
+            vllm,
+        )
+        for i, s in enumerate(stages)
+    ]
 
 
 # -- the tables ----------------------------------------------------------------------------------------------------
@@ -266,17 +292,21 @@ def _gib(n: float) -> str:
 def model_configs(sizes: list[str], checkpoint: str | None) -> dict[str, dict]:
     if checkpoint:
         return {Path(checkpoint).name: json.loads((Path(checkpoint) / "config.json").read_text())}
-    from lightning_modules.tiny_model import qwen2_5_vl_config
+    from tools.tiny_model import qwen2_5_vl_config
 
     return {size.upper(): qwen2_5_vl_config(size).to_dict() for size in sizes}
 
 
-def tables(configs: dict[str, dict], workloads: list[Workload], gpus: list[int], lora_rank: int,
-           gpu: str = "H100") -> str:  # fmt: skip
+def tables(
+    configs: dict[str, dict], workloads: list[Workload], gpus: list[int], lora_rank: int, gpu: str = "H100"
+) -> str:
     """Markdown: per-GPU state and peaks for each model, mode and GPU count; then activations per micro-batch."""
     gpu_mib = GPU_MEMORY_MIB[gpu]
-    header = ("| model | tuning | GPUs | params | grads | Adam | ref | gathered | "
-              + " | ".join(f"peak: {w.name}" for w in workloads) + " |")  # fmt: skip
+    header = (
+        "| model | tuning | GPUs | params | grads | Adam | ref | gathered | "
+        + " | ".join(f"peak: {w.name}" for w in workloads)
+        + " |"
+    )
     lines = [header, "|" + "---|" * (8 + len(workloads))]
     for label, config in configs.items():
         for rank in (None, lora_rank):
@@ -289,22 +319,31 @@ def tables(configs: dict[str, dict], workloads: list[Workload], gpus: list[int],
                     fits = "" if m["peak"] <= gpu_mib * 2**20 else " (over)"
                     peaks.append(f"{_gib(m['peak'])} ({phase}){fits}")
                 tuning = f"LoRA r{rank}" if rank else "full"
-                lines.append(f"| {label} | {tuning} | {n} | {_gib(s['params'])} | {_gib(s['grads'])} | "
-                             f"{_gib(s['adam'])} | {_gib(s['reference'])} | {_gib(s['gathered'])} | "
-                             + " | ".join(peaks) + " |")  # fmt: skip
-    lines += ["", "| model | tuning | workload | P / image / C tokens | G | micro-batch | checkpointing | layers | "
-              "LM-head logits | LM-head chunk | vLLM |", "|" + "---|" * 11]  # fmt: skip
+                lines.append(
+                    f"| {label} | {tuning} | {n} | {_gib(s['params'])} | {_gib(s['grads'])} | "
+                    f"{_gib(s['adam'])} | {_gib(s['reference'])} | {_gib(s['gathered'])} | " + " | ".join(peaks) + " |"
+                )
+    lines += [
+        "",
+        "| model | tuning | workload | P / image / C tokens | G | micro-batch | checkpointing | layers | "
+        "LM-head logits | LM-head chunk | vLLM |",
+        "|" + "---|" * 11,
+    ]
     for label, config in configs.items():
         for rank in (None, lora_rank):
             for w in workloads:
                 a = activation_bytes(config, w, rank)
-                vllm = (f"{w.vllm_gpu_memory_utilization} x {gpu} = "
-                        f"{_gib(w.vllm_gpu_memory_utilization * gpu_mib * 2**20)}"
-                        if w.vllm_gpu_memory_utilization else "none")  # fmt: skip
-                lines.append(f"| {label} | {f'LoRA r{rank}' if rank else 'full'} | {w.name} | {w.prompt_tokens} / "
-                             f"{w.image_tokens} / {w.completion_tokens} | {w.group_size} | {w.micro_batch_size} | "
-                             f"{'yes' if w.gradient_checkpointing else 'no'} | {_gib(a['layers'])} | "
-                             f"{_gib(a['lm_head'])} | {_gib(a['chunk'])} | {vllm} |")  # fmt: skip
+                vllm = (
+                    f"{w.vllm_gpu_memory_utilization} x {gpu} = {_gib(w.vllm_gpu_memory_utilization * gpu_mib * 2**20)}"
+                    if w.vllm_gpu_memory_utilization
+                    else "none"
+                )
+                lines.append(
+                    f"| {label} | {f'LoRA r{rank}' if rank else 'full'} | {w.name} | {w.prompt_tokens} / "
+                    f"{w.image_tokens} / {w.completion_tokens} | {w.group_size} | {w.micro_batch_size} | "
+                    f"{'yes' if w.gradient_checkpointing else 'no'} | {_gib(a['layers'])} | "
+                    f"{_gib(a['lm_head'])} | {_gib(a['chunk'])} | {vllm} |"
+                )
     return "\n".join(lines)
 
 
@@ -330,10 +369,15 @@ def main(argv: list[str] | None = None) -> None:
     fields = (args.prompt_tokens, args.image_tokens, args.completion_tokens, args.group_size, args.micro_batch_size)
     if any(x is not None for x in fields):
         if any(x is None for x in fields):
-            parser.error("a custom workload needs --prompt-tokens, --image-tokens, --completion-tokens, "
-                         "--group-size and --micro-batch-size")  # fmt: skip
-        workloads = [Workload("custom", *fields, args.gradient_checkpointing, args.logps_chunk_size,
-                              args.vllm_gpu_memory_utilization)]  # fmt: skip
+            parser.error(
+                "a custom workload needs --prompt-tokens, --image-tokens, --completion-tokens, "
+                "--group-size and --micro-batch-size"
+            )
+        workloads = [
+            Workload(
+                "custom", *fields, args.gradient_checkpointing, args.logps_chunk_size, args.vllm_gpu_memory_utilization
+            )
+        ]
     else:
         workloads = [w for path in args.recipes for w in recipe_workloads(path)]
         # visionary_r1 and grpo_baseline share every shape: one column

@@ -41,19 +41,24 @@ def main(argv: list[str] | None = None) -> None:
     from datamodules.prompts import build_messages
     from datamodules.synthetic import make_row
     from lightning_modules.policy import load_policy
-    from lightning_modules.tiny_model import write_random_checkpoint
     from rollout.engine import SamplingConfig
+    from tools.tiny_model import write_random_checkpoint
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     px = args.image_size
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = write_random_checkpoint(Path(tmp) / args.size, size=args.size, min_pixels=px * px,
-                                             max_pixels=px * px, vocab=args.vocab)  # fmt: skip
+        checkpoint = write_random_checkpoint(
+            Path(tmp) / args.size, size=args.size, min_pixels=px * px, max_pixels=px * px, vocab=args.vocab
+        )
         processor = AutoProcessor.from_pretrained(checkpoint)
         policy = load_policy(str(checkpoint), args.dtype).to(device).eval()
         rows = [make_row(i, 0, px, ["shape_color"]) for i in range(args.prompts)]
-        prompts = [processor.apply_chat_template(build_messages(r.problem, 1, "caption", r.problem_type),
-                                                 add_generation_prompt=True, tokenize=False) for r in rows]  # fmt: skip
+        prompts = [
+            processor.apply_chat_template(
+                build_messages(r.problem, 1, "caption", r.problem_type), add_generation_prompt=True, tokenize=False
+            )
+            for r in rows
+        ]
         images = [[r.image] for r in rows]
         sampling = SamplingConfig(temperature=1.0, max_new_tokens=args.new_tokens, ignore_eos=True)
         for name in args.engines:
@@ -70,8 +75,7 @@ def main(argv: list[str] | None = None) -> None:
                 times.append(time.perf_counter() - start)
             seconds = sum(times) / len(times)
             tokens = args.prompts * args.group_size * args.new_tokens
-            line = (f"{name}: {tokens} tokens in {seconds:.2f} s = {tokens / seconds:.0f} tok/s "
-                    f"(set-up {setup_s:.1f} s)")  # fmt: skip
+            line = f"{name}: {tokens} tokens in {seconds:.2f} s = {tokens / seconds:.0f} tok/s (set-up {setup_s:.1f} s)"
             print(line, flush=True)
             if not args.no_record:
                 append_result(

@@ -125,13 +125,18 @@ def vlmevalkit_rows(source: Path, images: Path) -> list[dict[str, Any]]:
         hint = "" if _missing(raw.get("hint")) else raw["hint"].strip() + "\n"
         problem = hint + raw["question"].strip() + (f"\n{options_block(options)}" if options else "")
         category = raw.get("category") if not _missing(raw.get("category")) else raw.get("l2-category")
-        rows.append({
-            "id": str(raw.get("index", i)), "image": _save_image(_shared_image(raw, by_index, where), images, where),
-            "problem": problem, "solution": raw["answer"].strip(),
-            "problem_type": "multiple_choice" if options else "free_form",
-            "category": None if _missing(category) else str(category), "choices": options or None,
-            "precision": None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": str(raw.get("index", i)),
+                "image": _save_image(_shared_image(raw, by_index, where), images, where),
+                "problem": problem,
+                "solution": raw["answer"].strip(),
+                "problem_type": "multiple_choice" if options else "free_form",
+                "category": None if _missing(category) else str(category),
+                "choices": options or None,
+                "precision": None,
+            }
+        )
     return rows
 
 
@@ -183,11 +188,18 @@ def mathvista_rows(source: Path, images: Path) -> list[dict[str, Any]]:
             problem = question + unit
         meta = rec.get("metadata") or {}
         precision = rec.get("precision") if rec.get("answer_type") == "float" else None
-        rows.append({
-            "id": str(rec.get("pid", i)), "image": _image_path(rec["image"], source, images, where), "problem": problem,
-            "solution": solution, "problem_type": kind, "category": meta.get("category") or meta.get("task"),
-            "choices": choices, "precision": None if _missing(precision) else int(float(precision)),
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": str(rec.get("pid", i)),
+                "image": _image_path(rec["image"], source, images, where),
+                "problem": problem,
+                "solution": solution,
+                "problem_type": kind,
+                "category": meta.get("category") or meta.get("task"),
+                "choices": choices,
+                "precision": None if _missing(precision) else int(float(precision)),
+            }
+        )
     return rows
 
 
@@ -201,11 +213,18 @@ def mathvision_rows(source: Path, images: Path) -> list[dict[str, Any]]:
             problem, kind = f"{question}\n{options_block(options)}", "multiple_choice"
         else:
             problem, kind = question, "math"
-        rows.append({
-            "id": str(rec.get("id", i)), "image": _image_path(rec["image"], source, images, where), "problem": problem,
-            "solution": str(rec["answer"]), "problem_type": kind, "category": rec.get("subject"),
-            "choices": options or None, "precision": None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": str(rec.get("id", i)),
+                "image": _image_path(rec["image"], source, images, where),
+                "problem": problem,
+                "solution": str(rec["answer"]),
+                "problem_type": kind,
+                "category": rec.get("subject"),
+                "choices": options or None,
+                "precision": None,
+            }
+        )
     return rows
 
 
@@ -255,25 +274,39 @@ def mathverse_rows(source: Path, images: Path) -> list[dict[str, Any]]:
             solution, kind, choices = str(rec["answer"]).strip(), "math", None
         else:
             raise ValueError(f"{where}: question_type {rec['question_type']!r} is not multi-choice or free-form")
-        rows.append({
-            "id": str(rec.get("sample_index", i)), "image": _image_path(rec["image"], source, images, where),
-            "problem": problem, "solution": solution, "problem_type": kind,
-            "category": rec.get("problem_version"), "choices": choices, "precision": None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": str(rec.get("sample_index", i)),
+                "image": _image_path(rec["image"], source, images, where),
+                "problem": problem,
+                "solution": solution,
+                "problem_type": kind,
+                "category": rec.get("problem_version"),
+                "choices": choices,
+                "precision": None,
+            }
+        )
     return rows
 
 
 CONVERTERS: dict[str, Callable[[Path, Path], list[dict[str, Any]]]] = {
-    "vlmevalkit": vlmevalkit_rows, "mmbench": vlmevalkit_rows, "mmstar": vlmevalkit_rows,
-    "mathvista": mathvista_rows, "mathvision": mathvision_rows, "mathverse": mathverse_rows,
-}  # fmt: skip
+    "vlmevalkit": vlmevalkit_rows,
+    "mmbench": vlmevalkit_rows,
+    "mmstar": vlmevalkit_rows,
+    "mathvista": mathvista_rows,
+    "mathvision": mathvision_rows,
+    "mathverse": mathverse_rows,
+}
 
 # How each benchmark's file is read, and which key holds the id of a record (its position when the key is absent).
 READERS: dict[str, tuple[Callable[[Path], list[dict[str, Any]]], str]] = {
-    "vlmevalkit": (_tsv_records, "index"), "mmbench": (_tsv_records, "index"), "mmstar": (_tsv_records, "index"),
-    "mathvista": (_json_records, "pid"), "mathvision": (_json_records, "id"),
+    "vlmevalkit": (_tsv_records, "index"),
+    "mmbench": (_tsv_records, "index"),
+    "mmstar": (_tsv_records, "index"),
+    "mathvista": (_json_records, "pid"),
+    "mathvision": (_json_records, "id"),
     "mathverse": (_json_records, "sample_index"),
-}  # fmt: skip
+}
 
 
 def read_published(benchmark: str, source: str | Path) -> list[tuple[str, dict[str, Any]]]:
@@ -290,8 +323,13 @@ def read_published(benchmark: str, source: str | Path) -> list[tuple[str, dict[s
 
 def _stamp(benchmark: str, source: Path) -> dict[str, Any]:
     stat = source.stat()
-    return {"benchmark": benchmark, "source": str(source.resolve()), "size": stat.st_size, "mtime": stat.st_mtime,
-            "version": CONVERSION_VERSION}  # fmt: skip
+    return {
+        "benchmark": benchmark,
+        "source": str(source.resolve()),
+        "size": stat.st_size,
+        "mtime": stat.st_mtime,
+        "version": CONVERSION_VERSION,
+    }
 
 
 def default_cache_dir(benchmark: str, source: str | Path) -> Path:

@@ -117,8 +117,10 @@ def to_chat_messages(row: dict[str, Any], fmt: ShareGPTFormat, num_images: int, 
         raise ValueError(f"{where}: no assistant turn to learn from")
     for k, role in enumerate(dialogue):
         if role != ("user", "assistant")[k % 2]:
-            raise ValueError(f"{where}: turns must alternate user/assistant from a user turn; turn {k + first} is "
-                             f"{turns[k + first][fmt.role_tag]!r} ({role})")  # fmt: skip
+            raise ValueError(
+                f"{where}: turns must alternate user/assistant from a user turn; turn {k + first} is "
+                f"{turns[k + first][fmt.role_tag]!r} ({role})"
+            )
     if dialogue[-1] != "assistant":
         raise ValueError(f"{where}: the last turn is a user turn with no reply")
     return messages
@@ -158,8 +160,18 @@ _LF_COLUMNS = ("messages", "images", "system")  # the columns read here
 _LF_TAGS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag")
 _LF_TOOL_TAGS = ("observation_tag", "function_tag")  # accepted; a row with tool turns fails as an unknown role
 _LF_REMOTE = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
-_LF_KEYS = ("file_name", "formatting", "ranking", "subset", "split", "folder", "num_samples", "columns", "tags",
-            *_LF_REMOTE)  # fmt: skip
+_LF_KEYS = (
+    "file_name",
+    "formatting",
+    "ranking",
+    "subset",
+    "split",
+    "folder",
+    "num_samples",
+    "columns",
+    "tags",
+    *_LF_REMOTE,
+)
 _LF_FILE_TYPES = (".json", ".jsonl", ".parquet", ".csv", ".arrow")
 
 
@@ -167,8 +179,10 @@ def read_dataset_info(dataset_dir: str | Path, names: list[str]) -> list[LlamaFa
     """The named entries of ``<dataset_dir>/dataset_info.json``; every problem is an error naming the file and key."""
     info_path = Path(dataset_dir).expanduser() / "dataset_info.json"
     if not info_path.is_file():
-        raise FileNotFoundError(f"{info_path}: not found; dataset_dir must be a LLaMA-Factory data folder with a "
-                                f"dataset_info.json naming the datasets")  # fmt: skip
+        raise FileNotFoundError(
+            f"{info_path}: not found; dataset_dir must be a LLaMA-Factory data folder with a "
+            f"dataset_info.json naming the datasets"
+        )
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -192,14 +206,19 @@ def _lf_entry(info_path: Path, info: dict[str, Any], name: str) -> LlamaFactoryE
         raise ValueError(f"{where}: unknown key(s) {unknown}; LLaMA-Factory's keys are {list(_LF_KEYS)}")
     remote = [k for k in _LF_REMOTE if k in attr]
     if remote:
-        raise ValueError(f"{where}: {remote[0]} loads from a hub, a script or cloud storage; only local files "
-                         f"(file_name, relative to {info_path.parent}) are read here")  # fmt: skip
+        raise ValueError(
+            f"{where}: {remote[0]} loads from a hub, a script or cloud storage; only local files "
+            f"(file_name, relative to {info_path.parent}) are read here"
+        )
     if "file_name" not in attr:
         raise KeyError(f"{where}: no 'file_name'")
     formatting = attr.get("formatting", "alpaca")  # LLaMA-Factory's default when the key is absent
     if formatting != "sharegpt":
-        raise ValueError(f"{where}: formatting {formatting!r}" + ("" if "formatting" in attr else " (the default)")
-                         + "; only 'sharegpt' conversations are read here")  # fmt: skip
+        raise ValueError(
+            f"{where}: formatting {formatting!r}"
+            + ("" if "formatting" in attr else " (the default)")
+            + "; only 'sharegpt' conversations are read here"
+        )
     if attr.get("ranking"):
         raise ValueError(f"{where}: ranking: true marks preference (chosen/rejected) data, not SFT data")
     if attr.get("split", "train") != "train":
@@ -218,9 +237,14 @@ def _lf_entry(info_path: Path, info: dict[str, Any], name: str) -> LlamaFactoryE
     num_samples = attr.get("num_samples")
     if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
         raise ValueError(f"{where}: num_samples must be a positive integer, got {num_samples!r}")
-    fmt = ShareGPTFormat(messages=columns.get("messages", "conversations"), images=columns.get("images"),
-                         system=columns.get("system"), extra_user_tags=[], extra_assistant_tags=[],
-                         **{k: tags[k] for k in _LF_TAGS if k in tags})  # fmt: skip
+    fmt = ShareGPTFormat(
+        messages=columns.get("messages", "conversations"),
+        images=columns.get("images"),
+        system=columns.get("system"),
+        extra_user_tags=[],
+        extra_assistant_tags=[],
+        **{k: tags[k] for k in _LF_TAGS if k in tags},
+    )
     path = info_path.parent / attr["file_name"]
     if path.is_dir():  # every file in the folder, as LLaMA-Factory does
         files = sorted(p for p in path.iterdir() if p.is_file())
@@ -278,13 +302,15 @@ class ShareGPTDataset(Dataset):
         for key in ("images", "system") if name else ():
             column = getattr(self.fmt, key)
             if column and column not in self.table.column_names:
-                raise KeyError(f"{label}: columns.{key} names {column!r}, which is not a column; "
-                               f"have {self.table.column_names}")  # fmt: skip
+                raise KeyError(
+                    f"{label}: columns.{key} names {column!r}, which is not a column; have {self.table.column_names}"
+                )
         self.rows: list[int] | None = None  # table index of each example when num_samples draws them
         if num_samples is not None:
             order = torch.randperm(len(self.table), generator=torch.Generator().manual_seed(seed)).tolist()
-            extra = torch.randint(len(self.table), (max(num_samples - len(order), 0),),
-                                  generator=torch.Generator().manual_seed(seed + 1)).tolist()  # fmt: skip
+            extra = torch.randint(
+                len(self.table), (max(num_samples - len(order), 0),), generator=torch.Generator().manual_seed(seed + 1)
+            ).tolist()
             self.rows = (order + extra)[:num_samples]
         self.bad_lines = bad_line_skips([b for t in tables for b in t.bad_lines], len(self.rows or self.table))
         self.processor = processor
@@ -313,8 +339,9 @@ class ShareGPTDataset(Dataset):
         try:
             raw = row.get(self.fmt.images) if self.fmt.images else None
             raw = [] if raw is None else (raw if isinstance(raw, list) else [raw])
-            images = [fit_image(load_image(v, self.image_root, where), self.min_pixels, self.max_pixels, where)
-                      for v in raw]  # fmt: skip
+            images = [
+                fit_image(load_image(v, self.image_root, where), self.min_pixels, self.max_pixels, where) for v in raw
+            ]
             messages = to_chat_messages(row, self.fmt, len(images), where)
         except (BadImageError, ValueError) as e:
             if self.skip_bad_rows:
@@ -415,9 +442,11 @@ class SFTDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if train_data and datasets:
-            raise ValueError(f"set train_data (one file, read with format) or datasets (entries of "
-                             f"{dataset_dir}/dataset_info.json), not both; to train on {train_data} with a recipe "
-                             f"that names datasets, also pass --data.init_args.datasets=null")  # fmt: skip
+            raise ValueError(
+                f"set train_data (one file, read with format) or datasets (entries of "
+                f"{dataset_dir}/dataset_info.json), not both; to train on {train_data} with a recipe "
+                f"that names datasets, also pass --data.init_args.datasets=null"
+            )
         if val_data and val_datasets:
             raise ValueError("set val_data or val_datasets, not both")
         if not train_data and not datasets:
@@ -425,23 +454,39 @@ class SFTDataModule(LightningDataModule):
         if (datasets or val_datasets) and not dataset_dir:
             raise ValueError("datasets/val_datasets name entries of <dataset_dir>/dataset_info.json: set dataset_dir")
         if format is not None and not (train_data or val_data):
-            raise ValueError("format applies to train_data/val_data; named datasets take their columns and tags "
-                             "from dataset_info.json")  # fmt: skip
+            raise ValueError(
+                "format applies to train_data/val_data; named datasets take their columns and tags "
+                "from dataset_info.json"
+            )
         self.save_hyperparameters()
         self.processor = None
         self.datasets: dict[str, Dataset] = {}
 
     def _dataset(self, source: str | list[str], split: str) -> Dataset:
         h = self.hparams
-        common = dict(processor=self.processor, split=split, min_pixels=h.min_pixels, max_pixels=h.max_pixels,
-                      max_length=h.max_length, skip_long=h.skip_long, skip_bad_rows=h.skip_bad_rows)  # fmt: skip
+        common = dict(
+            processor=self.processor,
+            split=split,
+            min_pixels=h.min_pixels,
+            max_pixels=h.max_pixels,
+            max_length=h.max_length,
+            skip_long=h.skip_long,
+            skip_bad_rows=h.skip_bad_rows,
+        )
         if isinstance(source, str):
             return ShareGPTDataset(source, fmt=h.format, image_root=h.image_root, **common)
         parts = [
-            ShareGPTDataset(entry.files, fmt=entry.fmt, image_root=h.image_root or h.dataset_dir, name=entry.name,
-                            num_samples=entry.num_samples, seed=h.seed, **common)
+            ShareGPTDataset(
+                entry.files,
+                fmt=entry.fmt,
+                image_root=h.image_root or h.dataset_dir,
+                name=entry.name,
+                num_samples=entry.num_samples,
+                seed=h.seed,
+                **common,
+            )
             for entry in read_dataset_info(h.dataset_dir, source)
-        ]  # fmt: skip
+        ]
         return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     def setup(self, stage: str | None = None) -> None:
@@ -458,15 +503,22 @@ class SFTDataModule(LightningDataModule):
         """Resumable: a run restarted from a checkpoint continues at the next batch in the same order."""
         pad_id = self.processor.tokenizer.pad_token_id
         return ResumableDataLoader(
-            self.datasets["train"], batch_size=self.hparams.batch_size, shuffle=True, seed=self.hparams.seed,
-            num_workers=self.hparams.num_workers, collate_fn=partial(collate_sft, pad_id=pad_id),
-        )  # fmt: skip
+            self.datasets["train"],
+            batch_size=self.hparams.batch_size,
+            shuffle=True,
+            seed=self.hparams.seed,
+            num_workers=self.hparams.num_workers,
+            collate_fn=partial(collate_sft, pad_id=pad_id),
+        )
 
     def val_dataloader(self) -> DataLoader:
         if "val" not in self.datasets:
             return []
         pad_id = self.processor.tokenizer.pad_token_id
         return DataLoader(
-            self.datasets["val"], batch_size=self.hparams.batch_size, shuffle=False,
-            num_workers=self.hparams.num_workers, collate_fn=partial(collate_sft, pad_id=pad_id),
-        )  # fmt: skip
+            self.datasets["val"],
+            batch_size=self.hparams.batch_size,
+            shuffle=False,
+            num_workers=self.hparams.num_workers,
+            collate_fn=partial(collate_sft, pad_id=pad_id),
+        )

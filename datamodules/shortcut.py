@@ -52,8 +52,9 @@ def _rng(seed: int, split: str, index: int) -> random.Random:
     return random.Random((seed * 7 + _SPLIT_SEED[split]) * 1_000_003 + index)
 
 
-def _one_object_row(rng: random.Random, split: str, cue_strength: float, image_size: int,
-                    distractors: int = 0) -> tuple[SyntheticRow, str]:  # fmt: skip
+def _one_object_row(
+    rng: random.Random, split: str, cue_strength: float, image_size: int, distractors: int = 0
+) -> tuple[SyntheticRow, str]:
     shape = rng.choice(SHAPES)
     cued = CUED_COLOR[shape]
     if split == "cue_reversed":
@@ -86,8 +87,9 @@ def _draw_with_distractors(img: Image.Image, rng: random.Random, shape: str, col
     others = [s for s in SHAPES if s != shape]
     if not 0 < distractors <= len(others):
         raise ValueError(f"distractors must be in [0, {len(others)}] (one object per other shape), got {distractors}")
-    objects = [(shape, color)] + [(s, rng.choice([c for c in COLORS if c != color])) for s in rng.sample(others,
-                                                                                                    distractors)]
+    objects = [(shape, color)] + [
+        (s, rng.choice([c for c in COLORS if c != color])) for s in rng.sample(others, distractors)
+    ]
     rng.shuffle(objects)
     draw = ImageDraw.Draw(img)
     pad = max(2, img.width // 28)
@@ -117,8 +119,15 @@ def _hard_row(rng: random.Random, image_size: int) -> tuple[SyntheticRow, str]:
         color = colors[shapes.index(shape)]
         letter = LETTERS[list(COLORS).index(color)]
         problem = f"What colour is the {shape} in the image? Options: {_LISTING}"
-        return SyntheticRow(img, problem, letter, "multiple_choice", "shortcut_hard", caption,
-                            f"There is one {shape}; it is {color}, which is option {letter}."), kind  # fmt: skip
+        return SyntheticRow(
+            img,
+            problem,
+            letter,
+            "multiple_choice",
+            "shortcut_hard",
+            caption,
+            f"There is one {shape}; it is {color}, which is option {letter}.",
+        ), kind
     if kind == "larger":
         named = [i for i in range(k) if shapes[i] in unique]  # objects their shape names unambiguously
         pairs = [(i, j) for i in named for j in named if i < j and insets[i] != insets[j]]
@@ -127,17 +136,26 @@ def _hard_row(rng: random.Random, image_size: int) -> tuple[SyntheticRow, str]:
             big = i if insets[i] == 1 else j
             letter = "A" if big == i else "B"
             problem = f"Which is larger in the image? Options: A. the {shapes[i]} B. the {shapes[j]}"
-            return SyntheticRow(img, problem, letter, "multiple_choice", "shortcut_hard", caption,
-                                f"The {shapes[big]} is the larger one, which is option {letter}."), kind  # fmt: skip
+            return SyntheticRow(
+                img,
+                problem,
+                letter,
+                "multiple_choice",
+                "shortcut_hard",
+                caption,
+                f"The {shapes[big]} is the larger one, which is option {letter}.",
+            ), kind
     color = rng.choice(colors)
     n = colors.count(color)
     problem = f"How many {color} shapes are in the image?"
-    return SyntheticRow(img, problem, str(n), "numerical", "shortcut_hard", caption,
-                        f"Counting the {color} shapes gives {n}."), "count_color"  # fmt: skip
+    return SyntheticRow(
+        img, problem, str(n), "numerical", "shortcut_hard", caption, f"Counting the {color} shapes gives {n}."
+    ), "count_color"
 
 
-def make_shortcut_row(index: int, split: str, seed: int = 0, cue_strength: float = 0.9,
-                      image_size: int = 112, distractors: int = 0) -> tuple[SyntheticRow, str]:  # fmt: skip
+def make_shortcut_row(
+    index: int, split: str, seed: int = 0, cue_strength: float = 0.9, image_size: int = 112, distractors: int = 0
+) -> tuple[SyntheticRow, str]:
     """Row ``index`` of ``split`` (one of ``SPLITS`` or ``COLD_START``) and its category. Pure in its arguments.
     ``distractors`` (0-2) adds objects of the other shapes, in other colours, to the one-object splits."""
     if split not in (*SPLITS, COLD_START):
@@ -171,9 +189,18 @@ def write_shortcut_benchmark(
     out = Path(out_dir)
     n_sft = n_train if n_sft is None else n_sft
     sft_cue_strength = cue_strength if sft_cue_strength is None else sft_cue_strength
-    manifest = dict(n_train=n_train, n_eval=n_eval, seed=seed, cue_strength=cue_strength, image_size=image_size,
-                    sft_templates=list(sft_templates), cued_color=CUED_COLOR, distractors=distractors, n_sft=n_sft,
-                    sft_cue_strength=sft_cue_strength)  # fmt: skip
+    manifest = dict(
+        n_train=n_train,
+        n_eval=n_eval,
+        seed=seed,
+        cue_strength=cue_strength,
+        image_size=image_size,
+        sft_templates=list(sft_templates),
+        cued_color=CUED_COLOR,
+        distractors=distractors,
+        n_sft=n_sft,
+        sft_cue_strength=sft_cue_strength,
+    )
     files = {split: out / f"{split}.jsonl" for split in SPLITS}
     stamp = out / "manifest.json"
     if stamp.exists() and json.loads(stamp.read_text()) == manifest and all(f.exists() for f in files.values()):
@@ -186,8 +213,17 @@ def write_shortcut_benchmark(
             rel = f"images/{split}/{i:06d}.png"
             row.image.save(out / rel)
             solution = f"<answer> {row.answer} </answer>"
-            rows.append(dict(id=f"{split}-{i}", image=rel, problem=row.problem, solution=solution,
-                             problem_type=row.problem_type, task=row.task, category=category))  # fmt: skip
+            rows.append(
+                dict(
+                    id=f"{split}-{i}",
+                    image=rel,
+                    problem=row.problem,
+                    solution=solution,
+                    problem_type=row.problem_type,
+                    task=row.task,
+                    category=category,
+                )
+            )
         _write_jsonl(files[split], rows)
     (out / "images" / COLD_START).mkdir(parents=True, exist_ok=True)
     sft: dict[str, list[dict[str, Any]]] = {t: [] for t in sft_templates}
@@ -197,11 +233,16 @@ def write_shortcut_benchmark(
         row.image.save(out / rel)
         question = f"<image>{row.problem}\n{ANSWER_HINTS[row.problem_type]}"
         for template in sft_templates:
-            sft[template].append({
-                "system": SYSTEM_PROMPTS[template], "images": [rel],
-                "conversations": [{"from": "human", "value": question},
-                                  {"from": "gpt", "value": row.target(template)}],
-            })  # fmt: skip
+            sft[template].append(
+                {
+                    "system": SYSTEM_PROMPTS[template],
+                    "images": [rel],
+                    "conversations": [
+                        {"from": "human", "value": question},
+                        {"from": "gpt", "value": row.target(template)},
+                    ],
+                }
+            )
     for template, rows in sft.items():
         _write_jsonl(out / f"train_sft_{template}.jsonl", rows)
     stamp.write_text(json.dumps(manifest))
@@ -221,8 +262,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=56)
     parser.add_argument("--distractors", type=int, default=0, choices=[0, 1, 2], help="other shapes beside the asked")
     args = parser.parse_args()
-    files = write_shortcut_benchmark(args.out_dir, args.train, args.eval, args.seed, args.cue_strength, args.image_size,
-                                     distractors=args.distractors)  # fmt: skip
+    files = write_shortcut_benchmark(
+        args.out_dir, args.train, args.eval, args.seed, args.cue_strength, args.image_size, distractors=args.distractors
+    )
     for split, path in files.items():
         print(f"{split}: {path}")
 

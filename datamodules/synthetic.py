@@ -29,8 +29,11 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30),
-}  # fmt: skip
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (230, 200, 30),
+}
 SHAPES = ("circle", "square", "triangle")
 WORDS = ("cat", "sun", "box", "map", "pen", "cup", "key", "owl", "jam", "fig", "hat", "bus")
 TASKS: dict[str, str] = {
@@ -195,8 +198,9 @@ def make_row(index: int, seed: int = 0, image_size: int = 112, tasks: Sequence[s
     _draw_shape(draw, shape, (m, m, image_size - m, image_size - m), COLORS[color])
     problem = "Name the colour and the shape of the object in the image."
     reasoning = f"The object is a {color} {shape}."
-    return SyntheticRow(img, problem, f"{color} {shape}", "free_form", task, _describe_scene([("", color, shape)]),
-                        reasoning)  # fmt: skip
+    return SyntheticRow(
+        img, problem, f"{color} {shape}", "free_form", task, _describe_scene([("", color, shape)]), reasoning
+    )
 
 
 def write_synthetic_dataset(
@@ -230,16 +234,27 @@ def write_synthetic_dataset(
         row.image.save(out / rel)
         solution = f"<answer> {row.answer} </answer>"
         rl_rows.append(
-            dict(id=f"{split}-{i}", image=rel, problem=row.problem, solution=solution,
-                 problem_type=row.problem_type, task=row.task)
-        )  # fmt: skip
+            dict(
+                id=f"{split}-{i}",
+                image=rel,
+                problem=row.problem,
+                solution=solution,
+                problem_type=row.problem_type,
+                task=row.task,
+            )
+        )
         for template in sft_templates:
             question = f"<image>{row.problem}\n{ANSWER_HINTS[row.problem_type]}"
-            sft_rows[template].append({
-                "system": SYSTEM_PROMPTS[template],
-                "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": row.target(template)}],
-                "images": [rel],
-            })  # fmt: skip
+            sft_rows[template].append(
+                {
+                    "system": SYSTEM_PROMPTS[template],
+                    "conversations": [
+                        {"from": "human", "value": question},
+                        {"from": "gpt", "value": row.target(template)},
+                    ],
+                    "images": [rel],
+                }
+            )
     _write_jsonl(rl_file, rl_rows)
     for template, rows in sft_rows.items():
         _write_jsonl(out / f"{split}_sft_{template}.jsonl", rows)

@@ -63,8 +63,12 @@ def bad_line_skips(bad_lines: Sequence[BadLine], start: int) -> list[SkippedRow]
     ``start``, ``start + 1``, ...: counted in the batches they fall into like any other skip; logged here once."""
     if bad_lines:
         files = sorted({str(b.path) for b in bad_lines})
-        log.warning("skipping %d unreadable line(s) of %s: %s", len(bad_lines), ", ".join(files),
-                    "; ".join(f"{b.path.name} {b.message}" for b in bad_lines[:10]))  # fmt: skip
+        log.warning(
+            "skipping %d unreadable line(s) of %s: %s",
+            len(bad_lines),
+            ", ".join(files),
+            "; ".join(f"{b.path.name} {b.message}" for b in bad_lines[:10]),
+        )
     return [SkippedRow("bad_row", start + k, f"{b.path}: {b.message}") for k, b in enumerate(bad_lines)]
 
 
@@ -100,8 +104,10 @@ def resolve_columns(
         else:
             resolved[field] = next((c for c in candidates if c in available), None)
         if field in required and resolved[field] is None:
-            raise KeyError(f"{source}: no column for {field!r} (tried {list(candidates)}); have {list(available)}. "
-                           f"Map one with columns: {{{field}: <name>}}")  # fmt: skip
+            raise KeyError(
+                f"{source}: no column for {field!r} (tried {list(candidates)}); have {list(available)}. "
+                f"Map one with columns: {{{field}: <name>}}"
+            )
     return resolved
 
 
@@ -157,8 +163,10 @@ class VQADataset(Dataset):
             if default is None and not self.labelled:
                 return [None] * len(self.table)
             if default is None:
-                raise KeyError(f"{self.source}: no 'problem_type' column; set default_problem_type "
-                               f"(one of numerical, multiple_choice, math, ocr, free_form)")  # fmt: skip
+                raise KeyError(
+                    f"{self.source}: no 'problem_type' column; set default_problem_type "
+                    f"(one of numerical, multiple_choice, math, ocr, free_form)"
+                )
             return [canonical_problem_type(default)] * len(self.table)
         raw = self.table[col]
         canon: dict[Any, str | None] = {}
@@ -191,8 +199,10 @@ class VQADataset(Dataset):
         try:
             if not values or any(v is None for v in values):
                 raise BadImageError(f"{where}: no image")
-            images = [fit_image(load_image(v, self.image_root, where), self.min_pixels, self.max_pixels, where)
-                      for v in values]  # fmt: skip
+            images = [
+                fit_image(load_image(v, self.image_root, where), self.min_pixels, self.max_pixels, where)
+                for v in values
+            ]
             problem = row[self.columns["problem"]]
             if isinstance(problem, list):  # a chat-format prompt column (Visionary-R1's README rows)
                 problem = question_from_conversation(problem, where)
@@ -318,12 +328,18 @@ class VQADataModule(LightningDataModule):
     def dataset_kwargs(self) -> dict[str, Any]:
         h = self.hparams
         return dict(
-            tokenizer=self.tokenizer, template=h.template, columns=h.columns,
+            tokenizer=self.tokenizer,
+            template=h.template,
+            columns=h.columns,
             default_problem_type=h.default_problem_type,
-            image_root=h.image_root, min_pixels=h.min_pixels, max_pixels=h.max_pixels,
-            max_prompt_length=h.max_prompt_length, skip_long_prompts=h.skip_long_prompts,
-            skip_bad_rows=h.skip_bad_rows, answer_hints=h.answer_hints,
-        )  # fmt: skip
+            image_root=h.image_root,
+            min_pixels=h.min_pixels,
+            max_pixels=h.max_pixels,
+            max_prompt_length=h.max_prompt_length,
+            skip_long_prompts=h.skip_long_prompts,
+            skip_bad_rows=h.skip_bad_rows,
+            answer_hints=h.answer_hints,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         from transformers import AutoTokenizer
@@ -332,16 +348,23 @@ class VQADataModule(LightningDataModule):
             self.tokenizer = AutoTokenizer.from_pretrained(self.hparams.model_name_or_path)
         h = self.hparams
         sources = {"train": h.train_data, "test": h.test_data, "predict": h.predict_data}
-        sources.update({f"val/{name}": src for name, src in h.val_data.items()} if isinstance(h.val_data, dict)
-                       else {"val": h.val_data})  # fmt: skip
+        sources.update(
+            {f"val/{name}": src for name, src in h.val_data.items()}
+            if isinstance(h.val_data, dict)
+            else {"val": h.val_data}
+        )
         val_splits = tuple(s for s in sources if s.startswith("val"))
         wanted = {"fit": ("train", *val_splits), "validate": val_splits, "test": ("test",), "predict": ("predict",)}
         for split in wanted.get(stage, tuple(sources)):
             if sources[split] and split not in self.datasets:
                 kind = "val" if split.startswith("val") else "test" if split == "predict" else split
-                self.datasets[split] = VQADataset(sources[split], split=kind, labelled=split != "predict",
-                                                  limit=self.hparams.limit_val if kind == "val" else None,
-                                                  **self.dataset_kwargs())  # fmt: skip
+                self.datasets[split] = VQADataset(
+                    sources[split],
+                    split=kind,
+                    labelled=split != "predict",
+                    limit=self.hparams.limit_val if kind == "val" else None,
+                    **self.dataset_kwargs(),
+                )
 
     @property
     def val_names(self) -> list[str]:
@@ -356,17 +379,24 @@ class VQADataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Resumable: a run restarted from a checkpoint continues at the next batch in the same order."""
         return ResumableDataLoader(
-            self._dataset("train"), batch_size=self.hparams.batch_size, shuffle=self.hparams.shuffle,
-            seed=self.hparams.seed, num_workers=self.hparams.num_workers, collate_fn=collate_rows,
+            self._dataset("train"),
+            batch_size=self.hparams.batch_size,
+            shuffle=self.hparams.shuffle,
+            seed=self.hparams.seed,
+            num_workers=self.hparams.num_workers,
+            collate_fn=collate_rows,
             persistent_workers=self.hparams.num_workers > 0,
-        )  # fmt: skip
+        )
 
     def _eval_loader(self, split: str) -> DataLoader:
         return DataLoader(
-            self._dataset(split), batch_size=self.hparams.val_batch_size or self.hparams.batch_size, shuffle=False,
-            num_workers=self.hparams.num_workers, collate_fn=collate_rows,
+            self._dataset(split),
+            batch_size=self.hparams.val_batch_size or self.hparams.batch_size,
+            shuffle=False,
+            num_workers=self.hparams.num_workers,
+            collate_fn=collate_rows,
             persistent_workers=self.hparams.num_workers > 0,
-        )  # fmt: skip
+        )
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """No validation data: no loaders, so a fit trains without validation (``vlrl validate`` refuses to start
@@ -401,8 +431,14 @@ class SyntheticVQADataModule(VQADataModule):
         kwargs.setdefault("min_pixels", image_size * image_size)
         kwargs.setdefault("max_pixels", image_size * image_size)
         super().__init__(**kwargs)
-        self.synthetic = dict(data_dir=data_dir, train_size=train_size, val_size=val_size, data_seed=data_seed,
-                              image_size=image_size, tasks=list(tasks or TASKS))  # fmt: skip
+        self.synthetic = dict(
+            data_dir=data_dir,
+            train_size=train_size,
+            val_size=val_size,
+            data_seed=data_seed,
+            image_size=image_size,
+            tasks=list(tasks or TASKS),
+        )
         self.hparams.train_data = str(Path(data_dir) / "train.jsonl")
         self.hparams.val_data = self.hparams.test_data = str(Path(data_dir) / "val.jsonl")
         self.hparams.predict_data = self.hparams.predict_data or self.hparams.val_data

@@ -43,8 +43,25 @@ from rewards.parsing import is_bare_number, parse_choice
 FIELDS = ("problem_version", "subject", "subfield")
 _LEADING_MARK = re.compile(r"\s*\(?([A-Z])\)?\s*[:.：)]")
 _WRAPPER = re.compile(r"\\(?:text|mathrm|mbox|textrm)\s*\{([^{}]*)\}")
-_REMOVED = ("$", "\\(", "\\)", "\\[", "\\]", "\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\quad", "~",
-            "^{\\circ}", "^\\circ", "\\circ", "°")  # fmt: skip
+_REMOVED = (
+    "$",
+    "\\(",
+    "\\)",
+    "\\[",
+    "\\]",
+    "\\left",
+    "\\right",
+    "\\!",
+    "\\,",
+    "\\;",
+    "\\:",
+    "\\quad",
+    "~",
+    "^{\\circ}",
+    "^\\circ",
+    "\\circ",
+    "°",
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +96,11 @@ def question(row: Mapping[str, Any], id: str, where: str) -> MathVerseQuestion:
         raise ValueError(f"{where}: key 'question_type' {kind!r} is not multi-choice or free-form")
     metadata = row.get("metadata") or {}
     subject, subfield = metadata.get("subject"), metadata.get("subfield")
-    categories = {"problem_version": row.get("problem_version"), "subject": subject,
-                  "subfield": None if subfield is None else f"{subject}-{subfield}"}  # fmt: skip
+    categories = {
+        "problem_version": row.get("problem_version"),
+        "subject": subject,
+        "subfield": None if subfield is None else f"{subject}-{subfield}",
+    }
     return MathVerseQuestion(id, kind, answer, letter, choices, categories)
 
 

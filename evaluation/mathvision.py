@@ -114,10 +114,26 @@ def model_answer(reply: str) -> str:
 
 
 _FIND_REPLACEMENTS = (
-    (" ", ""), ("\\,", ""), ("∞", "\\infty"), ("+\\infty", "\\infty"), ("\\\\", "\\"), ("\n", ""), ("\\text", ""),
-    ("\\mbox", ""), ("bmatrix", "pmatrix"), ("\\left", ""), ("\\right", ""), ("^{\\circ}", ""), ("^\\circ", ""),
-    ("{m}^3", ""), ("m^3", ""), ("{units}", ""), ("units", ""), ("{km}", ""), ("km", ""),
-)  # fmt: skip
+    (" ", ""),
+    ("\\,", ""),
+    ("∞", "\\infty"),
+    ("+\\infty", "\\infty"),
+    ("\\\\", "\\"),
+    ("\n", ""),
+    ("\\text", ""),
+    ("\\mbox", ""),
+    ("bmatrix", "pmatrix"),
+    ("\\left", ""),
+    ("\\right", ""),
+    ("^{\\circ}", ""),
+    ("^\\circ", ""),
+    ("{m}^3", ""),
+    ("m^3", ""),
+    ("{units}", ""),
+    ("units", ""),
+    ("{km}", ""),
+    ("km", ""),
+)
 
 
 def find_math_answer(text: str) -> str:
@@ -135,9 +151,18 @@ def find_math_answer(text: str) -> str:
 
 
 _STRIP_REPLACEMENTS = (
-    ("\n", ""), ("\\!", ""), ("\\\\", "\\"), ("tfrac", "frac"), ("dfrac", "frac"), ("\\left", ""), ("\\right", ""),
-    ("^{\\circ}", ""), ("^\\circ", ""), ("\\$", ""), ("$", ""),
-)  # fmt: skip
+    ("\n", ""),
+    ("\\!", ""),
+    ("\\\\", "\\"),
+    ("tfrac", "frac"),
+    ("dfrac", "frac"),
+    ("\\left", ""),
+    ("\\right", ""),
+    ("^{\\circ}", ""),
+    ("^\\circ", ""),
+    ("\\$", ""),
+    ("$", ""),
+)
 
 
 def strip_string(text: str) -> str:

@@ -73,8 +73,10 @@ def question(row: Mapping[str, Any], id: str, where: str) -> MathVistaQuestion:
             raise ValueError(f"{where}: key 'answer' {answer!r} is not one of the 'choices'")
     elif question_type == "free_form":
         if answer_type not in ("integer", "float", "list"):
-            raise ValueError(f"{where}: key 'answer_type' {answer_type!r}: upstream scores free_form answers only as "
-                             "integer, float or list")  # fmt: skip
+            raise ValueError(
+                f"{where}: key 'answer_type' {answer_type!r}: upstream scores free_form answers only as "
+                "integer, float or list"
+            )
         if answer_type == "float":
             precision = _precision(row.get("precision"), where)
     else:
@@ -101,13 +103,15 @@ def _from_converted(row: Mapping[str, Any], id: str, where: str) -> MathVistaQue
         letters = [chr(ord("A") + i) for i in range(len(choices))]
         if solution not in letters:
             raise ValueError(f"{where}: key 'solution' {solution!r} is not a letter of the {len(choices)} choices")
-        return MathVistaQuestion(id, "multi_choice", "text", choices[letters.index(solution)], choices,
-                                 categories=categories)  # fmt: skip
+        return MathVistaQuestion(
+            id, "multi_choice", "text", choices[letters.index(solution)], choices, categories=categories
+        )
     if kind == "numerical":
         if is_missing(row.get("precision")):
             return MathVistaQuestion(id, "free_form", "integer", solution, categories=categories)
-        return MathVistaQuestion(id, "free_form", "float", solution, precision=_precision(row["precision"], where),
-                                 categories=categories)  # fmt: skip
+        return MathVistaQuestion(
+            id, "free_form", "float", solution, precision=_precision(row["precision"], where), categories=categories
+        )
     if kind == "free_form":
         return MathVistaQuestion(id, "free_form", "list", solution, categories=categories)
     raise ValueError(f"{where}: key 'problem_type' {kind!r} is not one the MathVista converter writes")

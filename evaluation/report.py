@@ -40,8 +40,9 @@ def summarise(records: Sequence[dict[str, Any]], fields: Sequence[str]) -> dict[
     summary["missing"] = sum(bool(r["missing"]) for r in records)
     summary["rows"] = len(records)
     summary["row_accuracy"] = _rate(sum(bool(r["correct"]) for r in records), len(records))["accuracy"]
-    summary["categories"] = {name: {v: _rate(*tallies[name][v]) for v in sorted(tallies[name])}
-                             for name in fields if tallies[name]}  # fmt: skip
+    summary["categories"] = {
+        name: {v: _rate(*tallies[name][v]) for v in sorted(tallies[name])} for name in fields if tallies[name]
+    }
     return summary
 
 

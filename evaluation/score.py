@@ -77,8 +77,10 @@ def _score(benchmark: str, items: Sequence[tuple[str, Mapping[str, Any], str | N
     missing = [r["id"] for r in records if r["missing"]]
     if missing:
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        print(f"warning: {benchmark}: {len(missing)} question row(s) have no prediction and count as wrong: {shown}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: {benchmark}: {len(missing)} question row(s) have no prediction and count as wrong: {shown}",
+            file=sys.stderr,
+        )
     return {"benchmark": benchmark, **summarise(records, scorer.fields), "questions": records}
 
 
@@ -125,8 +127,9 @@ def read_predictions(paths: Sequence[str | Path]) -> dict[str, tuple[str, str]]:
                 continue
             predictions[id] = (record["completion"], where)
     if repeated:
-        print(f"warning: {repeated} prediction(s) repeat an id seen before; the first of each is scored",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: {repeated} prediction(s) repeat an id seen before; the first of each is scored", file=sys.stderr
+        )
     return predictions
 
 
@@ -148,8 +151,10 @@ def score_predictions(benchmark: str, source: str | Path, predictions: str | Pat
     for id, (_, where) in completions.items():
         if id not in ids:
             raise ValueError(f"{where}: prediction id {id!r} is not a question of {source} ({benchmark})")
-    items = [(id, record, completions[id][0] if id in completions else None, f"{source} question {id}")
-             for id, record in published]  # fmt: skip
+    items = [
+        (id, record, completions[id][0] if id in completions else None, f"{source} question {id}")
+        for id, record in published
+    ]
     return {**_score(benchmark, items), "source": str(source), "predictions": [str(p) for p in paths]}
 
 

@@ -42,8 +42,12 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"
 METHODS = ("vanilla_grpo", "visionary_r1", "visionary_r1_oracle", "hard_format")
-TEMPLATE = {"vanilla_grpo": "think", "visionary_r1": "caption", "visionary_r1_oracle": "caption",
-            "hard_format": "think"}  # fmt: skip
+TEMPLATE = {
+    "vanilla_grpo": "think",
+    "visionary_r1": "caption",
+    "visionary_r1_oracle": "caption",
+    "hard_format": "think",
+}
 SPLITS = ("in_distribution", "cue_absent", "cue_reversed", "hard")
 # per split, what is tracked (val/<split>/<metric>); caption sufficiency only exists with a caption reward
 METRICS = (
@@ -69,14 +73,22 @@ TABLE = (  # report columns: heading, metric, number format
 def _grpo_args(args, seed: int, method: str, model: Path, data: Path, out: Path) -> list[str]:
     val = {split: str(data / f"{split}.jsonl") for split in SPLITS}
     return [
-        "-c", str(CONFIGS / "shortcut" / "base.yaml"), "-c", str(CONFIGS / "shortcut" / f"{method}.yaml"),
-        f"--seed_everything={seed}", f"--model.init_args.model_name_or_path={model}",
-        f"--data.init_args.train_data={data / 'train.jsonl'}", f"--data.init_args.val_data={json.dumps(val)}",
-        f"--data.init_args.limit_val={args.eval_rows}", f"--data.init_args.seed={seed}",
-        f"--trainer.default_root_dir={out}", f"--trainer.logger.init_args.save_dir={out}",
-        f"--trainer.max_steps={args.grpo_steps}", f"--trainer.val_check_interval={args.eval_every}",
+        "-c",
+        str(CONFIGS / "shortcut" / "base.yaml"),
+        "-c",
+        str(CONFIGS / "shortcut" / f"{method}.yaml"),
+        f"--seed_everything={seed}",
+        f"--model.init_args.model_name_or_path={model}",
+        f"--data.init_args.train_data={data / 'train.jsonl'}",
+        f"--data.init_args.val_data={json.dumps(val)}",
+        f"--data.init_args.limit_val={args.eval_rows}",
+        f"--data.init_args.seed={seed}",
+        f"--trainer.default_root_dir={out}",
+        f"--trainer.logger.init_args.save_dir={out}",
+        f"--trainer.max_steps={args.grpo_steps}",
+        f"--trainer.val_check_interval={args.eval_every}",
         *args.grpo_args.split(),
-    ]  # fmt: skip
+    ]
 
 
 def _val_metrics(metrics: dict) -> dict[str, float]:
@@ -87,16 +99,24 @@ def run_seed(args, seed: int) -> dict[str, dict]:
     """SFT per template, then every method. Returns ``curves`` (method -> [{step, val/...}], step 0 = after SFT)
     and ``rows`` (method -> "start"/"final" -> split -> {row id: [score, category]}) for the bootstrap."""
     from datamodules.shortcut import write_shortcut_benchmark
-    from lightning_modules.tiny_model import write_random_checkpoint
+    from tools.tiny_model import write_random_checkpoint
     from vlrl_cli import main as vlrl
 
     out = Path(args.out) / f"seed{seed}"
     px = args.image_size
     tiny = write_random_checkpoint(out / "tiny", min_pixels=px * px, max_pixels=px * px, seed=seed, vocab="task")
     data = out / "data"
-    write_shortcut_benchmark(data, args.train_rows, args.eval_rows, seed, args.cue_strength, px,
-                             distractors=args.distractors, n_sft=args.sft_rows,
-                             sft_cue_strength=args.sft_cue_strength)  # fmt: skip
+    write_shortcut_benchmark(
+        data,
+        args.train_rows,
+        args.eval_rows,
+        seed,
+        args.cue_strength,
+        px,
+        distractors=args.distractors,
+        n_sft=args.sft_rows,
+        sft_cue_strength=args.sft_cue_strength,
+    )
     exports, kept_seconds = {}, 0.0  # kept: the time of the SFTs and runs an earlier invocation finished
     for template in sorted({TEMPLATE[m] for m in args.methods}):
         cold = data / f"train_sft_{template}.jsonl"
@@ -106,15 +126,25 @@ def run_seed(args, seed: int) -> dict[str, dict]:
             kept_seconds += json.loads(timing.read_text())
             continue
         began = time.monotonic()
-        vlrl([
-            "fit", "-c", str(CONFIGS / "demo_sft.yaml"), f"--seed_everything={seed}",
-            f"--model.init_args.model_name_or_path={tiny}", f"--model.init_args.export_dir={exports[template]}",
-            f"--data.init_args.train_data={cold}", "--data.init_args.val_data=null",
-            f"--data.init_args.min_pixels={px * px}", f"--data.init_args.max_pixels={px * px}",
-            f"--trainer.max_steps={args.sft_steps}", "--trainer.limit_val_batches=0",
-            f"--trainer.default_root_dir={out / f'sft_{template}'}",
-            f"--trainer.logger.init_args.save_dir={out / f'sft_{template}'}", "--trainer.enable_progress_bar=false",
-        ])  # fmt: skip
+        vlrl(
+            [
+                "fit",
+                "-c",
+                str(CONFIGS / "demo_sft.yaml"),
+                f"--seed_everything={seed}",
+                f"--model.init_args.model_name_or_path={tiny}",
+                f"--model.init_args.export_dir={exports[template]}",
+                f"--data.init_args.train_data={cold}",
+                "--data.init_args.val_data=null",
+                f"--data.init_args.min_pixels={px * px}",
+                f"--data.init_args.max_pixels={px * px}",
+                f"--trainer.max_steps={args.sft_steps}",
+                "--trainer.limit_val_batches=0",
+                f"--trainer.default_root_dir={out / f'sft_{template}'}",
+                f"--trainer.logger.init_args.save_dir={out / f'sft_{template}'}",
+                "--trainer.enable_progress_bar=false",
+            ]
+        )
         timing.write_text(json.dumps(round(time.monotonic() - began, 1)))
     curves: dict[str, list[dict]] = {}
     rows: dict[str, dict] = {}
@@ -128,16 +158,22 @@ def run_seed(args, seed: int) -> dict[str, dict]:
         began = time.monotonic()
         model = exports[TEMPLATE[method]]
         # the after-SFT evaluation samples from the recipe's own engine, as every later one does
-        start = vlrl(["validate", *_grpo_args(args, seed, method, model, data, run / "start"),
-                      "--trainer.enable_progress_bar=false"])  # fmt: skip
+        start = vlrl(
+            [
+                "validate",
+                *_grpo_args(args, seed, method, model, data, run / "start"),
+                "--trainer.enable_progress_bar=false",
+            ]
+        )
         points = [{"step": 0, **_val_metrics(start.trainer.callback_metrics)}]
         fit = vlrl(["fit", *_grpo_args(args, seed, method, model, data, run)])
         logged, batches = _logged_validations(Path(fit.trainer.logger.log_dir) / "metrics.csv")
         points += logged
         if points[-1].get("batch", 0) < batches:  # ``--eval-every`` counts batches, not updates: evaluate the end
             fit.trainer.validate(fit.model, datamodule=fit.datamodule)
-            points.append({"step": fit.trainer.global_step, "batch": batches,
-                           **_val_metrics(fit.trainer.callback_metrics)})  # fmt: skip
+            points.append(
+                {"step": fit.trainer.global_step, "batch": batches, **_val_metrics(fit.trainer.callback_metrics)}
+            )
         curves[method] = points
         rows[method] = {"start": _question_scores(start.model.log_dir), "final": _question_scores(fit.model.log_dir)}
         seconds = round(time.monotonic() - began, 1)
@@ -187,9 +223,11 @@ def summarise(curves: dict[int, dict[str, list[dict]]], methods) -> dict[str, di
                 start = [c[method][0][key] for c in curves.values() if key in c[method][0]]
                 if final:
                     table.setdefault(method, {})[f"{split}/{metric}"] = {
-                        "mean": statistics.fmean(final), "std": statistics.stdev(final) if len(final) > 1 else 0.0,
-                        "n": len(final), "start_mean": statistics.fmean(start) if start else float("nan"),
-                    }  # fmt: skip
+                        "mean": statistics.fmean(final),
+                        "std": statistics.stdev(final) if len(final) > 1 else 0.0,
+                        "n": len(final),
+                        "start_mean": statistics.fmean(start) if start else float("nan"),
+                    }
     return table
 
 
@@ -206,10 +244,15 @@ def verdict(table: dict) -> str:
         margin = a["mean"] - b["mean"]
         clear = margin > a["std"] + b["std"]
         wins += clear
-        lines.append(f"{key}: Visionary-R1 {a['mean']:.3f} ± {a['std']:.3f} vs vanilla {b['mean']:.3f} ± "
-                     f"{b['std']:.3f} ({'clearly higher' if clear else 'not clearly higher'})")  # fmt: skip
-    head = ("The claim reproduced at this scale" if wins == len(lines) and lines else
-            "The claim did not reproduce at this scale")  # fmt: skip
+        lines.append(
+            f"{key}: Visionary-R1 {a['mean']:.3f} ± {a['std']:.3f} vs vanilla {b['mean']:.3f} ± "
+            f"{b['std']:.3f} ({'clearly higher' if clear else 'not clearly higher'})"
+        )
+    head = (
+        "The claim reproduced at this scale"
+        if wins == len(lines) and lines
+        else "The claim did not reproduce at this scale"
+    )
     return head + f" ({wins} of {len(lines)} measures clearly favour the caption format):\n- " + "\n- ".join(lines)
 
 
@@ -221,16 +264,23 @@ def plot(curves: dict[int, dict[str, list[dict]]], methods, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = (("accuracy", "accuracy"), ("visual_dependency", "visual dependency"))
-    fig, axes = plt.subplots(len(rows), len(SPLITS), figsize=(4 * len(SPLITS), 3.0 * len(rows)), sharey="row",
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(rows), len(SPLITS), figsize=(4 * len(SPLITS), 3.0 * len(rows)), sharey="row", squeeze=False
+    )
     for (metric, label), ax_row in zip(rows, axes):
         for ax, split in zip(ax_row, SPLITS):
             key = f"val/{split}/{metric}"
             for method in methods:
                 for i, seed_curves in enumerate(curves.values()):
                     points = [p for p in seed_curves[method] if key in p]
-                    ax.plot([p["step"] for p in points], [p[key] for p in points], alpha=0.7, marker=".",
-                            color=f"C{list(methods).index(method)}", label=method if i == 0 else None)  # fmt: skip
+                    ax.plot(
+                        [p["step"] for p in points],
+                        [p[key] for p in points],
+                        alpha=0.7,
+                        marker=".",
+                        color=f"C{list(methods).index(method)}",
+                        label=method if i == 0 else None,
+                    )
             ax.set_title(f"{split}: {label}", fontsize=9)
             ax.set_xlabel("GRPO step")
         ax_row[0].set_ylabel(label)
@@ -250,25 +300,38 @@ def _cell(values: dict, key: str, fmt: str) -> str:
 def write_report(meta: dict, table: dict, out: Path, extra: Sequence[str] = ()) -> Path:
     """``report.md`` from the summary table and the run's facts (``meta``: command, machine, seconds, seeds, ...)."""
     lines = [
-        "# Shortcut study: results", "",
+        "# Shortcut study: results",
+        "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; time: {meta['seconds'] / 60:.1f} min; seeds {meta['seeds']}; cue strength "
         f"{meta['cue_strength']}; {meta.get('distractors', 0)} distractors; {meta['sft_steps']} SFT steps per "
-        f"template, {meta['grpo_steps']} GRPO steps per method; {meta['eval_rows']} rows per held-out split.", "",
-        ("Smoke run: it checks the pipeline end to end; its numbers decide nothing." if meta["smoke"] else
-         verdict(table)), "",
+        f"template, {meta['grpo_steps']} GRPO steps per method; {meta['eval_rows']} rows per held-out split.",
+        "",
+        (
+            "Smoke run: it checks the pipeline end to end; its numbers decide nothing."
+            if meta["smoke"]
+            else verdict(table)
+        ),
+        "",
         "Final evaluation (one completion per row, sampled as `eval_sampling` in configs/shortcut/base.yaml says), "
-        "mean ± spread (std) over seeds, with the after-SFT mean in brackets:", "",
+        "mean ± spread (std) over seeds, with the after-SFT mean in brackets:",
+        "",
         "| method | split | " + " | ".join(name for name, _, _ in TABLE) + " |",
         "|---|---|" + "---|" * len(TABLE),
-    ]  # fmt: skip
+    ]
     for method, values in table.items():
         for split in SPLITS:
             cells = [_cell(values, f"{split}/{key}", fmt) for _, key, fmt in TABLE]
             lines.append(f"| {method} | {split} | " + " | ".join(cells) + " |")
-    lines += ["", "Where the wording is the cue: in-distribution accuracy on rows whose colour agrees with the cue and "
-              "on rows where it does not (a model answering from the wording scores high on the first, ~0 on the "
-              "second):", "", "| method | cue agrees | cue disagrees |", "|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "Where the wording is the cue: in-distribution accuracy on rows whose colour agrees with the cue and "
+        "on rows where it does not (a model answering from the wording scores high on the first, ~0 on the "
+        "second):",
+        "",
+        "| method | cue agrees | cue disagrees |",
+        "|---|---|---|",
+    ]
     for method, values in table.items():
         agree, disagree = (
             _cell(values, f"in_distribution/accuracy/{c}", "{:.3f}") for c in ("cue_agrees", "cue_disagrees")
@@ -289,15 +352,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cue-strength", type=float, default=0.9)
     parser.add_argument("--train-rows", type=int, default=512)
     parser.add_argument("--sft-rows", type=int, default=256, help="cold-start rows: reasoning traces are scarce")
-    parser.add_argument("--sft-cue-strength", type=float, default=0.0,
-                        help="the cold start's cue: 0 starts RL from a policy with no prior from the wording")
+    parser.add_argument(
+        "--sft-cue-strength",
+        type=float,
+        default=0.0,
+        help="the cold start's cue: 0 starts RL from a policy with no prior from the wording",
+    )
     parser.add_argument("--eval-rows", type=int, default=200, help="rows per held-out split")
     parser.add_argument("--sft-steps", type=int, default=600)
     parser.add_argument("--grpo-steps", type=int, default=300)
-    parser.add_argument("--eval-every", type=int, default=250,
-                        help="rollout batches between evaluations (one more at the end)")  # fmt: skip
-    parser.add_argument("--distractors", type=int, default=2, choices=[0, 1, 2],
-                        help="objects of other shapes beside the asked one (colour-question splits)")  # fmt: skip
+    parser.add_argument(
+        "--eval-every", type=int, default=250, help="rollout batches between evaluations (one more at the end)"
+    )
+    parser.add_argument(
+        "--distractors",
+        type=int,
+        default=2,
+        choices=[0, 1, 2],
+        help="objects of other shapes beside the asked one (colour-question splits)",
+    )
     parser.add_argument("--image-size", type=int, default=56)
     parser.add_argument("--grpo-args", default="", help="extra CLI overrides for every GRPO run, space-separated")
     parser.add_argument("--smoke", action="store_true", help="CI: one seed, 2 GRPO steps, HF engine, tiny splits")
@@ -306,11 +379,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.smoke:
         args.seeds, args.train_rows, args.sft_rows, args.eval_rows = args.seeds[:1], 16, 8, 4
         args.sft_steps, args.grpo_steps, args.eval_every = 2, 2, 2
-        args.grpo_args = ('--model.init_args.engine={"class_path":"rollout.hf.HFEngine"} '
-                          "--model.init_args.rollout.group_size=2 --model.init_args.rollout.max_new_tokens=8 "
-                          "--model.init_args.rollout.dynamic_sampling=false --data.init_args.batch_size=2 "
-                          "--model.init_args.val_max_new_tokens=8 --trainer.enable_progress_bar=false "
-                          + args.grpo_args)  # fmt: skip
+        args.grpo_args = (
+            '--model.init_args.engine={"class_path":"rollout.hf.HFEngine"} '
+            "--model.init_args.rollout.group_size=2 --model.init_args.rollout.max_new_tokens=8 "
+            "--model.init_args.rollout.dynamic_sampling=false --data.init_args.batch_size=2 "
+            "--model.init_args.val_max_new_tokens=8 --trainer.enable_progress_bar=false " + args.grpo_args
+        )
     out = Path(args.out)
     if args.report_only:  # re-render the table, plot and report of a finished run from its results.json
         saved = json.loads((out / "results.json").read_text())
@@ -327,11 +401,28 @@ def main(argv: list[str] | None = None) -> dict:
         "command": " ".join(["python -m experiments.shortcut_study", *(sys.argv[1:] if argv is None else argv)]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.system()}, no GPU"
-        if not _has_gpu() else f"{platform.machine()}, {os.cpu_count()} CPU cores, GPU",
-        "seconds": round(time.monotonic() - start + earlier, 1), "smoke": args.smoke, **{k: getattr(args, k) for k in (
-            "seeds", "methods", "cue_strength", "train_rows", "sft_rows", "eval_rows", "sft_steps", "grpo_steps",
-            "eval_every", "image_size", "distractors", "sft_cue_strength")},
-    }  # fmt: skip
+        if not _has_gpu()
+        else f"{platform.machine()}, {os.cpu_count()} CPU cores, GPU",
+        "seconds": round(time.monotonic() - start + earlier, 1),
+        "smoke": args.smoke,
+        **{
+            k: getattr(args, k)
+            for k in (
+                "seeds",
+                "methods",
+                "cue_strength",
+                "train_rows",
+                "sft_rows",
+                "eval_rows",
+                "sft_steps",
+                "grpo_steps",
+                "eval_every",
+                "image_size",
+                "distractors",
+                "sft_cue_strength",
+            )
+        },
+    }
     return _finish(curves, rows, list(args.methods), meta, out)
 
 
@@ -382,8 +473,9 @@ def intervals(rows: dict, methods, draws: int = 2000) -> dict[str, dict[str, lis
             if not any(final):
                 continue
             for stage, scores in (("start", start), ("final", final)):
-                out.setdefault(method, {})[f"{stage}:{name}"] = list(bootstrap_ci([list(s.values()) for s in scores],
-                                                                                   draws))  # fmt: skip
+                out.setdefault(method, {})[f"{stage}:{name}"] = list(
+                    bootstrap_ci([list(s.values()) for s in scores], draws)
+                )
             out.setdefault(f"{method} change", {})[name] = list(bootstrap_ci(paired_differences(final, start), draws))
             if method != "vanilla_grpo" and "vanilla_grpo" in methods and category is None:
                 base = _per_seed(rows, "vanilla_grpo", "final", split)
@@ -406,30 +498,42 @@ def _clear(value: list[float]) -> str:
 def interval_lines(iv: dict, table: dict, meta: dict) -> list[str]:
     """The report's section of bootstrap intervals: part one (does vanilla GRPO learn the cue?), final accuracy
     per arm, and each arm against vanilla GRPO, paired on rows."""
-    lines = ["## 95% bootstrap intervals", "",
-             "Seeds, then rows within each seed, resampled (2000 draws; `experiments/stats.py`). Accuracy is one "
-             "sampled completion per row; blind accuracy and visual dependency have no per-row record, so they keep "
-             "the spread over seeds above.", ""]  # fmt: skip
+    lines = [
+        "## 95% bootstrap intervals",
+        "",
+        "Seeds, then rows within each seed, resampled (2000 draws; `experiments/stats.py`). Accuracy is one "
+        "sampled completion per row; blind accuracy and visual dependency have no per-row record, so they keep "
+        "the spread over seeds above.",
+        "",
+    ]
     van, change = iv.get("vanilla_grpo"), iv.get("vanilla_grpo change")
     if van and change:
         blind = table.get("vanilla_grpo", {}).get("in_distribution/blind_accuracy")
         cue_only = meta["cue_strength"] + (1 - meta["cue_strength"]) / 4
         falls = [change[f"{s}/cue_disagrees"][2] < 0 for s in CUE_SPLITS if f"{s}/cue_disagrees" in change]
         learned = any(falls) and blind is not None and blind["mean"] > blind["start_mean"]
-        lines += [f"**Part one: vanilla GRPO {'learned' if learned else 'did not clearly learn'} the cue** (learned: "
-                  "its in-distribution blind accuracy rose and its accuracy where the cue disagrees fell, the interval "
-                  f"below 0, on a split with such rows). A model answering from the wording alone scores "
-                  f"{cue_only:.3f} image-blind on in-distribution rows, 1 where the cue agrees and 0 where it "
-                  "disagrees; on cue-absent rows the colour is independent of the shape, so 3 in 4 disagree.", "",
-                  "| vanilla GRPO | after SFT | after GRPO | change (paired) |", "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"**Part one: vanilla GRPO {'learned' if learned else 'did not clearly learn'} the cue** (learned: "
+            "its in-distribution blind accuracy rose and its accuracy where the cue disagrees fell, the interval "
+            f"below 0, on a split with such rows). A model answering from the wording alone scores "
+            f"{cue_only:.3f} image-blind on in-distribution rows, 1 where the cue agrees and 0 where it "
+            "disagrees; on cue-absent rows the colour is independent of the shape, so 3 in 4 disagree.",
+            "",
+            "| vanilla GRPO | after SFT | after GRPO | change (paired) |",
+            "|---|---|---|---|",
+        ]
         for split in CUE_SPLITS:
             for category in CUE_CATEGORIES:
                 name = f"{split}/{category}"
-                lines.append(f"| {split} accuracy, {category.replace('_', ' ')} | {_ci(van.get('start:' + name))} | "
-                             f"{_ci(van.get('final:' + name))} | {_ci(change.get(name), True)} |")  # fmt: skip
+                lines.append(
+                    f"| {split} accuracy, {category.replace('_', ' ')} | {_ci(van.get('start:' + name))} | "
+                    f"{_ci(van.get('final:' + name))} | {_ci(change.get(name), True)} |"
+                )
         if blind:
-            lines.append(f"| in_distribution blind accuracy (mean ± std over seeds) | {blind['start_mean']:.3f} | "
-                         f"{blind['mean']:.3f} ± {blind['std']:.3f} | {blind['mean'] - blind['start_mean']:+.3f} |")
+            lines.append(
+                f"| in_distribution blind accuracy (mean ± std over seeds) | {blind['start_mean']:.3f} | "
+                f"{blind['mean']:.3f} ± {blind['std']:.3f} | {blind['mean'] - blind['start_mean']:+.3f} |"
+            )
         lines.append("")
     columns = [*SPLITS, *(f"{s}/{c}" for s in CUE_SPLITS for c in CUE_CATEGORIES)]
     lines += ["Final accuracy:", "", "| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
@@ -438,8 +542,13 @@ def interval_lines(iv: dict, table: dict, meta: dict) -> list[str]:
             lines.append(f"| {method} | " + " | ".join(_ci(iv[method].get("final:" + c)) for c in columns) + " |")
     diffs = [m for m in meta["methods"] if f"{m} - vanilla_grpo" in iv]
     if diffs:
-        lines += ["", "Against vanilla GRPO (final accuracy, paired on rows):", "",
-                  "| method | " + " | ".join(SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]  # fmt: skip
+        lines += [
+            "",
+            "Against vanilla GRPO (final accuracy, paired on rows):",
+            "",
+            "| method | " + " | ".join(SPLITS) + " |",
+            "|---|" + "---|" * len(SPLITS),
+        ]
         for method in diffs:
             values = iv[f"{method} - vanilla_grpo"]
             cells = [f"{_ci(values.get(s), True)} ({_clear(values[s])})" if s in values else "-" for s in SPLITS]

@@ -41,9 +41,7 @@ def bootstrap_ci(
     return statistics.fmean(v for rows in per_seed for v in rows), low, high
 
 
-def paired_differences(
-    a: Sequence[dict[str, float]], b: Sequence[dict[str, float]]
-) -> list[list[float]]:
+def paired_differences(a: Sequence[dict[str, float]], b: Sequence[dict[str, float]]) -> list[list[float]]:
     """Per seed, ``a[id] - b[id]`` over the row ids both arms scored (``a`` and ``b``: one {id: score} per seed)."""
     if len(a) != len(b):
         raise ValueError(f"arms have {len(a)} and {len(b)} seeds")

@@ -1,9 +1,10 @@
 """GRPOModule: the Qwen2.5-VL policy, its frozen reference, rewards and one policy-gradient loss.
 
-The rollout callback (``rollout.callback.RolloutCallback``, added by ``configure_callbacks``) puts a rollout batch
-into each training batch; ``training_step`` then computes policy (and reference, and old) log-probs in micro-batches
-and steps the optimizer ``num_iterations`` (mu) times on it. Optimisation is manual so that mu and micro-batching
-are explicit. A step whose loss or gradient is not finite is skipped, counted and logged; weights stay untouched.
+The rollout callback (``lightning_modules.callbacks.rollout.RolloutCallback``, added by ``configure_callbacks``)
+puts a rollout batch into each training batch; ``training_step`` then computes policy (and reference, and old) log-
+probs in micro-batches and steps the optimizer ``num_iterations`` (mu) times on it. Optimisation is manual so that
+mu and micro-batching are explicit. A step whose loss or gradient is not finite is skipped, counted and logged;
+weights stay untouched.
 
 Departures from the papers: the KL coefficient can follow a cosine schedule to 0 (Visionary-R1 anneals it; the
 paper gives no exact shape, cosine is our choice); micro-batches are weighted by their share of rows, which is exact
@@ -19,15 +20,26 @@ import torch
 from lightning import LightningModule
 
 from datamodules.resumable import mark_batch_consumed
+from evaluation.diagnostics import blank_like, gather_tallies, length_vs_correctness
+from evaluation.records import (
+    completion_record,
+    question_rows,
+    write_benchmark_results,
+    write_question_rows,
+    write_results,
+)
+from lightning_modules.callbacks.prediction_writer import JSONLPredictionWriter, gather_rows
+from lightning_modules.callbacks.rollout import RolloutCallback, RolloutSettings, RolloutStage
+from lightning_modules.callbacks.skipped_rows import SkippedRowsReport
 from lightning_modules.logprobs import completion_logps, grouped_completion_logps, supports_grouped_forward
 from lightning_modules.losses import GRPOLoss, PolicyLoss, masked_mean
 from lightning_modules.optim import adamw_with_warmup, beta_at, finite_everywhere
 from lightning_modules.policy import FrozenReference, LoRAConfig, is_peft, load_policy, reference_context
-from lightning_modules.rng import capture_rng, restore_rng
+from lightning_modules.preflight import check_run
+from lightning_modules.run_state import capture_rng, resolve_log_dir, restore_rng
 from lightning_modules.sharding import gathered_root, mixed_precision_policy, shard_model
 from rewards import AccuracyReward, CombinedReward, Reward
 from rollout.batch import RolloutBatch
-from rollout.callback import RolloutCallback, RolloutSettings, RolloutStage
 from rollout.engine import RolloutEngine, SamplingConfig
 from rollout.hf import HFEngine
 from rollout.vllm import VLLMEngine  # noqa: F401 - lists it among --model.engine's choices; vllm loads on first use
@@ -44,7 +56,7 @@ class GRPOModule(LightningModule):
         loss: a ``lightning_modules.losses`` class (GRPOLoss, DAPOLoss, DrGRPOLoss, GSPOLoss); its beta is the
             initial KL coefficient (default: ``GRPOLoss()``).
         engine: the rollout engine: ``rollout.hf.HFEngine`` (default) or ``rollout.vllm.VLLMEngine``.
-        rollout: group size, sampling and advantage settings (``rollout.callback.RolloutSettings``).
+        rollout: group size, sampling and advantage settings (``lightning_modules.callbacks.rollout.RolloutSettings``).
         rollout_stages: a staged schedule of (steps, max_new_tokens, group_size) overriding ``rollout``, e.g.
             Vision-R1's PTST.
         dtype: the policy's weights (the optimizer's master weights): ``float32``. Compute in bf16 with the trainer's
@@ -77,7 +89,7 @@ class GRPOModule(LightningModule):
             differing from the trained policy's (precision, kernels). Needs engine log-probs.
         trust_remote_code: let transformers run model code shipped with the checkpoint (non-Qwen models).
         shortcut_diagnostics: in validation and test, also image-blind accuracy, visual dependency, caption
-            sufficiency and reasoning length against correctness (``lightning_modules.diagnostics``); costs one more
+            sufficiency and reasoning length against correctness (``evaluation.diagnostics``); costs one more
             generation per held-out row (and judge calls with a caption reward).
         short_reasoning_words: reasoning shorter than this counts as short in ``short_correct_share``.
         logps_forward: how policy, reference and old log-probs are computed. ``shared_prefix`` (default): each
@@ -155,8 +167,16 @@ class GRPOModule(LightningModule):
         from transformers import AutoProcessor
 
         h = self.hparams
-        self.policy = load_policy(h.model_name_or_path, h.dtype, h.attn_implementation, h.gradient_checkpointing,
-                                  h.freeze_vision_tower, h.lora, h.trust_remote_code, h.freeze_embeddings)  # fmt: skip
+        self.policy = load_policy(
+            h.model_name_or_path,
+            h.dtype,
+            h.attn_implementation,
+            h.gradient_checkpointing,
+            h.freeze_vision_tower,
+            h.lora,
+            h.trust_remote_code,
+            h.freeze_embeddings,
+        )
         self.processor = AutoProcessor.from_pretrained(h.model_name_or_path, trust_remote_code=h.trust_remote_code)
         if self.beta0 > 0 and not is_peft(self.policy):
             self.reference = FrozenReference(self.policy, h.reference_dtype)
@@ -166,9 +186,6 @@ class GRPOModule(LightningModule):
                 shard_model(model, mesh, mp_policy)
 
     def setup(self, stage: str) -> None:
-        from lightning_modules.preflight import check_run
-        from lightning_modules.run_dir import resolve_log_dir
-
         self.log_dir = resolve_log_dir(self.trainer)  # a collective under DDP/FSDP: every rank, here
         check_run(self.trainer, stage, self.hparams.attn_implementation, self.engine)  # before the model and engine
         self._check_answer_location()
@@ -181,16 +198,18 @@ class GRPOModule(LightningModule):
         if getattr(getattr(data, "hparams", None), "template", None) != "plain" or self.val_accuracy.answer_fallbacks:
             return
         if self._find_reward("accuracy") is not None:
-            raise ValueError("data.init_args.template is 'plain' (no <answer> tags) but rewards.AccuracyReward reads "
-                             "the <answer> block only: set its init_args.answer_fallbacks: [text]")  # fmt: skip
+            raise ValueError(
+                "data.init_args.template is 'plain' (no <answer> tags) but rewards.AccuracyReward reads "
+                "the <answer> block only: set its init_args.answer_fallbacks: [text]"
+            )
         self.val_accuracy = AccuracyReward(answer_fallbacks=("text",))
 
     def configure_callbacks(self):
-        from lightning_modules.predictions import JSONLPredictionWriter
-        from lightning_modules.skip_report import SkippedRowsReport
-
-        return [RolloutCallback(self.engine, self.rollout_settings, self.rollout_stages),
-                JSONLPredictionWriter(self.hparams.predictions_path), SkippedRowsReport()]  # fmt: skip
+        return [
+            RolloutCallback(self.engine, self.rollout_settings, self.rollout_stages),
+            JSONLPredictionWriter(self.hparams.predictions_path),
+            SkippedRowsReport(),
+        ]
 
     def on_fit_start(self) -> None:
         if self.reference is not None:
@@ -210,17 +229,35 @@ class GRPOModule(LightningModule):
         h = self.hparams
         if "prompt_index" in rows:
             return grouped_completion_logps(
-                model, rows["prompt_ids"], rows["prompt_mask"], rows["completion_ids"], rows["completion_attention"],
-                rows["prompt_index"], rows.get("pixel_values"), rows.get("image_grid_thw"),
-                rows.get("mm_token_type_ids"), h.logps_chunk_size, with_entropy, batch.temperature,
-                rows["completion_mask"], shared_prefix=h.logps_forward == "shared_prefix",
-            )  # fmt: skip
+                model,
+                rows["prompt_ids"],
+                rows["prompt_mask"],
+                rows["completion_ids"],
+                rows["completion_attention"],
+                rows["prompt_index"],
+                rows.get("pixel_values"),
+                rows.get("image_grid_thw"),
+                rows.get("mm_token_type_ids"),
+                h.logps_chunk_size,
+                with_entropy,
+                batch.temperature,
+                rows["completion_mask"],
+                shared_prefix=h.logps_forward == "shared_prefix",
+            )
         extra = {"mm_token_type_ids": rows["mm_token_type_ids"]} if "mm_token_type_ids" in rows else {}
         return completion_logps(
-            model, rows["input_ids"], rows["attention_mask"], batch.completion_length, rows.get("pixel_values"),
-            rows.get("image_grid_thw"), self.hparams.logps_chunk_size, with_entropy, batch.temperature,
-            rows["completion_mask"], **extra,
-        )  # fmt: skip
+            model,
+            rows["input_ids"],
+            rows["attention_mask"],
+            batch.completion_length,
+            rows.get("pixel_values"),
+            rows.get("image_grid_thw"),
+            self.hparams.logps_chunk_size,
+            with_entropy,
+            batch.temperature,
+            rows["completion_mask"],
+            **extra,
+        )
 
     @torch.no_grad()
     def _frozen_logps(self, batch: RolloutBatch, model) -> torch.Tensor:
@@ -276,8 +313,9 @@ class GRPOModule(LightningModule):
                     if self.hparams.tis_cap is not None:
                         old = rows["old_logps"] if rows["old_logps"] is not None else logps.detach()  # [n, C]
                         is_weights = torch.exp(old - rows["engine_logps"]).clamp(max=self.hparams.tis_cap) * mask
-                    loss, metrics = self.loss_fn(logps, rows["old_logps"], rows["ref_logps"], rows["advantages"],
-                                                 mask, is_weights=is_weights)  # fmt: skip
+                    loss, metrics = self.loss_fn(
+                        logps, rows["old_logps"], rows["ref_logps"], rows["advantages"], mask, is_weights=is_weights
+                    )
                     weight = rows["input_ids"].shape[0] / n
                     self.manual_backward(loss * weight)
                 metrics = {**metrics, "loss": loss.detach(), "entropy": masked_mean(entropy, mask)}
@@ -286,13 +324,16 @@ class GRPOModule(LightningModule):
                 if check_parity and iteration == 0:  # the policy before this step's update, as the engine saw it
                     diff = (logps.detach() - rows["engine_logps"]).abs() * mask  # [n, C]
                     parity["rollout/engine_logp_diff_mean"] += float(diff.sum()) / max(1.0, float(rollout_tokens))
-                    parity["rollout/engine_logp_diff_max"] = max(parity["rollout/engine_logp_diff_max"],
-                                                                 float(diff.max()))  # fmt: skip
+                    parity["rollout/engine_logp_diff_max"] = max(
+                        parity["rollout/engine_logp_diff_max"], float(diff.max())
+                    )
                 for key, value in metrics.items():
                     totals[key] = totals.get(key, 0.0) + float(value) * weight
-            grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(
-                [p for p in self.policy.parameters() if p.requires_grad], self.hparams.max_grad_norm
-            ))  # fmt: skip
+            grad_norm = full_tensor(
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in self.policy.parameters() if p.requires_grad], self.hparams.max_grad_norm
+                )
+            )
             if not finite_everywhere(totals["loss"], grad_norm):
                 opt.zero_grad(set_to_none=True)  # weights and optimizer state stay as they were
                 self.skipped_steps += 1
@@ -303,11 +344,13 @@ class GRPOModule(LightningModule):
         if step_metrics:  # the schedule follows optimizer steps, which a skipped update did not take
             sched.step()
         self.log("train/nonfinite_skipped", float(self.skipped_steps))
-        self._log_step({
-            **batch.get("rollout_metrics", {}),
-            **(parity if check_parity else {}),
-            **{f"train/{k}": v for k, v in step_metrics.items()},
-        })  # fmt: skip
+        self._log_step(
+            {
+                **batch.get("rollout_metrics", {}),
+                **(parity if check_parity else {}),
+                **{f"train/{k}": v for k, v in step_metrics.items()},
+            }
+        )
         self.log("train/beta", beta)
         self.log("train/lr", sched.get_last_lr()[0])
 
@@ -341,8 +384,6 @@ class GRPOModule(LightningModule):
         size = len(out.texts)
         correct = self.val_accuracy(out.texts, **columns)  # [n]
         self._log_eval(f"{stage}/accuracy", correct.mean(), batch_size=size, prog_bar=True)
-        from lightning_modules.predictions import question_rows
-
         rows = question_rows(batch, out.texts, correct.tolist(), self.val_accuracy.answer_fallbacks)
         self._eval_rows.setdefault(stage, []).extend(rows)
         tally = self._eval_tally.setdefault(stage, {})
@@ -358,12 +399,11 @@ class GRPOModule(LightningModule):
             self._log_eval(f"{stage}/{key}", fmt(out.texts, **columns).mean(), batch_size=size)
         self._log_eval(f"{stage}/completion_length", out.lengths.float().mean(), batch_size=size)
 
-    def _shortcut_diagnostics(self, batch: dict[str, Any], texts: list[str], correct: torch.Tensor,
-                              columns: dict[str, Any], stage: str) -> None:  # fmt: skip
-        """See ``lightning_modules.diagnostics``: image-blind accuracy and visual dependency, caption sufficiency,
+    def _shortcut_diagnostics(
+        self, batch: dict[str, Any], texts: list[str], correct: torch.Tensor, columns: dict[str, Any], stage: str
+    ) -> None:
+        """See ``evaluation.diagnostics``: image-blind accuracy and visual dependency, caption sufficiency,
         reasoning length against correctness."""
-        from lightning_modules.diagnostics import blank_like, length_vs_correctness
-
         size = len(texts)
         blind = self._eval_generate({**batch, "images": blank_like(batch["images"])})
         blind_correct = self.val_accuracy(blind.texts, **columns)  # [n]
@@ -381,8 +421,6 @@ class GRPOModule(LightningModule):
         """Per-question records of the epoch, merged across ranks, as ``results_{stage}_questions.jsonl``; on a
         benchmark its official score as ``results_{stage}.json``, otherwise per-category accuracy (logged as
         ``{stage}/accuracy/<category>``, written as ``results_{stage}.json`` / ``.csv``) when there are categories."""
-        from lightning_modules.diagnostics import gather_tallies
-        from lightning_modules.predictions import gather_rows, write_benchmark_results, write_question_rows
 
         tally = gather_tallies(self._eval_tally.pop(stage, {}))
         rows = gather_rows(self._eval_rows.pop(stage, []))  # a collective, like the tallies' gather
@@ -398,8 +436,6 @@ class GRPOModule(LightningModule):
             if key != "all":
                 self.log(f"{stage}/accuracy/{key}", value["accuracy"], rank_zero_only=True)
         if self.trainer.is_global_zero:
-            from lightning_modules.predictions import write_results
-
             write_results(results, self.log_dir, stage.replace("/", "_"))
 
     def on_validation_epoch_start(self) -> None:
@@ -426,20 +462,24 @@ class GRPOModule(LightningModule):
         self._evaluate(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """One record per prompt (see ``lightning_modules.predictions``); rows with a solution are also scored."""
-        from lightning_modules.predictions import completion_record
-
+        """One record per prompt (see ``evaluation.records``); rows with a solution are also scored."""
         if not batch["prompt"]:
             return []
         out = self._eval_generate(batch)
         records = []
         for i, text in enumerate(out.texts):
-            record = {"id": batch["id"][i], "problem": batch["problem"][i],
-                      **completion_record(out, i, self.val_accuracy.answer_fallbacks)}  # fmt: skip
+            record = {
+                "id": batch["id"][i],
+                "problem": batch["problem"][i],
+                **completion_record(out, i, self.val_accuracy.answer_fallbacks),
+            }
             if batch["solution"][i] and batch["problem_type"][i]:
                 record["solution"] = batch["solution"][i]
-                record["score"] = float(self.val_accuracy([text], solution=[batch["solution"][i]],
-                                                          problem_type=[batch["problem_type"][i]])[0])  # fmt: skip
+                record["score"] = float(
+                    self.val_accuracy([text], solution=[batch["solution"][i]], problem_type=[batch["problem_type"][i]])[
+                        0
+                    ]
+                )
             records.append(record)
         return records
 

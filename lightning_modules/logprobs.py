@@ -70,10 +70,14 @@ def fusable(hidden: torch.Tensor, lm_head: nn.Module) -> bool:
     stays: its kernels do not page-fault, and recomputing the logits would cost a matmul."""
     weight = getattr(lm_head, "weight", None)
     return (
-        type(lm_head) is nn.Linear and lm_head.bias is None and type(weight) is nn.Parameter
-        and weight.dtype == torch.float32 and hidden.dtype == torch.float32 and weight.device.type == "cpu"
+        type(lm_head) is nn.Linear
+        and lm_head.bias is None
+        and type(weight) is nn.Parameter
+        and weight.dtype == torch.float32
+        and hidden.dtype == torch.float32
+        and weight.device.type == "cpu"
         and hidden.device.type == "cpu"
-    )  # fmt: skip
+    )
 
 
 def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, temperature: float, out: torch.Tensor) -> torch.Tensor:
@@ -169,8 +173,14 @@ def completion_logps(
     carries the processor's other outputs (``mm_token_type_ids``, which M-RoPE position ids depend on).
     """
     backbone, lm_head = backbone_and_head(model)
-    out = backbone(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                   image_grid_thw=image_grid_thw, use_cache=False, **model_kwargs)  # fmt: skip
+    out = backbone(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        pixel_values=pixel_values,
+        image_grid_thw=image_grid_thw,
+        use_cache=False,
+        **model_kwargs,
+    )
     hidden = out.last_hidden_state[:, -completion_length - 1 : -1]  # [N, C, H]: position t predicts token t+1
     targets = input_ids[:, -completion_length:]  # [N, C]
     return masked_logps(hidden, lm_head, targets, completion_mask, chunk_size, with_entropy, temperature)
@@ -190,8 +200,9 @@ def masked_logps(
     if completion_mask is None:
         return selective_logps(hidden, lm_head, targets, chunk_size, with_entropy, temperature)
     keep = completion_mask.bool()  # [N, C]
-    picked, entropy = selective_logps(hidden[keep][None], lm_head, targets[keep][None], chunk_size, with_entropy,
-                                      temperature)  # [1, M] for the M kept positions  # fmt: skip
+    picked, entropy = selective_logps(
+        hidden[keep][None], lm_head, targets[keep][None], chunk_size, with_entropy, temperature
+    )  # [1, M] for the M kept positions
     logps = hidden.new_zeros(keep.shape, dtype=picked.dtype).masked_scatter(keep, picked[0])  # [N, C]
     if entropy is not None:
         entropy = torch.zeros_like(logps).masked_scatter(keep, entropy[0])
@@ -211,8 +222,9 @@ def supports_grouped_forward(model: nn.Module) -> bool:
 def _checkpointing(module: nn.Module) -> bool:
     """transformers' gradient checkpointing, or torch's activation-checkpoint wrappers (``checkpoint_wrapper``): a
     recomputed layer would append its keys to a shared cache twice."""
-    return any(getattr(m, "gradient_checkpointing", False) or type(m).__name__ == "CheckpointWrapper"
-               for m in module.modules())  # fmt: skip
+    return any(
+        getattr(m, "gradient_checkpointing", False) or type(m).__name__ == "CheckpointWrapper" for m in module.modules()
+    )
 
 
 def grouped_completion_logps(
@@ -254,8 +266,9 @@ def grouped_completion_logps(
         image_embeds = torch.cat(features).to(prompt_embeds.dtype)  # [image tokens of the U prompts, H]
         is_image = (prompt_ids == backbone.config.image_token_id)[..., None]  # [U, P, 1]
         prompt_embeds = prompt_embeds.masked_scatter(is_image, image_embeds)
-        prompt_pos, _ = backbone.get_rope_index(prompt_ids, mm_token_type_ids, image_grid_thw,
-                                                attention_mask=prompt_mask)  # [3, U, P]  # fmt: skip
+        prompt_pos, _ = backbone.get_rope_index(
+            prompt_ids, mm_token_type_ids, image_grid_thw, attention_mask=prompt_mask
+        )  # [3, U, P]
     else:
         prompt_pos = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)[None].expand(3, -1, -1)  # [3, U, P]
     n, c = completion_ids.shape
@@ -267,8 +280,13 @@ def grouped_completion_logps(
         out = lm(inputs_embeds=prompt_embeds, attention_mask=prompt_mask, position_ids=prompt_pos, use_cache=True)
         cache = out.past_key_values
         cache.reorder_cache(prompt_index)  # every completion's own view of its prompt's keys and values
-        tail = lm(inputs_embeds=completion_embeds, attention_mask=attention, position_ids=completion_pos,
-                  past_key_values=cache, use_cache=True).last_hidden_state  # [N, C, H]  # fmt: skip
+        tail = lm(
+            inputs_embeds=completion_embeds,
+            attention_mask=attention,
+            position_ids=completion_pos,
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state  # [N, C, H]
         first = out.last_hidden_state[prompt_index, -1:]  # [N, 1, H]: the prompt's last state predicts token 0
     else:
         embeds = torch.cat([prompt_embeds[prompt_index], completion_embeds], 1)  # [N, P + C, H]

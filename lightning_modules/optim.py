@@ -33,8 +33,15 @@ def lr_factor(step: int, warmup: int, total_steps: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def adamw_with_warmup(model: nn.Module, lr: float, weight_decay: float, warmup_steps: int, schedule: str = "constant",
-                      total_steps: int | None = None, warmup_ratio: float = 0.0) -> dict:  # fmt: skip
+def adamw_with_warmup(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    warmup_steps: int,
+    schedule: str = "constant",
+    total_steps: int | None = None,
+    warmup_ratio: float = 0.0,
+) -> dict:
     """Lightning's ``configure_optimizers`` return value; frozen parameters (LoRA base, frozen vision) are left out.
     ``total_steps`` (optimizer steps of the run) is needed by the cosine schedule and by ``warmup_ratio``."""
     if (schedule == "cosine" or warmup_ratio > 0) and not total_steps:

@@ -39,8 +39,9 @@ class LoRAConfig:
         target = self.target_modules or (
             f"({LANGUAGE_TARGETS})|({VISION_TARGETS})" if self.vision else LANGUAGE_TARGETS
         )
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=target,
-                          bias="none", **self.extra)  # fmt: skip
+        return LoraConfig(
+            r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=target, bias="none", **self.extra
+        )
 
 
 def resolve_attn_implementation(name: str) -> str:
@@ -72,9 +73,11 @@ def load_policy(
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     model = AutoModelForImageTextToText.from_pretrained(
-        model_name_or_path, dtype=DTYPES[dtype], attn_implementation=resolve_attn_implementation(attn_implementation),
+        model_name_or_path,
+        dtype=DTYPES[dtype],
+        attn_implementation=resolve_attn_implementation(attn_implementation),
         trust_remote_code=trust_remote_code,
-    )  # fmt: skip
+    )
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

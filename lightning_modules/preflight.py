@@ -31,18 +31,22 @@ def is_fsdp2(strategy: Any) -> bool:
     return isinstance(strategy, ModelParallelStrategy)
 
 
-def config_problems(stage: str, accelerator: str, datamodule: Any, attn_implementation: str | None = None,
-                    strategy: Any = None) -> list[str]:  # fmt: skip
+def config_problems(
+    stage: str, accelerator: str, datamodule: Any, attn_implementation: str | None = None, strategy: Any = None
+) -> list[str]:
     """Problems that a run of ``stage`` (fit, validate, test, predict) on ``accelerator`` (``cpu`` or ``gpu``) with
     the trainer's ``strategy`` would hit. Pure over its arguments, so it is tested without starting anything."""
     problems: list[str] = []
     split = EVAL_SPLITS.get(stage)
     if split and datamodule is not None and not _has_split(datamodule, split):
-        problems.append(f"`vlrl {stage}` reads data.init_args.{split}_data, which is not set: set it to a file or "
-                        f"folder of rows")  # fmt: skip
+        problems.append(
+            f"`vlrl {stage}` reads data.init_args.{split}_data, which is not set: set it to a file or folder of rows"
+        )
     if accelerator == "cpu" and attn_implementation == "flash_attention_2":
-        problems.append("model.init_args.attn_implementation=flash_attention_2 needs a GPU: use sdpa (or auto, "
-                        "which picks flash-attn on GPUs that have it)")  # fmt: skip
+        problems.append(
+            "model.init_args.attn_implementation=flash_attention_2 needs a GPU: use sdpa (or auto, "
+            "which picks flash-attn on GPUs that have it)"
+        )
     if type(strategy).__name__ == "FSDPStrategy":  # Lightning's FSDP1 wrapper: our modules shard themselves (FSDP2)
         problems.append(
             "trainer.strategy: Lightning's FSDPStrategy (FSDP1) is not supported; add "
@@ -63,8 +67,10 @@ def check_run(trainer: Any, stage: str, attn_implementation: str | None = None, 
     stage = stage if stage in EVAL_SPLITS else "fit"  # Lightning's stage names: fit, validate, test, predict
     problems = config_problems(stage, accelerator, trainer.datamodule, attn_implementation, trainer.strategy)
     if stage == "predict" and trainer.world_size > 1 and is_fsdp2(trainer.strategy) and isinstance(engine, HFEngine):
-        problems.append("`vlrl predict` with rollout.hf.HFEngine on an FSDP-sharded policy over several processes can "
-                        "leave ranks waiting for each other: use rollout.vllm.VLLMEngine, or --trainer.devices=1 "
-                        "without configs/strategy/fsdp.yaml")  # fmt: skip
+        problems.append(
+            "`vlrl predict` with rollout.hf.HFEngine on an FSDP-sharded policy over several processes can "
+            "leave ranks waiting for each other: use rollout.vllm.VLLMEngine, or --trainer.devices=1 "
+            "without configs/strategy/fsdp.yaml"
+        )
     if problems:
         raise ValueError("the configuration cannot run:\n  - " + "\n  - ".join(problems))

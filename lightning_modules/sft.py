@@ -14,12 +14,12 @@ import torch
 from lightning import LightningModule
 
 from datamodules.resumable import mark_batch_consumed
-from lightning_modules.export import export_policy, export_sharded
 from lightning_modules.logprobs import backbone_and_head, selective_logps
 from lightning_modules.optim import adamw_with_warmup, lr_factor, warmup_steps_for
 from lightning_modules.policy import LoRAConfig, load_policy
-from lightning_modules.rng import capture_rng, restore_rng
+from lightning_modules.run_state import capture_rng, restore_rng
 from lightning_modules.sharding import is_sharded, mixed_precision_policy, shard_model
+from tools.export import export_policy, export_sharded
 
 
 def labelled_token_loss(policy, inputs: dict[str, Any], labels: torch.Tensor, chunk_size: int = 1024):
@@ -93,8 +93,16 @@ class SFTModule(LightningModule):
         if self.policy is not None:
             return
         h = self.hparams
-        self.policy = load_policy(h.model_name_or_path, h.dtype, h.attn_implementation, h.gradient_checkpointing,
-                                  h.freeze_vision_tower, h.lora, h.trust_remote_code, h.freeze_embeddings)  # fmt: skip
+        self.policy = load_policy(
+            h.model_name_or_path,
+            h.dtype,
+            h.attn_implementation,
+            h.gradient_checkpointing,
+            h.freeze_vision_tower,
+            h.lora,
+            h.trust_remote_code,
+            h.freeze_embeddings,
+        )
         if self.device_mesh is not None:  # FSDP2 (configs/strategy/fsdp.yaml)
             shard_model(self.policy, self.device_mesh["data_parallel"], mixed_precision_policy(self.trainer.precision))
 
@@ -103,8 +111,11 @@ class SFTModule(LightningModule):
             self.log(f"{stage}/skipped_{reason}", float(count), reduce_fx="sum", on_step=False, on_epoch=True)
         if batch.get("num_examples", 0) == 0:
             return None  # every row of the batch was skipped (counted above)
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
-                                        "mm_token_type_ids") if k in batch}  # fmt: skip
+        inputs = {
+            k: batch[k]
+            for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
+            if k in batch
+        }
         if is_sharded(self.policy):  # the root unit's weights (embeddings, LM head) for the forward and backward:
             self.policy.unshard()  # FSDP frees them at the end of the backward pass (on_train_batch_end otherwise)
         loss, tokens = labelled_token_loss(self.policy, inputs, batch["labels"], self.hparams.logps_chunk_size)
@@ -120,7 +131,7 @@ class SFTModule(LightningModule):
         self._loss(batch, "val")
 
     def configure_callbacks(self):
-        from lightning_modules.skip_report import SkippedRowsReport
+        from lightning_modules.callbacks.skipped_rows import SkippedRowsReport
 
         return [SkippedRowsReport()]
 
@@ -128,8 +139,9 @@ class SFTModule(LightningModule):
         h = self.hparams
         needs_total = h.lr_schedule != "constant" or h.warmup_ratio > 0
         total = int(self.trainer.estimated_stepping_batches) if needs_total else None
-        return adamw_with_warmup(self.policy, h.lr, h.weight_decay, h.warmup_steps, h.lr_schedule, total,
-                                 h.warmup_ratio)  # fmt: skip
+        return adamw_with_warmup(
+            self.policy, h.lr, h.weight_decay, h.warmup_steps, h.lr_schedule, total, h.warmup_ratio
+        )
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if is_sharded(self.policy):

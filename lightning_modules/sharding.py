@@ -50,8 +50,10 @@ def shard_model(model: nn.Module, mesh, mp_policy=None) -> nn.Module:
 
     units = shard_units(model)
     if not units:
-        raise ValueError(f"{type(model).__name__} has no decoder layers or vision blocks to shard (known unit "
-                         f"classes: {', '.join(UNIT_CLASSES)})")  # fmt: skip
+        raise ValueError(
+            f"{type(model).__name__} has no decoder layers or vision blocks to shard (known unit "
+            f"classes: {', '.join(UNIT_CLASSES)})"
+        )
     kwargs = {"mesh": mesh} if mp_policy is None else {"mesh": mesh, "mp_policy": mp_policy}
     for unit in units:
         fully_shard(unit, **kwargs)
@@ -94,14 +96,18 @@ class FSDP2Strategy(ModelParallelStrategy):
     themselves in ``configure_model`` (``shard_model``).
 
     Checkpoints hold full tensors by default (``save_distributed_checkpoint=False``: gathered to rank 0, on the CPU),
-    so a run resumes on any number of processes, one included, and ``python -m lightning_modules.export`` reads them.
+    so a run resumes on any number of processes, one included, and ``python -m tools.export`` reads them.
     ``save_distributed_checkpoint=True`` writes one shard per rank instead (a folder; no full copy on rank 0, for
     models whose optimizer state does not fit one host's memory).
     """
 
     def __init__(self, save_distributed_checkpoint: bool = False, **kwargs) -> None:
-        super().__init__(data_parallel_size="auto", tensor_parallel_size=1,
-                         save_distributed_checkpoint=save_distributed_checkpoint, **kwargs)  # fmt: skip
+        super().__init__(
+            data_parallel_size="auto",
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=save_distributed_checkpoint,
+            **kwargs,
+        )
 
     def setup_environment(self) -> None:
         self._data_parallel_size = self.num_nodes * self.num_processes  # the world: shard over every process

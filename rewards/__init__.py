@@ -10,6 +10,15 @@ from rewards.judges import HFJudge, Judge, OpenAIJudge, PolicyEngineJudge
 from rewards.oracle_judge import OracleJudge
 
 __all__ = [
-    "AccuracyReward", "CaptionReward", "CombinedReward", "FormatReward", "HFJudge", "HardFormatResultReward", "Judge",
-    "OpenAIJudge", "OracleJudge", "PolicyEngineJudge", "Reward",
-]  # fmt: skip
+    "AccuracyReward",
+    "CaptionReward",
+    "CombinedReward",
+    "FormatReward",
+    "HFJudge",
+    "HardFormatResultReward",
+    "Judge",
+    "OpenAIJudge",
+    "OracleJudge",
+    "PolicyEngineJudge",
+    "Reward",
+]

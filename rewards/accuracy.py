@@ -63,8 +63,14 @@ class AccuracyReward(Reward):
         self.max_answer_chars = max_answer_chars
         self.default_problem_type = canonical_problem_type(default_problem_type) if default_problem_type else None
 
-    def score_answer(self, answer: str | None, solution: str, problem_type: str, choices: Sequence[str] | None = None,
-                     precision: int | None = None) -> float:  # fmt: skip
+    def score_answer(
+        self,
+        answer: str | None,
+        solution: str,
+        problem_type: str,
+        choices: Sequence[str] | None = None,
+        precision: int | None = None,
+    ) -> float:
         """Score an already-extracted answer (shared with the caption judge and the hard format-result reward)."""
         if answer is None:
             self.stats["no_answer"] += 1

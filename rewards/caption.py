@@ -91,8 +91,11 @@ class CaptionReward(Reward):
                 self.stats["no_caption"] += 1
                 continue
             todo.append(i)
-            prompts.append(self.prompt.format(caption=caption[: self.max_caption_chars], problem=problems[i],
-                                              marker=self.reject_marker))  # fmt: skip
+            prompts.append(
+                self.prompt.format(
+                    caption=caption[: self.max_caption_chars], problem=problems[i], marker=self.reject_marker
+                )
+            )
         if not todo and not self.judge.collective:  # a collective judge is called by every rank, even with no prompt
             return scores
         try:

@@ -45,8 +45,9 @@ class CombinedReward:
         self.warned: set[str] = set()
 
     def __call__(self, completions: Sequence[str], **batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        components = {name: self._score(name, reward, completions, batch)
-                      for name, reward in zip(self.names, self.rewards)}  # [N] each  # fmt: skip
+        components = {
+            name: self._score(name, reward, completions, batch) for name, reward in zip(self.names, self.rewards)
+        }  # [N] each
         total = torch.zeros(len(completions))  # [N]
         for name, weight in zip(self.names, self.weights):
             total += weight * components[name]
@@ -72,8 +73,16 @@ class CombinedReward:
                 if name not in self.warned:
                     self.warned.add(name)
                     ident = row.get("id", [None])[0] if isinstance(row.get("id"), list) else None
-                    log.warning("reward %r raised on row index %s (id %s) and scores 0 there; further errors are only "
-                                "counted in %s/errors: %s: %s", name, i, ident, name, type(e).__name__, e)  # fmt: skip
+                    log.warning(
+                        "reward %r raised on row index %s (id %s) and scores 0 there; further errors are only "
+                        "counted in %s/errors: %s: %s",
+                        name,
+                        i,
+                        ident,
+                        name,
+                        type(e).__name__,
+                        e,
+                    )
         return out
 
     def metrics(self, reset: bool = True) -> dict[str, float]:

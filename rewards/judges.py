@@ -85,8 +85,12 @@ class HFJudge(Judge):
                 chunk = [self._render(p) for p in prompts[start : start + self.batch_size]]
                 enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
                 with torch.no_grad():
-                    ids = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                              pad_token_id=self.tokenizer.pad_token_id)  # fmt: skip
+                    ids = self.model.generate(
+                        **enc,
+                        max_new_tokens=self.max_new_tokens,
+                        do_sample=False,
+                        pad_token_id=self.tokenizer.pad_token_id,
+                    )
                 out.extend(self.tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
         finally:
             self.tokenizer.padding_side = side
@@ -168,5 +172,6 @@ class OpenAIJudge(Judge):
         return [*system, {"role": "user", "content": prompt}]
 
     def generate(self, prompts: Sequence[str]) -> list[str | None]:
-        return self.client.complete_many([self._messages(p) for p in prompts], max_tokens=self.max_tokens,
-                                         temperature=self.temperature)  # fmt: skip
+        return self.client.complete_many(
+            [self._messages(p) for p in prompts], max_tokens=self.max_tokens, temperature=self.temperature
+        )

@@ -28,8 +28,16 @@ from torchmetrics.functional.text.rouge import rouge_score
 
 from rewards.parsing import choice_from_text, is_bare_number, parse_choice, parse_numbers
 
-__all__ = ["anls", "choice_from_text", "rouge_mean_f1", "same_text", "score_math", "score_multiple_choice",
-           "score_numerical", "score_ocr"]  # fmt: skip
+__all__ = [
+    "anls",
+    "choice_from_text",
+    "rouge_mean_f1",
+    "same_text",
+    "score_math",
+    "score_multiple_choice",
+    "score_numerical",
+    "score_ocr",
+]
 
 
 def same_text(pred: str, truth: str) -> float:

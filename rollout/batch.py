@@ -82,11 +82,18 @@ class RolloutBatch:
             inputs["pixel_values"] = torch.cat([part["pixel_values"] for part in parts])  # [patches of n rows, D]
             inputs["image_grid_thw"] = torch.cat([part["image_grid_thw"] for part in parts])  # [images of n rows, 3]
         return replace(
-            self, input_ids=pick(self.input_ids), attention_mask=pick(self.attention_mask),
-            completion_mask=pick(self.completion_mask), advantages=pick(self.advantages), rewards=pick(self.rewards),
-            images_per_row=[self.images_per_row[row] for row in rows], model_inputs=inputs,
-            old_logps=pick(self.old_logps), ref_logps=pick(self.ref_logps), engine_logps=pick(self.engine_logps),
-        )  # fmt: skip
+            self,
+            input_ids=pick(self.input_ids),
+            attention_mask=pick(self.attention_mask),
+            completion_mask=pick(self.completion_mask),
+            advantages=pick(self.advantages),
+            rewards=pick(self.rewards),
+            images_per_row=[self.images_per_row[row] for row in rows],
+            model_inputs=inputs,
+            old_logps=pick(self.old_logps),
+            ref_logps=pick(self.ref_logps),
+            engine_logps=pick(self.engine_logps),
+        )
 
     def groups(self, start: int, end: int) -> dict[str, torch.Tensor | None]:
         """Rows ``start:end`` as distinct prompts and the completions continuing them, for
@@ -104,9 +111,12 @@ class RolloutBatch:
             raise ValueError(f"rows {start}..{end - 1}: completions of one group carry different prompts")
         out = self.rows(start, end)
         out.update(
-            prompt_ids=prompt_ids, prompt_mask=self.attention_mask[first_rows, :p], prompt_index=prompt_index,
-            completion_ids=self.input_ids[start:end, p:], completion_attention=self.attention_mask[start:end, p:],
-        )  # fmt: skip
+            prompt_ids=prompt_ids,
+            prompt_mask=self.attention_mask[first_rows, :p],
+            prompt_index=prompt_index,
+            completion_ids=self.input_ids[start:end, p:],
+            completion_attention=self.attention_mask[start:end, p:],
+        )
         if "mm_token_type_ids" in self.model_inputs:
             out["mm_token_type_ids"] = self.model_inputs["mm_token_type_ids"][first_rows]  # [U, P]
         if "pixel_values" in self.model_inputs:

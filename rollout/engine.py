@@ -57,8 +57,14 @@ def empty_rollout(pad_token_id: int) -> Rollout:
     """The rollout of no prompts (a rank with nothing to generate that joins a collective ``generate``)."""
     ids = torch.full((0, 1), pad_token_id, dtype=torch.long)
     empty = torch.zeros_like(ids)
-    return Rollout(prompt_ids=ids, prompt_mask=empty, completion_ids=ids, completion_mask=empty, texts=[],
-                   truncated=torch.zeros(0, dtype=torch.bool))  # fmt: skip
+    return Rollout(
+        prompt_ids=ids,
+        prompt_mask=empty,
+        completion_ids=ids,
+        completion_mask=empty,
+        texts=[],
+        truncated=torch.zeros(0, dtype=torch.bool),
+    )
 
 
 def completion_mask_from_ids(ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:

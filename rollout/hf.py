@@ -65,8 +65,12 @@ class HFEngine(RolloutEngine):
     def collective(self) -> bool:
         """Whether every rank must call ``generate`` together (an FSDP-sharded policy on several ranks), including a
         rank with nothing to generate (it calls with no prompts)."""
-        return (self.policy is not None and is_sharded(self.policy) and torch.distributed.is_initialized()
-                and torch.distributed.get_world_size() > 1)  # fmt: skip
+        return (
+            self.policy is not None
+            and is_sharded(self.policy)
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1
+        )
 
     @torch.no_grad()
     def generate(
@@ -83,13 +87,19 @@ class HFEngine(RolloutEngine):
         if sampling.ignore_eos:
             kwargs["min_new_tokens"] = sampling.max_new_tokens
         if sampling.temperature > 0:
-            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
-                          top_k=sampling.top_k if sampling.top_k > 0 else None)  # fmt: skip
+            kwargs.update(
+                do_sample=True,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k if sampling.top_k > 0 else None,
+            )
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         size = self.generation_batch_size
-        calls = [(rows_prompts[s : s + size], rows_images[s : s + size], len(rows_prompts[s : s + size]))
-                 for s in range(0, len(rows_prompts), size)]  # (prompts, images, real rows)  # fmt: skip
+        calls = [
+            (rows_prompts[s : s + size], rows_images[s : s + size], len(rows_prompts[s : s + size]))
+            for s in range(0, len(rows_prompts), size)
+        ]  # (prompts, images, real rows)
         if self.collective:
             kwargs["synced_gpus"] = True
             calls = self._aligned_calls(calls, device)
@@ -108,8 +118,10 @@ class HFEngine(RolloutEngine):
                 if real == 0:
                     continue  # a filler call, run only to keep in step with the other ranks
                 if real < len(call_prompts):  # filler rows appended: encode the real rows alone
-                    out, enc = out[:real, enc["input_ids"].shape[1] :], encode_prompts(
-                        self.processor, call_prompts[:real], call_images[:real])  # fmt: skip
+                    out, enc = (
+                        out[:real, enc["input_ids"].shape[1] :],
+                        encode_prompts(self.processor, call_prompts[:real], call_images[:real]),
+                    )
                 else:
                     out = out[:, enc["input_ids"].shape[1] :]
                 parts["prompt_ids"].append(enc["input_ids"])
@@ -139,10 +151,14 @@ class HFEngine(RolloutEngine):
         if parts["mm"]:
             model_inputs["mm_token_type_ids"] = pad_left(parts["mm"], 0)  # [N, P]
         return Rollout(
-            prompt_ids=pad_left(parts["prompt_ids"], tok.pad_token_id), prompt_mask=pad_left(parts["prompt_mask"], 0),
-            completion_ids=completion_ids, completion_mask=mask, texts=texts, truncated=truncated,
+            prompt_ids=pad_left(parts["prompt_ids"], tok.pad_token_id),
+            prompt_mask=pad_left(parts["prompt_mask"], 0),
+            completion_ids=completion_ids,
+            completion_mask=mask,
+            texts=texts,
+            truncated=truncated,
             model_inputs=model_inputs,
-        )  # fmt: skip
+        )
 
     def _aligned_calls(self, calls: list[tuple[list, list, int]], device: torch.device) -> list[tuple[list, list, int]]:
         """``(prompts, images, real rows)`` per call, the same number of calls on every rank, and an image in a call
@@ -169,6 +185,7 @@ class HFEngine(RolloutEngine):
         from PIL import Image
 
         content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": "."}]
-        text = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                                  tokenize=False)  # fmt: skip
+        text = self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
         return text, [Image.new("RGB", (28, 28))] if with_image else []

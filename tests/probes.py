@@ -41,8 +41,11 @@ class AlternatingReward(TextChecksumReward):
 def transformer_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of the trainable weights of the decoder layers and vision blocks (the embedding matrix is left out:
     the rows of tokens a batch never uses get no gradient whatever the precision)."""
-    return {name: p.detach().clone() for name, p in model.named_parameters()
-            if p.requires_grad and (".layers." in name or ".blocks." in name)}  # fmt: skip
+    return {
+        name: p.detach().clone()
+        for name, p in model.named_parameters()
+        if p.requires_grad and (".layers." in name or ".blocks." in name)
+    }
 
 
 def moved_fraction(before: dict[str, torch.Tensor], model: nn.Module) -> float:

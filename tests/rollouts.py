@@ -12,8 +12,9 @@ from rollout.engine import VISION_TOKENS, Rollout, SamplingConfig, mask_vision_t
 from rollout.hf import HFEngine
 
 
-def tiny_rollout(checkpoint, processor, questions: list[str], images: list[Image.Image], group_size: int,
-                 max_new_tokens: int) -> tuple[torch.nn.Module, Rollout]:  # fmt: skip
+def tiny_rollout(
+    checkpoint, processor, questions: list[str], images: list[Image.Image], group_size: int, max_new_tokens: int
+) -> tuple[torch.nn.Module, Rollout]:
     """The tiny model (float32) and ``group_size`` completions sampled at T 1 (seed 0) by the HF engine for each
     one-image prompt ``questions[i]`` about ``images[i]``."""
     model = load_policy(str(checkpoint), dtype="float32")
@@ -22,7 +23,7 @@ def tiny_rollout(checkpoint, processor, questions: list[str], images: list[Image
             [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
             add_generation_prompt=True,
             tokenize=False,
-        )  # fmt: skip
+        )
         for question in questions
     ]
     engine = HFEngine()
@@ -41,8 +42,9 @@ def policy_inputs(out: Rollout, tokenizer) -> tuple[torch.Tensor, torch.Tensor, 
     are replaced by padding; every position from the first one on is left out of ``valid``, since the policy then
     sees other text than the engine did."""
     vision_ids = tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
-    completion_ids, kept, _ = mask_vision_tokens(out.completion_ids, out.completion_mask, vision_ids,
-                                                 tokenizer.pad_token_id)  # fmt: skip
+    completion_ids, kept, _ = mask_vision_tokens(
+        out.completion_ids, out.completion_mask, vision_ids, tokenizer.pad_token_id
+    )
     replaced = (kept != out.completion_mask).long().cumsum(1) > 0  # [N, C]: at or after a replaced token
     valid = out.completion_mask.bool() & ~replaced
     ids = torch.cat([out.prompt_ids, completion_ids], 1)

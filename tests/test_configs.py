@@ -36,27 +36,42 @@ def cpu_overrides(config: Path, tiny_checkpoint, synthetic_dir, tmp_path) -> lis
     is_sft = spec["model"]["class_path"].endswith("SFTModule")
     args = [
         f"--model.init_args.model_name_or_path={tiny_checkpoint}",
-        "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.max_steps=1", "--trainer.max_epochs=1",
-        "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.max_steps=1",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.logger=false",
         f"--trainer.default_root_dir={tmp_path}",  # the recipe's own ModelCheckpoint stays in
-    ]  # fmt: skip
+    ]
     if config.stem in PUBLISHED_DATA:
         args += PUBLISHED_DATA[config.stem]
     elif is_sft:
-        args += [f"--data.init_args.train_data={synthetic_dir / 'train_sft_think.jsonl'}",
-                 "--data.init_args.val_data=null", "--data.init_args.batch_size=2"]  # fmt: skip
+        args += [
+            f"--data.init_args.train_data={synthetic_dir / 'train_sft_think.jsonl'}",
+            "--data.init_args.val_data=null",
+            "--data.init_args.batch_size=2",
+        ]
     elif "Synthetic" in spec["data"]["class_path"]:
-        args += [f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.train_size=4",
-                 "--data.init_args.val_size=2", "--data.init_args.image_size=56",
-                 "--data.init_args.batch_size=2"]  # fmt: skip
+        args += [
+            f"--data.init_args.data_dir={tmp_path / 'data'}",
+            "--data.init_args.train_size=4",
+            "--data.init_args.val_size=2",
+            "--data.init_args.image_size=56",
+            "--data.init_args.batch_size=2",
+        ]
     if is_sft:
         if spec["model"]["init_args"].get("export_dir"):
             args.append(f"--model.init_args.export_dir={tmp_path / 'export'}")
         return args
     # the HF engine keeps this test fast; the vLLM engine runs a recipe in tests/e2e/test_vllm_fit.py
-    args += ['--model.init_args.engine={"class_path": "rollout.hf.HFEngine"}',
-             "--model.init_args.rollout.group_size=2", "--model.init_args.rollout.max_new_tokens=4",
-             "--trainer.val_check_interval=null", "--trainer.limit_val_batches=0"]  # fmt: skip
+    args += [
+        '--model.init_args.engine={"class_path": "rollout.hf.HFEngine"}',
+        "--model.init_args.rollout.group_size=2",
+        "--model.init_args.rollout.max_new_tokens=4",
+        "--trainer.val_check_interval=null",
+        "--trainer.limit_val_batches=0",
+    ]
     if spec["model"]["init_args"].get("rollout_stages"):
         args.append("--model.init_args.rollout_stages=[{steps: 1, max_new_tokens: 4, group_size: 2}]")
     if (spec["model"]["init_args"].get("rollout") or {}).get("dynamic_sampling"):
@@ -78,8 +93,10 @@ def with_probe_reward(config: Path) -> list[str]:
     if "rewards" not in spec:
         return []
     weights = spec.get("reward_weights") or [1.0] * len(spec["rewards"])
-    return ['--model.init_args.rewards+={"class_path": "tests.probes.TextChecksumReward"}',
-            f"--model.init_args.reward_weights={[*weights, 1.0]}"]  # fmt: skip
+    return [
+        '--model.init_args.rewards+={"class_path": "tests.probes.TextChecksumReward"}',
+        f"--model.init_args.reward_weights={[*weights, 1.0]}",
+    ]
 
 
 def fit_and_measure(args: list[str]):
@@ -159,8 +176,10 @@ def test_fsdp_strategy_shards_every_decoder_layer_and_vision_block(tiny_checkpoi
     model = load_policy(str(tiny_checkpoint), dtype="float32")
     names = sorted(type(m).__name__ for m in shard_units(model))
     config = model.config
-    assert names == sorted(["Qwen2_5_VLDecoderLayer"] * config.text_config.num_hidden_layers
-                           + ["Qwen2_5_VLVisionBlock"] * config.vision_config.depth)  # fmt: skip
+    assert names == sorted(
+        ["Qwen2_5_VLDecoderLayer"] * config.text_config.num_hidden_layers
+        + ["Qwen2_5_VLVisionBlock"] * config.vision_config.depth
+    )
 
 
 def test_unknown_key_is_an_error(tmp_path):
@@ -179,9 +198,18 @@ def test_every_gpu_recipe_composes_with_the_cpu_overlay(recipe, tiny_checkpoint,
     from lightning_modules.preflight import config_problems
 
     config = CONFIGS / f"{recipe}.yaml"
-    cli = main(["-c", str(config), "-c", str(CONFIGS / "cpu.yaml"),
-                f"--model.init_args.model_name_or_path={tiny_checkpoint}", *PUBLISHED_DATA[recipe],
-                f"--trainer.default_root_dir={tmp_path}"], run=False)  # fmt: skip
+    cli = main(
+        [
+            "-c",
+            str(config),
+            "-c",
+            str(CONFIGS / "cpu.yaml"),
+            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            *PUBLISHED_DATA[recipe],
+            f"--trainer.default_root_dir={tmp_path}",
+        ],
+        run=False,
+    )
     assert isinstance(cli.trainer.accelerator, CPUAccelerator) and cli.trainer.num_devices == 1
     assert cli.trainer.precision == yaml.safe_load(config.read_text())["trainer"]["precision"]
     assert config_problems("fit", "cpu", cli.datamodule, cli.model.hparams.attn_implementation) == []
@@ -197,9 +225,15 @@ def test_eval_recipe_parses_with_its_engine_and_greedy_sampling(config, tiny_che
     completion, greedy, one engine call per 64 questions, no frozen reference; Vision-R1's preset is one override."""
     from rollout.vllm import VLLMEngine
 
-    args = ["-c", str(config), "-c", str(CONFIGS / "cpu.yaml"), f"--trainer.default_root_dir={tmp_path}",
-            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
-            f"--data.init_args.source={tmp_path / 'x.tsv'}"]  # fmt: skip
+    args = [
+        "-c",
+        str(config),
+        "-c",
+        str(CONFIGS / "cpu.yaml"),
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        f"--data.init_args.source={tmp_path / 'x.tsv'}",
+    ]
     cli = main(args, run=False)
     model, data = cli.model, cli.datamodule
     assert data.benchmark == config.stem and data.hparams.val_batch_size == 64 and data.hparams.template == "caption"

@@ -3,7 +3,7 @@
 import torch
 
 from bench.flops import UpdateShape, language_forward_flops, update_flops, vision_forward_flops
-from lightning_modules.tiny_model import qwen2_5_vl_config
+from tools.tiny_model import qwen2_5_vl_config
 
 
 def _linear_weights(module: torch.nn.Module) -> int:
@@ -33,7 +33,8 @@ def test_shared_prefix_counts_each_prompt_once():
     text = config.text_config
     # per row: 6 more copies of the prompt's tokens and 6 more images, forward + backward (3x)
     extra_tokens = 6 * 30
-    extra = 3 * (language_forward_flops(text, extra_tokens, 6 * 30 * 31 / 2) + 6 * vision_forward_flops(
-        config.vision_config, 16))  # fmt: skip
+    extra = 3 * (
+        language_forward_flops(text, extra_tokens, 6 * 30 * 31 / 2) + 6 * vision_forward_flops(config.vision_config, 16)
+    )
     assert abs((per_row - shared) - extra) <= 1e-9 * per_row
     assert update_flops(config, UpdateShape(**shape), with_reference=True) == shared * 4 / 3

@@ -35,8 +35,9 @@ def _one_step(model: torch.nn.Module):
 def _measured(model: torch.nn.Module, opt) -> dict[str, int]:
     params = list(model.parameters())  # a tied LM head is one parameter, counted once
     state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)]
-    return dict(params=_bytes(params), grads=_bytes(p.grad for p in params if p.grad is not None),
-                optimizer=_bytes(state))  # fmt: skip
+    return dict(
+        params=_bytes(params), grads=_bytes(p.grad for p in params if p.grad is not None), optimizer=_bytes(state)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +58,9 @@ def test_full_fine_tune_bytes_match_the_tensors(tiny_checkpoint, config):
     model = load_policy(str(tiny_checkpoint), "float32")
     opt = _one_step(model)
     measured, formula = _measured(model, opt), state_bytes(config, world_size=1)
-    assert measured == dict(params=formula["params"], grads=formula["grads"],
-                            optimizer=formula["adam"] + formula["adam_step"])  # fmt: skip
+    assert measured == dict(
+        params=formula["params"], grads=formula["grads"], optimizer=formula["adam"] + formula["adam_step"]
+    )
     assert formula["params"] == 4 * sum(p.numel() for p in model.parameters())  # fp32 master weights
     reference = FrozenReference(model, "bfloat16")
     assert _bytes(reference.model.parameters()) == formula["reference"]
@@ -70,8 +72,9 @@ def test_lora_bytes_match_the_tensors(tiny_checkpoint, config):
     model = load_policy(str(tiny_checkpoint), "float32", lora=LoRAConfig(r=16))
     opt = _one_step(model)
     measured, formula = _measured(model, opt), state_bytes(config, world_size=1, lora_rank=16)
-    assert measured == dict(params=formula["params"], grads=formula["grads"],
-                            optimizer=formula["adam"] + formula["adam_step"])  # fmt: skip
+    assert measured == dict(
+        params=formula["params"], grads=formula["grads"], optimizer=formula["adam"] + formula["adam_step"]
+    )
     assert formula["trainable_numel"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert formula["reference"] == 0  # the adapters switched off are the reference
 
@@ -83,7 +86,7 @@ def test_sharding_divides_and_pads_dim_0():
 
 
 def test_real_sizes_and_recipes():
-    from lightning_modules.tiny_model import qwen2_5_vl_config
+    from tools.tiny_model import qwen2_5_vl_config
 
     for size, billions in (("3b", 3.75), ("7b", 8.29)):  # the published checkpoints' parameter counts
         numel = state_bytes(qwen2_5_vl_config(size).to_dict())["numel"]
@@ -102,8 +105,25 @@ def test_real_sizes_and_recipes():
 
 
 def test_main_prints_a_table_for_a_checkpoint(tiny_checkpoint, capsys):
-    main(["--checkpoint", str(tiny_checkpoint), "--gpus", "1", "2", "--prompt-tokens", "64", "--image-tokens", "16",
-          "--completion-tokens", "32", "--group-size", "4", "--micro-batch-size", "4"])  # fmt: skip
+    main(
+        [
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--gpus",
+            "1",
+            "2",
+            "--prompt-tokens",
+            "64",
+            "--image-tokens",
+            "16",
+            "--completion-tokens",
+            "32",
+            "--group-size",
+            "4",
+            "--micro-batch-size",
+            "4",
+        ]
+    )
     out = capsys.readouterr().out
     assert out.count(f"| {tiny_checkpoint.name} | full |") == 3  # two GPU counts, one activation row
     assert "| LoRA r16 |" in out

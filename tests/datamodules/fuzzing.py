@@ -47,8 +47,12 @@ def write_odd_images(folder: Path) -> dict[str, str]:
 
 
 def _good(images: dict[str, str], image: str = "good") -> dict[str, Any]:
-    return {"image": images[image], "problem": "What colour is the shape?", "solution": "<answer> A </answer>",
-            "problem_type": "multiple_choice"}  # fmt: skip
+    return {
+        "image": images[image],
+        "problem": "What colour is the shape?",
+        "solution": "<answer> A </answer>",
+        "problem_type": "multiple_choice",
+    }
 
 
 def bad_row(kind: str, images: dict[str, str]) -> dict[str, Any]:
@@ -74,8 +78,19 @@ def bad_row(kind: str, images: dict[str, str]) -> dict[str, Any]:
     return row
 
 
-BAD_KINDS = ("missing_file", "corrupt", "truncated", "bomb", "sliver", "image_wrong_type", "missing_solution",
-             "empty_problem", "problem_not_text", "unknown_problem_type", "null_problem_type")  # fmt: skip
+BAD_KINDS = (
+    "missing_file",
+    "corrupt",
+    "truncated",
+    "bomb",
+    "sliver",
+    "image_wrong_type",
+    "missing_solution",
+    "empty_problem",
+    "problem_not_text",
+    "unknown_problem_type",
+    "null_problem_type",
+)
 ODD_GOOD_IMAGES = ("tiny", "large", "gray", "rgba", "palette", "sixteen_bit", "cmyk")
 
 

@@ -48,7 +48,7 @@ def write_tsv(path: Path) -> Path:
         ["10", "What colour is the square?", "A square.", "red", "green", "blue", "", "A", "colour", _b64("red")],
         ["11", "Which shape is shown?", "nan", "circle", "square", "", "", "B", "shape", _b64("green")],
         ["12", "What colour is it?", "", "red", "green", "blue", "yellow", "C", "colour", _b64("blue")],
-    ]  # fmt: skip
+    ]
     path.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n")
     return path
 
@@ -69,22 +69,59 @@ def test_vlmevalkit_tsv_becomes_rows_with_options_hint_and_category(tmp_path):
 def test_mathvista_and_mathvision_json(tmp_path):
     Image.new("RGB", (56, 56), "white").save(tmp_path / "1.png")
     vista = {
-        "1": {"pid": "1", "question": "Which is larger?", "image": "1.png", "choices": ["the cat", "the dog"],
-              "answer": "the dog", "question_type": "multi_choice", "answer_type": "text", "precision": None,
-              "unit": None, "metadata": {"category": "general-vqa", "skills": ["comparison"]}},
-        "2": {"pid": "2", "question": "How long is the bar?", "image": "1.png", "choices": None, "answer": "1.5",
-              "question_type": "free_form", "answer_type": "float", "precision": 1, "unit": "cm",
-              "metadata": {"category": "math-targeted-vqa"}},
-    }  # fmt: skip
+        "1": {
+            "pid": "1",
+            "question": "Which is larger?",
+            "image": "1.png",
+            "choices": ["the cat", "the dog"],
+            "answer": "the dog",
+            "question_type": "multi_choice",
+            "answer_type": "text",
+            "precision": None,
+            "unit": None,
+            "metadata": {"category": "general-vqa", "skills": ["comparison"]},
+        },
+        "2": {
+            "pid": "2",
+            "question": "How long is the bar?",
+            "image": "1.png",
+            "choices": None,
+            "answer": "1.5",
+            "question_type": "free_form",
+            "answer_type": "float",
+            "precision": 1,
+            "unit": "cm",
+            "metadata": {"category": "math-targeted-vqa"},
+        },
+    }
     (tmp_path / "testmini.json").write_text(json.dumps(vista))
     rows = [json.loads(x) for x in convert_benchmark("mathvista", tmp_path / "testmini.json", tmp_path / "v").open()]
     assert rows[0]["solution"] == "B" and rows[0]["problem"].endswith("A. the cat\nB. the dog")
-    assert rows[1] == {**rows[1], "problem": "How long is the bar? (unit: cm)", "problem_type": "numerical",
-                       "precision": 1, "category": "math-targeted-vqa"}  # fmt: skip
-    vision = [{"id": "7", "question": "<image1>Which option?", "options": ["1", "2"], "answer": "A", "image": "1.png",
-               "subject": "counting"},
-              {"id": "8", "question": "Find x.", "options": [], "answer": "\\frac{1}{2}", "image": "1.png",
-               "subject": "algebra"}]  # fmt: skip
+    assert rows[1] == {
+        **rows[1],
+        "problem": "How long is the bar? (unit: cm)",
+        "problem_type": "numerical",
+        "precision": 1,
+        "category": "math-targeted-vqa",
+    }
+    vision = [
+        {
+            "id": "7",
+            "question": "<image1>Which option?",
+            "options": ["1", "2"],
+            "answer": "A",
+            "image": "1.png",
+            "subject": "counting",
+        },
+        {
+            "id": "8",
+            "question": "Find x.",
+            "options": [],
+            "answer": "\\frac{1}{2}",
+            "image": "1.png",
+            "subject": "algebra",
+        },
+    ]
     (tmp_path / "mathvision.json").write_text(json.dumps(vision))
     rows = [json.loads(x) for x in convert_benchmark("mathvision", tmp_path / "mathvision.json", tmp_path / "m").open()]
     assert rows[0]["problem"] == "Which option?\nOptions:\nA. 1\nB. 2" and rows[1]["problem_type"] == "math"
@@ -106,8 +143,17 @@ def test_existing_option_labels_are_stripped_only_when_every_option_has_its_own(
 
 def test_labelled_options_render_once_and_keep_their_letters(tmp_path):
     Image.new("RGB", (56, 56), "white").save(tmp_path / "1.png")
-    vista = [{"pid": "5", "question": "Which colour?", "image": "1.png", "choices": ["(A) red", "(B) green"],
-              "answer": "(B) green", "question_type": "multi_choice", "metadata": {}}]  # fmt: skip
+    vista = [
+        {
+            "pid": "5",
+            "question": "Which colour?",
+            "image": "1.png",
+            "choices": ["(A) red", "(B) green"],
+            "answer": "(B) green",
+            "question_type": "multi_choice",
+            "metadata": {},
+        }
+    ]
     (tmp_path / "vista.json").write_text(json.dumps(vista))
     row = json.loads(convert_benchmark("mathvista", tmp_path / "vista.json").read_text())
     assert row["problem"] == "Which colour?\nOptions:\nA. red\nB. green"
@@ -122,8 +168,11 @@ def test_tsv_image_cells_may_name_the_index_of_the_row_holding_the_image(tmp_pat
     """VLMEvalKit stores MMBench's rotated copies with an image cell of at most 64 characters: another row's index."""
     tsv = write_tsv(tmp_path / "mmbench.tsv")
     lines = tsv.read_text().splitlines()
-    lines.append("\t".join(["1000010", "What colour is the square?", "A square.", "green", "blue", "red", "", "C",
-                             "colour", "10"]))  # fmt: skip
+    lines.append(
+        "\t".join(
+            ["1000010", "What colour is the square?", "A square.", "green", "blue", "red", "", "C", "colour", "10"]
+        )
+    )
     tsv.write_text("\n".join(lines) + "\n")
     rows = [json.loads(x) for x in convert_benchmark("mmbench", tsv, tmp_path / "cache").open()]
     assert rows[-1]["id"] == "1000010" and rows[-1]["image"] == rows[0]["image"]
@@ -139,8 +188,18 @@ def test_read_published_gives_the_converted_ids_without_decoding_images(tmp_path
     converted = [json.loads(x)["id"] for x in convert_benchmark("mmbench", tsv, tmp_path / "c").open()]
     assert converted == [id for id, _ in published]
     Image.new("RGB", (56, 56), "white").save(tmp_path / "1.png")
-    vista = {"7": {"pid": "7", "question": "q", "image": "1.png", "choices": None, "answer": "3",
-                   "question_type": "free_form", "answer_type": "integer", "metadata": {}}}  # fmt: skip
+    vista = {
+        "7": {
+            "pid": "7",
+            "question": "q",
+            "image": "1.png",
+            "choices": None,
+            "answer": "3",
+            "question_type": "free_form",
+            "answer_type": "integer",
+            "metadata": {},
+        }
+    }
     (tmp_path / "vista.json").write_text(json.dumps(vista))
     assert [id for id, _ in read_published("mathvista", tmp_path / "vista.json")] == ["7"]
     (tmp_path / "vision.jsonl").write_text('{"id": "3", "answer": "1"}\n\n{"answer": "2"}\n')
@@ -191,12 +250,23 @@ def test_converted_rows_go_to_the_user_cache_not_beside_a_read_only_source(tmp_p
 
 def test_scoring_as_the_benchmarks_score():
     reward = AccuracyReward()
-    texts = ["<answer>(B)</answer>", "<answer>the dog</answer>", "<answer>The Dog.</answer>", "<answer>1.54</answer>",
-             "<answer>1.46</answer>", "<answer>1.4</answer>", "<answer>1/2</answer>"]  # fmt: skip
+    texts = [
+        "<answer>(B)</answer>",
+        "<answer>the dog</answer>",
+        "<answer>The Dog.</answer>",
+        "<answer>1.54</answer>",
+        "<answer>1.46</answer>",
+        "<answer>1.4</answer>",
+        "<answer>1/2</answer>",
+    ]
     choices, precision = [["the cat", "the dog"]] * 3 + [None] * 4, [None] * 3 + [1, 1, 1, None]
-    scores = reward(texts, solution=["B", "B", "B", "1.5", "1.5", "1.5", "\\frac{1}{2}"],
-                    problem_type=["multiple_choice"] * 3 + ["numerical"] * 3 + ["math"], choices=choices,
-                    precision=precision)  # fmt: skip
+    scores = reward(
+        texts,
+        solution=["B", "B", "B", "1.5", "1.5", "1.5", "\\frac{1}{2}"],
+        problem_type=["multiple_choice"] * 3 + ["numerical"] * 3 + ["math"],
+        choices=choices,
+        precision=precision,
+    )
     # letters; option text counts as its letter; numbers rounded to the stated 1 decimal: 1.54 -> 1.5 right,
     # 1.46 -> 1.5 right, 1.4 wrong; math equivalence
     assert scores.tolist() == [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0]
@@ -223,10 +293,20 @@ def test_vlrl_test_writes_per_category_and_per_question_results(tiny_checkpoint,
         f'"source": "{tsv}", "min_pixels": 3136, "max_pixels": 3136, "val_batch_size": 2}}}}'
     )
     try:
-        cli = main(["test", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
-                    f"--data={data}", "--model.init_args.val_max_new_tokens=6", "--trainer.enable_progress_bar=false",
-                    f"--trainer.default_root_dir={tmp_path}",
-                    f"--trainer.logger.init_args.save_dir={tmp_path}"])  # fmt: skip
+        cli = main(
+            [
+                "test",
+                "-c",
+                str(DEMO),
+                HF_ENGINE,
+                f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+                f"--data={data}",
+                "--model.init_args.val_max_new_tokens=6",
+                "--trainer.enable_progress_bar=false",
+                f"--trainer.default_root_dir={tmp_path}",
+                f"--trainer.logger.init_args.save_dir={tmp_path}",
+            ]
+        )
     finally:
         source_dir.chmod(0o755)
     assert _listing(source_dir) == ["mmbench.tsv"] and (user_cache / "benchmarks").is_dir()
@@ -240,11 +320,18 @@ def test_vlrl_test_writes_per_category_and_per_question_results(tiny_checkpoint,
     lines = (Path(cli.trainer.log_dir) / "results_test_questions.jsonl").read_text().splitlines()
     questions = [json.loads(line) for line in lines]
     assert [(q["id"], q["category"], q["solution"]) for q in questions] == [
-        ("10", "colour", "A"), ("11", "shape", "B"), ("12", "colour", "C")]  # fmt: skip
+        ("10", "colour", "A"),
+        ("11", "shape", "B"),
+        ("12", "colour", "C"),
+    ]
     assert all(set(q) == {"id", "category", "solution", "answer", "score", "completion"} for q in questions)
     choices = [["red", "green", "blue"], ["circle", "square"], ["red", "green", "blue", "yellow"]]
-    rescored = AccuracyReward()([q["completion"] for q in questions], solution=["A", "B", "C"],
-                                problem_type=["multiple_choice"] * 3, choices=choices)  # fmt: skip
+    rescored = AccuracyReward()(
+        [q["completion"] for q in questions],
+        solution=["A", "B", "C"],
+        problem_type=["multiple_choice"] * 3,
+        choices=choices,
+    )
     assert [q["score"] for q in questions] == rescored.tolist() == [1.0, 0.0, 0.0]  # A is right for row 10 only
     assert [q["answer"] for q in questions] == ["A"] * 3
     assert [q["correct"] for q in results["questions"]] == [1, 0, 0]
@@ -262,11 +349,24 @@ def test_vlrl_test_on_two_ranks_merges_the_per_question_file(tiny_checkpoint, tm
         '{"class_path": "datamodules.benchmarks.BenchmarkDataModule", "init_args": {"benchmark": "mmbench", '
         f'"source": "{tsv}", "min_pixels": 3136, "max_pixels": 3136, "val_batch_size": 1}}}}'
     )
-    args = [sys.executable, "-m", "vlrl_cli", "test", "-c", str(DEMO), HF_ENGINE, f"--data={data}",
-            f"--model.init_args.model_name_or_path={tiny_checkpoint}", "--model.init_args.val_max_new_tokens=4",
-            "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu", "--trainer.devices=2",
-            "--trainer.strategy=ddp", f"--trainer.default_root_dir={tmp_path}",
-            f"--trainer.logger.init_args.save_dir={tmp_path}"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "vlrl_cli",
+        "test",
+        "-c",
+        str(DEMO),
+        HF_ENGINE,
+        f"--data={data}",
+        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        "--model.init_args.val_max_new_tokens=4",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
     env = {**os.environ, "VLRL_CACHE": str(tmp_path / "user-cache")}
     run = subprocess.run(args, cwd=DEMO.parents[1], capture_output=True, text=True, timeout=900, env=env)
     assert run.returncode == 0, run.stderr[-3000:]

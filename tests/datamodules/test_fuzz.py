@@ -47,8 +47,10 @@ def test_fuzzed_rows_are_skipped_and_counted_exactly(tmp_path, tokenizer):
     assert set(named) == {int(i.split("-")[1]) for i in bad} and len(named) == len(bad)
     assert kept.isdisjoint(named) and len(kept) + len(named) == len(rows)
     for ims in batch["images"]:
-        assert all(isinstance(im, Image.Image) and im.mode == "RGB" and 56 * 56 <= im.width * im.height <= 112 * 112
-                   for im in ims)  # fmt: skip
+        assert all(
+            isinstance(im, Image.Image) and im.mode == "RGB" and 56 * 56 <= im.width * im.height <= 112 * 112
+            for im in ims
+        )
 
 
 @pytest.mark.parametrize("kind", ODD_GOOD_IMAGES)

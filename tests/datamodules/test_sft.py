@@ -27,20 +27,35 @@ def test_llama_factory_style_mapping_and_multi_turn(tmp_path, processor):
     from PIL import Image
 
     Image.new("RGB", (56, 56), "blue").save(tmp_path / "x.png")
-    row = {"msgs": [{"role": "user", "content": "<image>colour?"}, {"role": "assistant", "content": "blue"},
-                    {"role": "user", "content": "sure?"}, {"role": "assistant", "content": "yes"}],
-           "pics": ["x.png"]}  # fmt: skip
+    row = {
+        "msgs": [
+            {"role": "user", "content": "<image>colour?"},
+            {"role": "assistant", "content": "blue"},
+            {"role": "user", "content": "sure?"},
+            {"role": "assistant", "content": "yes"},
+        ],
+        "pics": ["x.png"],
+    }
     (tmp_path / "d.jsonl").write_text(json.dumps(row) + "\n")
-    fmt = ShareGPTFormat(messages="msgs", images="pics", system=None, role_tag="role", content_tag="content",
-                         user_tag="user", assistant_tag="assistant")  # fmt: skip
+    fmt = ShareGPTFormat(
+        messages="msgs",
+        images="pics",
+        system=None,
+        role_tag="role",
+        content_tag="content",
+        user_tag="user",
+        assistant_tag="assistant",
+    )
     item = ShareGPTDataset(tmp_path / "d.jsonl", processor, fmt, min_pixels=56 * 56, max_pixels=56 * 56)[0]
     learned = processor.tokenizer.decode(item["input_ids"][item["labels"] != IGNORE_INDEX])
     assert learned == "blue<|im_end|>yes<|im_end|>"
 
 
 def test_bad_rows_name_the_row(tmp_path, processor):
-    rows = [{"conversations": [{"from": "human", "value": "hi"}]},
-            {"conversations": [{"from": "robot", "value": "hi"}, {"from": "gpt", "value": "x"}]}]  # fmt: skip
+    rows = [
+        {"conversations": [{"from": "human", "value": "hi"}]},
+        {"conversations": [{"from": "robot", "value": "hi"}, {"from": "gpt", "value": "x"}]},
+    ]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     ds = ShareGPTDataset(tmp_path / "d.jsonl", processor, ShareGPTFormat(images=None, system=None))
     with pytest.raises(ValueError, match="row index 0.*no assistant turn"):
@@ -50,8 +65,13 @@ def test_bad_rows_name_the_row(tmp_path, processor):
 
 
 def test_datamodule_batches_pad_right_and_skip_long(synthetic_dir, tiny_checkpoint):
-    dm = SFTDataModule(str(synthetic_dir / "train_sft_think.jsonl"), model_name_or_path=str(tiny_checkpoint),
-                       batch_size=3, min_pixels=56 * 56, max_pixels=56 * 56)  # fmt: skip
+    dm = SFTDataModule(
+        str(synthetic_dir / "train_sft_think.jsonl"),
+        model_name_or_path=str(tiny_checkpoint),
+        batch_size=3,
+        min_pixels=56 * 56,
+        max_pixels=56 * 56,
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == batch["labels"].shape and batch["num_examples"] == 3
@@ -59,8 +79,14 @@ def test_datamodule_batches_pad_right_and_skip_long(synthetic_dir, tiny_checkpoi
     assert batch["mm_token_type_ids"].shape == batch["input_ids"].shape
     image_token_id = dm.processor.image_token_id
     assert (batch["mm_token_type_ids"].bool() == (batch["input_ids"] == image_token_id)).all()
-    short = SFTDataModule(str(synthetic_dir / "train_sft_think.jsonl"), model_name_or_path=str(tiny_checkpoint),
-                          batch_size=3, max_length=10, min_pixels=56 * 56, max_pixels=56 * 56)  # fmt: skip
+    short = SFTDataModule(
+        str(synthetic_dir / "train_sft_think.jsonl"),
+        model_name_or_path=str(tiny_checkpoint),
+        batch_size=3,
+        max_length=10,
+        min_pixels=56 * 56,
+        max_pixels=56 * 56,
+    )
     short.setup("fit")
     assert next(iter(short.train_dataloader()))["skipped"] == {"too_long": 3}
 
@@ -75,8 +101,15 @@ def learned_text(processor, item) -> str:
 
 
 def test_vision_r1_cold_as_published_reads_both_files_each_with_its_own_mapping(tiny_checkpoint, processor):
-    dm = SFTDataModule(dataset_dir=str(COLD), datasets=COLD_NAMES, model_name_or_path=str(tiny_checkpoint),
-                       batch_size=6, min_pixels=56 * 56, max_pixels=56 * 56, max_length=1024)  # fmt: skip
+    dm = SFTDataModule(
+        dataset_dir=str(COLD),
+        datasets=COLD_NAMES,
+        model_name_or_path=str(tiny_checkpoint),
+        batch_size=6,
+        min_pixels=56 * 56,
+        max_pixels=56 * 56,
+        max_length=1024,
+    )
     dm.setup("fit")
     llava, mulberry = dm.datasets["train"].datasets
     assert (llava.fmt.images, llava.fmt.user_tag, llava.fmt.assistant_tag) == ("image", "human", "gpt")
@@ -96,10 +129,19 @@ def test_the_cold_start_recipe_reads_the_fixture_with_only_dataset_dir(tiny_chec
     from vlrl_cli import main
 
     config = Path(__file__).parents[2] / "configs" / "vision_r1_cold_start.yaml"
-    cli = main(["-c", str(config), f"--data.init_args.dataset_dir={COLD}",
-                f"--model.init_args.model_name_or_path={tiny_checkpoint}", "--trainer.accelerator=cpu",
-                "--trainer.devices=1", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"],
-               run=False)  # fmt: skip
+    cli = main(
+        [
+            "-c",
+            str(config),
+            f"--data.init_args.dataset_dir={COLD}",
+            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ],
+        run=False,
+    )
     cli.datamodule.setup("fit")
     assert [d.source for d in cli.datamodule.datasets["train"].datasets] == [
         str(COLD / f"{name}.json") for name in COLD_NAMES
@@ -149,8 +191,10 @@ def test_dataset_info_problems_are_errors_naming_the_file_and_key(tmp_path):
 def test_a_column_the_entry_names_must_exist(tmp_path, processor):
     from datamodules.sft import read_dataset_info
 
-    root = copy_cold(tmp_path, vision_r1_llava_cot_full={"columns": {"messages": "conversations", "images": "image",
-                                                                     "system": "system"}})  # fmt: skip
+    root = copy_cold(
+        tmp_path,
+        vision_r1_llava_cot_full={"columns": {"messages": "conversations", "images": "image", "system": "system"}},
+    )
     entry = read_dataset_info(root, [COLD_NAMES[0]])[0]
     with pytest.raises(KeyError, match=r"vision_r1_llava_cot_full.*columns\.system names 'system'"):
         ShareGPTDataset(entry.files, processor, entry.fmt, name=entry.name, image_root=root)
@@ -165,8 +209,9 @@ def test_mulberry_images_as_one_path_string_also_load(tmp_path, processor):
     from datamodules.sft import read_dataset_info
 
     entry = read_dataset_info(root, [COLD_NAMES[1]])[0]
-    ds = ShareGPTDataset(entry.files, processor, entry.fmt, image_root=root, name=entry.name,
-                         min_pixels=56 * 56, max_pixels=56 * 56)  # fmt: skip
+    ds = ShareGPTDataset(
+        entry.files, processor, entry.fmt, image_root=root, name=entry.name, min_pixels=56 * 56, max_pixels=56 * 56
+    )
     assert ds[0]["image_grid_thw"].tolist() == [[1, 4, 4]]
 
 
@@ -175,8 +220,16 @@ def test_num_samples_draws_every_row_then_repeats(tmp_path, processor):
 
     root = copy_cold(tmp_path, vision_r1_mulberry_sft_full={"num_samples": 5})
     entry = read_dataset_info(root, [COLD_NAMES[1]])[0]
-    ds = ShareGPTDataset(entry.files, processor, entry.fmt, image_root=root, name=entry.name,
-                         num_samples=entry.num_samples, min_pixels=56 * 56, max_pixels=56 * 56)  # fmt: skip
+    ds = ShareGPTDataset(
+        entry.files,
+        processor,
+        entry.fmt,
+        image_root=root,
+        name=entry.name,
+        num_samples=entry.num_samples,
+        min_pixels=56 * 56,
+        max_pixels=56 * 56,
+    )
     assert len(ds) == 5 and sorted(ds.rows[:3]) == [0, 1, 2] and all(0 <= r < 3 for r in ds.rows)
 
 
@@ -193,13 +246,29 @@ def test_train_data_and_datasets_are_exclusive():
 
 def test_turns_alternate_and_a_leading_system_turn_replaces_the_column(tmp_path, processor):
     rows = [
-        {"system": "column", "conversations": [{"from": "system", "value": "turn"}, {"from": "human", "value": "q"},
-                                               {"from": "gpt", "value": "a"}]},
-        {"conversations": [{"from": "human", "value": "q"}, {"from": "human", "value": "q"},
-                           {"from": "gpt", "value": "a"}]},
-        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"},
-                           {"from": "human", "value": "q2"}]},
-    ]  # fmt: skip
+        {
+            "system": "column",
+            "conversations": [
+                {"from": "system", "value": "turn"},
+                {"from": "human", "value": "q"},
+                {"from": "gpt", "value": "a"},
+            ],
+        },
+        {
+            "conversations": [
+                {"from": "human", "value": "q"},
+                {"from": "human", "value": "q"},
+                {"from": "gpt", "value": "a"},
+            ]
+        },
+        {
+            "conversations": [
+                {"from": "human", "value": "q"},
+                {"from": "gpt", "value": "a"},
+                {"from": "human", "value": "q2"},
+            ]
+        },
+    ]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     ds = ShareGPTDataset(tmp_path / "d.jsonl", processor, ShareGPTFormat(images=None))
     text = processor.tokenizer.decode(ds[0]["input_ids"])
@@ -217,8 +286,9 @@ def test_a_broken_jsonl_line_is_named_or_skipped_and_counted(tmp_path, tiny_chec
     strict = SFTDataModule(str(tmp_path / "d.jsonl"), model_name_or_path=str(tiny_checkpoint), batch_size=3)
     with pytest.raises(ValueError, match=r"d\.jsonl: cannot be read as json: line 2 is not valid JSON"):
         strict.setup("fit")
-    dm = SFTDataModule(str(tmp_path / "d.jsonl"), model_name_or_path=str(tiny_checkpoint), batch_size=3,
-                       skip_bad_rows=True)  # fmt: skip
+    dm = SFTDataModule(
+        str(tmp_path / "d.jsonl"), model_name_or_path=str(tiny_checkpoint), batch_size=3, skip_bad_rows=True
+    )
     with caplog.at_level("WARNING"):
         dm.setup("fit")
     assert "skipping 1 unreadable line(s)" in caplog.text and "line 2" in caplog.text

@@ -18,15 +18,21 @@ def _cue_answer(problem: str) -> str:
     return LETTERS[list(COLORS).index(CUED_COLOR[shape])]
 
 
-@pytest.mark.parametrize(("split", "expected", "tolerance"), [
-    ("train", 0.8 + 0.2 / 4, 0.03), ("in_distribution", 0.8 + 0.2 / 4, 0.03), ("cue_absent", 0.25, 0.04),
-    ("cue_reversed", 0.0, 0.0),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("split", "expected", "tolerance"),
+    [
+        ("train", 0.8 + 0.2 / 4, 0.03),
+        ("in_distribution", 0.8 + 0.2 / 4, 0.03),
+        ("cue_absent", 0.25, 0.04),
+        ("cue_reversed", 0.0, 0.0),
+    ],
+)
 def test_image_blind_cue_policy_scores_what_the_cue_strength_says(split, expected, tolerance):
     rows = [make_shortcut_row(i, split, seed=1, cue_strength=0.8, image_size=56)[0] for i in range(1200)]
     guesses = [f"<answer>{_cue_answer(r.problem)}</answer>" for r in rows]
-    scores = AccuracyReward()(guesses, solution=[f"<answer>{r.answer}</answer>" for r in rows],
-                              problem_type=[r.problem_type for r in rows])  # fmt: skip
+    scores = AccuracyReward()(
+        guesses, solution=[f"<answer>{r.answer}</answer>" for r in rows], problem_type=[r.problem_type for r in rows]
+    )
     assert abs(float(scores.mean()) - expected) <= tolerance
 
 

@@ -15,8 +15,15 @@ def write_jsonl(path, rows):
 
 
 def test_synthetic_datamodule_yields_image_batches(tmp_path, tiny_checkpoint):
-    dm = SyntheticVQADataModule(data_dir=str(tmp_path), train_size=8, val_size=4, image_size=56,
-                                model_name_or_path=str(tiny_checkpoint), batch_size=4, template="caption")  # fmt: skip
+    dm = SyntheticVQADataModule(
+        data_dir=str(tmp_path),
+        train_size=8,
+        val_size=4,
+        image_size=56,
+        model_name_or_path=str(tiny_checkpoint),
+        batch_size=4,
+        template="caption",
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert len(batch["prompt"]) == 4 and batch["skipped"] == {}
@@ -59,16 +66,20 @@ def test_column_mapping_and_missing_columns(tmp_path, tokenizer):
 
 
 def test_unknown_problem_type_fails_at_load_naming_the_row(tmp_path, tokenizer):
-    rows = [{"image": "a.png", "problem": "q", "solution": "1", "problem_type": "numerical"},
-            {"image": "a.png", "problem": "q", "solution": "1", "problem_type": "astrology"}]  # fmt: skip
+    rows = [
+        {"image": "a.png", "problem": "q", "solution": "1", "problem_type": "numerical"},
+        {"image": "a.png", "problem": "q", "solution": "1", "problem_type": "astrology"},
+    ]
     with pytest.raises(ValueError, match=r"row index 1.*astrology"):
         VQADataset(write_jsonl(tmp_path / "d.jsonl", rows), tokenizer)
 
 
 def test_bad_image_error_names_row_and_file_or_is_skipped(tmp_path, tokenizer):
     (tmp_path / "corrupt.png").write_bytes(b"not a png")
-    rows = [{"image": "missing.png", "problem": "q", "solution": "1", "problem_type": "ocr"},
-            {"image": "corrupt.png", "problem": "q", "solution": "1", "problem_type": "ocr"}]  # fmt: skip
+    rows = [
+        {"image": "missing.png", "problem": "q", "solution": "1", "problem_type": "ocr"},
+        {"image": "corrupt.png", "problem": "q", "solution": "1", "problem_type": "ocr"},
+    ]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     ds = VQADataset(path, tokenizer)
     with pytest.raises(BadImageError, match=r"row index 0.*missing\.png"):
@@ -146,8 +157,14 @@ def test_visionary_r1_rows_with_embedded_images_load(tmp_path, tokenizer):
 
 
 def test_vision_r1_rl_rows_in_geometry3k_shape_load(tokenizer):
-    ds = VQADataset(FIXTURES / "vision_r1_rl" / "train.jsonl", tokenizer, template="think",
-                    default_problem_type="math", min_pixels=56 * 56, max_pixels=56 * 56)  # fmt: skip
+    ds = VQADataset(
+        FIXTURES / "vision_r1_rl" / "train.jsonl",
+        tokenizer,
+        template="think",
+        default_problem_type="math",
+        min_pixels=56 * 56,
+        max_pixels=56 * 56,
+    )
     assert [ds[i]["solution"] for i in range(len(ds))] == ["70", "12"]
 
 
@@ -155,8 +172,11 @@ def test_a_broken_jsonl_line_is_named_or_skipped_and_counted(tmp_path, tokenizer
     Image.new("RGB", (56, 56)).save(tmp_path / "a.png")
     good = json.dumps({"image": "a.png", "problem": "q", "solution": "1", "problem_type": "numerical"})
     (tmp_path / "d.jsonl").write_text("\n".join([good, good, "", "[1, 2]", good, "{oops"]) + "\n")
-    with pytest.raises(ValueError, match=r"d\.jsonl: cannot be read as json: line 4 is a JSON list, not an object "
-                                         r"\(and 1 more: lines 6\); set skip_bad_rows"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"d\.jsonl: cannot be read as json: line 4 is a JSON list, not an object "
+        r"\(and 1 more: lines 6\); set skip_bad_rows",
+    ):
         VQADataset(tmp_path / "d.jsonl", tokenizer)
     with caplog.at_level("WARNING"):
         ds = VQADataset(tmp_path / "d.jsonl", tokenizer, skip_bad_rows=True)

@@ -18,11 +18,22 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def sft_args(tiny_checkpoint, train_data, tmp_path) -> list[str]:
-    return ["fit", "-c", str(DEMO), f"--model.init_args.model_name_or_path={tiny_checkpoint}",
-            f"--model.init_args.export_dir={tmp_path / 'export'}", f"--data.init_args.train_data={train_data}",
-            "--data.init_args.val_data=null", "--data.init_args.batch_size=2", "--data.init_args.min_pixels=3136",
-            "--data.init_args.max_pixels=3136", "--trainer.max_steps=1", "--trainer.enable_progress_bar=false",
-            "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
+    return [
+        "fit",
+        "-c",
+        str(DEMO),
+        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        f"--model.init_args.export_dir={tmp_path / 'export'}",
+        f"--data.init_args.train_data={train_data}",
+        "--data.init_args.val_data=null",
+        "--data.init_args.batch_size=2",
+        "--data.init_args.min_pixels=3136",
+        "--data.init_args.max_pixels=3136",
+        "--trainer.max_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
 
 
 @pytest.mark.skipif(not VLRL.exists(), reason="the vlrl console script is not installed in this environment")

@@ -29,27 +29,49 @@ class RecordSteps(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         weights = [p.detach().double() for p in pl_module.policy.parameters() if p.requires_grad]
         record = {
-            "rank": trainer.global_rank, "step": trainer.global_step, "ids": list(batch["id"]),
-            "checksum": float(sum((w * torch.linspace(-1, 1, w.numel(), dtype=w.dtype).view_as(w)).sum()
-                                  for w in weights)),
-        }  # fmt: skip
+            "rank": trainer.global_rank,
+            "step": trainer.global_step,
+            "ids": list(batch["id"]),
+            "checksum": float(
+                sum((w * torch.linspace(-1, 1, w.numel(), dtype=w.dtype).view_as(w)).sum() for w in weights)
+            ),
+        }
         with (self.out_dir / f"rank{trainer.global_rank}.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
 
 
 def test_two_process_ddp_splits_rollouts_and_agrees_on_gradients(tiny_checkpoint, tmp_path):
     args = [
-        sys.executable, "-m", "vlrl_cli", "fit", "-c", str(DEMO), HF_ENGINE,
-        f"--model.init_args.model_name_or_path={tiny_checkpoint}", f"--model.init_args.rewards={REWARDS}",
-        "--model.init_args.reward_weights=[1.0]", "--model.init_args.lr=1e-3", "--model.init_args.micro_batch_size=2",
-        "--model.init_args.rollout.group_size=2", "--model.init_args.rollout.max_new_tokens=5",
-        f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.train_size=8",
-        "--data.init_args.val_size=2", "--data.init_args.image_size=56", "--data.init_args.batch_size=2",
-        "--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
-        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
-        f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
-        "--trainer.callbacks+=tests.e2e.test_ddp.RecordSteps", f"--trainer.callbacks.init_args.out_dir={tmp_path}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "vlrl_cli",
+        "fit",
+        "-c",
+        str(DEMO),
+        HF_ENGINE,
+        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        f"--model.init_args.rewards={REWARDS}",
+        "--model.init_args.reward_weights=[1.0]",
+        "--model.init_args.lr=1e-3",
+        "--model.init_args.micro_batch_size=2",
+        "--model.init_args.rollout.group_size=2",
+        "--model.init_args.rollout.max_new_tokens=5",
+        f"--data.init_args.data_dir={tmp_path / 'data'}",
+        "--data.init_args.train_size=8",
+        "--data.init_args.val_size=2",
+        "--data.init_args.image_size=56",
+        "--data.init_args.batch_size=2",
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.callbacks+=tests.e2e.test_ddp.RecordSteps",
+        f"--trainer.callbacks.init_args.out_dir={tmp_path}",
+    ]
     run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [[json.loads(line) for line in (tmp_path / f"rank{r}.jsonl").open()] for r in (0, 1)]

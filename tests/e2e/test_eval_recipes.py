@@ -28,9 +28,13 @@ BENCHMARKS = {
     "mathverse": (test_mathverse.write_mathverse, test_mathverse.COMPLETIONS, test_mathverse.RIGHT, 9),
     "mmstar": (test_vlmevalkit.write_mmstar, test_vlmevalkit.MMSTAR_COMPLETIONS, {"0", "2"}, 3),
     # 7 rows, 3 questions under CircularEval (copies share index mod 1,000,000)
-    "mmbench": (test_vlmevalkit.write_mmbench, test_vlmevalkit.MMBENCH_COMPLETIONS,
-                {"1", "1000001", "2000001", "2", "3"}, 3),
-}  # fmt: skip
+    "mmbench": (
+        test_vlmevalkit.write_mmbench,
+        test_vlmevalkit.MMBENCH_COMPLETIONS,
+        {"1", "1000001", "2000001", "2", "3"},
+        3,
+    ),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -59,10 +63,21 @@ def test_eval_recipe_writes_what_vlrl_score_gives(benchmark, tiny_checkpoint, tm
     source = write(tmp_path / "published")
     calls = canned_replies(monkeypatch, replies)
     run = tmp_path / "run"
-    cli = main(["test", "-c", str(CONFIGS / "eval" / f"{benchmark}.yaml"), "-c", str(CONFIGS / "cpu.yaml"), HF_ENGINE,
-                f"--model.init_args.model_name_or_path={tiny_checkpoint}", f"--data.init_args.source={source}",
-                "--model.init_args.val_max_new_tokens=4", "--trainer.enable_progress_bar=false",
-                f"--trainer.default_root_dir={run}"])  # fmt: skip
+    cli = main(
+        [
+            "test",
+            "-c",
+            str(CONFIGS / "eval" / f"{benchmark}.yaml"),
+            "-c",
+            str(CONFIGS / "cpu.yaml"),
+            HF_ENGINE,
+            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            f"--data.init_args.source={source}",
+            "--model.init_args.val_max_new_tokens=4",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={run}",
+        ]
+    )
     assert cli.trainer.precision == "bf16-true"  # the recipe's own precision: bf16 runs on CPU
     rows = len(read_published(benchmark, source))
     assert calls == [rows]  # one engine call for the whole batch (val_batch_size 64), not one per question
@@ -81,8 +96,12 @@ def test_eval_recipe_writes_what_vlrl_score_gives(benchmark, tiny_checkpoint, tm
     assert len(completions) == rows and all(completions[id] == text for id, text in replies.items())
     predictions = write_predictions(tmp_path / "predictions.jsonl", completions)
     out = tmp_path / "offline.json"
-    assert vlrl_score(["--benchmark", benchmark, "--source", str(source), "--predictions", str(predictions),
-                       "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        vlrl_score(
+            ["--benchmark", benchmark, "--source", str(source), "--predictions", str(predictions), "--out", str(out)]
+        )
+        == 0
+    )
     offline = json.loads(out.read_text())
     assert offline.pop("predictions") == [str(predictions)]
     assert result.pop("evaluated") == rows  # every question reached the model
@@ -91,8 +110,16 @@ def test_eval_recipe_writes_what_vlrl_score_gives(benchmark, tiny_checkpoint, tm
 
 def test_an_eval_recipe_without_its_benchmark_file_is_refused(tiny_checkpoint, capsys):
     with pytest.raises(SystemExit):
-        main(["test", "-c", str(CONFIGS / "eval" / "mathvista.yaml"), "-c", str(CONFIGS / "cpu.yaml"),
-              f"--model.init_args.model_name_or_path={tiny_checkpoint}"])  # fmt: skip
+        main(
+            [
+                "test",
+                "-c",
+                str(CONFIGS / "eval" / "mathvista.yaml"),
+                "-c",
+                str(CONFIGS / "cpu.yaml"),
+                f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            ]
+        )
     assert "the following arguments are required: source" in capsys.readouterr().err
 
 
@@ -108,11 +135,22 @@ def test_eval_recipe_with_its_own_vllm_engine(tiny_checkpoint, tmp_path):
     (tmp_path / "published").mkdir()
     source = test_vlmevalkit.write_mmbench(tmp_path / "published")
     run = tmp_path / "run"
-    command = [sys.executable, "-c", "from vlrl_cli import main; main()", "test",
-               "-c", str(CONFIGS / "eval" / "mmbench.yaml"), "-c", str(CONFIGS / "cpu.yaml"),
-               f"--model.init_args.model_name_or_path={tiny_checkpoint}", f"--data.init_args.source={source}",
-               "--model.init_args.val_max_new_tokens=8", "--model.init_args.engine.init_args.enforce_eager=true",
-               "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={run}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-c",
+        "from vlrl_cli import main; main()",
+        "test",
+        "-c",
+        str(CONFIGS / "eval" / "mmbench.yaml"),
+        "-c",
+        str(CONFIGS / "cpu.yaml"),
+        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        f"--data.init_args.source={source}",
+        "--model.init_args.val_max_new_tokens=8",
+        "--model.init_args.engine.init_args.enforce_eager=true",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={run}",
+    ]
     env = {**os.environ, "VLRL_CACHE": str(tmp_path / "user-cache")}
     done = subprocess.run(command, cwd=CONFIGS.parent, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-4000:]

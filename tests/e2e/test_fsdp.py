@@ -68,30 +68,49 @@ class RecordSteps(Callback):
         trained = {name for name, p in pl_module.policy.named_parameters() if p.requires_grad}
         state = full_state_dict(pl_module.policy)
         if trainer.is_global_zero:
-            torch.save({k: v.clone() for k, v in state.items() if k in trained},
-                       self.out_dir / f"step{trainer.global_step}.pt")  # fmt: skip
+            torch.save(
+                {k: v.clone() for k, v in state.items() if k in trained}, self.out_dir / f"step{trainer.global_step}.pt"
+            )
         record = {"step": trainer.global_step, "loss": float(trainer.callback_metrics["train/loss"])}
         with (self.out_dir / f"rank{trainer.global_rank}.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
 
 
 def grpo_args(checkpoint, root: Path, devices: int, steps: int, resume: Path | None = None) -> list[str]:
-    ckpt = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {"every_n_train_steps": 1, "save_top_k": -1, "dirpath": str(root / "ckpt")}}  # fmt: skip
+    ckpt = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"every_n_train_steps": 1, "save_top_k": -1, "dirpath": str(root / "ckpt")},
+    }
     record = {"class_path": "tests.e2e.test_fsdp.RecordSteps", "init_args": {"out_dir": str(root)}}
     args = [
-        sys.executable, "-m", "vlrl_cli", "fit", "-c", str(DEMO), ENGINE,
-        f"--model.init_args.model_name_or_path={checkpoint}", f"--model.init_args.rewards={REWARDS}",
-        "--model.init_args.reward_weights=[1.0]", "--model.init_args.lr=1e-3", "--model.init_args.micro_batch_size=2",
-        "--model.init_args.rollout.group_size=2", "--model.init_args.rollout.max_new_tokens=6",
-        f"--data.init_args.data_dir={root.parent / 'data'}", "--data.init_args.train_size=4",
-        "--data.init_args.val_size=2", "--data.init_args.image_size=56",
+        sys.executable,
+        "-m",
+        "vlrl_cli",
+        "fit",
+        "-c",
+        str(DEMO),
+        ENGINE,
+        f"--model.init_args.model_name_or_path={checkpoint}",
+        f"--model.init_args.rewards={REWARDS}",
+        "--model.init_args.reward_weights=[1.0]",
+        "--model.init_args.lr=1e-3",
+        "--model.init_args.micro_batch_size=2",
+        "--model.init_args.rollout.group_size=2",
+        "--model.init_args.rollout.max_new_tokens=6",
+        f"--data.init_args.data_dir={root.parent / 'data'}",
+        "--data.init_args.train_size=4",
+        "--data.init_args.val_size=2",
+        "--data.init_args.image_size=56",
         f"--data.init_args.batch_size={4 // devices}",  # the same global batch: every training row, every step
-        f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
-        "--trainer.accelerator=cpu", f"--trainer.devices={devices}", f"--trainer.default_root_dir={root}",
+        f"--trainer.max_steps={steps}",
+        "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu",
+        f"--trainer.devices={devices}",
+        f"--trainer.default_root_dir={root}",
         f"--trainer.logger.init_args.save_dir={root}",
         f"--trainer.callbacks=[{json.dumps(ckpt)}, {json.dumps(record)}]",
-    ]  # fmt: skip
+    ]
     if devices > 1:
         args[6:6] = ["-c", str(FSDP)]  # after the recipe
     if resume is not None:
@@ -149,18 +168,34 @@ def test_fsdp2_sft_export_equals_the_trained_weights(tiny_checkpoint, synthetic_
     """Two SFT steps sharded over two processes; the folder written at the end (gathered from the shards, rank 0
     writing) holds exactly the weights of the full checkpoint saved at the same step, and they moved."""
     export = tmp_path / "export"
-    ckpt = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {"save_last": True, "dirpath": str(tmp_path / "ckpt")}}  # fmt: skip
+    ckpt = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"save_last": True, "dirpath": str(tmp_path / "ckpt")},
+    }
     args = [
-        sys.executable, "-m", "vlrl_cli", "fit", "-c", str(ROOT / "configs" / "demo_sft.yaml"), "-c", str(FSDP),
-        f"--model.init_args.model_name_or_path={tiny_checkpoint}", f"--model.init_args.export_dir={export}",
-        f"--data.init_args.train_data={synthetic_dir / 'train_sft_caption.jsonl'}", "--data.init_args.val_data=null",
-        "--data.init_args.batch_size=2", "--data.init_args.min_pixels=3136", "--data.init_args.max_pixels=3136",
-        "--trainer.max_steps=2", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
-        "--trainer.devices=2", f"--trainer.default_root_dir={tmp_path}",
+        sys.executable,
+        "-m",
+        "vlrl_cli",
+        "fit",
+        "-c",
+        str(ROOT / "configs" / "demo_sft.yaml"),
+        "-c",
+        str(FSDP),
+        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        f"--model.init_args.export_dir={export}",
+        f"--data.init_args.train_data={synthetic_dir / 'train_sft_caption.jsonl'}",
+        "--data.init_args.val_data=null",
+        "--data.init_args.batch_size=2",
+        "--data.init_args.min_pixels=3136",
+        "--data.init_args.max_pixels=3136",
+        "--trainer.max_steps=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        f"--trainer.default_root_dir={tmp_path}",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
         f"--trainer.callbacks=[{json.dumps(ckpt)}]",
-    ]  # fmt: skip
+    ]
     run(args, tmp_path)
     from transformers import AutoModelForImageTextToText
 
@@ -198,12 +233,22 @@ def test_visionary_r1_recipe_runs_sharded_in_bf16_with_dynamic_sampling_and_the_
     recipe = CONFIGS / "visionary_r1.yaml"
     record = {"class_path": "tests.e2e.test_fsdp.RecordMetrics", "init_args": {"out_dir": str(tmp_path)}}
     args = [
-        sys.executable, "-m", "vlrl_cli", "fit", "-c", str(recipe), "-c", str(FSDP),
-        *cpu_overrides(recipe, tiny_checkpoint, synthetic_dir, tmp_path), *with_probe_reward(recipe),
-        "--trainer.devices=2", "--trainer.max_steps=2", "--trainer.max_epochs=2",
+        sys.executable,
+        "-m",
+        "vlrl_cli",
+        "fit",
+        "-c",
+        str(recipe),
+        "-c",
+        str(FSDP),
+        *cpu_overrides(recipe, tiny_checkpoint, synthetic_dir, tmp_path),
+        *with_probe_reward(recipe),
+        "--trainer.devices=2",
+        "--trainer.max_steps=2",
+        "--trainer.max_epochs=2",
         "--model.init_args.rollout.dynamic_sampling=true",
         f"--trainer.callbacks+={json.dumps(record)}",
-    ]  # fmt: skip
+    ]
     run(args, tmp_path)
     for rank in (0, 1):
         steps = [json.loads(line) for line in (tmp_path / f"metrics{rank}.jsonl").read_text().splitlines()]

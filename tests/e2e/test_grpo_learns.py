@@ -28,19 +28,36 @@ class AsciiLetterShare(Reward):
 def test_grpo_raises_mean_reward(tiny_checkpoint, tmp_path):
     rewards = '[{"class_path": "tests.e2e.test_grpo_learns.AsciiLetterShare"}]'
     main(
-        ["fit", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
-         f"--model.init_args.rewards={rewards}", "--model.init_args.reward_weights=[1.0]",
-         "--model.init_args.lr=3e-3", "--model.init_args.loss.init_args.beta=0.0",
-         "--model.init_args.rollout.group_size=8", "--model.init_args.rollout.max_new_tokens=8",
-         "--model.init_args.rollout.temperature=1.0", "--model.init_args.rollout.top_k=5",
-         "--model.init_args.micro_batch_size=16", "--model.init_args.freeze_embeddings=false",
-         "--model.init_args.rollout.dynamic_sampling=false",
-         f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.train_size=64",
-         "--data.init_args.val_size=2", "--data.init_args.image_size=56", "--data.init_args.batch_size=2",
-         "--trainer.max_steps=12", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
-         "--trainer.enable_checkpointing=false", f"--trainer.default_root_dir={tmp_path}",
-         f"--trainer.logger.init_args.save_dir={tmp_path}"],
-    )  # fmt: skip
+        [
+            "fit",
+            "-c",
+            str(DEMO),
+            HF_ENGINE,
+            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            f"--model.init_args.rewards={rewards}",
+            "--model.init_args.reward_weights=[1.0]",
+            "--model.init_args.lr=3e-3",
+            "--model.init_args.loss.init_args.beta=0.0",
+            "--model.init_args.rollout.group_size=8",
+            "--model.init_args.rollout.max_new_tokens=8",
+            "--model.init_args.rollout.temperature=1.0",
+            "--model.init_args.rollout.top_k=5",
+            "--model.init_args.micro_batch_size=16",
+            "--model.init_args.freeze_embeddings=false",
+            "--model.init_args.rollout.dynamic_sampling=false",
+            f"--data.init_args.data_dir={tmp_path / 'data'}",
+            "--data.init_args.train_size=64",
+            "--data.init_args.val_size=2",
+            "--data.init_args.image_size=56",
+            "--data.init_args.batch_size=2",
+            "--trainer.max_steps=12",
+            "--trainer.limit_val_batches=0",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_checkpointing=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ],
+    )
     rows = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("reward/total")]
     curve = [float(r["reward/total"]) for r in rows]
     assert len(curve) == 12

@@ -16,14 +16,26 @@ DEMO = ROOT / "configs" / "demo_grpo.yaml"
 
 def _predict(tiny_checkpoint, tmp_path, predict_data: Path) -> list[dict]:
     out = tmp_path / "predictions.jsonl"
-    main([
-        "predict", "-c", str(DEMO), f"--model.init_args.model_name_or_path={tiny_checkpoint}",
-        '--model.init_args.engine={"class_path": "rollout.hf.HFEngine"}', "--model.init_args.val_max_new_tokens=5",
-        f"--model.init_args.predictions_path={out}", f"--data.init_args.data_dir={tmp_path / 'data'}",
-        "--data.init_args.train_size=4", "--data.init_args.val_size=4", "--data.init_args.image_size=56",
-        f"--data.init_args.predict_data={predict_data}", "--data.init_args.val_batch_size=2",
-        f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-    ])  # fmt: skip
+    main(
+        [
+            "predict",
+            "-c",
+            str(DEMO),
+            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            '--model.init_args.engine={"class_path": "rollout.hf.HFEngine"}',
+            "--model.init_args.val_max_new_tokens=5",
+            f"--model.init_args.predictions_path={out}",
+            f"--data.init_args.data_dir={tmp_path / 'data'}",
+            "--data.init_args.train_size=4",
+            "--data.init_args.val_size=4",
+            "--data.init_args.image_size=56",
+            f"--data.init_args.predict_data={predict_data}",
+            "--data.init_args.val_batch_size=2",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -52,9 +64,22 @@ def test_one_image_and_question_from_the_command_line(tiny_checkpoint, tmp_path)
     image = tmp_path / "red.png"
     Image.new("RGB", (56, 56), "red").save(image)
     run = subprocess.run(
-        [sys.executable, "-m", "lightning_modules.predictions", str(tiny_checkpoint), "--image", str(image),
-         "--question", "What colour is the image?", "--max-new-tokens", "4"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tools.predict",
+            str(tiny_checkpoint),
+            "--image",
+            str(image),
+            "--question",
+            "What colour is the image?",
+            "--max-new-tokens",
+            "4",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     record = json.loads(run.stdout.strip().splitlines()[-1])
     assert record["problem"] == "What colour is the image?" and 1 <= record["completion_tokens"] <= 4

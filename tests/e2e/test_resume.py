@@ -28,21 +28,37 @@ COMPARED = ("train/loss", "reward/total", "train/beta", "train/lr", "rollout/com
 
 
 def fit_args(tiny_checkpoint, data_dir, root, steps) -> list[str]:
-    checkpoint = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                  "init_args": {"every_n_train_steps": 1, "save_top_k": -1, "save_last": True,
-                                "dirpath": str(root / "ckpt")}}  # fmt: skip
+    checkpoint = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"every_n_train_steps": 1, "save_top_k": -1, "save_last": True, "dirpath": str(root / "ckpt")},
+    }
     return [
-        "fit", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={tiny_checkpoint}",
-        f"--model.init_args.rewards={REWARDS}", "--model.init_args.reward_weights=[1.0]",
-        "--model.init_args.lr=1e-3", "--model.init_args.beta_schedule=cosine",
-        "--model.init_args.rollout.group_size=2", "--model.init_args.rollout.max_new_tokens=5",
-        "--model.init_args.rollout.log_samples_every_n_steps=1", "--model.init_args.rollout.num_logged_samples=2",
-        "--model.init_args.micro_batch_size=4", f"--data.init_args.data_dir={data_dir}",
-        "--data.init_args.train_size=10", "--data.init_args.val_size=2", "--data.init_args.image_size=56",
-        "--data.init_args.batch_size=2", "--trainer.max_steps=" + str(steps), "--trainer.limit_val_batches=0",
-        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={root}",
-        f"--trainer.logger.init_args.save_dir={root}", f"--trainer.callbacks=[{json.dumps(checkpoint)}]",
-    ]  # fmt: skip
+        "fit",
+        "-c",
+        str(DEMO),
+        HF_ENGINE,
+        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        f"--model.init_args.rewards={REWARDS}",
+        "--model.init_args.reward_weights=[1.0]",
+        "--model.init_args.lr=1e-3",
+        "--model.init_args.beta_schedule=cosine",
+        "--model.init_args.rollout.group_size=2",
+        "--model.init_args.rollout.max_new_tokens=5",
+        "--model.init_args.rollout.log_samples_every_n_steps=1",
+        "--model.init_args.rollout.num_logged_samples=2",
+        "--model.init_args.micro_batch_size=4",
+        f"--data.init_args.data_dir={data_dir}",
+        "--data.init_args.train_size=10",
+        "--data.init_args.val_size=2",
+        "--data.init_args.image_size=56",
+        "--data.init_args.batch_size=2",
+        "--trainer.max_steps=" + str(steps),
+        "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.logger.init_args.save_dir={root}",
+        f"--trainer.callbacks=[{json.dumps(checkpoint)}]",
+    ]
 
 
 def logged(root: Path, version: int = 0) -> tuple[dict[int, dict], list[str]]:
@@ -76,8 +92,13 @@ def test_sigkill_mid_run_resumes_as_if_never_stopped(tiny_checkpoint, tmp_path):
 
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "vlrl_cli", *fit_args(tiny_checkpoint, data, killed, steps)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlrl_cli", *fit_args(tiny_checkpoint, data, killed, steps)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 300
     while not list((killed / "ckpt").glob("*step=3.ckpt")):  # kill while steps 4+ run (or their checkpoints write)
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]

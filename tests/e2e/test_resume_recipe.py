@@ -40,11 +40,15 @@ def command(tiny_checkpoint, synthetic_dir, root: Path, engine: str) -> list[str
     if engine == "vllm":
         args = [a for a in args if "engine=" not in a] + VLLM_ON_CPU
     args += [
-        *with_probe_reward(RECIPE), EVERY_STEP, f"--trainer.max_steps={STEPS}", "--trainer.max_epochs=-1",
+        *with_probe_reward(RECIPE),
+        EVERY_STEP,
+        f"--trainer.max_steps={STEPS}",
+        "--trainer.max_epochs=-1",
         "--data.init_args.batch_size=2",  # two steps an epoch from the 4-row fixture: the resume crosses an epoch
-        "--model.init_args.lr=1e-3", "--model.init_args.rollout.log_samples_every_n_steps=1",
+        "--model.init_args.lr=1e-3",
+        "--model.init_args.rollout.log_samples_every_n_steps=1",
         "--model.init_args.rollout.num_logged_samples=4",
-    ]  # fmt: skip
+    ]
     return [str(VLRL), "fit", "-c", str(RECIPE), *args]
 
 
@@ -62,10 +66,22 @@ def test_recipe_killed_and_resumed_with_ckpt_path_last(engine, tiny_checkpoint, 
     if engine == "vllm":
         pytest.importorskip("vllm")
     full_root, killed = tmp_path / "full", tmp_path / "killed"
-    full = subprocess.Popen(command(tiny_checkpoint, synthetic_dir, full_root, engine), cwd=tmp_path, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    proc = subprocess.Popen(command(tiny_checkpoint, synthetic_dir, killed, engine), cwd=tmp_path, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    full = subprocess.Popen(
+        command(tiny_checkpoint, synthetic_dir, full_root, engine),
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc = subprocess.Popen(
+        command(tiny_checkpoint, synthetic_dir, killed, engine),
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     checkpoints = killed / "lightning_logs" / "version_0" / "checkpoints"
     deadline = time.monotonic() + 900
     while not list(checkpoints.glob("*step=2.ckpt")):
@@ -79,8 +95,14 @@ def test_recipe_killed_and_resumed_with_ckpt_path_last(engine, tiny_checkpoint, 
     reference, reference_samples = logged(full_root)
     assert sorted(reference) == list(range(STEPS))
 
-    resumed = subprocess.run([*command(tiny_checkpoint, synthetic_dir, killed, engine), "--ckpt_path=last"],
-                             cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)  # fmt: skip
+    resumed = subprocess.run(
+        [*command(tiny_checkpoint, synthetic_dir, killed, engine), "--ckpt_path=last"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from" in resumed.stdout + resumed.stderr
     steps, samples = logged(killed)
@@ -94,8 +116,14 @@ def test_recipe_killed_and_resumed_with_ckpt_path_last(engine, tiny_checkpoint, 
 
 def test_ckpt_path_last_without_a_checkpoint_is_an_error(tiny_checkpoint, synthetic_dir, tmp_path):
     """No checkpoint yet: a clear error, not a silent fresh start, and no version folder left behind."""
-    run = subprocess.run([*command(tiny_checkpoint, synthetic_dir, tmp_path, "hf"), "--ckpt_path=last"],
-                         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [*command(tiny_checkpoint, synthetic_dir, tmp_path, "hf"), "--ckpt_path=last"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode != 0
     assert "no last checkpoint yet" in run.stderr and "Drop --ckpt_path=last" in run.stderr, run.stderr[-2000:]
     assert not (tmp_path / "lightning_logs").exists()

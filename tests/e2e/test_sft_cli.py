@@ -18,13 +18,24 @@ def test_sft_fit_two_steps_changes_weights_and_exports(tiny_checkpoint, syntheti
 
     export = tmp_path / "export"
     main(
-        ["fit", "-c", str(DEMO),
-         f"--model.init_args.model_name_or_path={tiny_checkpoint}", f"--model.init_args.export_dir={export}",
-         f"--data.init_args.train_data={synthetic_dir / 'train_sft_caption.jsonl'}", "--data.init_args.val_data=null",
-         "--data.init_args.batch_size=2", "--data.init_args.min_pixels=3136", "--data.init_args.max_pixels=3136",
-         "--trainer.max_steps=2", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
-         f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"]
-    )  # fmt: skip
+        [
+            "fit",
+            "-c",
+            str(DEMO),
+            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            f"--model.init_args.export_dir={export}",
+            f"--data.init_args.train_data={synthetic_dir / 'train_sft_caption.jsonl'}",
+            "--data.init_args.val_data=null",
+            "--data.init_args.batch_size=2",
+            "--data.init_args.min_pixels=3136",
+            "--data.init_args.max_pixels=3136",
+            "--trainer.max_steps=2",
+            "--trainer.log_every_n_steps=1",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ]
+    )
     before = AutoModelForImageTextToText.from_pretrained(tiny_checkpoint)
     after = AutoModelForImageTextToText.from_pretrained(export)
     changed = [

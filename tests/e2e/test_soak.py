@@ -49,13 +49,24 @@ class NaNOnElevens(Reward):
 def _config(tmp_path: Path, train_data: Path, rewards: list[dict], steps: int) -> Path:
     config = yaml.safe_load(DEMO.read_text())
     config["model"]["init_args"].update(
-        engine={"class_path": "rollout.hf.HFEngine"}, rewards=rewards, reward_weights=[1.0] * len(rewards),
-        lr=1e-4, micro_batch_size=4,
+        engine={"class_path": "rollout.hf.HFEngine"},
+        rewards=rewards,
+        reward_weights=[1.0] * len(rewards),
+        lr=1e-4,
+        micro_batch_size=4,
         rollout={"group_size": G, "max_new_tokens": 4, "temperature": 1.0, "log_samples_every_n_steps": 0},
-    )  # fmt: skip
-    config["data"] = {"class_path": "datamodules.vqa.VQADataModule", "init_args": {
-        "train_data": str(train_data), "batch_size": 2, "min_pixels": 56 * 56, "max_pixels": 56 * 56,
-        "skip_bad_rows": True, "shuffle": False}}  # fmt: skip
+    )
+    config["data"] = {
+        "class_path": "datamodules.vqa.VQADataModule",
+        "init_args": {
+            "train_data": str(train_data),
+            "batch_size": 2,
+            "min_pixels": 56 * 56,
+            "max_pixels": 56 * 56,
+            "skip_bad_rows": True,
+            "shuffle": False,
+        },
+    }
     config["trainer"].update(
         max_steps=steps,
         max_epochs=1,
@@ -81,8 +92,14 @@ def test_nonfinite_loss_skips_the_step_and_leaves_weights_untouched(tiny_checkpo
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     rewards = [{"class_path": "tests.e2e.test_soak.NaNOnElevens", "init_args": {"all_rows": True}}]
-    cli = main(["fit", "-c", str(_config(tmp_path, data, rewards, steps=-1)),
-                f"--model.init_args.model_name_or_path={tiny_checkpoint}"])  # fmt: skip
+    cli = main(
+        [
+            "fit",
+            "-c",
+            str(_config(tmp_path, data, rewards, steps=-1)),
+            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        ]
+    )
     from transformers import AutoModelForImageTextToText
 
     start = AutoModelForImageTextToText.from_pretrained(tiny_checkpoint)
@@ -104,8 +121,14 @@ def test_soak_200_steps_with_bad_rows_crashing_and_nan_rewards(tiny_checkpoint, 
         {"class_path": "tests.e2e.test_soak.CrashesOnSevens"},
         {"class_path": "tests.e2e.test_soak.NaNOnElevens"},
     ]
-    cli = main(["fit", "-c", str(_config(tmp_path, data, rewards, steps=-1)),
-                f"--model.init_args.model_name_or_path={tiny_checkpoint}"])  # fmt: skip
+    cli = main(
+        [
+            "fit",
+            "-c",
+            str(_config(tmp_path, data, rewards, steps=-1)),
+            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        ]
+    )
 
     batches = [rows[i : i + 2] for i in range(0, len(rows), 2)]  # shuffle off: the sampler's order
     kept = [[r for r in b if r["id"] not in bad] for b in batches]

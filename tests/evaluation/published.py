@@ -35,7 +35,7 @@ def write_tsv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
 
 def write_predictions(path: Path, completions: dict[str, str]) -> Path:
     """One line per prediction, as ``vlrl predict``'s ``JSONLPredictionWriter`` writes them
-    (``lightning_modules/predictions.py``: id, problem, completion, answer, completion_tokens, truncated)."""
+    (``evaluation/records.py``: id, problem, completion, answer, completion_tokens, truncated)."""
     records: list[dict[str, Any]] = [
         {"id": id, "problem": "...", "completion": text, "answer": None, "completion_tokens": 7, "truncated": False}
         for id, text in completions.items()

@@ -16,13 +16,22 @@ ANGLE_CHOICES = "\nChoices:\nA:40°\nB:60°\nC:120°\nD:140°"
 
 
 def _sample(index, problem, version, question_text, answer, kind, subject, subfield):
-    image = f"images_version_{6 if version == 'Vision Only' else 5 if version == 'Vision Dominant' else '1-4'}/" \
-            f"image_{problem}.png"  # fmt: skip
-    return {"sample_index": index, "problem_index": problem, "problem_version": version, "question": question_text,
-            "image": image, "answer": answer, "question_type": kind,
-            "metadata": {"split": "testmini", "source": "GeoQA", "subject": subject, "subfield": subfield},
-            "query_wo": "Please directly answer the question ...",
-            "query_cot": "Please first conduct reasoning ..."}  # fmt: skip
+    image = (
+        f"images_version_{6 if version == 'Vision Only' else 5 if version == 'Vision Dominant' else '1-4'}/"
+        f"image_{problem}.png"
+    )
+    return {
+        "sample_index": index,
+        "problem_index": problem,
+        "problem_version": version,
+        "question": question_text,
+        "image": image,
+        "answer": answer,
+        "question_type": kind,
+        "metadata": {"split": "testmini", "source": "GeoQA", "subject": subject, "subfield": subfield},
+        "query_wo": "Please directly answer the question ...",
+        "query_cot": "Please first conduct reasoning ...",
+    }
 
 
 # testmini.json: a list; ids are strings; options live in the question text (or, for Vision Only, in the image)
@@ -30,18 +39,42 @@ SAMPLES = [
     _sample("1", "1", "Text Dominant", ANGLE + ANGLE_CHOICES, "D", "multi-choice", "Plane Geometry", "Angle"),
     _sample("2", "1", "Text Lite", "Find angle CED." + ANGLE_CHOICES, "D", "multi-choice", "Plane Geometry", "Angle"),
     _sample("3", "1", "Vision Only", "", "D", "multi-choice", "Plane Geometry", "Angle"),
-    _sample("4", "2", "Text Dominant", "Is this a function?\nChoices:\nA:Yes\nB:No", "(A)", "multi-choice",
-            "Functions", "Coordinate"),
-    _sample("5", "3", "Text Dominant", "He walks 12 km west and 9 km south. Find h.", "$h=15$", "free-form",
-            "Plane Geometry", "Length"),
-    _sample("6", "4", "Text Lite", "Find L, rounded down to the nearest cm.", "14", "free-form", "Solid Geometry",
-            "Length"),
-    _sample("7", "5", "Vision Intensive", "Find the surface area.", "768 \\mathrm{cm}^2", "free-form",
-            "Solid Geometry", "Area"),
-    _sample("8", "6", "Vision Dominant", "Find h to one decimal place.", "4.4", "free-form", "Solid Geometry",
-            "Area"),
+    _sample(
+        "4",
+        "2",
+        "Text Dominant",
+        "Is this a function?\nChoices:\nA:Yes\nB:No",
+        "(A)",
+        "multi-choice",
+        "Functions",
+        "Coordinate",
+    ),
+    _sample(
+        "5",
+        "3",
+        "Text Dominant",
+        "He walks 12 km west and 9 km south. Find h.",
+        "$h=15$",
+        "free-form",
+        "Plane Geometry",
+        "Length",
+    ),
+    _sample(
+        "6", "4", "Text Lite", "Find L, rounded down to the nearest cm.", "14", "free-form", "Solid Geometry", "Length"
+    ),
+    _sample(
+        "7",
+        "5",
+        "Vision Intensive",
+        "Find the surface area.",
+        "768 \\mathrm{cm}^2",
+        "free-form",
+        "Solid Geometry",
+        "Area",
+    ),
+    _sample("8", "6", "Vision Dominant", "Find h to one decimal place.", "4.4", "free-form", "Solid Geometry", "Area"),
     _sample("9", "2", "Vision Only", "", "(A)", "multi-choice", "Functions", "Coordinate"),
-]  # fmt: skip
+]
 COMPLETIONS = {
     "1": "<answer>D</answer>",  # the letter: right
     "2": "<answer>D:140°</answer>",  # the option as the question writes it, starting with its letter: right
@@ -68,12 +101,21 @@ def test_rules_by_hand():
     assert {q["id"] for q in result["questions"] if q["correct"]} == RIGHT
     assert (result["correct"], result["count"], result["missing"]) == (6, 9, 1)
     rate = {f: {v: (r["correct"], r["count"]) for v, r in values.items()} for f, values in result["categories"].items()}
-    assert rate["problem_version"] == {"Text Dominant": (3, 3), "Text Lite": (1, 2), "Vision Dominant": (1, 1),
-                                       "Vision Intensive": (1, 1), "Vision Only": (0, 2)}  # fmt: skip
+    assert rate["problem_version"] == {
+        "Text Dominant": (3, 3),
+        "Text Lite": (1, 2),
+        "Vision Dominant": (1, 1),
+        "Vision Intensive": (1, 1),
+        "Vision Only": (0, 2),
+    }
     assert rate["subject"] == {"Functions": (1, 2), "Plane Geometry": (3, 4), "Solid Geometry": (2, 3)}
-    assert rate["subfield"] == {"Functions-Coordinate": (1, 2), "Plane Geometry-Angle": (2, 3),
-                                "Plane Geometry-Length": (1, 1), "Solid Geometry-Area": (2, 2),
-                                "Solid Geometry-Length": (0, 1)}  # fmt: skip
+    assert rate["subfield"] == {
+        "Functions-Coordinate": (1, 2),
+        "Plane Geometry-Angle": (2, 3),
+        "Plane Geometry-Length": (1, 1),
+        "Solid Geometry-Area": (2, 2),
+        "Solid Geometry-Length": (0, 1),
+    }
 
 
 def test_letters_and_normal_forms():

@@ -14,8 +14,16 @@ OPTIONS = ["1", "2", "3", "4", "5"]
 
 
 def _problem(id, answer, options, subject, level):
-    return {"id": id, "question": f"<image1>Question {id}?", "options": options, "image": f"images/{id}.jpg",
-            "answer": answer, "solution": None, "level": level, "subject": subject}  # fmt: skip
+    return {
+        "id": id,
+        "question": f"<image1>Question {id}?",
+        "options": options,
+        "image": f"images/{id}.jpg",
+        "answer": answer,
+        "solution": None,
+        "level": level,
+        "subject": subject,
+    }
 
 
 # MathVision's JSONL: options (a list, empty for a free answer), answer (a letter when there are options)

@@ -14,39 +14,109 @@ ANIMALS = ["the cat", "the dog", "the bird"]
 
 
 def _problem(pid, question_type, answer_type, answer, meta, choices=None, precision=None):
-    return {"question": f"Question {pid}?", "image": f"images/{pid}.jpg", "choices": choices, "unit": None,
-            "precision": precision, "answer": answer, "question_type": question_type, "answer_type": answer_type,
-            "pid": pid, "metadata": {"split": "testmini", "language": "english", **meta}}  # fmt: skip
+    return {
+        "question": f"Question {pid}?",
+        "image": f"images/{pid}.jpg",
+        "choices": choices,
+        "unit": None,
+        "precision": precision,
+        "answer": answer,
+        "question_type": question_type,
+        "answer_type": answer_type,
+        "pid": pid,
+        "metadata": {"split": "testmini", "language": "english", **meta},
+    }
 
 
 def _meta(category, source, grade, skills):
-    return {"category": category, "source": source, "task": "figure question answering", "context": "natural image",
-            "grade": grade, "skills": skills}  # fmt: skip
+    return {
+        "category": category,
+        "source": source,
+        "task": "figure question answering",
+        "context": "natural image",
+        "grade": grade,
+        "skills": skills,
+    }
 
 
 # testmini.json: a dict keyed by pid; answers are strings; multi_choice answers are the option's text
 PROBLEMS = {
-    "1": _problem("1", "multi_choice", "text", "the dog", _meta("general-vqa", "FigureQA", "elementary school",
-                  ["numeric commonsense"]), ANIMALS),
-    "2": _problem("2", "multi_choice", "text", "the dog", _meta("general-vqa", "FigureQA", "elementary school",
-                  ["numeric commonsense", "logical reasoning"]), ANIMALS),
-    "3": _problem("3", "free_form", "integer", "12", _meta("math-targeted-vqa", "Super-CLEVR", "high school",
-                  ["arithmetic reasoning"])),
-    "4": _problem("4", "free_form", "float", "1.5", _meta("math-targeted-vqa", "SciBench", "college",
-                  ["scientific reasoning"]), precision=1),
-    "5": _problem("5", "free_form", "float", "0.21", _meta("math-targeted-vqa", "SciBench", "college",
-                  ["scientific reasoning", "arithmetic reasoning"]), precision=2),
-    "6": _problem("6", "free_form", "list", "[2014, 2016]", _meta("general-vqa", "ChartQA", "daily life",
-                  ["statistical reasoning"])),
-    "7": _problem("7", "free_form", "list", "[2014, 2016]", _meta("general-vqa", "ChartQA", "daily life",
-                  ["statistical reasoning"])),
-    "8": _problem("8", "free_form", "integer", "3", _meta("math-targeted-vqa", "Super-CLEVR", "elementary school",
-                  ["arithmetic reasoning"])),
-    "9": _problem("9", "multi_choice", "text", "the bird", _meta("general-vqa", "FigureQA", "elementary school",
-                  ["logical reasoning"]), ANIMALS),
-    "10": _problem("10", "free_form", "integer", "7", _meta("math-targeted-vqa", "Super-CLEVR", "high school",
-                   ["arithmetic reasoning"])),
-}  # fmt: skip
+    "1": _problem(
+        "1",
+        "multi_choice",
+        "text",
+        "the dog",
+        _meta("general-vqa", "FigureQA", "elementary school", ["numeric commonsense"]),
+        ANIMALS,
+    ),
+    "2": _problem(
+        "2",
+        "multi_choice",
+        "text",
+        "the dog",
+        _meta("general-vqa", "FigureQA", "elementary school", ["numeric commonsense", "logical reasoning"]),
+        ANIMALS,
+    ),
+    "3": _problem(
+        "3",
+        "free_form",
+        "integer",
+        "12",
+        _meta("math-targeted-vqa", "Super-CLEVR", "high school", ["arithmetic reasoning"]),
+    ),
+    "4": _problem(
+        "4",
+        "free_form",
+        "float",
+        "1.5",
+        _meta("math-targeted-vqa", "SciBench", "college", ["scientific reasoning"]),
+        precision=1,
+    ),
+    "5": _problem(
+        "5",
+        "free_form",
+        "float",
+        "0.21",
+        _meta("math-targeted-vqa", "SciBench", "college", ["scientific reasoning", "arithmetic reasoning"]),
+        precision=2,
+    ),
+    "6": _problem(
+        "6",
+        "free_form",
+        "list",
+        "[2014, 2016]",
+        _meta("general-vqa", "ChartQA", "daily life", ["statistical reasoning"]),
+    ),
+    "7": _problem(
+        "7",
+        "free_form",
+        "list",
+        "[2014, 2016]",
+        _meta("general-vqa", "ChartQA", "daily life", ["statistical reasoning"]),
+    ),
+    "8": _problem(
+        "8",
+        "free_form",
+        "integer",
+        "3",
+        _meta("math-targeted-vqa", "Super-CLEVR", "elementary school", ["arithmetic reasoning"]),
+    ),
+    "9": _problem(
+        "9",
+        "multi_choice",
+        "text",
+        "the bird",
+        _meta("general-vqa", "FigureQA", "elementary school", ["logical reasoning"]),
+        ANIMALS,
+    ),
+    "10": _problem(
+        "10",
+        "free_form",
+        "integer",
+        "7",
+        _meta("math-targeted-vqa", "Super-CLEVR", "high school", ["arithmetic reasoning"]),
+    ),
+}
 
 COMPLETIONS = {
     "1": "<think>Count.</think><answer>B</answer>",  # the letter B -> "the dog": right
@@ -80,18 +150,35 @@ def test_rules_by_hand():
     assert by_id["3"]["prediction"] == "12" and by_id["8"]["prediction"] is None
     assert by_id["10"] == {**by_id["10"], "missing": True, "correct": 0, "answer": None}
     cats = result["categories"]
-    assert list(cats) == ["question_type", "answer_type", "language", "source", "category", "task", "context",
-                          "grade", "skills"]  # fmt: skip
+    assert list(cats) == [
+        "question_type",
+        "answer_type",
+        "language",
+        "source",
+        "category",
+        "task",
+        "context",
+        "grade",
+        "skills",
+    ]
     rate = {field: {v: (r["correct"], r["count"]) for v, r in values.items()} for field, values in cats.items()}
     assert rate["question_type"] == {"free_form": (3, 7), "multi_choice": (3, 3)}
     assert rate["answer_type"] == {"float": (1, 2), "integer": (1, 3), "list": (1, 2), "text": (3, 3)}
     assert rate["category"] == {"general-vqa": (4, 5), "math-targeted-vqa": (2, 5)}
-    assert rate["grade"] == {"college": (1, 2), "daily life": (1, 2), "elementary school": (3, 4),
-                             "high school": (1, 2)}  # fmt: skip
+    assert rate["grade"] == {
+        "college": (1, 2),
+        "daily life": (1, 2),
+        "elementary school": (3, 4),
+        "high school": (1, 2),
+    }
     # skills is a list: a question counts once for each of its skills
-    assert rate["skills"] == {"arithmetic reasoning": (1, 4), "logical reasoning": (2, 2),
-                              "numeric commonsense": (2, 2), "scientific reasoning": (1, 2),
-                              "statistical reasoning": (1, 2)}  # fmt: skip
+    assert rate["skills"] == {
+        "arithmetic reasoning": (1, 4),
+        "logical reasoning": (2, 2),
+        "numeric commonsense": (2, 2),
+        "scientific reasoning": (1, 2),
+        "statistical reasoning": (1, 2),
+    }
     assert cats["skills"]["arithmetic reasoning"]["accuracy"] == 0.25
     assert rate["language"] == {"english": (6, 10)}
 

@@ -27,8 +27,12 @@ def test_cli_on_mmbench_writes_the_results_json(tmp_path, capsys):
     rank0 = write_predictions(tmp_path / "predictions.jsonl", {i: completions[i] for i in ids[:3]})
     rank1 = write_predictions(tmp_path / "predictions.rank1.jsonl", {i: completions[i] for i in ids[2:]})
     out = tmp_path / "scores" / "mmbench.json"
-    assert main(["--benchmark", "mmbench", "--source", str(tsv), "--predictions", str(rank0), str(rank1),
-                 "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            ["--benchmark", "mmbench", "--source", str(tsv), "--predictions", str(rank0), str(rank1), "--out", str(out)]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["accuracy"] == pytest.approx(1 / 3) and (result["correct"], result["count"]) == (1, 3)
     assert (result["missing"], result["rows"], result["row_accuracy"]) == (1, 7, pytest.approx(5 / 7))

@@ -10,8 +10,22 @@ from evaluation import score_completions
 from evaluation.vlmevalkit import infer_option, question
 from tests.evaluation.published import b64_png, write_tsv
 
-MMBENCH_HEADER = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source",
-                  "l2-category", "comment", "split"]  # fmt: skip
+MMBENCH_HEADER = [
+    "index",
+    "question",
+    "hint",
+    "A",
+    "B",
+    "C",
+    "D",
+    "answer",
+    "category",
+    "image",
+    "source",
+    "l2-category",
+    "comment",
+    "split",
+]
 
 
 def _mmb(index, question, options, answer, category, l2, image):
@@ -77,12 +91,16 @@ def test_mmbench_circular_eval_by_hand(tmp_path):
     assert by_id["3"]["prediction"] == "A" and by_id["1000003"]["missing"]
     # per category after grouping: each question once
     assert result["categories"] == {
-        "category": {"colour": {"accuracy": 1.0, "correct": 1, "count": 1},
-                     "shape": {"accuracy": 0.0, "correct": 0, "count": 1},
-                     "weather": {"accuracy": 0.0, "correct": 0, "count": 1}},
-        "l2-category": {"perception": {"accuracy": 0.5, "correct": 1, "count": 2},
-                        "reasoning": {"accuracy": 0.0, "correct": 0, "count": 1}},
-    }  # fmt: skip
+        "category": {
+            "colour": {"accuracy": 1.0, "correct": 1, "count": 1},
+            "shape": {"accuracy": 0.0, "correct": 0, "count": 1},
+            "weather": {"accuracy": 0.0, "correct": 0, "count": 1},
+        },
+        "l2-category": {
+            "perception": {"accuracy": 0.5, "correct": 1, "count": 2},
+            "reasoning": {"accuracy": 0.0, "correct": 0, "count": 1},
+        },
+    }
 
 
 def test_mmstar_scores_each_row(tmp_path):

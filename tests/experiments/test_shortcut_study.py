@@ -44,19 +44,26 @@ def test_smoke_runs_every_method_and_tracks_every_split(tmp_path):
     assert (tmp_path / "report.md").read_text() == report
     again = main(["--out", str(tmp_path), "--smoke"])  # as after an interruption: finished runs are kept, not rerun
     assert again["curves"][0] == json.loads(json.dumps(result["curves"][0]))
-    assert again["meta"]["seconds"] >= saved["meta"]["seconds"]  # the earlier invocation's time still counts
+    kept = sum(json.loads((tmp_path / "seed0" / m / "result.json").read_text())["seconds"] for m in METHODS)
+    kept += sum(json.loads(t.read_text()) for t in (tmp_path / "seed0").glob("sft_*/seconds.json"))
+    assert kept > 0 and again["meta"]["seconds"] >= kept  # the earlier invocation's runs and SFTs still count
 
 
 def _curve(reversed_acc: float, dependency: float) -> list[dict]:
-    point = {"val/cue_reversed/accuracy": reversed_acc, "val/hard/accuracy": reversed_acc,
-             "val/cue_absent/visual_dependency": dependency}  # fmt: skip
+    point = {
+        "val/cue_reversed/accuracy": reversed_acc,
+        "val/hard/accuracy": reversed_acc,
+        "val/cue_absent/visual_dependency": dependency,
+    }
     return [{"step": 0, **{k: 0.0 for k in point}}, {"step": 10, **point}]
 
 
 def test_summary_and_verdict_by_hand():
     # three seeds: Visionary-R1 at 0.5/0.6/0.7 on cue-reversed (mean 0.6, std 0.1), vanilla at 0.1/0.1/0.1
-    curves = {seed: {"visionary_r1": _curve(v, 0.3), "vanilla_grpo": _curve(0.1, 0.0)}
-              for seed, v in enumerate([0.5, 0.6, 0.7])}  # fmt: skip
+    curves = {
+        seed: {"visionary_r1": _curve(v, 0.3), "vanilla_grpo": _curve(0.1, 0.0)}
+        for seed, v in enumerate([0.5, 0.6, 0.7])
+    }
     table = summarise(curves, ["visionary_r1", "vanilla_grpo"])
     cell = table["visionary_r1"]["cue_reversed/accuracy"]
     assert abs(cell["mean"] - 0.6) < 1e-12 and abs(cell["std"] - 0.1) < 1e-12 and cell["n"] == 3
@@ -75,16 +82,30 @@ def test_report_only_renders_table_cue_gap_and_verdict(tmp_path):
     def point(step, acc, agree, disagree):
         values = {f"val/{s}/accuracy": acc for s in SPLITS}
         values.update({f"val/{s}/visual_dependency": acc / 2 for s in SPLITS})
-        values.update({"val/in_distribution/accuracy/cue_agrees": agree,
-                       "val/in_distribution/accuracy/cue_disagrees": disagree})  # fmt: skip
+        values.update(
+            {"val/in_distribution/accuracy/cue_agrees": agree, "val/in_distribution/accuracy/cue_disagrees": disagree}
+        )
         return {"step": step, **values}
 
-    curves = {seed: {"vanilla_grpo": [point(0, 0.2, 0.2, 0.2), point(10, 0.4, 0.9, 0.0)],
-                     "visionary_r1": [point(0, 0.2, 0.2, 0.2), point(10, 0.6 + seed / 10, 0.7, 0.5)]}
-              for seed in range(3)}  # fmt: skip
-    meta = {"command": "python -m experiments.shortcut_study", "machine": "x86_64, 2 CPU cores", "seconds": 90.0,
-            "smoke": False, "seeds": [0, 1, 2], "methods": ["vanilla_grpo", "visionary_r1"], "cue_strength": 0.9,
-            "sft_steps": 120, "grpo_steps": 10, "eval_rows": 32}  # fmt: skip
+    curves = {
+        seed: {
+            "vanilla_grpo": [point(0, 0.2, 0.2, 0.2), point(10, 0.4, 0.9, 0.0)],
+            "visionary_r1": [point(0, 0.2, 0.2, 0.2), point(10, 0.6 + seed / 10, 0.7, 0.5)],
+        }
+        for seed in range(3)
+    }
+    meta = {
+        "command": "python -m experiments.shortcut_study",
+        "machine": "x86_64, 2 CPU cores",
+        "seconds": 90.0,
+        "smoke": False,
+        "seeds": [0, 1, 2],
+        "methods": ["vanilla_grpo", "visionary_r1"],
+        "cue_strength": 0.9,
+        "sft_steps": 120,
+        "grpo_steps": 10,
+        "eval_rows": 32,
+    }
     (tmp_path / "results.json").write_text(json.dumps({"meta": meta, "curves": curves}))
     main(["--out", str(tmp_path), "--report-only"])
     report = (tmp_path / "report.md").read_text()
@@ -101,12 +122,16 @@ def test_report_only_renders_table_cue_gap_and_verdict(tmp_path):
 
 def _rows(start_disagree: float, final_disagree: float, final_reversed: float, n: int = 20) -> dict:
     def split(agree, disagree):
-        return {**{f"a{i}": [agree, "cue_agrees"] for i in range(n)},
-                **{f"d{i}": [disagree, "cue_disagrees"] for i in range(n)}}  # fmt: skip
+        return {
+            **{f"a{i}": [agree, "cue_agrees"] for i in range(n)},
+            **{f"d{i}": [disagree, "cue_disagrees"] for i in range(n)},
+        }
 
     start = {"in_distribution": split(0.0, start_disagree), "cue_reversed": {f"r{i}": [0.0, None] for i in range(n)}}
-    final = {"in_distribution": split(1.0, final_disagree),
-             "cue_reversed": {f"r{i}": [final_reversed, None] for i in range(n)}}  # fmt: skip
+    final = {
+        "in_distribution": split(1.0, final_disagree),
+        "cue_reversed": {f"r{i}": [final_reversed, None] for i in range(n)},
+    }
     return {"start": start, "final": final}
 
 
@@ -136,5 +161,7 @@ def test_logged_validations_count_updates_not_pools_without_one(tmp_path):
     (tmp_path / "metrics.csv").write_text("\n".join([header, *lines]) + "\n")
     points, batches = _logged_validations(tmp_path / "metrics.csv")
     assert batches == 6
-    assert points == [{"step": 2, "batch": 3, "val/hard/accuracy": 0.25},
-                      {"step": 4, "batch": 6, "val/hard/accuracy": 0.5}]  # fmt: skip
+    assert points == [
+        {"step": 2, "batch": 3, "val/hard/accuracy": 0.25},
+        {"step": 4, "batch": 6, "val/hard/accuracy": 0.5},
+    ]

@@ -28,27 +28,46 @@ def setup(tiny_checkpoint, processor):
         completion_mask[row, length:] = 0
     batch = RolloutBatch(
         input_ids=torch.cat([out.prompt_ids, out.completion_ids], 1),
-        attention_mask=torch.cat([out.prompt_mask, completion_mask], 1), completion_mask=completion_mask,
-        advantages=torch.zeros(2 * G), rewards=torch.zeros(2 * G), images_per_row=[1] * (2 * G),
-        model_inputs=out.model_inputs, group_size=G,
-    )  # fmt: skip
+        attention_mask=torch.cat([out.prompt_mask, completion_mask], 1),
+        completion_mask=completion_mask,
+        advantages=torch.zeros(2 * G),
+        rewards=torch.zeros(2 * G),
+        images_per_row=[1] * (2 * G),
+        model_inputs=out.model_inputs,
+        group_size=G,
+    )
     return model, batch
 
 
 def _per_row(model, rows, batch):
     return completion_logps(
-        model, rows["input_ids"], rows["attention_mask"], batch.completion_length, rows["pixel_values"],
-        rows["image_grid_thw"], chunk_size=7, completion_mask=rows["completion_mask"],
+        model,
+        rows["input_ids"],
+        rows["attention_mask"],
+        batch.completion_length,
+        rows["pixel_values"],
+        rows["image_grid_thw"],
+        chunk_size=7,
+        completion_mask=rows["completion_mask"],
         mm_token_type_ids=rows["mm_token_type_ids"],
-    )  # fmt: skip
+    )
 
 
 def _grouped(model, rows, shared_prefix):
     return grouped_completion_logps(
-        model, rows["prompt_ids"], rows["prompt_mask"], rows["completion_ids"], rows["completion_attention"],
-        rows["prompt_index"], rows["pixel_values"], rows["image_grid_thw"], rows["mm_token_type_ids"], chunk_size=7,
-        completion_mask=rows["completion_mask"], shared_prefix=shared_prefix,
-    )  # fmt: skip
+        model,
+        rows["prompt_ids"],
+        rows["prompt_mask"],
+        rows["completion_ids"],
+        rows["completion_attention"],
+        rows["prompt_index"],
+        rows["pixel_values"],
+        rows["image_grid_thw"],
+        rows["mm_token_type_ids"],
+        chunk_size=7,
+        completion_mask=rows["completion_mask"],
+        shared_prefix=shared_prefix,
+    )
 
 
 def _value_and_grads(model, fn):

@@ -58,9 +58,15 @@ def test_completion_logps_match_the_models_own_logits(tiny_checkpoint, processor
     mask = torch.ones_like(expected, dtype=torch.long)
     mask[:, -1] = 0  # [1, c]: the last token is padding
     masked, entropy = completion_logps(
-        model, enc["input_ids"], enc["attention_mask"], c, enc["pixel_values"], enc["image_grid_thw"],
-        completion_mask=mask, mm_token_type_ids=enc["mm_token_type_ids"],
-    )  # fmt: skip
+        model,
+        enc["input_ids"],
+        enc["attention_mask"],
+        c,
+        enc["pixel_values"],
+        enc["image_grid_thw"],
+        completion_mask=mask,
+        mm_token_type_ids=enc["mm_token_type_ids"],
+    )
     assert torch.allclose(masked[:, :-1], expected[:, :-1], atol=1e-5) and masked[0, -1] == 0 and entropy[0, -1] == 0
     masked.sum().backward()
     assert model.lm_head.weight.grad is not None and model.lm_head.weight.grad.abs().sum() > 0
@@ -95,8 +101,11 @@ def test_bf16_reference_casts_weights_but_keeps_fp32_rotary_frequencies(tiny_che
 def test_freeze_embeddings_fixes_the_vocabulary_matrices_only(tiny_checkpoint):
     model = load_policy(str(tiny_checkpoint), dtype="float32", freeze_embeddings=True)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    assert frozen == {n for n, p in model.named_parameters() if p is model.get_input_embeddings().weight
-                      or p is model.get_output_embeddings().weight}  # fmt: skip
+    assert frozen == {
+        n
+        for n, p in model.named_parameters()
+        if p is model.get_input_embeddings().weight or p is model.get_output_embeddings().weight
+    }
     assert frozen and len(frozen) < len(list(model.parameters()))
     assert model.get_output_embeddings().weight.shape[0] == model.config.text_config.vocab_size
 
@@ -141,7 +150,7 @@ def test_labelled_token_loss_equals_hf_label_loss(tiny_checkpoint, synthetic_dir
 def test_export_merges_lora_into_loadable_weights(tiny_checkpoint, processor, tmp_path):
     from transformers import AutoModelForImageTextToText
 
-    from lightning_modules.export import export_policy
+    from tools.export import export_policy
 
     model = load_policy(str(tiny_checkpoint), dtype="float32", lora=LoRAConfig(r=4, alpha=8, dropout=0.0))
     with torch.no_grad():

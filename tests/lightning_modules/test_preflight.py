@@ -43,10 +43,16 @@ def test_fsdp1_strategy_is_refused_with_the_fsdp2_file_named():
 
 
 def test_validate_without_val_data_fails_before_the_model_loads(tiny_checkpoint, tmp_path):
-    args = ["-c", str(CONFIGS / "visionary_r1.yaml"), "-c", str(CONFIGS / "cpu.yaml"),
-            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
-            f"--data.init_args.train_data={FIXTURES / 'visionary_r1' / 'train.jsonl'}",
-            "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
+    args = [
+        "-c",
+        str(CONFIGS / "visionary_r1.yaml"),
+        "-c",
+        str(CONFIGS / "cpu.yaml"),
+        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        f"--data.init_args.train_data={FIXTURES / 'visionary_r1' / 'train.jsonl'}",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
     cli = main(args, run=False)
     start = time.perf_counter()
     with pytest.raises(ValueError, match="data.init_args.val_data"):

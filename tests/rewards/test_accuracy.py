@@ -11,8 +11,11 @@ def score(completion, solution, problem_type, choices=None, **kwargs):
 
 # The example row of Visionary-R1's README ("Data Preparation"), in its published shape: a yes/no answer filed under
 # problem_type "numerical", the solution wrapped in <answer> tags with spaces.
-PUBLISHED_ROW = {"solution": "<answer> Yes </answer>", "problem": "Is the value of Favorable 38 in 2015?",
-                 "problem_type": "numerical"}  # fmt: skip
+PUBLISHED_ROW = {
+    "solution": "<answer> Yes </answer>",
+    "problem": "Is the value of Favorable 38 in 2015?",
+    "problem_type": "numerical",
+}
 
 
 @pytest.mark.parametrize(
@@ -86,9 +89,14 @@ def test_multiple_choice_option_text_that_starts_with_a_letter():
 
 @pytest.mark.parametrize(
     "pred, truth, expected",
-    [(r"\frac{1}{2}", "0.5", 1.0), (r"\sqrt{4}", "2", 1.0), ("2/4", r"\frac{1}{2}", 1.0), ("x+1", "1+x", 1.0),
-     ("3", r"\frac{1}{2}", 0.0)],
-)  # fmt: skip
+    [
+        (r"\frac{1}{2}", "0.5", 1.0),
+        (r"\sqrt{4}", "2", 1.0),
+        ("2/4", r"\frac{1}{2}", 1.0),
+        ("x+1", "1+x", 1.0),
+        ("3", r"\frac{1}{2}", 0.0),
+    ],
+)
 def test_math(pred, truth, expected):
     assert score(f"<answer>{pred}</answer>", truth, "math") == expected
 
@@ -103,10 +111,15 @@ def test_ocr_anls_by_hand():
 
 @pytest.mark.parametrize(
     "answer, solution, expected",
-    [("39", "38", 0.0),  # ANLS would give 1 - 1/2 = 0.5 for a wrong number
-     ("38", "38", 1.0), ("38.0", "38", 1.0), ("1234", "1,234", 1.0),
-     ("38 kg", "38 kg", 1.0), ("39 kg", "38 kg", pytest.approx(0.8))],  # not a bare number: ANLS 1 - 1/5
-)  # fmt: skip
+    [
+        ("39", "38", 0.0),  # ANLS would give 1 - 1/2 = 0.5 for a wrong number
+        ("38", "38", 1.0),
+        ("38.0", "38", 1.0),
+        ("1234", "1,234", 1.0),
+        ("38 kg", "38 kg", 1.0),
+        ("39 kg", "38 kg", pytest.approx(0.8)),
+    ],  # not a bare number: ANLS 1 - 1/5
+)
 def test_ocr_bare_number_solution_is_scored_as_a_number(answer, solution, expected):
     assert score(f"<answer>{answer}</answer>", solution, "ocr") == expected
 
@@ -155,8 +168,9 @@ def test_fallbacks_are_an_explicit_option():
 def test_empty_solution_rewards_nothing(kind):
     # an empty answer used to match an empty solution under ocr (ANLS of two empty strings was 1)
     reward = AccuracyReward()
-    out = reward(["<answer></answer>", "<answer> x </answer>"], solution=["<answer> </answer>", ""],
-                 problem_type=[kind, kind])  # fmt: skip
+    out = reward(
+        ["<answer></answer>", "<answer> x </answer>"], solution=["<answer> </answer>", ""], problem_type=[kind, kind]
+    )
     assert out.tolist() == [0.0, 0.0]
     assert reward.metrics() == {"accuracy/empty_solution": 2.0}
 

@@ -53,8 +53,12 @@ def test_scores_stay_aligned_when_some_have_no_caption():
 
 def test_judge_failures_score_zero_and_are_counted():
     reward = CaptionReward(judge=KeywordJudge(fail_on="flaky"))
-    out = reward(["<info>count=1 flaky</info>", "<info>count=1</info>"], problem=["q", "q"], solution=["1", "1"],
-                 problem_type=["numerical", "numerical"])  # fmt: skip
+    out = reward(
+        ["<info>count=1 flaky</info>", "<info>count=1</info>"],
+        problem=["q", "q"],
+        solution=["1", "1"],
+        problem_type=["numerical", "numerical"],
+    )
     assert out.tolist() == [0.0, 1.0]
     assert reward.metrics()["caption/judge_failures"] == 1.0
 
@@ -86,16 +90,19 @@ def test_published_row_judged_answer_scored_as_text():
     # is compared as text (case and a final period aside); it used to score 0 whatever the judge said.
     judge = ScriptedJudge(["<answer>Yes</answer>", "<answer>yes.</answer>", "<answer>No</answer>"])
     reward = CaptionReward(judge=judge)
-    out = reward(["<info>a chart</info>"] * 3, problem=["Is the value of Favorable 38 in 2015?"] * 3,
-                 solution=["<answer> Yes </answer>"] * 3, problem_type=["numerical"] * 3)  # fmt: skip
+    out = reward(
+        ["<info>a chart</info>"] * 3,
+        problem=["Is the value of Favorable 38 in 2015?"] * 3,
+        solution=["<answer> Yes </answer>"] * 3,
+        problem_type=["numerical"] * 3,
+    )
     assert out.tolist() == [1.0, 1.0, 0.0]
 
 
 def test_rejection_is_the_whole_reply():
     replies = [REJECT_MARKER, f"  {REJECT_MARKER}.\n", f"Not {REJECT_MARKER}: the answer is <answer>3</answer>"]
     reward = CaptionReward(judge=ScriptedJudge(replies))
-    out = reward(["<info>three dots</info>"] * 3, problem=["q"] * 3, solution=["3"] * 3,
-                 problem_type=["numerical"] * 3)  # fmt: skip
+    out = reward(["<info>three dots</info>"] * 3, problem=["q"] * 3, solution=["3"] * 3, problem_type=["numerical"] * 3)
     # the first two are rejections (0); the marker inside a longer reply is not, and its answer 3 is right (1)
     assert out.tolist() == [0.0, 0.0, 1.0]
     assert reward.metrics() == {"caption/rejected": 2.0, "caption/judged": 3.0}
@@ -163,8 +170,12 @@ def test_openai_judge_over_http_with_key_from_env(judge_server, monkeypatch):
     judge = OpenAIJudge(judge_server, model="judge", api_key_env="VLRL_TEST_JUDGE_KEY", timeout_s=5, max_retries=2)
     assert "s3cret" not in repr(vars(judge))  # the key is read at call time, never stored
     reward = CaptionReward(judge=judge)
-    out = reward(["<info>count=4</info>", "<info>so therefore 4</info>"], problem=["q", "q"], solution=["4", "4"],
-                 problem_type=["numerical"] * 2)  # fmt: skip
+    out = reward(
+        ["<info>count=4</info>", "<info>so therefore 4</info>"],
+        problem=["q", "q"],
+        solution=["4", "4"],
+        problem_type=["numerical"] * 2,
+    )
     assert out.tolist() == [1.0, 0.0]
     assert "Bearer s3cret" in _Handler.seen_auth
 
@@ -182,8 +193,12 @@ def test_hf_judge_with_the_tiny_model(tiny_checkpoint):
     assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
     assert not any(p.requires_grad for p in judge.model.parameters())
     reward = CaptionReward(judge=judge)
-    out = reward(["<info>a red circle</info>", "no caption"], problem=["q", "q"], solution=["red", "red"],
-                 problem_type=["free_form"] * 2)  # fmt: skip
+    out = reward(
+        ["<info>a red circle</info>", "no caption"],
+        problem=["q", "q"],
+        solution=["red", "red"],
+        problem_type=["free_form"] * 2,
+    )
     assert out.shape == (2,) and out[1].item() == 0.0
 
 

@@ -9,10 +9,32 @@ from rewards import AccuracyReward, FormatReward, HardFormatResultReward
 from rewards.problem_types import PROBLEM_TYPES
 
 TAGGY = st.lists(
-    st.sampled_from(["<info>", "</info>", "<think>", "</think>", "<answer>", "</answer>", "\\boxed{", "}", "{", "\n",
-                     "1,234", "50%", "B)", "é", "\u202e", "\x00", "🙂", "\\frac{1}{", "$", " "]),
+    st.sampled_from(
+        [
+            "<info>",
+            "</info>",
+            "<think>",
+            "</think>",
+            "<answer>",
+            "</answer>",
+            "\\boxed{",
+            "}",
+            "{",
+            "\n",
+            "1,234",
+            "50%",
+            "B)",
+            "é",
+            "\u202e",
+            "\x00",
+            "🙂",
+            "\\frac{1}{",
+            "$",
+            " ",
+        ]
+    ),
     max_size=30,
-).map("".join)  # fmt: skip
+).map("".join)
 TEXT = st.one_of(st.text(max_size=200), TAGGY)
 
 REWARDS = [AccuracyReward(), FormatReward("caption"), FormatReward("think"), HardFormatResultReward("caption")]

@@ -42,9 +42,19 @@ def test_extract_answer_fallbacks_in_order():
 
 @pytest.mark.parametrize(
     "text, value",
-    [("1,234", 1234.0), ("3.0", 3.0), ("12 cm", 12.0), ("-5", -5.0), ("50%", 0.5), ("3/4", 0.75),
-     ("about 2 or 3", 3.0), (".5", 0.5), ("no number", None), ("1/0", None)],
-)  # fmt: skip
+    [
+        ("1,234", 1234.0),
+        ("3.0", 3.0),
+        ("12 cm", 12.0),
+        ("-5", -5.0),
+        ("50%", 0.5),
+        ("3/4", 0.75),
+        ("about 2 or 3", 3.0),
+        (".5", 0.5),
+        ("no number", None),
+        ("1/0", None),
+    ],
+)
 def test_parse_number(text, value):
     assert parse_number(text) == value
 
@@ -57,18 +67,46 @@ def test_parse_numbers_keeps_the_percent_sign_apart():
 
 @pytest.mark.parametrize(
     "text, bare",
-    [("38", True), (" -1.5 ", True), ("1,234", True), (".5", True), ("12 cm", False), ("50%", False),
-     ("3/4", False), ("1:30", False), ("Yes", False), ("", False)],
-)  # fmt: skip
+    [
+        ("38", True),
+        (" -1.5 ", True),
+        ("1,234", True),
+        (".5", True),
+        ("12 cm", False),
+        ("50%", False),
+        ("3/4", False),
+        ("1:30", False),
+        ("Yes", False),
+        ("", False),
+    ],
+)
 def test_is_bare_number(text, bare):
     assert is_bare_number(text) is bare
 
 
 @pytest.mark.parametrize(
     "text",
-    ["B", "(B)", "B.", "B)", "[B]", "B) 12 cm", "B. 12 cm", "(B) 12 cm", "The answer is B", "Answer: (B)", "b",
-     "option B", "so the choice is (B)", "the answer is: B.", "Answer: b", "**B**", "'B'", "not (A), so (B)"],
-)  # fmt: skip
+    [
+        "B",
+        "(B)",
+        "B.",
+        "B)",
+        "[B]",
+        "B) 12 cm",
+        "B. 12 cm",
+        "(B) 12 cm",
+        "The answer is B",
+        "Answer: (B)",
+        "b",
+        "option B",
+        "so the choice is (B)",
+        "the answer is: B.",
+        "Answer: b",
+        "**B**",
+        "'B'",
+        "not (A), so (B)",
+    ],
+)
 def test_parse_choice_all_mean_b(text):
     assert parse_choice(text) == "B"
 

@@ -29,7 +29,7 @@ def test_shape_errors():
 
 
 def test_ptst_stage_schedule():
-    from rollout.callback import RolloutSettings, RolloutStage, settings_at
+    from lightning_modules.callbacks.rollout import RolloutSettings, RolloutStage, settings_at
 
     base = RolloutSettings(group_size=8, max_new_tokens=100)
     stages = [RolloutStage(2, 4096, 16), RolloutStage(3, 8192, 8), RolloutStage(1, 16384, 4)]

@@ -14,17 +14,22 @@ G = 2
 def batch(tiny_checkpoint, processor):
     # three prompts with different image sizes, so each group's pixel patches differ in number
     questions = ["Colour?", "How many shapes are there?", "Shape?"]
-    images = [Image.new("RGB", size, colour) for size, colour in [((56, 56), "red"), ((112, 84), "blue"),
-                                                                   ((84, 56), "green")]]  # fmt: skip
+    images = [
+        Image.new("RGB", size, colour) for size, colour in [((56, 56), "red"), ((112, 84), "blue"), ((84, 56), "green")]
+    ]
     _, out = tiny_rollout(tiny_checkpoint, processor, questions, images, G, max_new_tokens=5)
     n = 3 * G
     return RolloutBatch(
         input_ids=torch.cat([out.prompt_ids, out.completion_ids], 1),
-        attention_mask=torch.cat([out.prompt_mask, out.completion_mask], 1), completion_mask=out.completion_mask,
-        advantages=torch.arange(n, dtype=torch.float32), rewards=torch.arange(n, dtype=torch.float32) * 10,
-        images_per_row=[1] * n, model_inputs=out.model_inputs, ref_logps=torch.randn(n, out.completion_ids.shape[1]),
+        attention_mask=torch.cat([out.prompt_mask, out.completion_mask], 1),
+        completion_mask=out.completion_mask,
+        advantages=torch.arange(n, dtype=torch.float32),
+        rewards=torch.arange(n, dtype=torch.float32) * 10,
+        images_per_row=[1] * n,
+        model_inputs=out.model_inputs,
+        ref_logps=torch.randn(n, out.completion_ids.shape[1]),
         group_size=G,
-    )  # fmt: skip
+    )
 
 
 def test_selected_groups_carry_their_own_rows_and_images(batch):

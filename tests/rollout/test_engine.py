@@ -17,8 +17,10 @@ def test_completion_mask_by_hand():
 
 
 def _prompts(processor, k):
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?" + " why" * i}]}
-                for i in range(k)]  # fmt: skip
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?" + " why" * i}]}
+        for i in range(k)
+    ]
     return [processor.apply_chat_template([m], add_generation_prompt=True, tokenize=False) for m in messages]
 
 
@@ -35,8 +37,15 @@ def test_hf_engine_groups_rows_and_logps_line_up(tiny_checkpoint, processor):
     # the policy's log-probs of the sampled tokens are finite and computed on exactly these rows
     ids, attn, mm, valid = policy_inputs(out, processor.tokenizer)
     with torch.no_grad():
-        logps, _ = completion_logps(policy, ids, attn, out.completion_ids.shape[1], out.model_inputs["pixel_values"],
-                                    out.model_inputs["image_grid_thw"], mm_token_type_ids=mm)  # fmt: skip
+        logps, _ = completion_logps(
+            policy,
+            ids,
+            attn,
+            out.completion_ids.shape[1],
+            out.model_inputs["pixel_values"],
+            out.model_inputs["image_grid_thw"],
+            mm_token_type_ids=mm,
+        )
     assert torch.isfinite(logps[valid]).all()
 
 
@@ -75,8 +84,15 @@ def test_generated_image_pad_would_crash_the_forward_unless_masked(tiny_checkpoi
         full = torch.cat([enc["input_ids"], ids], 1)
         mm = torch.cat([enc["mm_token_type_ids"], torch.zeros_like(ids)], 1)
         with torch.no_grad():
-            return completion_logps(policy, full, torch.ones_like(full), ids.shape[1], enc["pixel_values"],
-                                    enc["image_grid_thw"], mm_token_type_ids=mm)[0]  # fmt: skip
+            return completion_logps(
+                policy,
+                full,
+                torch.ones_like(full),
+                ids.shape[1],
+                enc["pixel_values"],
+                enc["image_grid_thw"],
+                mm_token_type_ids=mm,
+            )[0]
 
     with pytest.raises(Exception, match="(?i)image"):
         logps(completion)

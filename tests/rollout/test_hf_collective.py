@@ -16,8 +16,9 @@ QUESTIONS = ["What is two plus two?", "Name a colour.", "Say hello."]
 
 def _prompt(processor, question: str, image: bool) -> str:
     content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": question}]
-    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                         tokenize=False)  # fmt: skip
+    return processor.apply_chat_template(
+        [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+    )
 
 
 def _work(processor, rank: int) -> list[tuple[list[str], list[list]]]:
@@ -25,8 +26,10 @@ def _work(processor, rank: int) -> list[tuple[list[str], list[list]]]:
     two rows), rank 1 none; (2) rank 0 one prompt with an image, rank 1 one text-only prompt."""
     red = Image.new("RGB", (56, 56), (200, 30, 30))
     if rank == 0:
-        return [([_prompt(processor, q, False) for q in QUESTIONS], [[] for _ in QUESTIONS]),
-                ([_prompt(processor, "What colour is it?", True)], [[red]])]  # fmt: skip
+        return [
+            ([_prompt(processor, q, False) for q in QUESTIONS], [[] for _ in QUESTIONS]),
+            ([_prompt(processor, "What colour is it?", True)], [[red]]),
+        ]
     return [([], []), ([_prompt(processor, QUESTIONS[0], False)], [[]])]
 
 

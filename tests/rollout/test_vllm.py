@@ -26,8 +26,12 @@ def engine():
 @pytest.fixture(scope="module")
 def prompts(processor):
     rows = [make_row(i, 0, 56, ["shape_color", "taller_bar"]) for i in range(2)]
-    texts = [processor.apply_chat_template(build_messages(r.problem, 1, "caption", r.problem_type),
-                                           add_generation_prompt=True, tokenize=False) for r in rows]  # fmt: skip
+    texts = [
+        processor.apply_chat_template(
+            build_messages(r.problem, 1, "caption", r.problem_type), add_generation_prompt=True, tokenize=False
+        )
+        for r in rows
+    ]
     return texts, [[r.image] for r in rows]
 
 
@@ -40,9 +44,15 @@ def _policy_logps(policy, out, temperature=1.0) -> tuple[torch.Tensor, torch.Ten
     ids, attention, mm, valid = policy_inputs(out, policy_tokenizer(policy))
     with torch.no_grad():
         logps, _ = completion_logps(
-            policy, ids, attention, out.completion_ids.shape[1], out.model_inputs["pixel_values"],
-            out.model_inputs["image_grid_thw"], temperature=temperature, mm_token_type_ids=mm,
-        )  # fmt: skip
+            policy,
+            ids,
+            attention,
+            out.completion_ids.shape[1],
+            out.model_inputs["pixel_values"],
+            out.model_inputs["image_grid_thw"],
+            temperature=temperature,
+            mm_token_type_ids=mm,
+        )
     return logps, valid
 
 

@@ -32,8 +32,9 @@ def _worker(rank: int, checkpoint: str, out: str) -> None:
     processor = AutoProcessor.from_pretrained(checkpoint)
     policy = shard_model(load_policy(checkpoint, "float32"), init_device_mesh("cpu", (2,)))
     row = make_row(rank, 0, 56, ["shape_color"])
-    prompt = processor.apply_chat_template(build_messages(row.problem, 1, "caption", row.problem_type),
-                                           add_generation_prompt=True, tokenize=False)  # fmt: skip
+    prompt = processor.apply_chat_template(
+        build_messages(row.problem, 1, "caption", row.problem_type), add_generation_prompt=True, tokenize=False
+    )
     engine = VLLMEngine(max_model_len=1024, enforce_eager=True, kv_cache_gib=0.25)
     engine.setup(policy, processor)
 
@@ -42,9 +43,14 @@ def _worker(rank: int, checkpoint: str, out: str) -> None:
         ids, attention, mm, valid = policy_inputs(out, processor.tokenizer)
         with torch.no_grad(), gathered_root(policy):
             logps, _ = completion_logps(
-                policy, ids, attention, out.completion_ids.shape[1], out.model_inputs["pixel_values"],
-                out.model_inputs["image_grid_thw"], mm_token_type_ids=mm,
-            )  # fmt: skip
+                policy,
+                ids,
+                attention,
+                out.completion_ids.shape[1],
+                out.model_inputs["pixel_values"],
+                out.model_inputs["image_grid_thw"],
+                mm_token_type_ids=mm,
+            )
         return float(((logps - out.engine_logps).abs() * valid).max())
 
     gaps = {"loaded": gap()}

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer
 
-from lightning_modules.task_vocab import task_corpus
-from lightning_modules.tiny_model import (
+from tools.task_vocab import task_corpus
+from tools.tiny_model import (
     FIRST_SPECIAL_ID,
     SPECIAL_TOKENS,
     _task_bpe_json,
@@ -110,7 +110,7 @@ def test_task_vocabulary_covers_the_tasks_in_whole_words_and_any_text_by_bytes(t
 def test_task_vocabulary_is_the_same_in_another_process():
     # the tokenizer is cached per process: a second process trains it afresh (and seeds its hash maps anew)
     code = (
-        "from lightning_modules.task_vocab import train_task_bpe; from lightning_modules.tiny_model import "
+        "from tools.task_vocab import train_task_bpe; from tools.tiny_model import "
         "QWEN2_PATTERN; import hashlib; "
         "print(hashlib.sha256(train_task_bpe(QWEN2_PATTERN).to_str().encode()).hexdigest())"
     )

@@ -6,12 +6,17 @@ import json
 
 import torch
 
-from lightning_modules.predictions import gather_rows, question_rows, write_question_rows
+from evaluation.records import question_rows, write_question_rows
+from lightning_modules.callbacks.prediction_writer import gather_rows
 
 
 def _batch(indices: list[int]) -> dict:
-    return {"index": indices, "id": [f"q{i}" for i in indices], "solution": ["A"] * len(indices),
-            "category": ["colour" if i % 2 == 0 else "shape" for i in indices]}  # fmt: skip
+    return {
+        "index": indices,
+        "id": [f"q{i}" for i in indices],
+        "solution": ["A"] * len(indices),
+        "category": ["colour" if i % 2 == 0 else "shape" for i in indices],
+    }
 
 
 def test_question_rows_extract_the_answer_as_the_reward_reads_it(tmp_path):
@@ -24,8 +29,14 @@ def test_question_rows_extract_the_answer_as_the_reward_reads_it(tmp_path):
     assert path.name == "results_val_heldout_questions.jsonl"
     written = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["id"] for r in written] == ["q0", "q2", "q4"]  # dataset order
-    assert written[0] == {"id": "q0", "category": "colour", "solution": "A", "answer": None, "score": 0.0,
-                          "completion": "it is B"}  # fmt: skip
+    assert written[0] == {
+        "id": "q0",
+        "category": "colour",
+        "solution": "A",
+        "answer": None,
+        "score": 0.0,
+        "completion": "it is B",
+    }
 
 
 def _rank(rank: int, init_file: str, out: str) -> None:

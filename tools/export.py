@@ -1,6 +1,6 @@
 """Export a trained policy as a ``save_pretrained`` folder that transformers and vLLM load.
 
-``python -m lightning_modules.export CKPT OUT_DIR [--config CONFIG.yaml] [--keep-lora]``: rebuilds the module from
+``python -m tools.export CKPT OUT_DIR [--config CONFIG.yaml] [--keep-lora]``: rebuilds the module from
 the run's saved config, loads the checkpoint's weights and writes model + processor. LoRA adapters are merged into
 the weights by default; ``--keep-lora`` writes the adapter alone (peft format) instead.
 """
@@ -16,8 +16,9 @@ from lightning_modules.policy import load_policy
 from lightning_modules.sharding import full_state_dict
 
 
-def export_policy(policy: nn.Module, source: str, out_dir: str | Path, merge_lora: bool = True,
-                  dtype: str | None = None) -> Path:  # fmt: skip
+def export_policy(
+    policy: nn.Module, source: str, out_dir: str | Path, merge_lora: bool = True, dtype: str | None = None
+) -> Path:
     """Write ``policy`` (LoRA merged unless ``merge_lora=False``) and the processor of ``source`` to ``out_dir``.
 
     ``dtype`` (e.g. ``bfloat16``) writes the floating-point weights in that dtype and records it in the config, as
@@ -69,8 +70,9 @@ def export_sharded(policy: nn.Module, hparams: Any, out_dir: str | Path, write: 
     state = full_state_dict(policy)
     if not write:
         return None
-    plain = load_policy(hparams.model_name_or_path, hparams.dtype, lora=hparams.lora,
-                        trust_remote_code=hparams.trust_remote_code)  # fmt: skip
+    plain = load_policy(
+        hparams.model_name_or_path, hparams.dtype, lora=hparams.lora, trust_remote_code=hparams.trust_remote_code
+    )
     plain.load_state_dict(state)
     return export_policy(plain, hparams.model_name_or_path, out_dir, dtype=hparams.export_dtype)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_modules.diagnostics import BLANK, blank_like, length_vs_correctness, reasoning_words
+from evaluation.diagnostics import BLANK, blank_like, length_vs_correctness, reasoning_words
 from tests.e2e import HF_ENGINE
 from vlrl_cli import main
 
@@ -24,8 +24,12 @@ def test_blank_images_keep_sizes():
 
 
 def test_reasoning_length_against_correctness():
-    texts = ["<think>one two</think> <answer>A</answer>", "<think>a b c d e f</think> <answer>B</answer>",
-             "no tags at all <answer>C</answer>", "<think>x</think> <answer>D</answer>"]  # fmt: skip
+    texts = [
+        "<think>one two</think> <answer>A</answer>",
+        "<think>a b c d e f</think> <answer>B</answer>",
+        "no tags at all <answer>C</answer>",
+        "<think>x</think> <answer>D</answer>",
+    ]
     assert [reasoning_words(t) for t in texts] == [2, 6, 4, 1]
     stats = length_vs_correctness(texts, torch.tensor([1.0, 1.0, 0.0, 0.5]), short_words=3)
     assert stats["reasoning_words_correct"] == (4.0, 2)  # rows 0 and 1
@@ -47,12 +51,25 @@ def _blind_checkpoint(tiny_checkpoint, out: Path) -> Path:
 
 
 def _validate(checkpoint, tmp_path, name):
-    cli = main(["validate", "-c", str(DEMO), HF_ENGINE, f"--model.init_args.model_name_or_path={checkpoint}",
-                "--model.init_args.shortcut_diagnostics=true", "--model.init_args.val_max_new_tokens=12",
-                f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.val_size=8",
-                "--data.init_args.limit_val=8", "--data.init_args.train_size=8", "--data.init_args.val_batch_size=4",
-                "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / name}",
-                f"--trainer.logger.init_args.save_dir={tmp_path / name}"])  # fmt: skip
+    cli = main(
+        [
+            "validate",
+            "-c",
+            str(DEMO),
+            HF_ENGINE,
+            f"--model.init_args.model_name_or_path={checkpoint}",
+            "--model.init_args.shortcut_diagnostics=true",
+            "--model.init_args.val_max_new_tokens=12",
+            f"--data.init_args.data_dir={tmp_path / 'data'}",
+            "--data.init_args.val_size=8",
+            "--data.init_args.limit_val=8",
+            "--data.init_args.train_size=8",
+            "--data.init_args.val_batch_size=4",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path / name}",
+            f"--trainer.logger.init_args.save_dir={tmp_path / name}",
+        ]
+    )
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items()}, cli
 
 
@@ -89,7 +106,7 @@ def _gather_worker(rank: int, port: int, out: str) -> None:
 
     import torch.distributed as dist
 
-    from lightning_modules.diagnostics import gather_tallies
+    from evaluation.diagnostics import gather_tallies
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     local = {"all": [1.0, 2], "colour": [1.0, 2]} if rank == 0 else {"all": [2.0, 3], "shape": [2.0, 3]}

@@ -4,8 +4,8 @@ import json
 
 import torch
 
-from lightning_modules.export import export_policy
 from lightning_modules.policy import load_policy
+from tools.export import export_policy
 
 
 def test_export_in_bfloat16_halves_the_weights_and_keeps_their_values(tiny_checkpoint, tmp_path):

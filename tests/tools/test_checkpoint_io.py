@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_modules.checkpoint_io import AtomicCheckpointIO, remove_stale_partials
+from tools.checkpoint_io import AtomicCheckpointIO, remove_stale_partials
 
 ROOT = Path(__file__).parents[2]
 WRITER = """
 import sys, torch
-from lightning_modules.checkpoint_io import AtomicCheckpointIO
+from tools.checkpoint_io import AtomicCheckpointIO
 io = AtomicCheckpointIO()
 step = 1
 while True:  # rewrite the checkpoint forever, each version ~64 MB: the test kills it mid-write
@@ -34,8 +34,9 @@ def _consistent(path: Path) -> int:
 def test_kill_during_write_leaves_the_last_good_checkpoint(tmp_path):
     target = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"step": 1, "w": torch.full((4,), 1.0)}, target)
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(target)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     partials = []
     deadline = time.monotonic() + 120
     while not partials:  # wait until a partial file is being written, then kill the writer

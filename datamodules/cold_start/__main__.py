@@ -1,3 +1,0 @@
-from datamodules.cold_start.pipeline import main
-
-raise SystemExit(main())

@@ -1,0 +1,3 @@
+from tools.cold_start.pipeline import main
+
+raise SystemExit(main())
