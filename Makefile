@@ -7,7 +7,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/vlrl-demo
+	.venv/bin/vlrl demo
 
 test: setup
 	$(PY) -m ruff check .

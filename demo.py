@@ -21,7 +21,15 @@ import argparse
 import csv
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
+
+from lightning import seed_everything
+
+from datamodules.synthetic import write_synthetic_dataset
+from lightning_modules.policy import export_policy
+from tools.lightning_cli import main as vlrl
+from tools.tiny_model import write_random_checkpoint
 
 CONFIGS = Path(__file__).parent / "configs"
 # The task a 2-layer model learns from 56 px images in minutes. Measured: 64 cold-start rows teach shape colour to
@@ -41,18 +49,12 @@ def evaluate(
 ) -> dict:
     """Greedy accuracy and format rate on the held-out rows; with ``sampled``, also the accuracy of one sample per
     row at the rollout's sampling settings (what GRPO optimises), seeded."""
-    from dataclasses import replace
-
-    from lightning import seed_everything
-
-    from vlrl_cli import main
-
-    cli = main(
+    cli = vlrl(
         [
             "validate",
             "-c",
             str(CONFIGS / "demo_grpo.yaml"),
-            f"--model.init_args.model_name_or_path={model_path}",
+            f"--model.init_args.policy.model_name_or_path={model_path}",
             f"--data.init_args.limit_val={limit_val}",
             f"--data.init_args.data_dir={data_dir}",
             f"--data.init_args.tasks={json.dumps(tasks)}",
@@ -68,9 +70,10 @@ def evaluate(
     if sampled:
         module = cli.model
         settings = module.rollout_settings
-        module.eval_sampling = replace(
-            module.eval_sampling, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k
+        sampling = replace(
+            module.eval_config.sampling, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k
         )
+        module.eval_config = replace(module.eval_config, sampling=sampling)
         seed_everything(0, verbose=False)
         cli.trainer.validate(module, datamodule=cli.datamodule, verbose=False)
         stage["sampled_accuracy"] = float(cli.trainer.callback_metrics["val/accuracy"])
@@ -96,8 +99,10 @@ def plot_rewards(metrics_csv: Path, out_png: Path) -> None:
     fig.savefig(out_png, dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Run the embedded demo: tiny model, SFT, GRPO, evaluation.")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="vlrl demo", description="Run the embedded demo: tiny model, SFT, GRPO, evaluation."
+    )
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--sft-steps", type=int, default=120)
     parser.add_argument("--grpo-steps", type=int, default=200)
@@ -108,13 +113,8 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(DEMO_TASKS), help="comma-separated synthetic tasks")
     parser.add_argument("--sft-args", default="", help="extra CLI overrides for the SFT stage, space-separated")
     parser.add_argument("--grpo-args", default="", help="extra CLI overrides for the GRPO stage, space-separated")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     tasks = args.tasks.split(",")
-
-    from datamodules.synthetic import write_synthetic_dataset
-    from tools.tiny_model import write_random_checkpoint
-    from vlrl_cli import main as vlrl
-
     start = time.monotonic()
     out = Path(args.out)
     tiny, data = out / "tiny", out / "data"
@@ -137,7 +137,7 @@ def main() -> None:
             "fit",
             "-c",
             str(CONFIGS / "demo_sft.yaml"),
-            f"--model.init_args.model_name_or_path={tiny}",
+            f"--model.init_args.policy.model_name_or_path={tiny}",
             f"--model.init_args.export_dir={sft_export}",
             f"--data.init_args.train_data={data / 'cold_sft_caption.jsonl'}",
             f"--data.init_args.val_data={data / 'val_sft_caption.jsonl'}",
@@ -155,7 +155,7 @@ def main() -> None:
             "fit",
             "-c",
             str(CONFIGS / "demo_grpo.yaml"),
-            f"--model.init_args.model_name_or_path={sft_export}",
+            f"--model.init_args.policy.model_name_or_path={sft_export}",
             f"--trainer.max_steps={args.grpo_steps}",
             f"--trainer.default_root_dir={out / 'grpo'}",
             f"--trainer.logger.init_args.save_dir={out / 'grpo'}",
@@ -164,8 +164,6 @@ def main() -> None:
             *args.grpo_args.split(),
         ]
     )
-    from tools.export import export_policy
-
     rl_export = export_policy(grpo.model.policy, str(sft_export), out / "grpo" / "export")
     stages.append(evaluate(str(rl_export), out, "after_rl", args.eval_rows, data, tasks, px))
 

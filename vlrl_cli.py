@@ -1,284 +1,116 @@
-"""The ``vlrl`` console script: LightningCLI with ``fit``/``validate``/``test``/``predict``.
+"""The ``vlrl`` command: one entry point for training and every tool, ``vlrl <command> [options]``.
 
-Modules and datamodules are chosen by ``class_path`` in YAML (``configs/``). OmegaConf interpolation
-(``${...}``) works within and across config files and on the command line.
+``vlrl fit|validate|test|predict`` is LightningCLI over the YAML recipes of ``configs/`` (``tools.lightning_cli``:
+OmegaConf interpolation, resume with ``--ckpt_path=last``, crash-safe checkpoints, the step progress bar); arguments
+that start with an option (``vlrl -c recipe.yaml fit``) go there too. Every other command is one module's
+``main(argv)`` (argparse, ``prog="vlrl <command>"``), listed in ``COMMANDS``; ``vlrl bench <name>`` picks one of
+``BENCHMARKS``. ``vlrl -h`` lists them all, ``vlrl <command> -h`` prints that command's options.
 
-Checkpoints are written crash-safe (``tools.checkpoint_io.AtomicCheckpointIO``) unless the config names
-another checkpoint IO plugin.
+``main`` is LightningCLI's (``tools.lightning_cli.main``), kept under this name for in-process runs
+(``vlrl_cli.main(["fit", ...])`` returns the CLI object).
 
-Resume: ``vlrl fit <the same arguments> --ckpt_path=last`` continues the newest ``last*.ckpt`` of the run, and
-continues it in the same log folder. Lightning alone looks for ``last.ckpt`` only in the new run's own log folder
-(a fresh ``version_N``), so with the shipped recipes (whose ``ModelCheckpoint`` writes under the logger's folder) it
-found nothing and silently trained from step 0. Here ``last`` is resolved before the run starts:
-
-- the candidates are ``<logger root>/*/checkpoints/last*.ckpt`` (every version of the run: ``save_dir/name``),
-  ``last*.ckpt`` in a ``ModelCheckpoint``'s own ``dirpath`` when the config sets one, and
-  ``<default_root_dir>/checkpoints`` without a logger; the newest file wins;
-- the logger's version is pinned to the folder the checkpoint lies in (with a custom ``dirpath``: the newest
-  existing version folder), so metrics and ``samples.jsonl`` continue in one place; rows the killed run logged after
-  that checkpoint are dropped from ``metrics.csv`` (and from ``samples.jsonl`` by the rollout callback), since the
-  resumed run logs those steps again;
-- no checkpoint at all is an error naming the folders searched, not a fresh start (drop ``--ckpt_path=last`` to
-  start a new run).
-
-An explicit checkpoint path inside the run's log folders also continues in its own version folder. A run that fails
-before its first optimizer step removes the version folder it created when that holds nothing but the saved config
-and hyperparameters, so failed starts do not leave ``version_N`` folders behind.
-
-Logs: for step-bounded runs the progress bar counts optimizer steps against ``max_steps`` (``StepProgressBar``,
-installed when the config names no progress bar); Lightning's manual-optimization checkpoint warning is replaced by
-one line saying why it does not apply (see ``_explain_manual_optimization_checkpoints``).
+Exit status: 0 after a finished run; a tool's own status where it returns one (``vlrl score``, ``vlrl cold-start``);
+1 with the traceback after a failure; 2 after a bad argument (the parser's message) or an unknown command (the
+message names the known ones). The old console scripts ``vlrl-demo``, ``vlrl-cold-start`` and ``vlrl-score`` remain
+as aliases of ``vlrl demo``, ``vlrl cold-start`` and ``vlrl score``.
 """
 
 from __future__ import annotations
 
-import csv
-import logging
-import os
-import shutil
-import warnings
-from pathlib import Path
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from lightning import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
+import demo
+from bench import eval_throughput, grpo_update, lm_head_logps, memory, rollout_throughput
+from evaluation import score
+from experiments import shortcut_study
+from tools import export, predict, tiny_model
+from tools.cold_start import pipeline as cold_start
+from tools.lightning_cli import main
 
-MANUAL_OPTIMIZATION_WARNING = "Using ModelCheckpoint with manual optimization"
-# what a version folder holds before the first step; a failed start that left only these is removed
-START_FILES = ("config.yaml", "hparams.yaml")
+__all__ = ["BENCHMARKS", "COMMANDS", "LIGHTNING_COMMANDS", "bench", "entry", "main", "usage"]
 
+Main = Callable[[list[str] | None], Any]
 
-class StepProgressBar(TQDMProgressBar):
-    """Lightning's tqdm bar, except that a run bounded by ``max_steps`` shows one bar of optimizer steps against
-    ``max_steps`` across epochs (Lightning's default bar shows batches of the current epoch, and ``Epoch 0/-2`` when
-    ``max_epochs`` is unset). Runs bounded by epochs keep Lightning's per-epoch bar."""
+LIGHTNING_COMMANDS = {
+    "fit": "train from a YAML recipe (GRPO, cold-start SFT): vlrl fit -c configs/visionary_r1.yaml",
+    "validate": "evaluate a model on a recipe's validation rows",
+    "test": "score a model on a benchmark by its official rules: vlrl test -c configs/eval/mmstar.yaml",
+    "predict": "write a model's completions for a dataset or benchmark as JSON Lines",
+}
 
-    @staticmethod
-    def _by_steps(trainer) -> bool:
-        return trainer.max_steps is not None and trainer.max_steps > 0
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        super().on_train_start(trainer, pl_module)
-        if self._by_steps(trainer):
-            self.train_progress_bar.reset(total=trainer.max_steps)
-            self.train_progress_bar.n = trainer.global_step  # a resumed run starts where it left off
-            self.train_progress_bar.set_description("Step")
-            self.train_progress_bar.refresh()
-
-    def on_train_epoch_start(self, trainer, *args: Any) -> None:
-        if not self._by_steps(trainer):
-            super().on_train_epoch_start(trainer, *args)
-        else:
-            self.train_progress_bar.set_description(f"Step (epoch {trainer.current_epoch})")
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if not self._by_steps(trainer):
-            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        bar = self.train_progress_bar
-        if bar is not None and self._should_update(trainer.global_step, bar.total):
-            bar.n = trainer.global_step
-            bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not self._by_steps(trainer):
-            return super().on_train_epoch_end(trainer, pl_module)
-        if not self.train_progress_bar.disable:
-            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+BENCHMARKS: dict[str, tuple[Main, str]] = {
+    "grpo-update": (grpo_update.main, "seconds per GRPO update (ours and TRL's GRPOTrainer), MFU on a GPU"),
+    "rollout-throughput": (rollout_throughput.main, "rollout tokens per second, HF engine and vLLM"),
+    "eval-throughput": (eval_throughput.main, "questions per second of vlrl test, HF engine and vLLM"),
+    "memory": (memory.main, "memory per GPU on paper (weights, gradients, optimizer, activations)"),
+    "lm-head-logps": (lm_head_logps.main, "fused LM-head log-probs against autograd"),
+}
 
 
-def _versioned_loggers(trainer) -> list:
-    """Loggers that keep runs in ``<root>/<version>`` folders (CSV, TensorBoard)."""
-    return [lg for lg in trainer.loggers if hasattr(lg, "_version") and hasattr(lg, "root_dir")]
+def bench(argv: list[str] | None = None) -> Any:
+    """``vlrl bench <name> [options]``: one of ``BENCHMARKS`` (each writes its figures to bench/RESULTS.md)."""
+    args = list(sys.argv[2:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        title = "usage: vlrl bench <name> [options]   (vlrl bench <name> -h: its options)"
+        print(_table(title, BENCHMARKS), file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
+    if args[0] not in BENCHMARKS:
+        return _unknown("vlrl bench", args[0], BENCHMARKS)
+    return BENCHMARKS[args[0]][0](args[1:])
 
 
-def _version_of(folder: str) -> int | str:
-    number = folder.removeprefix("version_")
-    return int(number) if folder.startswith("version_") and number.isdigit() else folder
+COMMANDS: dict[str, tuple[Main, str]] = {
+    "export": (export.main, "write a training checkpoint as a save_pretrained folder (transformers, vLLM)"),
+    "predict-one": (predict.main, "answer one question about one image; prints the record as JSON"),
+    "score": (score.main, "score vlrl predict output on a benchmark by its official rules"),
+    "cold-start": (cold_start.main, "build Vision-R1's cold-start SFT data with chat models (modality bridging)"),
+    "tiny-model": (tiny_model.main, "write a random-weight Qwen2.5-VL checkpoint (tiny, 3b or 7b shapes)"),
+    "demo": (demo.main, "the embedded demo: tiny model, cold-start SFT, GRPO and evaluation on this machine"),
+    "study": (shortcut_study.main, "the shortcut study: GRPO and Visionary-R1 on a benchmark with a cue"),
+    "bench": (bench, "performance benchmarks: vlrl bench <name> (vlrl bench -h lists them)"),
+}
 
 
-def find_last_checkpoint(trainer) -> tuple[Path | None, list[Path]]:
-    """The newest ``last*.ckpt`` of the run configured on ``trainer``, and the folders searched."""
-    places: list[tuple[Path, str]] = []
-    for lg in _versioned_loggers(trainer):
-        places.append((Path(lg.root_dir), "*/checkpoints/last*.ckpt"))
-    for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
-            places.append((Path(callback.dirpath), f"{callback.CHECKPOINT_NAME_LAST}*.ckpt"))
-    if not trainer.loggers:
-        places.append((Path(trainer.default_root_dir) / "checkpoints", "last*.ckpt"))
-    found = [p for folder, pattern in places for p in folder.glob(pattern) if p.is_file()]
-    return (max(found, key=lambda p: p.stat().st_mtime) if found else None), [folder for folder, _ in places]
+def _table(title: str, commands: dict[str, Any]) -> str:
+    width = max(map(len, commands)) + 2
+    rows = (f"  {name:<{width}}{entry if isinstance(entry, str) else entry[1]}" for name, entry in commands.items())
+    return "\n".join([title, "", *rows])
 
 
-def pin_logger_version(trainer, checkpoint: Path, newest_if_outside: bool) -> None:
-    """Make the loggers write into the version folder ``checkpoint`` belongs to (``<root>/<version>/checkpoints``).
-    A checkpoint outside the logger's root (a custom ``dirpath``) pins the newest existing version folder when
-    ``newest_if_outside``, and nothing otherwise."""
-    for lg in _versioned_loggers(trainer):
-        root = Path(lg.root_dir).resolve()
-        try:
-            parts = checkpoint.resolve().relative_to(root).parts
-        except ValueError:
-            parts = ()
-        if len(parts) == 3 and parts[1] == "checkpoints":
-            lg._version = _version_of(parts[0])
-        elif newest_if_outside and root.is_dir():
-            versions = [_version_of(d.name) for d in root.iterdir() if d.is_dir()]
-            numbered = [v for v in versions if isinstance(v, int)]
-            if numbered:
-                lg._version = max(numbered)
-
-
-def checkpoint_step(path: Path) -> int:
-    import torch
-
-    try:  # memory-mapped: only the step is read, not the model
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception:
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    return int(checkpoint["global_step"])
-
-
-def keep_metrics_before(logger, step: int) -> None:
-    """Keep the CSV logger's rows of steps before ``step`` and continue that file. Lightning's CSV writer deletes an
-    existing ``metrics.csv`` when it opens a version folder; here the earlier rows are written back and the writer
-    appends after them."""
-    from lightning.pytorch.loggers import CSVLogger
-
-    if not isinstance(logger, CSVLogger):
-        return
-    path = Path(logger.log_dir) / "metrics.csv"
-    if not path.is_file():
-        return
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields = list(reader.fieldnames or [])
-        rows = [r for r in reader if r.get("step") in (None, "") or int(float(r["step"])) < step]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Experiment logs directory")
-        writer = logger.experiment  # opens the folder (and removes metrics.csv)
-    writer.metrics_keys = fields
-    with path.open("w", newline="") as f:
-        out = csv.DictWriter(f, fieldnames=fields)
-        out.writeheader()
-        out.writerows(rows)
-
-
-def remove_if_unused(folder: Path) -> bool:
-    """Delete a version folder that holds only what a run writes before its first step."""
-    if not folder.is_dir():
-        return False
-    files = [p for p in folder.rglob("*") if p.is_file()]
-    if any(p.name not in START_FILES and not p.name.startswith("events.out.tfevents") for p in files):
-        return False
-    shutil.rmtree(folder)
-    return True
-
-
-def _explain_manual_optimization_checkpoints(trainer, model) -> None:
-    """Lightning warns (15 lines) at every step-triggered checkpoint of a manually optimized module that "no
-    pre-optimization state was saved". GRPO steps its optimizer itself, and its checkpoints are meant to hold the
-    weights after the step together with the advanced step count: exactly the state a resume continues from (the
-    resume tests compare it with the uninterrupted run). The warning is hidden and this is said once instead."""
-    steps_triggered = any(
-        isinstance(c, ModelCheckpoint) and c._every_n_train_steps > 0 for c in trainer.checkpoint_callbacks
-    )
-    if getattr(model, "automatic_optimization", True) or not steps_triggered:
-        return
-    warnings.filterwarnings("ignore", message=MANUAL_OPTIMIZATION_WARNING)
-    rank_zero_info(
-        "Checkpoints hold the weights after each optimizer step with that step's count: the state a resume "
-        "continues from (Lightning's manual-optimization checkpoint warning does not apply)."
+def usage() -> str:
+    """What ``vlrl -h`` prints: every command with one line."""
+    return "\n\n".join(
+        [
+            "usage: vlrl <command> [options]   (vlrl <command> -h: the command's options)",
+            _table("training and evaluation (LightningCLI, YAML recipes in configs/):", LIGHTNING_COMMANDS),
+            _table("tools:", COMMANDS),
+        ]
     )
 
 
-class VLRLCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:
-        # Values that must agree are linked, not repeated: the datamodule tokenises with the model's checkpoint.
-        parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.model_name_or_path")
-
-    def instantiate_trainer(self, **kwargs):
-        from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-
-        from tools.checkpoint_io import AtomicCheckpointIO
-
-        # the callbacks the config names, listed before Lightning appends its defaults to that same list
-        config = self.config_init.get(self.subcommand, self.config_init) if self.subcommand else self.config_init
-        named = (config.get("trainer") or {}).get("callbacks") or []
-        named_ids = {id(c) for c in (named if isinstance(named, list) else [named])}
-        trainer = super().instantiate_trainer(**kwargs)
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: not crash-safe locally
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        # Lightning's default progress bar (not one the config names) becomes StepProgressBar
-        for i, callback in enumerate(trainer.callbacks):
-            if isinstance(callback, ProgressBar) and id(callback) not in named_ids:
-                trainer.callbacks[i] = StepProgressBar()
-        return trainer
-
-    def _resolve_resume(self) -> None:
-        """``--ckpt_path=last`` to the run's newest last checkpoint, and the loggers pinned to its folder."""
-        config = self.config_init[self.subcommand]
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path is None or "://" in str(ckpt_path) or ckpt_path in ("best", "hpc"):
-            return
-        if ckpt_path == "last":
-            found, searched = find_last_checkpoint(self.trainer)
-            if found is None:
-                raise FileNotFoundError(
-                    "--ckpt_path=last: this run has no last checkpoint yet (searched "
-                    + ", ".join(str(p) for p in searched)
-                    + "). Drop --ckpt_path=last to start a new run, or pass a checkpoint file: --ckpt_path=PATH."
-                )
-            config["ckpt_path"] = str(found)
-            rank_zero_info(f"Resuming from {found}")
-        checkpoint = Path(config["ckpt_path"])
-        pin_logger_version(self.trainer, checkpoint, newest_if_outside=ckpt_path == "last")
-        if rank_zero_only.rank == 0:
-            step = checkpoint_step(checkpoint)
-            for lg in _versioned_loggers(self.trainer):
-                keep_metrics_before(lg, step)
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        if subcommand != "fit":
-            return super()._run_subcommand(subcommand)
-        self._resolve_resume()
-        _explain_manual_optimization_checkpoints(self.trainer, self.model)
-        new_folders = [Path(lg.log_dir) for lg in _versioned_loggers(self.trainer) if not Path(lg.log_dir).exists()]
-        try:
-            super()._run_subcommand(subcommand)
-        except BaseException:
-            if self.trainer.global_step == 0 and rank_zero_only.rank == 0:
-                for folder in new_folders:
-                    if remove_if_unused(folder):
-                        logging.getLogger(__name__).info("removed %s: the run stopped before its first step", folder)
-            raise
+def _unknown(prog: str, name: str, known: dict[str, Any]) -> int:
+    print(f"{prog}: error: unknown command {name!r}; the commands are: {', '.join(known)}", file=sys.stderr)
+    return 2
 
 
-def main(args: list[str] | None = None, run: bool = True) -> VLRLCLI:
-    from jsonargparse import set_parsing_settings
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
-    return VLRLCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        parser_kwargs={"parser_mode": "omegaconf+"},
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-    )
-
-
-def entry() -> int:
-    """The console script: 0 after a run that finished, non-zero otherwise (``main`` returns the CLI object, which a
-    console-script wrapper would pass to ``sys.exit`` and so exit 1 after every successful run). A failure raises, and
-    Python exits 1 with the traceback; a bad argument exits 2 with jsonargparse's message."""
-    main()
-    return 0
+def entry(argv: Sequence[str] | None = None) -> int:
+    """The console script (``argv``: the arguments after ``vlrl``; default ``sys.argv[1:]``): runs the command and
+    returns the exit status. LightningCLI's ``main`` returns the CLI object, which a console-script wrapper would pass
+    to ``sys.exit`` and so exit 1 after every successful run; here a finished run is 0."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
+    command = args[0]
+    if command in LIGHTNING_COMMANDS or command.startswith("-"):
+        main(args)
+        return 0
+    if command not in COMMANDS:
+        return _unknown("vlrl", command, {**LIGHTNING_COMMANDS, **COMMANDS})
+    status = COMMANDS[command][0](args[1:])
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ start and weight sync, benchmark conversion, the first batch's images) and the t
 testing: generation, per-question scoring, and the official scoring into ``results_test.json``). Questions/s is over
 the test loop. One row per engine is appended to ``bench/RESULTS.md``.
 
-    python -m bench.eval_throughput                     # CPU: tiny model, 64 questions, 64 new tokens
-    python -m bench.eval_throughput --size 3b --image-size 448 --new-tokens 512 --questions 256   # GPU
+    vlrl bench eval-throughput                     # CPU: tiny model, 64 questions, 64 new tokens
+    vlrl bench eval-throughput --size 3b --image-size 448 --new-tokens 512 --questions 256   # GPU
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from bench.results import append_result
+from tools.lightning_cli import main as vlrl
+from tools.tiny_model import write_random_checkpoint
 
 ROOT = Path(__file__).parents[1]
 COLOURS = {"red": (220, 30, 30), "green": (30, 160, 30), "blue": (30, 30, 220), "yellow": (230, 210, 30)}
@@ -106,9 +108,6 @@ def engine_override(name: str, on_gpu: bool) -> list[str]:
 
 
 def run_test(args: argparse.Namespace, engine: str, checkpoint: Path, source: Path, out: Path) -> dict:
-    from bench.eval_throughput import PhaseTimer as Timer  # the class the CLI imports (this file may be __main__)
-    from vlrl_cli import main
-
     on_gpu = torch.cuda.is_available()
     argv = [
         "test",
@@ -116,21 +115,21 @@ def run_test(args: argparse.Namespace, engine: str, checkpoint: Path, source: Pa
         str(ROOT / "configs" / "eval" / "mmstar.yaml"),
         *([] if on_gpu else ["-c", str(ROOT / "configs" / "cpu.yaml")]),
         *engine_override(engine, on_gpu),
-        f"--model.init_args.model_name_or_path={checkpoint}",
+        f"--model.init_args.policy.model_name_or_path={checkpoint}",
         f"--data.init_args.source={source}",
-        f"--model.init_args.val_max_new_tokens={args.new_tokens}",
-        "--model.init_args.eval_sampling={temperature: 0.0, ignore_eos: true}",
+        f"--model.init_args.evaluation.max_new_tokens={args.new_tokens}",
+        "--model.init_args.evaluation.sampling={temperature: 0.0, ignore_eos: true}",
         f"--data.init_args.val_batch_size={args.batch_size}",
         "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={out}",
         '--trainer.callbacks=[{"class_path": "bench.eval_throughput.PhaseTimer"}]',
     ]
     if args.dtype == "float32":
-        argv += ["--trainer.precision=32-true", "--model.init_args.dtype=float32"]
+        argv += ["--trainer.precision=32-true", "--model.init_args.policy.dtype=float32"]
         argv += ["--model.init_args.engine.init_args.dtype=float32"] if engine == "vllm" else []
     start = time.perf_counter()
-    cli = main(argv)
-    (timer,) = [c for c in cli.trainer.callbacks if isinstance(c, Timer)]
+    cli = vlrl(argv)
+    (timer,) = [c for c in cli.trainer.callbacks if isinstance(c, PhaseTimer)]
     result = json.loads((Path(cli.trainer.log_dir) / "results_test.json").read_text())
     assert result["count"] == args.questions and result["missing"] == 0, result["count"]
     assert sum(timer.calls) == args.questions, timer.calls
@@ -143,7 +142,7 @@ def run_test(args: argparse.Namespace, engine: str, checkpoint: Path, source: Pa
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="vlrl bench eval-throughput", description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", choices=["tiny", "3b", "7b"])
     parser.add_argument("--engines", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
     parser.add_argument("--questions", type=int, default=64)
@@ -158,11 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to bench/RESULTS.md")
     args = parser.parse_args(argv)
-
-    from tools.tiny_model import write_random_checkpoint
-
     px = args.image_size
-    command = "python -m bench.eval_throughput " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "vlrl bench eval-throughput " + " ".join(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["VLRL_CACHE"] = str(Path(tmp) / "cache")  # the converted benchmark: not the user's cache
         checkpoint = write_random_checkpoint(
@@ -194,4 +190,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # run as bench.eval_throughput: its PhaseTimer is the class the CLI instantiates from the class path above
+    from bench.eval_throughput import main as run
+
+    run()

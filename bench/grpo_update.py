@@ -12,10 +12,10 @@ What is timed, per step: the whole step, and within it the rollout (sampling + r
 Update = step - rollout. The first ``--warmup`` steps are not timed; the figure is the median of the timed ones.
 Rows go to ``bench/RESULTS.md`` with the command, machine and date.
 
-    python -m bench.grpo_update                                   # ours (3 forwards) and TRL, CPU defaults
-    python -m bench.grpo_update --size 3b --dtype bfloat16 --image-size 1024 --new-tokens 256 \
+    vlrl bench grpo-update                                        # ours (3 forwards) and TRL, CPU defaults
+    vlrl bench grpo-update --size 3b --dtype bfloat16 --image-size 1024 --new-tokens 256 \
         --gradient-checkpointing --micro-batch-size 8                                                   # GPU
-    python -m bench.grpo_update --size 3b --dtype float32 --precision bf16-mixed --reference-dtype bfloat16 \
+    vlrl bench grpo-update --size 3b --dtype float32 --precision bf16-mixed --reference-dtype bfloat16 \
         --strategy fsdp --contenders shared_prefix ...          # the recipes' setting, FSDP2 (bench/device_check.sh)
 
 ``--precision`` (Lightning's flag; TRL gets ``bf16`` when it starts with bf16) defaults to the weights' own dtype:
@@ -37,34 +37,38 @@ import time
 from pathlib import Path
 
 import torch
+from lightning import Callback, Trainer
+from transformers import AutoConfig, AutoProcessor, TrainerCallback
 
+from bench.flops import UpdateShape, peak_tflops, update_flops
 from bench.results import RESULTS, append_result
+from datamodules.prompts import build_messages
+from datamodules.synthetic import write_synthetic_dataset
+from datamodules.vqa import VQADataModule, VQADataset
+from lightning_modules.callbacks.rollout import RolloutSettings
+from lightning_modules.config import OptimConfig, PolicyConfig, UpdateConfig
+from lightning_modules.grpo import GRPOModule
+from lightning_modules.losses import GRPOLoss
+from lightning_modules.policy import load_policy
+from lightning_modules.sharding import FSDP2Strategy  # configs/strategy/fsdp.yaml's
+from rewards import AccuracyReward, CombinedReward, FormatReward
+from rollout.hf import HFEngine
+from tools.tiny_model import write_random_checkpoint
 
 OURS = ("per_row", "grouped", "shared_prefix")
 PRECISION_OF_DTYPE = {"float32": "32-true", "bfloat16": "bf16-true", "float16": "16-true"}
 
 
 def _synthetic(data_dir: Path, n: int, image_size: int) -> None:
-    from datamodules.synthetic import write_synthetic_dataset
-
     write_synthetic_dataset(data_dir, n=n, seed=0, split="train", image_size=image_size, tasks=["shape_color"])
 
 
 def _rewards():
-    from rewards import AccuracyReward, FormatReward
-
     return [AccuracyReward(), FormatReward(template="caption")]
 
 
 def run_ours(mode: str, checkpoint: Path, data_dir: Path, args) -> dict[str, list[float]]:
     """Per-step (total, update) seconds of ``GRPOModule`` with ``logps_forward=mode`` under a real Lightning fit."""
-    from lightning import Callback, Trainer
-
-    from datamodules.vqa import VQADataModule
-    from lightning_modules.callbacks.rollout import RolloutSettings
-    from lightning_modules.grpo import GRPOModule
-    from lightning_modules.losses import GRPOLoss
-    from rollout.hf import HFEngine
 
     class FixedLengthEngine(HFEngine):
         """Every completion exactly ``max_new_tokens`` long, whatever random weights sample."""
@@ -75,30 +79,31 @@ def run_ours(mode: str, checkpoint: Path, data_dir: Path, args) -> dict[str, lis
 
     rows = args.prompts * args.group_size
     module = GRPOModule(
-        str(checkpoint),
-        _rewards(),
-        [1.0, 1.0],
+        policy=PolicyConfig(
+            str(checkpoint),
+            dtype=args.dtype,
+            reference_dtype=args.reference_dtype,
+            gradient_checkpointing=args.gradient_checkpointing,
+        ),
+        rewards=_rewards(),
+        reward_weights=[1.0, 1.0],
         loss=GRPOLoss(beta=0.04),
         engine=FixedLengthEngine(rows),
         rollout=RolloutSettings(
             group_size=args.group_size, max_new_tokens=args.new_tokens, temperature=1.0, log_samples_every_n_steps=0
         ),
-        dtype=args.dtype,
-        reference_dtype=args.reference_dtype,
-        lr=1e-6,
-        micro_batch_size=args.micro_batch_size or rows,
-        logps_forward=mode,
-        gradient_checkpointing=args.gradient_checkpointing,
+        optim=OptimConfig(lr=1e-6),
+        update=UpdateConfig(micro_batch_size=args.micro_batch_size or rows, logps_forward=mode),
     )
     times: dict[str, list] = {"step": [], "update": []}
     original_step = module.training_step
 
     def timed_training_step(batch, *a, **k):
-        rollout = batch.get("rollout")
+        rollout = batch["rollout"].batch
         if rollout is not None:  # the update's shape, for FLOPs
             grid = rollout.model_inputs["image_grid_thw"]
             times["shape"] = [
-                rollout.input_ids.shape[1] - rollout.completion_length,
+                rollout.prompt_length,
                 rollout.completion_length,
                 int(grid[0].prod()),
             ]
@@ -129,8 +134,6 @@ def run_ours(mode: str, checkpoint: Path, data_dir: Path, args) -> dict[str, lis
     )
     strategy = "auto"
     if args.strategy == "fsdp":
-        from lightning_modules.sharding import FSDP2Strategy  # configs/strategy/fsdp.yaml's
-
         strategy = FSDP2Strategy()
     trainer = Trainer(
         accelerator="auto",
@@ -157,12 +160,6 @@ def run_trl(checkpoint: Path, data_dir: Path, args) -> dict[str, list[float]]:
     except ImportError:
         sys.exit('TRL is not installed: pip install -e ".[bench]"')
     from datasets import Dataset
-    from transformers import AutoProcessor, TrainerCallback
-
-    from datamodules.prompts import build_messages
-    from datamodules.vqa import VQADataset
-    from lightning_modules.policy import load_policy
-    from rewards import CombinedReward
 
     px = args.image_size * args.image_size
     source = VQADataset(str(data_dir), tokenizer=None, template="caption", min_pixels=px, max_pixels=px)
@@ -249,7 +246,7 @@ def run_trl(checkpoint: Path, data_dir: Path, args) -> dict[str, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="vlrl bench grpo-update", description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", choices=["tiny", "3b", "7b"])
     parser.add_argument("--vocab", default="qwen", choices=["qwen", "task"], help="task: the small task vocabulary")
     parser.add_argument("--contenders", nargs="+", default=[*OURS, "trl"], choices=[*OURS, "trl"])
@@ -270,11 +267,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to bench/RESULTS.md")
     args = parser.parse_args(argv)
     args.precision = args.precision or PRECISION_OF_DTYPE[args.dtype]
-
-    from transformers import AutoConfig
-
-    from bench.flops import UpdateShape, peak_tflops, update_flops
-    from tools.tiny_model import write_random_checkpoint
 
     px = args.image_size
     results: dict[str, dict[str, float]] = {}
@@ -325,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{f', {args.reference_dtype} reference' if args.reference_dtype else ''}"
         f"{', FSDP2 (ours)' if args.strategy == 'fsdp' else ''}"
     )
-    command = "python -m bench.grpo_update " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "vlrl bench grpo-update " + " ".join(sys.argv[1:] if argv is None else argv)
     for name, r in results.items():
         extra = ""
         if "trl" in results and name != "trl":

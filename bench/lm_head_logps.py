@@ -1,6 +1,6 @@
 """Completion log-probs through the LM head: the fused CPU path against the chunked autograd path.
 
-    python -m bench.lm_head_logps [--positions 1024] [--hidden 128] [--vocab 151936] [--no-record]
+    vlrl bench lm-head-logps [--positions 1024] [--hidden 128] [--vocab 151936] [--no-record]
 
 Times, per path, what a GRPO step asks of the head: the reference pass (forward, no gradient, no entropy) and the
 policy pass (forward with entropy, then backward into the hidden states and the head's weight). Both paths compute
@@ -47,7 +47,7 @@ def measure(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="vlrl bench lm-head-logps", description=__doc__.splitlines()[0])
     parser.add_argument("--positions", type=int, default=1024, help="completion tokens (4 prompts x G8 x ~32)")
     parser.add_argument("--hidden", type=int, default=128, help="hidden size (128: the tiny model)")
     parser.add_argument("--vocab", type=int, default=151936)
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         "autograd": measure(nn.Sequential(linear), hidden, targets, args.chunk, args.repeats),  # not fusable
     }
     setting = f"{args.positions} positions, hidden {args.hidden}, vocab {args.vocab}, float32, T 0.7"
-    command = "python -m bench.lm_head_logps " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "vlrl bench lm-head-logps " + " ".join(sys.argv[1:] if argv is None else argv)
     for name, r in results.items():
         line = f"reference pass {r['reference']:.3f} s, policy forward+backward {r['policy']:.3f} s"
         if name == "fused":

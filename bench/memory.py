@@ -1,9 +1,9 @@
 """Per-GPU memory of a GRPO run on Qwen2.5-VL under FSDP2 full sharding, on paper: pure functions of a config.json
 dict (``hidden_size``, layers, heads, vocabulary ...) and a workload (a recipe's lengths, G, micro-batch).
 
-    python -m bench.memory                              # 3B and 7B, full and LoRA, 1 / 8 / 16 GPUs, the GPU recipes
-    python -m bench.memory --checkpoint DIR             # a local checkpoint's config.json instead
-    python -m bench.memory --sizes 3b --gpus 1 --prompt-tokens 1360 --image-tokens 1296 --completion-tokens 256 \
+    vlrl bench memory                                   # 3B and 7B, full and LoRA, 1 / 8 / 16 GPUs, the GPU recipes
+    vlrl bench memory --checkpoint DIR                  # a local checkpoint's config.json instead
+    vlrl bench memory --sizes 3b --gpus 1 --prompt-tokens 1360 --image-tokens 1296 --completion-tokens 256 \
         --group-size 8 --micro-batch-size 8 --gradient-checkpointing --no-vllm   # one custom workload
 
 What is counted (bytes per GPU, N GPUs, FSDP2 ``fully_shard`` on each decoder layer, each vision block, then the root;
@@ -54,9 +54,12 @@ import importlib
 import inspect
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
+
+from lightning_modules.config import PolicyConfig, UpdateConfig
+from tools.tiny_model import qwen2_5_vl_config
 
 GIB = 2**30
 GPU_MEMORY_MIB = {"H100": 81559, "H200": 143771}  # nvidia-smi's total (vLLM's utilisation is a share of it)
@@ -251,6 +254,17 @@ def _init_args(section: dict) -> dict[str, Any]:
     return {**defaults, **section.get("init_args", {})}
 
 
+def _group(init_args: dict, name: str) -> dict[str, Any]:
+    """A dataclass argument group of a module (``policy``, ``update``): the YAML's values over the group's defaults
+    (the default instance in the module's signature)."""
+    value = init_args[name]
+    if is_dataclass(value):
+        return asdict(value)
+    cls = {"policy": PolicyConfig, "update": UpdateConfig}[name]
+    defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
+    return {**defaults, **value}
+
+
 def recipe_workloads(path: str | Path, patch_tokens: int = 28 * 28) -> list[Workload]:
     """One ``Workload`` per rollout stage of a recipe YAML: P = ``max_prompt_length``, an image at ``max_pixels``
     (``max_pixels / 28^2`` merged tokens, at most P), the rollout's G and lengths, the module's micro-batch,
@@ -275,9 +289,9 @@ def recipe_workloads(path: str | Path, patch_tokens: int = 28 * 28) -> list[Work
             image,
             s["max_new_tokens"],
             s["group_size"],
-            model["micro_batch_size"],
-            model["gradient_checkpointing"],
-            model["logps_chunk_size"],
+            _group(model, "update")["micro_batch_size"],
+            _group(model, "policy")["gradient_checkpointing"],
+            _group(model, "update")["logps_chunk_size"],
             vllm,
         )
         for i, s in enumerate(stages)
@@ -292,8 +306,6 @@ def _gib(n: float) -> str:
 def model_configs(sizes: list[str], checkpoint: str | None) -> dict[str, dict]:
     if checkpoint:
         return {Path(checkpoint).name: json.loads((Path(checkpoint) / "config.json").read_text())}
-    from tools.tiny_model import qwen2_5_vl_config
-
     return {size.upper(): qwen2_5_vl_config(size).to_dict() for size in sizes}
 
 
@@ -348,7 +360,7 @@ def tables(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="vlrl bench memory", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["3b", "7b"], choices=["tiny", "3b", "7b"])
     parser.add_argument("--checkpoint", help="a local checkpoint folder: use its config.json instead of --sizes")
     parser.add_argument("--gpus", nargs="+", type=int, default=[1, 8, 16])

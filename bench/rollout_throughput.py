@@ -5,8 +5,8 @@ trained ones would. One image per prompt (``--image-size`` square), G samples pe
 engine up and is not timed; the figure is the mean over ``--repeats`` timed calls. A row is appended to
 ``bench/RESULTS.md`` with the command, machine and date.
 
-    python -m bench.rollout_throughput --size tiny --engines hf vllm            # CPU
-    python -m bench.rollout_throughput --size 3b --image-size 1024 --dtype bfloat16 --new-tokens 256   # GPU
+    vlrl bench rollout-throughput --size tiny --engines hf vllm            # CPU
+    vlrl bench rollout-throughput --size 3b --image-size 1024 --dtype bfloat16 --new-tokens 256   # GPU
 """
 
 from __future__ import annotations
@@ -18,12 +18,20 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoProcessor
 
 from bench.results import append_result
+from datamodules.prompts import build_messages
+from datamodules.synthetic import make_row
+from lightning_modules.policy import load_policy
+from rollout.engine import SamplingConfig
+from rollout.hf import HFEngine
+from rollout.vllm import VLLMEngine  # vllm itself is imported when an engine starts
+from tools.tiny_model import write_random_checkpoint
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="vlrl bench rollout-throughput", description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", choices=["tiny", "3b", "7b"])
     parser.add_argument("--vocab", default="qwen", choices=["qwen", "task"], help="task: the small task vocabulary")
     parser.add_argument("--engines", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
@@ -35,15 +43,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to bench/RESULTS.md")
     args = parser.parse_args(argv)
-
-    from transformers import AutoProcessor
-
-    from datamodules.prompts import build_messages
-    from datamodules.synthetic import make_row
-    from lightning_modules.policy import load_policy
-    from rollout.engine import SamplingConfig
-    from tools.tiny_model import write_random_checkpoint
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     px = args.image_size
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,18 +83,14 @@ def main(argv: list[str] | None = None) -> None:
                     f"{args.prompts} prompts x G{args.group_size}, "
                     f"{args.new_tokens} new tokens, {px}x{px} image",
                     f"{tokens / seconds:.0f} tok/s ({seconds:.2f} s per rollout batch; engine set-up {setup_s:.1f} s)",
-                    "python -m bench.rollout_throughput " + " ".join(sys.argv[1:] if argv is None else argv),
+                    "vlrl bench rollout-throughput " + " ".join(sys.argv[1:] if argv is None else argv),
                 )
             del engine
 
 
 def _engine(name: str):
     if name == "hf":
-        from rollout.hf import HFEngine
-
         return HFEngine(generation_batch_size=256)
-    from rollout.vllm import VLLMEngine
-
     return VLLMEngine(max_model_len=4096, enforce_eager=not torch.cuda.is_available())
 
 

@@ -1,45 +1,14 @@
-"""Prompt templates: the system instruction and the chat messages for one RL row.
+"""Prompts: the chat messages for one RL row and the ShareGPT row of one cold-start SFT example.
 
-- ``caption``: caption -> reason -> answer (Visionary-R1): ``<info>`` image description, ``<think>`` reasoning,
-  ``<answer>`` final answer. Our own wording of that instruction.
-- ``think``: R1 style reasoning then answer (Vision-R1, vanilla GRPO baseline).
-- ``plain``: answer with a single word or phrase, no tags (SFT baseline, benchmark-style prompting).
+The templates themselves (``caption``, ``think``, ``plain``: blocks, system prompt, answer hints) live in
+``rewards.templates``, which the rewards read too; this module only lays them out as messages.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-SYSTEM_PROMPTS: dict[str, str] = {
-    "caption": (
-        "You are shown an image and a question. First describe the image in detail inside <info> </info>, "
-        "covering every object, number, text and relation needed to answer, so that someone who cannot see the "
-        "image could answer from your description alone. Then reason step by step inside <think> </think>. "
-        "Finally give only the final answer inside <answer> </answer>. Use exactly this format: "
-        "<info> ... </info> <think> ... </think> <answer> ... </answer>"
-    ),
-    "think": (
-        "You are shown an image and a question. Think the problem through step by step inside <think> </think>, "
-        "then give only the final answer inside <answer> </answer>. Use exactly this format: "
-        "<think> ... </think> <answer> ... </answer>"
-    ),
-    "plain": "Answer the question about the image with a single word or phrase.",
-}
-
-# Appended to the question, by problem type, so the expected answer form is unambiguous.
-ANSWER_HINTS: dict[str, str] = {
-    "numerical": "Answer with a number.",
-    "multiple_choice": "Answer with the option's letter.",
-    "math": "Answer with a number or a simplified expression.",
-    "ocr": "Answer with the text exactly as written.",
-    "free_form": "Answer briefly.",
-}
-
-
-def check_template(template: str) -> str:
-    if template not in SYSTEM_PROMPTS:
-        raise ValueError(f"unknown prompt template {template!r}; choose from {sorted(SYSTEM_PROMPTS)}")
-    return template
+from rewards.templates import get_template
 
 
 def build_messages(
@@ -50,10 +19,8 @@ def build_messages(
     A ``<image>`` placeholder in the question marks where images go (ShareGPT convention); without one the images
     come first, as in Qwen2.5-VL's own examples.
     """
-    check_template(template)
-    question = problem.strip()
-    if answer_hints and problem_type in ANSWER_HINTS:
-        question = f"{question}\n{ANSWER_HINTS[problem_type]}"
+    spec = get_template(template)
+    question = spec.question(problem, problem_type, answer_hints)
     content: list[dict[str, Any]] = []
     if "<image>" in question:
         pieces = question.split("<image>")
@@ -67,6 +34,20 @@ def build_messages(
     else:
         content = [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": question}]
     return [
-        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPTS[template]}]},
+        {"role": "system", "content": [{"type": "text", "text": spec.system_prompt}]},
         {"role": "user", "content": content},
     ]
+
+
+def sharegpt_row(
+    problem: str, problem_type: str | None, images: list[str], template: str, answer: str
+) -> dict[str, Any]:
+    """One SFT example in the ShareGPT shape ``datamodules.sft`` reads: the template's system prompt, the question
+    as RL prompts it (answer hint included) after one ``<image>`` per image, and ``answer`` as the reply."""
+    spec = get_template(template)
+    human = "<image>" * len(images) + spec.question(problem, problem_type)
+    return {
+        "system": spec.system_prompt,
+        "images": list(images),
+        "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": answer}],
+    }

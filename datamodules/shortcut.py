@@ -30,6 +30,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from datamodules.prompts import sharegpt_row
 from datamodules.synthetic import (
     COLORS,
     LETTERS,
@@ -184,8 +185,6 @@ def write_shortcut_benchmark(
     ``images/{split}/``, ``train_sft_{template}.jsonl`` (``n_sft`` rows of the cold-start stream, ``n_train`` unless
     given, at ``sft_cue_strength``, ``cue_strength`` unless given) and ``manifest.json``. Returns split -> RL file.
     Rewriting with the same arguments is skipped."""
-    from datamodules.prompts import ANSWER_HINTS, SYSTEM_PROMPTS
-
     out = Path(out_dir)
     n_sft = n_train if n_sft is None else n_sft
     sft_cue_strength = cue_strength if sft_cue_strength is None else sft_cue_strength
@@ -231,18 +230,8 @@ def write_shortcut_benchmark(
         row, _ = make_shortcut_row(i, COLD_START, seed, sft_cue_strength, image_size, distractors)
         rel = f"images/{COLD_START}/{i:06d}.png"
         row.image.save(out / rel)
-        question = f"<image>{row.problem}\n{ANSWER_HINTS[row.problem_type]}"
         for template in sft_templates:
-            sft[template].append(
-                {
-                    "system": SYSTEM_PROMPTS[template],
-                    "images": [rel],
-                    "conversations": [
-                        {"from": "human", "value": question},
-                        {"from": "gpt", "value": row.target(template)},
-                    ],
-                }
-            )
+            sft[template].append(sharegpt_row(row.problem, row.problem_type, [rel], template, row.target(template)))
     for template, rows in sft.items():
         _write_jsonl(out / f"train_sft_{template}.jsonl", rows)
     stamp.write_text(json.dumps(manifest))

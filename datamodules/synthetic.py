@@ -28,6 +28,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from datamodules.prompts import sharegpt_row
+from rewards.templates import get_template
+
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 170, 60),
@@ -59,14 +62,11 @@ class SyntheticRow:
     reasoning: str  # steps from the description to the answer
 
     def target(self, template: str) -> str:
-        """The chain-of-thought completion for cold-start SFT in ``template`` ("caption", "think" or "plain")."""
-        if template == "caption":
-            return f"<info>{self.caption}</info> <think>{self.reasoning}</think> <answer>{self.answer}</answer>"
-        if template == "think":
-            return f"<think>{self.caption} {self.reasoning}</think> <answer>{self.answer}</answer>"
-        if template == "plain":
-            return self.answer
-        raise ValueError(f"unknown template {template!r}")
+        """The chain-of-thought completion for cold-start SFT in ``template`` ("caption", "think" or "plain"): the
+        description in ``<info>`` when the template has that block, else at the start of ``<think>``."""
+        spec = get_template(template)
+        think = self.reasoning if "info" in spec.blocks else f"{self.caption} {self.reasoning}"
+        return spec.render({"info": self.caption, "think": think, "answer": self.answer})
 
 
 def _plural(shape: str, n: int) -> str:
@@ -217,8 +217,6 @@ def write_synthetic_dataset(
 
     Returns the RL file's path. Rewriting with the same arguments is skipped (a manifest records them).
     """
-    from datamodules.prompts import ANSWER_HINTS, SYSTEM_PROMPTS
-
     out = Path(out_dir)
     rl_file = out / f"{split}.jsonl"
     manifest = dict(n=n, seed=seed, image_size=image_size, tasks=list(tasks), sft_templates=list(sft_templates))
@@ -244,16 +242,8 @@ def write_synthetic_dataset(
             )
         )
         for template in sft_templates:
-            question = f"<image>{row.problem}\n{ANSWER_HINTS[row.problem_type]}"
             sft_rows[template].append(
-                {
-                    "system": SYSTEM_PROMPTS[template],
-                    "conversations": [
-                        {"from": "human", "value": question},
-                        {"from": "gpt", "value": row.target(template)},
-                    ],
-                    "images": [rel],
-                }
+                sharegpt_row(row.problem, row.problem_type, [rel], template, row.target(template))
             )
     _write_jsonl(rl_file, rl_rows)
     for template, rows in sft_rows.items():

@@ -33,10 +33,12 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.images import BadImageError, fit_image, load_image, num_image_tokens
-from datamodules.prompts import build_messages, check_template
+from datamodules.prompts import build_messages
 from datamodules.resumable import ResumableDataLoader
+from datamodules.synthetic import TASKS, write_synthetic_dataset
 from datamodules.tables import BadLine, read_table
 from rewards.problem_types import canonical_problem_type
+from rewards.templates import get_template
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +151,7 @@ class VQADataset(Dataset):
         self.columns = resolve_columns(self.table.column_names, columns, self.source, required)
         self.image_root = Path(image_root) if image_root else root
         self.tokenizer = tokenizer
-        self.template = check_template(template)
+        self.template = get_template(template).name
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.max_prompt_length = max_prompt_length
         self.skip_long_prompts, self.skip_bad_rows = skip_long_prompts, skip_bad_rows
@@ -320,7 +322,7 @@ class VQADataModule(LightningDataModule):
         limit_val: int | None = None,
     ) -> None:
         super().__init__()
-        check_template(template)
+        get_template(template)  # an unknown template fails here, naming the known ones
         self.save_hyperparameters()
         self.datasets: dict[str, VQADataset] = {}
         self.tokenizer = None
@@ -426,8 +428,6 @@ class SyntheticVQADataModule(VQADataModule):
         tasks: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        from datamodules.synthetic import TASKS
-
         kwargs.setdefault("min_pixels", image_size * image_size)
         kwargs.setdefault("max_pixels", image_size * image_size)
         super().__init__(**kwargs)
@@ -444,8 +444,6 @@ class SyntheticVQADataModule(VQADataModule):
         self.hparams.predict_data = self.hparams.predict_data or self.hparams.val_data
 
     def prepare_data(self) -> None:
-        from datamodules.synthetic import write_synthetic_dataset
-
         s = self.synthetic
         # Different seeds per split: validation images are held out from training.
         write_synthetic_dataset(s["data_dir"], s["train_size"], s["data_seed"], "train", s["image_size"], s["tasks"])

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from rewards.parsing import extract_tag
+
 BLANK = (128, 128, 128)
 
 
@@ -30,8 +32,6 @@ def blank_like(images: Sequence[Sequence[Any]]) -> list[list[Image.Image]]:
 
 def reasoning_words(text: str) -> int:
     """Words of reasoning: the ``<think>`` block when there is one, else the text before ``<answer>``."""
-    from rewards.parsing import extract_tag
-
     think = extract_tag(text, "think")
     if think is None:
         think = text.split("<answer>")[0]

@@ -100,7 +100,7 @@ def write_question_rows(rows: list[dict[str, Any]], folder: Path, stage: str) ->
 
 def completion_record(out: Any, row: int, answer_fallbacks: Sequence[str] = ()) -> dict[str, Any]:
     """The generated part of a prediction record for row ``row`` of a rollout ``out``; ``answer_fallbacks`` as
-    ``AccuracyReward``'s (default: the ``<answer>`` block only)."""
+    ``AccuracyReward``'s (default: the ``<answer>`` block only; a template's own are ``Template.answer_fallbacks``)."""
 
     text = out.texts[row]
     return {

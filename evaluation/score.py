@@ -5,7 +5,7 @@
 - ``score_predictions(benchmark, source, predictions)``: the benchmark file as published and the JSON Lines that
   ``vlrl predict`` writes (``{"id", "completion", ...}`` per line; one file per rank), joined on ``id`` (the ids
   ``datamodules.benchmarks.read_published`` gives, which are the converted rows' ids).
-- ``vlrl-score --benchmark B --source FILE --predictions FILE [FILE ...] [--out FILE]``: the same, printed as a table
+- ``vlrl score --benchmark B --source FILE --predictions FILE [FILE ...] [--out FILE]``: the same, printed as a table
   and written as JSON.
 
 The result: ``accuracy`` (0..1, each question right or wrong), ``correct``, ``count`` (questions, after MMBench's
@@ -160,7 +160,7 @@ def score_predictions(benchmark: str, source: str | Path, predictions: str | Pat
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="vlrl-score", description="Score vlrl predict output on a benchmark by its official rules."
+        prog="vlrl score", description="Score vlrl predict output on a benchmark by its official rules."
     )
     parser.add_argument("--benchmark", required=True, choices=sorted(SCORERS))
     parser.add_argument("--source", required=True, help="the benchmark file as published (TSV / JSON / JSONL)")
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = score_predictions(args.benchmark, args.source, args.predictions)
     except (ValueError, FileNotFoundError) as e:
-        print(f"vlrl-score: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     print(format_table(result))
     if args.out:

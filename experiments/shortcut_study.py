@@ -22,8 +22,8 @@ Each finished run leaves ``<out>/seed<S>/<method>/result.json``; the same comman
 (or with more ``--methods``) keeps those runs and the SFT exports, runs only the rest, and counts the time of
 the kept ones (``seconds`` in their files) in the study's.
 
-    python -m experiments.shortcut_study --out runs/shortcut            # the documented full run
-    python -m experiments.shortcut_study --out /tmp/smoke --smoke       # CI: 2 GRPO steps, tiny splits
+    vlrl study --out runs/shortcut            # the documented full run
+    vlrl study --out /tmp/smoke --smoke       # CI: 2 GRPO steps, tiny splits
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from datamodules.shortcut import write_shortcut_benchmark
+from experiments.stats import bootstrap_ci, paired_differences
+from tools.lightning_cli import main as vlrl
+from tools.tiny_model import write_random_checkpoint
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"
@@ -78,7 +83,7 @@ def _grpo_args(args, seed: int, method: str, model: Path, data: Path, out: Path)
         "-c",
         str(CONFIGS / "shortcut" / f"{method}.yaml"),
         f"--seed_everything={seed}",
-        f"--model.init_args.model_name_or_path={model}",
+        f"--model.init_args.policy.model_name_or_path={model}",
         f"--data.init_args.train_data={data / 'train.jsonl'}",
         f"--data.init_args.val_data={json.dumps(val)}",
         f"--data.init_args.limit_val={args.eval_rows}",
@@ -98,10 +103,6 @@ def _val_metrics(metrics: dict) -> dict[str, float]:
 def run_seed(args, seed: int) -> dict[str, dict]:
     """SFT per template, then every method. Returns ``curves`` (method -> [{step, val/...}], step 0 = after SFT)
     and ``rows`` (method -> "start"/"final" -> split -> {row id: [score, category]}) for the bootstrap."""
-    from datamodules.shortcut import write_shortcut_benchmark
-    from tools.tiny_model import write_random_checkpoint
-    from vlrl_cli import main as vlrl
-
     out = Path(args.out) / f"seed{seed}"
     px = args.image_size
     tiny = write_random_checkpoint(out / "tiny", min_pixels=px * px, max_pixels=px * px, seed=seed, vocab="task")
@@ -132,7 +133,7 @@ def run_seed(args, seed: int) -> dict[str, dict]:
                 "-c",
                 str(CONFIGS / "demo_sft.yaml"),
                 f"--seed_everything={seed}",
-                f"--model.init_args.model_name_or_path={tiny}",
+                f"--model.init_args.policy.model_name_or_path={tiny}",
                 f"--model.init_args.export_dir={exports[template]}",
                 f"--data.init_args.train_data={cold}",
                 "--data.init_args.val_data=null",
@@ -313,7 +314,8 @@ def write_report(meta: dict, table: dict, out: Path, extra: Sequence[str] = ()) 
             else verdict(table)
         ),
         "",
-        "Final evaluation (one completion per row, sampled as `eval_sampling` in configs/shortcut/base.yaml says), "
+        "Final evaluation (one completion per row, sampled as `evaluation.sampling` in "
+        "configs/shortcut/base.yaml says), "
         "mean ± spread (std) over seeds, with the after-SFT mean in brackets:",
         "",
         "| method | split | " + " | ".join(name for name, _, _ in TABLE) + " |",
@@ -345,7 +347,7 @@ def write_report(meta: dict, table: dict, out: Path, extra: Sequence[str] = ()) 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="vlrl study", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/shortcut")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -383,7 +385,7 @@ def main(argv: list[str] | None = None) -> dict:
             '--model.init_args.engine={"class_path":"rollout.hf.HFEngine"} '
             "--model.init_args.rollout.group_size=2 --model.init_args.rollout.max_new_tokens=8 "
             "--model.init_args.rollout.dynamic_sampling=false --data.init_args.batch_size=2 "
-            "--model.init_args.val_max_new_tokens=8 --trainer.enable_progress_bar=false " + args.grpo_args
+            "--model.init_args.evaluation.max_new_tokens=8 --trainer.enable_progress_bar=false " + args.grpo_args
         )
     out = Path(args.out)
     if args.report_only:  # re-render the table, plot and report of a finished run from its results.json
@@ -398,7 +400,7 @@ def main(argv: list[str] | None = None) -> dict:
     curves = {seed: run["curves"] for seed, run in runs.items()}
     rows = {seed: run["rows"] for seed, run in runs.items()}
     meta = {
-        "command": " ".join(["python -m experiments.shortcut_study", *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(["vlrl study", *(sys.argv[1:] if argv is None else argv)]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.system()}, no GPU"
         if not _has_gpu()
@@ -462,8 +464,6 @@ def intervals(rows: dict, methods, draws: int = 2000) -> dict[str, dict[str, lis
     ``<method>`` -> ``<stage>:<split>`` and ``<stage>:<cue split>/<cue category>`` accuracy;
     ``<method> - vanilla_grpo`` -> ``<split>`` final accuracy, paired on rows; ``<method> change`` -> the final minus
     the after-SFT accuracy of the same rows, per split and cue category."""
-    from experiments.stats import bootstrap_ci, paired_differences
-
     keys = [(split, None) for split in SPLITS] + [(split, c) for split in CUE_SPLITS for c in CUE_CATEGORIES]
     out: dict[str, dict[str, list[float]]] = {}
     for method in methods:

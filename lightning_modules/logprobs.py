@@ -227,6 +227,62 @@ def _checkpointing(module: nn.Module) -> bool:
     )
 
 
+def _prompt_states(
+    backbone: nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    pixel_values: torch.Tensor | None,
+    image_grid_thw: torch.Tensor | None,
+    mm_token_type_ids: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The U prompts' input embeddings [U, P, H], image features in place of the image placeholder tokens (the
+    vision tower once per prompt), and their M-RoPE positions [3, U, P]."""
+    prompt_embeds = backbone.get_input_embeddings()(prompt_ids)  # [U, P, H]
+    if pixel_values is None:
+        return prompt_embeds, (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)[None].expand(3, -1, -1)
+    features = backbone.get_image_features(pixel_values, image_grid_thw, return_dict=True).pooler_output
+    image_embeds = torch.cat(features).to(prompt_embeds.dtype)  # [image tokens of the U prompts, H]
+    is_image = (prompt_ids == backbone.config.image_token_id)[..., None]  # [U, P, 1]
+    prompt_embeds = prompt_embeds.masked_scatter(is_image, image_embeds)
+    prompt_pos, _ = backbone.get_rope_index(prompt_ids, mm_token_type_ids, image_grid_thw, attention_mask=prompt_mask)
+    return prompt_embeds, prompt_pos
+
+
+def _completion_hidden(
+    lm: nn.Module,
+    prompts: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    completions: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    prompt_index: torch.Tensor,
+    shared_prefix: bool,
+) -> torch.Tensor:
+    """The language model's states [N, C, H] that predict each completion token (position t predicts token t), from
+    ``prompts`` = (embeddings [U, P, H], positions [3, U, P], mask [U, P]) and ``completions`` = (embeddings
+    [N, C, H], positions [3, N, C], attention [N, C]); ``prompt_index`` [N] is each completion's prompt. With
+    ``shared_prefix`` (and no checkpointing), each prompt runs once and its keys and values serve its completions."""
+    prompt_embeds, prompt_pos, prompt_mask = prompts
+    completion_embeds, completion_pos, completion_attention = completions
+    c = completion_embeds.shape[1]
+    attention = torch.cat([prompt_mask[prompt_index], completion_attention], 1)  # [N, P + C]
+    if shared_prefix and not _checkpointing(lm):
+        out = lm(inputs_embeds=prompt_embeds, attention_mask=prompt_mask, position_ids=prompt_pos, use_cache=True)
+        cache = out.past_key_values
+        cache.reorder_cache(prompt_index)  # every completion's own view of its prompt's keys and values
+        tail = lm(
+            inputs_embeds=completion_embeds,
+            attention_mask=attention,
+            position_ids=completion_pos,
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state  # [N, C, H]
+        first = out.last_hidden_state[prompt_index, -1:]  # [N, 1, H]: the prompt's last state predicts token 0
+    else:
+        embeds = torch.cat([prompt_embeds[prompt_index], completion_embeds], 1)  # [N, P + C, H]
+        pos = torch.cat([prompt_pos[:, prompt_index], completion_pos], 2)  # [3, N, P + C]
+        hidden_all = lm(inputs_embeds=embeds, attention_mask=attention, position_ids=pos, use_cache=False)
+        first, tail = hidden_all.last_hidden_state[:, -c - 1 : -c], hidden_all.last_hidden_state[:, -c:]
+    return torch.cat([first, tail[:, :-1]], 1)  # [N, C, H]
+
+
 def grouped_completion_logps(
     model: nn.Module,
     prompt_ids: torch.Tensor,
@@ -258,40 +314,16 @@ def grouped_completion_logps(
     completion together per row (the vision tower still once per prompt).
     """
     backbone, lm_head = backbone_and_head(model)
-    lm = backbone.language_model
-    embed = backbone.get_input_embeddings()
-    prompt_embeds = embed(prompt_ids)  # [U, P, H]
-    if pixel_values is not None:
-        features = backbone.get_image_features(pixel_values, image_grid_thw, return_dict=True).pooler_output
-        image_embeds = torch.cat(features).to(prompt_embeds.dtype)  # [image tokens of the U prompts, H]
-        is_image = (prompt_ids == backbone.config.image_token_id)[..., None]  # [U, P, 1]
-        prompt_embeds = prompt_embeds.masked_scatter(is_image, image_embeds)
-        prompt_pos, _ = backbone.get_rope_index(
-            prompt_ids, mm_token_type_ids, image_grid_thw, attention_mask=prompt_mask
-        )  # [3, U, P]
-    else:
-        prompt_pos = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)[None].expand(3, -1, -1)  # [3, U, P]
-    n, c = completion_ids.shape
-    steps = torch.arange(c, device=completion_ids.device)  # [C]
+    prompt_embeds, prompt_pos = _prompt_states(
+        backbone, prompt_ids, prompt_mask, pixel_values, image_grid_thw, mm_token_type_ids
+    )  # [U, P, H], [3, U, P]
+    steps = torch.arange(completion_ids.shape[1], device=completion_ids.device)  # [C]
     completion_pos = (prompt_pos.amax(dim=(0, 2))[prompt_index, None] + 1 + steps)[None].expand(3, -1, -1)  # [3, N, C]
-    completion_embeds = embed(completion_ids)  # [N, C, H]
-    attention = torch.cat([prompt_mask[prompt_index], completion_attention], 1)  # [N, P + C]
-    if shared_prefix and not _checkpointing(lm):
-        out = lm(inputs_embeds=prompt_embeds, attention_mask=prompt_mask, position_ids=prompt_pos, use_cache=True)
-        cache = out.past_key_values
-        cache.reorder_cache(prompt_index)  # every completion's own view of its prompt's keys and values
-        tail = lm(
-            inputs_embeds=completion_embeds,
-            attention_mask=attention,
-            position_ids=completion_pos,
-            past_key_values=cache,
-            use_cache=True,
-        ).last_hidden_state  # [N, C, H]
-        first = out.last_hidden_state[prompt_index, -1:]  # [N, 1, H]: the prompt's last state predicts token 0
-    else:
-        embeds = torch.cat([prompt_embeds[prompt_index], completion_embeds], 1)  # [N, P + C, H]
-        pos = torch.cat([prompt_pos[:, prompt_index], completion_pos], 2)  # [3, N, P + C]
-        hidden_all = lm(inputs_embeds=embeds, attention_mask=attention, position_ids=pos, use_cache=False)
-        first, tail = hidden_all.last_hidden_state[:, -c - 1 : -c], hidden_all.last_hidden_state[:, -c:]
-    hidden = torch.cat([first, tail[:, :-1]], 1)  # [N, C, H]: position t predicts completion token t
+    hidden = _completion_hidden(
+        backbone.language_model,
+        (prompt_embeds, prompt_pos, prompt_mask),
+        (backbone.get_input_embeddings()(completion_ids), completion_pos, completion_attention),
+        prompt_index,
+        shared_prefix,
+    )  # [N, C, H]
     return masked_logps(hidden, lm_head, completion_ids, completion_mask, chunk_size, with_entropy, temperature)

@@ -11,10 +11,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.util
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+from transformers import AutoProcessor
+
+from lightning_modules.sharding import full_state_dict
+from rollout.weights import is_peft
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LANGUAGE_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -96,10 +103,6 @@ def load_policy(
     return model
 
 
-def is_peft(model: nn.Module) -> bool:
-    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
-
-
 class FrozenReference:
     """A frozen copy of the policy kept outside the module tree (not trained, not checkpointed).
 
@@ -134,3 +137,70 @@ def reference_context(policy: nn.Module, reference: FrozenReference | None):
             yield policy
     else:
         raise RuntimeError("no reference: full fine-tuning with beta > 0 needs a FrozenReference")
+
+
+def _cast_state(policy: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The policy's state dict with floating-point tensors cast to ``dtype`` on the CPU, one cast per storage so that
+    tied weights (embedding = LM head) stay one tensor, and no second full copy lands on the GPU."""
+    cast: dict[int, torch.Tensor] = {}
+    state = {}
+    for key, value in policy.state_dict().items():
+        if value.is_floating_point():
+            if value.data_ptr() not in cast:
+                cast[value.data_ptr()] = value.to("cpu", dtype)
+            value = cast[value.data_ptr()]
+        state[key] = value
+    return state
+
+
+def _record_dtype(config: Path, dtype: str) -> None:
+    """The weights' dtype in ``config.json`` (and its sub-configs), read by ``from_pretrained(dtype="auto")`` and
+    vLLM's ``dtype="auto"``."""
+    spec = json.loads(config.read_text())
+    for part in [spec, *(v for v in spec.values() if isinstance(v, dict) and "model_type" in v)]:
+        for key in ("torch_dtype", "dtype"):
+            if key in part:
+                part[key] = dtype
+    config.write_text(json.dumps(spec, indent=2) + "\n")
+
+
+def export_policy(
+    policy: nn.Module, source: str, out_dir: str | Path, merge_lora: bool = True, dtype: str | None = None
+) -> Path:
+    """Write ``policy`` (LoRA merged unless ``merge_lora=False``) and the processor of ``source`` to ``out_dir`` as a
+    ``save_pretrained`` folder that transformers and vLLM load.
+
+    ``dtype`` (e.g. ``bfloat16``) writes the floating-point weights in that dtype and records it in the config, as
+    published checkpoints are: training keeps fp32 master weights, which would double the export's size.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if is_peft(policy) and merge_lora:
+        policy = copy.deepcopy(policy).merge_and_unload()
+    if dtype is None:
+        policy.save_pretrained(out)
+    else:
+        if dtype not in DTYPES:
+            raise ValueError(f"export dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        policy.save_pretrained(out, state_dict=_cast_state(policy, DTYPES[dtype]))
+        if (out / "config.json").exists():
+            _record_dtype(out / "config.json", dtype)
+    AutoProcessor.from_pretrained(source).save_pretrained(out)
+    return out
+
+
+def export_sharded(
+    policy: nn.Module, config: Any, out_dir: str | Path, write: bool, dtype: str | None = None
+) -> Path | None:
+    """``export_policy`` for an FSDP-sharded policy. A collective: every rank gathers the full weights (to rank 0's
+    CPU), and the rank with ``write`` loads them into an unsharded CPU copy of the policy (``config``: the module's
+    ``PolicyConfig``: ``model_name_or_path``, ``dtype``, ``lora``, ``trust_remote_code``) and exports that in
+    ``dtype`` (default: the training dtype)."""
+    state = full_state_dict(policy)
+    if not write:
+        return None
+    plain = load_policy(
+        config.model_name_or_path, dtype=config.dtype, lora=config.lora, trust_remote_code=config.trust_remote_code
+    )
+    plain.load_state_dict(state)
+    return export_policy(plain, config.model_name_or_path, out_dir, dtype=dtype)

@@ -44,7 +44,7 @@ def config_problems(
         )
     if accelerator == "cpu" and attn_implementation == "flash_attention_2":
         problems.append(
-            "model.init_args.attn_implementation=flash_attention_2 needs a GPU: use sdpa (or auto, "
+            "model.init_args.policy.attn_implementation=flash_attention_2 needs a GPU: use sdpa (or auto, "
             "which picks flash-attn on GPUs that have it)"
         )
     if type(strategy).__name__ == "FSDPStrategy":  # Lightning's FSDP1 wrapper: our modules shard themselves (FSDP2)

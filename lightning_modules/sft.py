@@ -14,12 +14,14 @@ import torch
 from lightning import LightningModule
 
 from datamodules.resumable import mark_batch_consumed
+from lightning_modules.callbacks.skipped_rows import SkippedRowsReport
+from lightning_modules.config import OptimConfig, PolicyConfig, plain_hparams
 from lightning_modules.logprobs import backbone_and_head, selective_logps
-from lightning_modules.optim import adamw_with_warmup, lr_factor, warmup_steps_for
-from lightning_modules.policy import LoRAConfig, load_policy
+from lightning_modules.optim import adamw_with_warmup
+from lightning_modules.policy import export_policy, export_sharded, load_policy
+from lightning_modules.preflight import check_run
 from lightning_modules.run_state import capture_rng, restore_rng
 from lightning_modules.sharding import is_sharded, mixed_precision_policy, shard_model
-from tools.export import export_policy, export_sharded
 
 
 def labelled_token_loss(policy, inputs: dict[str, Any], labels: torch.Tensor, chunk_size: int = 1024):
@@ -37,71 +39,46 @@ class SFTModule(LightningModule):
     """Supervised fine-tuning on assistant turns (see the module docstring).
 
     Args:
-        model_name_or_path: a local checkpoint folder or hub id of a Qwen2.5-VL model.
-        dtype: the weights' (master weights') dtype: ``float32``, with the trainer's ``precision: bf16-mixed`` for
-            bf16 compute. ``bfloat16`` weights round most updates at fine-tuning learning rates away.
-        attn_implementation: ``sdpa`` (default), ``flash_attention_2``, or ``auto``.
-        lr: AdamW peak learning rate.
-        weight_decay: AdamW weight decay.
-        warmup_steps: linear warm-up steps; the warm-up lasts ``max(warmup_steps, ceil(warmup_ratio x optimizer
-            steps))``.
-        warmup_ratio: warm-up as a share of the run's optimizer steps (Vision-R1's cold start: 0.05).
-        lr_schedule: after warm-up, ``constant`` or ``cosine`` (to 0 at the last step; Vision-R1's cold start: cosine).
-        lora: LoRA settings, or None for a full fine-tune.
-        freeze_vision_tower: keep the vision encoder fixed.
-        freeze_embeddings: keep the token embeddings and LM head fixed (see ``load_policy``).
-        gradient_checkpointing: trade compute for activation memory.
+        policy: the policy's checkpoint, dtype, attention kernel, what is frozen, LoRA (``reference_dtype`` is
+            unused: SFT has no reference model).
+        optim: AdamW's learning rate, weight decay, warm-up and schedule.
+        logps_chunk_size: labelled positions per LM-head and log-softmax chunk (extra memory is about chunk x vocab
+            floats).
         export_dir: where ``save_pretrained`` writes the model (LoRA merged) and processor when training ends.
         export_dtype: the exported weights' dtype (default: the training dtype); ``bfloat16`` as published
             checkpoints.
-        trust_remote_code: let transformers run model code shipped with the checkpoint (non-Qwen models).
-        logps_chunk_size: labelled positions per LM-head and log-softmax chunk (extra memory is about chunk x vocab
-            floats).
     """
 
     def __init__(
         self,
-        model_name_or_path: str,
-        dtype: str = "float32",
-        attn_implementation: str = "sdpa",
-        lr: float = 1e-5,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        warmup_ratio: float = 0.0,
-        lr_schedule: str = "constant",
-        lora: LoRAConfig | None = None,
-        freeze_vision_tower: bool = False,
-        freeze_embeddings: bool = False,
-        gradient_checkpointing: bool = False,
+        policy: PolicyConfig,
+        optim: OptimConfig = OptimConfig(lr=1e-5),
+        logps_chunk_size: int = 1024,
         export_dir: str | None = None,
         export_dtype: str | None = None,
-        trust_remote_code: bool = False,
-        logps_chunk_size: int = 1024,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        lr_factor(0, 0, 1, lr_schedule)  # validates the schedule's name now, not after the model has loaded
-        warmup_steps_for(1, warmup_steps, warmup_ratio)
+        plain_hparams(self.hparams)  # checkpoints hold plain values: they load with torch.load(weights_only=True)
+        self.policy_config, self.optim_config = policy, optim
         self.policy = None
 
     def setup(self, stage: str) -> None:
-        from lightning_modules.preflight import check_run
-
-        check_run(self.trainer, stage, self.hparams.attn_implementation)  # before the model loads
+        check_run(self.trainer, stage, self.policy_config.attn_implementation)  # before the model loads
 
     def configure_model(self) -> None:
         if self.policy is not None:
             return
-        h = self.hparams
+        p = self.policy_config
         self.policy = load_policy(
-            h.model_name_or_path,
-            h.dtype,
-            h.attn_implementation,
-            h.gradient_checkpointing,
-            h.freeze_vision_tower,
-            h.lora,
-            h.trust_remote_code,
-            h.freeze_embeddings,
+            p.model_name_or_path,
+            dtype=p.dtype,
+            attn_implementation=p.attn_implementation,
+            gradient_checkpointing=p.gradient_checkpointing,
+            freeze_vision_tower=p.freeze_vision_tower,
+            lora=p.lora,
+            trust_remote_code=p.trust_remote_code,
+            freeze_embeddings=p.freeze_embeddings,
         )
         if self.device_mesh is not None:  # FSDP2 (configs/strategy/fsdp.yaml)
             shard_model(self.policy, self.device_mesh["data_parallel"], mixed_precision_policy(self.trainer.precision))
@@ -118,7 +95,9 @@ class SFTModule(LightningModule):
         }
         if is_sharded(self.policy):  # the root unit's weights (embeddings, LM head) for the forward and backward:
             self.policy.unshard()  # FSDP frees them at the end of the backward pass (on_train_batch_end otherwise)
-        loss, tokens = labelled_token_loss(self.policy, inputs, batch["labels"], self.hparams.logps_chunk_size)
+        loss, tokens = labelled_token_loss(
+            self.policy, inputs, batch["labels"], chunk_size=self.hparams.logps_chunk_size
+        )
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch["num_examples"])
         self.log(f"{stage}/label_tokens", float(tokens), reduce_fx="sum", on_step=False, on_epoch=True)
         return loss
@@ -131,16 +110,18 @@ class SFTModule(LightningModule):
         self._loss(batch, "val")
 
     def configure_callbacks(self):
-        from lightning_modules.callbacks.skipped_rows import SkippedRowsReport
-
         return [SkippedRowsReport()]
 
     def configure_optimizers(self):
-        h = self.hparams
-        needs_total = h.lr_schedule != "constant" or h.warmup_ratio > 0
-        total = int(self.trainer.estimated_stepping_batches) if needs_total else None
+        o = self.optim_config
         return adamw_with_warmup(
-            self.policy, h.lr, h.weight_decay, h.warmup_steps, h.lr_schedule, total, h.warmup_ratio
+            self.policy,
+            lr=o.lr,
+            weight_decay=o.weight_decay,
+            warmup_steps=o.warmup_steps,
+            schedule=o.lr_schedule,
+            total_steps=int(self.trainer.estimated_stepping_batches) if o.needs_total_steps else None,
+            warmup_ratio=o.warmup_ratio,
         )
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -156,9 +137,11 @@ class SFTModule(LightningModule):
         if not h.export_dir:
             return
         if is_sharded(self.policy):  # a collective: every rank gathers, rank 0 writes
-            export_sharded(self.policy, h, h.export_dir, self.trainer.is_global_zero)
+            export_sharded(
+                self.policy, self.policy_config, h.export_dir, write=self.trainer.is_global_zero, dtype=h.export_dtype
+            )
         elif self.trainer.is_global_zero:
-            export_policy(self.policy, h.model_name_or_path, h.export_dir, dtype=h.export_dtype)
+            export_policy(self.policy, self.policy_config.model_name_or_path, h.export_dir, dtype=h.export_dtype)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vlrl_rng"] = capture_rng()

@@ -96,7 +96,7 @@ class FSDP2Strategy(ModelParallelStrategy):
     themselves in ``configure_model`` (``shard_model``).
 
     Checkpoints hold full tensors by default (``save_distributed_checkpoint=False``: gathered to rank 0, on the CPU),
-    so a run resumes on any number of processes, one included, and ``python -m tools.export`` reads them.
+    so a run resumes on any number of processes, one included, and ``vlrl export`` reads them.
     ``save_distributed_checkpoint=True`` writes one shard per rank instead (a folder; no full copy on rank 0, for
     models whose optimizer state does not fit one host's memory).
     """

@@ -6,7 +6,7 @@ from rewards.caption import CaptionReward
 from rewards.combined import CombinedReward
 from rewards.format import FormatReward
 from rewards.hard_format_result import HardFormatResultReward
-from rewards.judges import HFJudge, Judge, OpenAIJudge, PolicyEngineJudge
+from rewards.judges import Judge
 from rewards.oracle_judge import OracleJudge
 
 __all__ = [
@@ -14,11 +14,8 @@ __all__ = [
     "CaptionReward",
     "CombinedReward",
     "FormatReward",
-    "HFJudge",
     "HardFormatResultReward",
     "Judge",
-    "OpenAIJudge",
     "OracleJudge",
-    "PolicyEngineJudge",
     "Reward",
 ]

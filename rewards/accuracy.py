@@ -40,7 +40,7 @@ class AccuracyReward(Reward):
     """
 
     name = "accuracy"
-    columns = ("solution", "problem_type")
+    columns = ("solution", "problem_type", "choices", "precision")  # the last two optional (benchmark rows)
 
     def __init__(
         self,

@@ -10,12 +10,15 @@ the training loop logs through ``metrics()``.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from rewards.judges import Judge
 
 
 class RewardInputError(ValueError):
@@ -31,7 +34,9 @@ class Reward(ABC):
     """Base class: subclasses implement ``score`` and set ``name`` (the key used in logs and weights)."""
 
     name: str = "reward"
-    columns: tuple[str, ...] = ()  # dataset columns this reward reads; their lengths must match the completions
+    #: every dataset column this reward reads, optional ones included (callers pass exactly these); a column given
+    #: as a list must have one value per completion
+    columns: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.stats: Counter[str] = Counter()
@@ -52,6 +57,22 @@ class Reward(ABC):
         out = torch.tensor(scores, dtype=torch.float32)  # [N]
         if out.shape != (len(completions),):
             raise RuntimeError(f"{type(self).__name__} returned shape {tuple(out.shape)} for {len(completions)} inputs")
+        return out
+
+    @property
+    def judges(self) -> list[Judge]:
+        """The judges this reward calls (the rollout callback binds each to the policy's engine)."""
+        return []
+
+    def evaluation_copy(self) -> Reward:
+        """A reward with the same settings and empty ``stats``, for scoring held-out rows: its counters stay apart
+        from the training ones. Heavy members (a judge and its model) are shared, not copied; a member that is itself
+        a reward (a caption reward's accuracy rules) gets its own evaluation copy, so no counter is shared."""
+        out = copy.copy(self)
+        out.stats = Counter()
+        for key, value in vars(self).items():
+            if isinstance(value, Reward):
+                setattr(out, key, value.evaluation_copy())
         return out
 
     def metrics(self, reset: bool = True) -> dict[str, float]:

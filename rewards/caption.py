@@ -20,7 +20,8 @@ Departures from the released code (the ``caption`` branch of ``compute_loss`` in
 - the problem type is read per sample (that code used the first row's), and the weight (0.1 in the paper) is the
   combining module's, not applied inside the reward; that code also re-appended ``'caption'`` to its reward list on
   every call, so the caption reward was summed once more on each later call;
-- the judge's sampling is the judge's own (``rewards.judges``); that code sampled it with the rollout settings.
+- the judge's sampling is the judge's own (``rollout.chat.PolicyEngineJudge``); that code sampled it with the rollout
+  settings.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ JUDGE_PROMPT = (
 
 class CaptionReward(Reward):
     """Args:
-    judge: a ``rewards.judges.Judge`` backend.
+    judge: a ``rewards.judges.Judge`` (a ``clients`` chat client, ``rollout.chat.PolicyEngineJudge``, ``OracleJudge``).
     prompt: judge prompt with ``{caption}``, ``{problem}`` and ``{marker}`` fields.
     reject_marker: the judge's reply for a caption that reasons or answers.
     accuracy: scoring rules for the judge's answer (default ``AccuracyReward()``).
@@ -73,6 +74,10 @@ class CaptionReward(Reward):
         self.judge, self.prompt, self.reject_marker = judge, prompt, reject_marker
         self.accuracy = accuracy or AccuracyReward()
         self.max_caption_chars = max_caption_chars
+
+    @property
+    def judges(self) -> list[Judge]:
+        return [self.judge]
 
     def is_rejection(self, reply: str) -> bool:
         """The whole reply is the marker (surrounding whitespace and a final period aside)."""

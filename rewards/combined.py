@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from rewards.base import Reward, RewardInputError
+from rewards.judges import Judge
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,24 @@ class CombinedReward:
             raise ValueError(f"reward names must be unique, got {self.names}; pass names=[...]")
         self.errors: dict[str, int] = {}  # rows whose reward raised, per reward name, since the last metrics()
         self.warned: set[str] = set()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The dataset columns any of the rewards reads, each once, in the rewards' order."""
+        return tuple(dict.fromkeys(column for reward in self.rewards for column in reward.columns))
+
+    @property
+    def judges(self) -> list[Judge]:
+        """Every reward's judges, each once (two rewards may share one)."""
+        out: list[Judge] = []
+        for reward in self.rewards:
+            out += [judge for judge in reward.judges if not any(judge is seen for seen in out)]
+        return out
+
+    def evaluation_copy(self) -> CombinedReward:
+        """The same combination over each reward's ``evaluation_copy`` (same settings, empty counters, shared
+        judges), for scoring held-out rows apart from the training counters."""
+        return CombinedReward([reward.evaluation_copy() for reward in self.rewards], self.weights, self.names)
 
     def __call__(self, completions: Sequence[str], **batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         components = {

@@ -2,6 +2,8 @@
 
 ``template="caption"``: ``<info>..</info> <think>..</think> <answer>..</answer>`` (Visionary-R1).
 ``template="think"``: ``<think>..</think> <answer>..</answer>`` (R1 style, Vision-R1).
+The blocks come from the template registry (``rewards.templates``), as the prompts' do; ``plain`` (a bare answer) has
+no format to check and is refused.
 Whitespace between and around blocks is free, content may span lines, and a block may be neither empty nor contain
 the template's own tags (``rewards.parsing.parse_template``).
 
@@ -18,7 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from rewards.base import Reward
-from rewards.parsing import TEMPLATES, parse_template
+from rewards.parsing import parse_template
+from rewards.templates import get_tagged_template
 
 
 class FormatReward(Reward):
@@ -26,9 +29,7 @@ class FormatReward(Reward):
 
     def __init__(self, template: str = "caption") -> None:
         super().__init__()
-        if template not in TEMPLATES:
-            raise ValueError(f"unknown template {template!r}; choose from {sorted(TEMPLATES)}")
-        self.template = template
+        self.template = get_tagged_template(template).name
 
     def score(self, completions: Sequence[str], **batch: Sequence[Any]) -> list[float]:
         return [float(parse_template(text, self.template) is not None) for text in completions]

@@ -16,7 +16,8 @@ from typing import Any
 
 from rewards.accuracy import AccuracyReward
 from rewards.base import Reward, require_column
-from rewards.parsing import TEMPLATES, parse_template
+from rewards.parsing import parse_template
+from rewards.templates import get_tagged_template
 
 
 class HardFormatResultReward(Reward):
@@ -25,9 +26,7 @@ class HardFormatResultReward(Reward):
 
     def __init__(self, template: str = "think", correct_threshold: float = 1.0, accuracy: AccuracyReward | None = None):
         super().__init__()
-        if template not in TEMPLATES:
-            raise ValueError(f"unknown template {template!r}; choose from {sorted(TEMPLATES)}")
-        self.template = template
+        self.template = get_tagged_template(template).name
         self.correct_threshold = correct_threshold
         self.accuracy = accuracy or AccuracyReward()
 

@@ -9,13 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+from rewards.templates import get_tagged_template
 
-# Blocks in order for each template. "caption" is Visionary-R1's caption -> reason -> answer, "think" is R1 style.
-TEMPLATES: dict[str, tuple[str, ...]] = {
-    "caption": ("info", "think", "answer"),
-    "think": ("think", "answer"),
-}
+ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 
 
 def strip_answer_tags(text: str) -> str:
@@ -174,7 +170,8 @@ def parse_choice(text: str, choices: Sequence[str] | None = None) -> str | None:
 
 
 def parse_template(text: str, template: str) -> dict[str, str] | None:
-    """Split ``text`` into its template blocks, or None when the format does not hold.
+    """Split ``text`` into the blocks of ``template`` (``rewards.templates``: ``caption`` or ``think``), or None when
+    the format does not hold. A template name that is unknown or has no blocks (``plain``) is a ValueError.
 
     The format holds when the whole text (leading/trailing whitespace aside) is exactly the template's blocks in
     order, separated by any whitespace (or none), each block non-empty and free of the template's own tags; content
@@ -187,9 +184,7 @@ def parse_template(text: str, template: str) -> dict[str, str] | None:
     separators are free (they carry no meaning and a tokenizer may emit either), and an empty block or a repeated or
     nested tag fails (they leave the answer ambiguous).
     """
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}; choose from {sorted(TEMPLATES)}")
-    tags = TEMPLATES[template]
+    tags = get_tagged_template(template).blocks
     any_tag = "|".join(tags)
     body = rf"((?:(?!</?(?:{any_tag})>).)*)"  # content that holds none of the template's tags
     pattern = r"\s*" + r"\s*".join(rf"<{t}>{body}</{t}>" for t in tags) + r"\s*"

@@ -1,33 +1,102 @@
-"""The rollout batch handed from the rollout callback to the GRPO module, and row slicing for micro-batches."""
+"""The rollout batch handed from the rollout callback to the GRPO module: each prompt once, its G completions.
+
+Prompt tensors and images are stored once per prompt (``[B, P]``, each prompt's images once), completions once per
+row (``[N, C]`` with N = B * G, prompt-major: row ``i * G + g`` is sample ``g`` of prompt ``i``), as the engine
+returned them. Two views for the log-prob forwards of a micro-batch of rows ``start:end`` (which may begin and end
+inside a group):
+
+- ``groups(start, end)``: the distinct prompts of those rows and their completions, for
+  ``lightning_modules.logprobs.grouped_completion_logps`` (each prompt's images through the vision tower once);
+- ``rows(start, end)``: each row's prompt in front of its completion, for the one-row-per-completion forward.
+"""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
 
+from rollout.engine import Rollout, mask_vision_tokens
+
 
 @dataclass
 class RolloutBatch:
-    input_ids: torch.Tensor  # [N, P + C] left-padded prompt, then right-padded completion
-    attention_mask: torch.Tensor  # [N, P + C]
-    completion_mask: torch.Tensor  # [N, C]
+    prompt_ids: torch.Tensor  # [B, P] left-padded
+    prompt_mask: torch.Tensor  # [B, P]
+    completion_ids: torch.Tensor  # [N, C] right-padded; vision tokens the policy generated replaced by padding
+    completion_attention: torch.Tensor  # [N, C] the engine's completion mask (replaced vision tokens stay attended)
+    completion_mask: torch.Tensor  # [N, C] loss mask: completion_attention without the replaced vision tokens
     advantages: torch.Tensor  # [N]
     rewards: torch.Tensor  # [N] weighted total
-    images_per_row: list[int]  # images in each row's prompt (to slice pixel_values)
-    model_inputs: dict[str, torch.Tensor] = field(
-        default_factory=dict
-    )  # pixel_values, image_grid_thw, mm_token_type_ids
+    images_per_prompt: list[int]  # [B] images in each prompt (to slice pixel_values)
+    # the processor's outputs for the B prompts: pixel_values [patches of the B prompts' images, D],
+    # image_grid_thw [images of the B prompts, 3], mm_token_type_ids [B, P]
+    model_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     old_logps: torch.Tensor | None = None  # [N, C], filled by the module when num_iterations > 1
     ref_logps: torch.Tensor | None = None  # [N, C], filled by the module when beta > 0
     engine_logps: torch.Tensor | None = None  # [N, C]
     temperature: float = 1.0  # the sampling temperature; the module's log-probs use the same
-    group_size: int = 1  # G: rows i*G .. i*G+G-1 continue the same prompt
+    group_size: int = 1  # G: rows i*G .. i*G+G-1 continue prompt i
     truncated_sampling: bool = False  # top-k / top-p on: engine log-probs are renormalised over the kept tokens
+    vision_tokens_masked: int = 0  # vision special tokens replaced by padding inside completions
+
+    def __post_init__(self) -> None:
+        b, n = self.prompt_ids.shape[0], self.completion_ids.shape[0]
+        if n != b * self.group_size or len(self.images_per_prompt) != b:
+            raise ValueError(
+                f"{b} prompts x group_size {self.group_size} != {n} completions, or images_per_prompt has "
+                f"{len(self.images_per_prompt)} entries for {b} prompts"
+            )
+
+    @classmethod
+    def from_rollout(
+        cls,
+        out: Rollout,
+        *,
+        advantages: torch.Tensor,
+        rewards: torch.Tensor,
+        temperature: float,
+        truncated_sampling: bool,
+        vision_token_ids: Sequence[int],
+        pad_token_id: int,
+    ) -> RolloutBatch:
+        """The batch of an engine's rollout, with advantages [N] and rewards [N]. Vision special tokens that the
+        policy generated inside a completion are replaced by ``pad_token_id`` and left out of the loss mask (fed
+        back, an image-pad token would claim image features that do not exist); they stay attended, and their count
+        is ``vision_tokens_masked``. ``temperature`` 0 (greedy) is stored as 1: log-probs need a positive one."""
+        completion_ids, completion_mask, masked = mask_vision_tokens(
+            out.completion_ids, out.completion_mask, vision_token_ids, pad_token_id
+        )
+        return cls(
+            prompt_ids=out.prompt_ids,
+            prompt_mask=out.prompt_mask,
+            completion_ids=completion_ids,
+            completion_attention=out.completion_mask,
+            completion_mask=completion_mask,
+            advantages=advantages,
+            rewards=rewards,
+            images_per_prompt=list(out.images_per_prompt),
+            model_inputs=dict(out.model_inputs),
+            engine_logps=out.engine_logps,
+            temperature=temperature if temperature > 0 else 1.0,
+            group_size=out.group_size,
+            truncated_sampling=truncated_sampling,
+            vision_tokens_masked=masked,
+        )
 
     @property
     def num_rows(self) -> int:
-        return self.input_ids.shape[0]
+        return self.completion_ids.shape[0]
+
+    @property
+    def num_groups(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    @property
+    def prompt_length(self) -> int:
+        return self.prompt_ids.shape[1]
 
     @property
     def completion_length(self) -> int:
@@ -42,88 +111,98 @@ class RolloutBatch:
             model_inputs={k: move(v) for k, v in self.model_inputs.items()},
         )
 
-    def rows(self, start: int, end: int) -> dict[str, torch.Tensor | None]:
-        """Model inputs and per-row tensors of rows ``start:end``; pixel_values sliced by each image's patches."""
-        out: dict[str, torch.Tensor | None] = {
-            "input_ids": self.input_ids[start:end],
-            "attention_mask": self.attention_mask[start:end],
+    def _images(self, prompts: Sequence[int]) -> dict[str, torch.Tensor]:
+        """pixel_values [patches, D] and image_grid_thw [images, 3] of the images of ``prompts``, in that order (a
+        prompt may repeat); empty when the batch has no images."""
+        if "pixel_values" not in self.model_inputs:
+            return {}
+        pixels, grid = self.model_inputs["pixel_values"], self.model_inputs["image_grid_thw"]
+        image_start = [0, *itertools.accumulate(self.images_per_prompt)]  # [B + 1]
+        patch_start = [0, *itertools.accumulate(grid.prod(1).tolist())]  # [images + 1]
+        spans = [(image_start[i], image_start[i + 1]) for i in prompts]
+        return {
+            "pixel_values": torch.cat([pixels[patch_start[a] : patch_start[b]] for a, b in spans] or [pixels[:0]]),
+            "image_grid_thw": torch.cat([grid[a:b] for a, b in spans] or [grid[:0]]),
+        }
+
+    def _per_row(self, start: int, end: int) -> dict[str, torch.Tensor | None]:
+        """The per-row tensors of rows ``start:end``: loss mask, advantages and log-probs."""
+        return {
             "completion_mask": self.completion_mask[start:end],
             "advantages": self.advantages[start:end],
             "old_logps": None if self.old_logps is None else self.old_logps[start:end],
             "ref_logps": None if self.ref_logps is None else self.ref_logps[start:end],
             "engine_logps": None if self.engine_logps is None else self.engine_logps[start:end],
         }
+
+    def _expanded(self, start: int, end: int) -> dict[str, torch.Tensor]:
+        """Rows ``start:end`` as the policy's one-row inputs: input_ids / attention_mask / mm_token_type_ids
+        [n, P + C], each row's prompt in front of its completion."""
+        prompt = torch.arange(start, end, device=self.prompt_ids.device) // self.group_size  # [n]
+        out = {
+            "input_ids": torch.cat([self.prompt_ids[prompt], self.completion_ids[start:end]], 1),
+            "attention_mask": torch.cat([self.prompt_mask[prompt], self.completion_attention[start:end]], 1),
+        }
         if "mm_token_type_ids" in self.model_inputs:
-            mm = self.model_inputs["mm_token_type_ids"][start:end]  # [n, P]
-            pad = torch.zeros(mm.shape[0], self.completion_length, dtype=mm.dtype, device=mm.device)
-            out["mm_token_type_ids"] = torch.cat([mm, pad], 1)  # [n, P + C]
-        if "pixel_values" in self.model_inputs:
-            grid = self.model_inputs["image_grid_thw"]  # [images, 3]
-            first_image = sum(self.images_per_row[:start])
-            last_image = first_image + sum(self.images_per_row[start:end])
-            patches = grid.prod(1)  # [images]
-            p0, p1 = int(patches[:first_image].sum()), int(patches[:last_image].sum())
-            out["pixel_values"] = self.model_inputs["pixel_values"][p0:p1]
-            out["image_grid_thw"] = grid[first_image:last_image]
+            mm = self.model_inputs["mm_token_type_ids"][prompt]  # [n, P]
+            out["mm_token_type_ids"] = torch.cat([mm, torch.zeros_like(self.completion_ids[start:end])], 1)
+        return out
+
+    def rows(self, start: int, end: int) -> dict[str, torch.Tensor | None]:
+        """Rows ``start:end`` for the one-row-per-completion forward: input_ids / attention_mask / mm_token_type_ids
+        [n, P + C], each row's pixel_values and image_grid_thw (a prompt's images once per row), and the per-row
+        completion_mask / old_logps / ref_logps / engine_logps [n, C] and advantages [n]."""
+        end = min(end, self.num_rows)  # the last micro-batch may be short
+        out: dict[str, torch.Tensor | None] = {**self._expanded(start, end), **self._per_row(start, end)}
+        out.update(self._images([row // self.group_size for row in range(start, end)]))
+        return out
+
+    def groups(self, start: int, end: int) -> dict[str, torch.Tensor | None]:
+        """Rows ``start:end`` as the distinct prompts they continue and their completions, for
+        ``lightning_modules.logprobs.grouped_completion_logps``: prompt_ids / prompt_mask / mm_token_type_ids
+        [U, P] and the pixel values of the U prompts (each once), completion_ids / completion_attention [n, C],
+        prompt_index [n] (which of the U prompts each row continues), and what ``rows`` returns besides (input_ids /
+        attention_mask [n, P + C], the per-row tensors). A slice may begin or end inside a group."""
+        end = min(end, self.num_rows)  # the last micro-batch may be short
+        first, last = start // self.group_size, (end - 1) // self.group_size + 1  # prompts first..last-1
+        device = self.prompt_ids.device
+        out: dict[str, torch.Tensor | None] = {**self._expanded(start, end), **self._per_row(start, end)}
+        out.update(
+            prompt_ids=self.prompt_ids[first:last],
+            prompt_mask=self.prompt_mask[first:last],
+            prompt_index=torch.arange(start, end, device=device) // self.group_size - first,
+            completion_ids=self.completion_ids[start:end],
+            completion_attention=self.completion_attention[start:end],
+        )
+        if "mm_token_type_ids" in self.model_inputs:
+            out["mm_token_type_ids"] = self.model_inputs["mm_token_type_ids"][first:last]  # [U, P]
+        out.update(self._images(range(first, last)))
         return out
 
     def select_groups(self, groups: list[int]) -> RolloutBatch:
-        """A batch of the G rows of each group in ``groups``, in that order (dynamic sampling's kept groups); every
-        per-row tensor and each row's images follow their rows."""
-        rows = [group * self.group_size + j for group in groups for j in range(self.group_size)]
-        index = torch.tensor(rows, dtype=torch.long, device=self.input_ids.device)  # [n]
+        """A batch of the groups in ``groups``, in that order (dynamic sampling's kept groups): each prompt with its
+        images and its G rows. ``vision_tokens_masked`` stays the whole rollout's count."""
+        device = self.prompt_ids.device
+        rows = [g * self.group_size + j for g in groups for j in range(self.group_size)]
+        rows = torch.tensor(rows, dtype=torch.long, device=device)  # [b * G]
+        prompts = torch.tensor(groups, dtype=torch.long, device=device)  # [b]
 
         def pick(x: torch.Tensor | None) -> torch.Tensor | None:
-            return None if x is None else x[index]
+            return None if x is None else x[rows]
 
-        inputs = {k: v[index] for k, v in self.model_inputs.items() if k not in ("pixel_values", "image_grid_thw")}
-        if "pixel_values" in self.model_inputs:
-            parts = [self.rows(row, row + 1) for row in rows]
-            inputs["pixel_values"] = torch.cat([part["pixel_values"] for part in parts])  # [patches of n rows, D]
-            inputs["image_grid_thw"] = torch.cat([part["image_grid_thw"] for part in parts])  # [images of n rows, 3]
+        inputs = {k: v[prompts] for k, v in self.model_inputs.items() if k not in ("pixel_values", "image_grid_thw")}
         return replace(
             self,
-            input_ids=pick(self.input_ids),
-            attention_mask=pick(self.attention_mask),
+            prompt_ids=self.prompt_ids[prompts],
+            prompt_mask=self.prompt_mask[prompts],
+            completion_ids=pick(self.completion_ids),
+            completion_attention=pick(self.completion_attention),
             completion_mask=pick(self.completion_mask),
             advantages=pick(self.advantages),
             rewards=pick(self.rewards),
-            images_per_row=[self.images_per_row[row] for row in rows],
-            model_inputs=inputs,
+            images_per_prompt=[self.images_per_prompt[g] for g in groups],
+            model_inputs={**inputs, **self._images(groups)},
             old_logps=pick(self.old_logps),
             ref_logps=pick(self.ref_logps),
             engine_logps=pick(self.engine_logps),
         )
-
-    def groups(self, start: int, end: int) -> dict[str, torch.Tensor | None]:
-        """Rows ``start:end`` as distinct prompts and the completions continuing them, for
-        ``lightning_modules.logprobs.grouped_completion_logps``: prompt_ids / prompt_mask / mm_token_type_ids [U, P] and
-        the pixel values of the U prompts (each once), completion_ids / completion_attention [N, C], prompt_index [N].
-        Raises if rows of one group do not carry the same prompt (an engine that broke the prompt-major layout)."""
-        p = self.input_ids.shape[1] - self.completion_length
-        end = min(end, self.num_rows)  # the last micro-batch may be short
-        group = torch.arange(start, end) // self.group_size  # [n]
-        first_rows = torch.unique(group) * self.group_size  # [U] first row of each group
-        first_rows = first_rows.clamp(min=start).to(self.input_ids.device)  # a slice may begin inside a group
-        prompt_index = (group - group[0]).to(self.input_ids.device)  # [n]
-        prompt_ids = self.input_ids[first_rows, :p]  # [U, P]
-        if not torch.equal(prompt_ids[prompt_index], self.input_ids[start:end, :p]):
-            raise ValueError(f"rows {start}..{end - 1}: completions of one group carry different prompts")
-        out = self.rows(start, end)
-        out.update(
-            prompt_ids=prompt_ids,
-            prompt_mask=self.attention_mask[first_rows, :p],
-            prompt_index=prompt_index,
-            completion_ids=self.input_ids[start:end, p:],
-            completion_attention=self.attention_mask[start:end, p:],
-        )
-        if "mm_token_type_ids" in self.model_inputs:
-            out["mm_token_type_ids"] = self.model_inputs["mm_token_type_ids"][first_rows]  # [U, P]
-        if "pixel_values" in self.model_inputs:
-            pixels, grids = [], []
-            for row in first_rows.tolist():
-                one = self.rows(row, row + 1)
-                pixels.append(one["pixel_values"])
-                grids.append(one["image_grid_thw"])
-            out["pixel_values"], out["image_grid_thw"] = torch.cat(pixels), torch.cat(grids)
-        return out

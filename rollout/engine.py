@@ -37,15 +37,20 @@ class SamplingConfig:
 
 @dataclass
 class Rollout:
-    """What an engine returns for N = B * G rows."""
+    """What an engine returns for B prompts and G completions each (N = B * G rows, prompt-major: row ``i * G + g``
+    is sample ``g`` of prompt ``i``). Prompt tensors and images are held once per prompt, not once per completion."""
 
-    prompt_ids: torch.Tensor  # [N, P] left-padded
-    prompt_mask: torch.Tensor  # [N, P]
+    prompt_ids: torch.Tensor  # [B, P] left-padded
+    prompt_mask: torch.Tensor  # [B, P]
     completion_ids: torch.Tensor  # [N, C] right-padded
     completion_mask: torch.Tensor  # [N, C] 1 on tokens up to and including the end-of-turn token
-    texts: list[str]  # decoded completions (special tokens skipped)
+    texts: list[str]  # [N] decoded completions (special tokens skipped)
     truncated: torch.Tensor  # [N] bool: hit max_new_tokens without an end-of-turn token
-    model_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # pixel_values, image_grid_thw, ...
+    group_size: int  # G
+    images_per_prompt: list[int]  # [B] images in each prompt (to slice pixel_values and image_grid_thw by prompt)
+    # the processor's outputs for the B prompts: pixel_values [patches of the B prompts' images, D],
+    # image_grid_thw [images of the B prompts, 3], mm_token_type_ids [B, P]
+    model_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     engine_logps: torch.Tensor | None = None  # [N, C] sampling log-probs when the engine reports them
 
     @property
@@ -53,7 +58,7 @@ class Rollout:
         return self.completion_mask.sum(1)  # [N]
 
 
-def empty_rollout(pad_token_id: int) -> Rollout:
+def empty_rollout(pad_token_id: int, group_size: int = 1) -> Rollout:
     """The rollout of no prompts (a rank with nothing to generate that joins a collective ``generate``)."""
     ids = torch.full((0, 1), pad_token_id, dtype=torch.long)
     empty = torch.zeros_like(ids)
@@ -64,6 +69,8 @@ def empty_rollout(pad_token_id: int) -> Rollout:
         completion_mask=empty,
         texts=[],
         truncated=torch.zeros(0, dtype=torch.bool),
+        group_size=group_size,
+        images_per_prompt=[],
     )
 
 
@@ -83,6 +90,8 @@ def end_token_ids(tokenizer: Any) -> list[int]:
     """Tokens that end a completion: ``<|im_end|>`` (end of turn) and ``<|endoftext|>``."""
     return [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
 
+
+PROMPT_MODEL_INPUTS = ("pixel_values", "image_grid_thw", "mm_token_type_ids")  # a Rollout's model_inputs
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 
@@ -106,15 +115,9 @@ def pad_right(tensors: list[torch.Tensor], value: int) -> torch.Tensor:
     return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value) for t in tensors])
 
 
-def pad_left(tensors: list[torch.Tensor], value: int) -> torch.Tensor:
-    """Concatenate ``[n_i, L_i]`` tensors into ``[sum n_i, max L_i]``, padding on the left."""
-    width = max(t.shape[1] for t in tensors)
-    return torch.cat([torch.nn.functional.pad(t, (width - t.shape[1], 0), value=value) for t in tensors])
-
-
 def encode_prompts(processor: Any, prompts: Sequence[str], images: Sequence[Sequence[Any]]) -> dict[str, torch.Tensor]:
     """The processor's model inputs for chat-formatted prompts and their images, left-padded:
-    input_ids/attention_mask [N, P], pixel_values [patches, D], image_grid_thw [images, 3], mm_token_type_ids [N, P]."""
+    input_ids/attention_mask [B, P], pixel_values [patches, D], image_grid_thw [images, 3], mm_token_type_ids [B, P]."""
     tokenizer = processor.tokenizer
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:

@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from rollout.engine import (
+    PROMPT_MODEL_INPUTS,
     Rollout,
     RolloutEngine,
     SamplingConfig,
@@ -21,7 +23,6 @@ from rollout.engine import (
     empty_rollout,
     encode_prompts,
     end_token_ids,
-    pad_left,
     pad_right,
 )
 from rollout.weights import is_sharded, unshard_root
@@ -38,6 +39,25 @@ class _Done(StoppingCriteria):
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # [b]
         done[self.first :] = True
         return done
+
+
+def _generate_kwargs(sampling: SamplingConfig, eos_ids: list[int], pad_token_id: int) -> dict[str, Any]:
+    """transformers ``generate`` arguments for ``sampling``: stop at the end tokens, sample or decode greedily."""
+    kwargs: dict[str, Any] = dict(
+        max_new_tokens=sampling.max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_token_id
+    )
+    if sampling.ignore_eos:
+        kwargs["min_new_tokens"] = sampling.max_new_tokens
+    if sampling.temperature > 0:
+        kwargs.update(
+            do_sample=True,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k if sampling.top_k > 0 else None,
+        )
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    return kwargs
 
 
 class HFEngine(RolloutEngine):
@@ -83,18 +103,7 @@ class HFEngine(RolloutEngine):
         rows_prompts = [p for p in prompts for _ in range(n)]  # prompt-major
         rows_images = [im for im in images for _ in range(n)]
         device = next(self.policy.parameters()).device
-        kwargs = dict(max_new_tokens=sampling.max_new_tokens, eos_token_id=eos_ids, pad_token_id=tok.pad_token_id)
-        if sampling.ignore_eos:
-            kwargs["min_new_tokens"] = sampling.max_new_tokens
-        if sampling.temperature > 0:
-            kwargs.update(
-                do_sample=True,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                top_k=sampling.top_k if sampling.top_k > 0 else None,
-            )
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        kwargs = _generate_kwargs(sampling, eos_ids, tok.pad_token_id)
         size = self.generation_batch_size
         calls = [
             (rows_prompts[s : s + size], rows_images[s : s + size], len(rows_prompts[s : s + size]))
@@ -103,61 +112,62 @@ class HFEngine(RolloutEngine):
         if self.collective:
             kwargs["synced_gpus"] = True
             calls = self._aligned_calls(calls, device)
+        completions = self._run_calls(calls, kwargs, device)
+        if not prompts:
+            return empty_rollout(tok.pad_token_id, n)
+        return self._rollout(prompts, images, n, completions, eos_ids)
+
+    def _run_calls(
+        self, calls: list[tuple[list, list, int]], kwargs: dict[str, Any], device: torch.device
+    ) -> list[torch.Tensor]:
+        """The sampled ids [real rows, C_call] of each ``(prompts, images, real rows)`` call (filler rows and calls
+        dropped), with the policy in eval mode and an FSDP root's own weights gathered meanwhile."""
         was_training = self.policy.training
         self.policy.eval()
         sharded = is_sharded(self.policy)
         if sharded:  # FSDP: the root unit's weights (generate reaches the vision tower and embeddings directly)
             unshard_root(self.policy)
-        parts: dict[str, list[torch.Tensor]] = {"prompt_ids": [], "prompt_mask": [], "completion": [], "mm": []}
-        pixel_values, grids = [], []
+        completions = []
         try:
             for call_prompts, call_images, real in calls:
                 enc = encode_prompts(self.processor, call_prompts, call_images)
                 stop = {"stopping_criteria": StoppingCriteriaList([_Done(real)])} if real < len(call_prompts) else {}
                 out = self.policy.generate(**{k: v.to(device) for k, v in enc.items()}, **kwargs, **stop)  # [b, P+C]
-                if real == 0:
-                    continue  # a filler call, run only to keep in step with the other ranks
-                if real < len(call_prompts):  # filler rows appended: encode the real rows alone
-                    out, enc = (
-                        out[:real, enc["input_ids"].shape[1] :],
-                        encode_prompts(self.processor, call_prompts[:real], call_images[:real]),
-                    )
-                else:
-                    out = out[:, enc["input_ids"].shape[1] :]
-                parts["prompt_ids"].append(enc["input_ids"])
-                parts["prompt_mask"].append(enc["attention_mask"])
-                parts["completion"].append(out.cpu())
-                if "mm_token_type_ids" in enc:
-                    parts["mm"].append(enc["mm_token_type_ids"])
-                if "pixel_values" in enc:
-                    pixel_values.append(enc["pixel_values"])
-                    grids.append(enc["image_grid_thw"])
+                if real > 0:  # a filler call (0 real rows) runs only to keep in step with the other ranks
+                    completions.append(out[:real, enc["input_ids"].shape[1] :].cpu())
         finally:
             self.policy.train(was_training)
             if sharded:
                 self.policy.reshard()
-        if not rows_prompts:
-            return empty_rollout(tok.pad_token_id)
-        completion_ids = pad_right(parts["completion"], tok.pad_token_id)  # [N, C]
+        return completions
+
+    def _rollout(
+        self,
+        prompts: Sequence[str],
+        images: Sequence[Sequence[Any]],
+        n: int,
+        completions: list[torch.Tensor],
+        eos_ids: list[int],
+    ) -> Rollout:
+        """The rollout of the sampled ids of every call: completions cut after their end token, and each prompt
+        encoded once (its tokens, mask and images)."""
+        tok = self.processor.tokenizer
+        completion_ids = pad_right(completions, tok.pad_token_id)  # [N, C]
         if completion_ids.shape[1] == 0:  # max_new_tokens 0: keep shapes valid
-            completion_ids = torch.full((len(rows_prompts), 1), tok.pad_token_id)
-        mask, truncated = completion_mask_from_ids(completion_ids, eos_ids)
+            completion_ids = torch.full((len(prompts) * n, 1), tok.pad_token_id)
+        mask, truncated = completion_mask_from_ids(completion_ids, eos_ids)  # [N, C], [N]
         completion_ids = torch.where(mask.bool(), completion_ids, torch.full_like(completion_ids, tok.pad_token_id))
-        texts = tok.batch_decode(completion_ids, skip_special_tokens=True)  # ids past the end are pad already
-        model_inputs: dict[str, torch.Tensor] = {}
-        if pixel_values:
-            model_inputs["pixel_values"] = torch.cat(pixel_values)  # [patches of all rows, D]
-            model_inputs["image_grid_thw"] = torch.cat(grids)  # [images of all rows, 3]
-        if parts["mm"]:
-            model_inputs["mm_token_type_ids"] = pad_left(parts["mm"], 0)  # [N, P]
+        enc = encode_prompts(self.processor, prompts, images)  # [B, P]: each prompt once
         return Rollout(
-            prompt_ids=pad_left(parts["prompt_ids"], tok.pad_token_id),
-            prompt_mask=pad_left(parts["prompt_mask"], 0),
+            prompt_ids=enc["input_ids"],
+            prompt_mask=enc["attention_mask"],
             completion_ids=completion_ids,
             completion_mask=mask,
-            texts=texts,
+            texts=tok.batch_decode(completion_ids, skip_special_tokens=True),  # ids past the end are pad already
             truncated=truncated,
-            model_inputs=model_inputs,
+            group_size=n,
+            images_per_prompt=[len(row) for row in images],
+            model_inputs={k: enc[k] for k in PROMPT_MODEL_INPUTS if k in enc},
         )
 
     def _aligned_calls(self, calls: list[tuple[list, list, int]], device: torch.device) -> list[tuple[list, list, int]]:
@@ -182,8 +192,6 @@ class HFEngine(RolloutEngine):
 
     def _filler(self, with_image: bool) -> tuple[str, list[Any]]:
         """A one-row prompt (with a blank image when ``with_image``) whose completion is dropped."""
-        from PIL import Image
-
         content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": "."}]
         text = self.processor.apply_chat_template(
             [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False

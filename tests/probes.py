@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 
 from rewards.base import Reward
@@ -54,3 +55,12 @@ def moved_fraction(before: dict[str, torch.Tensor], model: nn.Module) -> float:
     changed = sum(int((params[name].detach() != value).sum()) for name, value in before.items())
     total = sum(value.numel() for value in before.values())
     return changed / max(1, total)
+
+
+def image_question_inputs(processor: Any) -> tuple[dict[str, torch.Tensor], int]:
+    """One chat-formatted question about a red 56x56 image, answered "red circle": the processor's model inputs and
+    the completion's length in tokens."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    enc = processor(text=[prompt + "red circle"], images=[Image.new("RGB", (56, 56), "red")], return_tensors="pt")
+    return enc, len(processor.tokenizer("red circle", add_special_tokens=False)["input_ids"])

@@ -7,8 +7,10 @@ import functools
 import torch
 from PIL import Image
 
+from lightning_modules.logprobs import completion_logps
 from lightning_modules.policy import load_policy
-from rollout.engine import VISION_TOKENS, Rollout, SamplingConfig, mask_vision_tokens
+from rollout.batch import RolloutBatch
+from rollout.engine import VISION_TOKENS, Rollout, SamplingConfig
 from rollout.hf import HFEngine
 
 
@@ -33,25 +35,47 @@ def tiny_rollout(
     return model, engine.generate(prompts, [[image] for image in images], group_size, sampling)
 
 
-def policy_inputs(out: Rollout, tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A rollout's prompt + completion as the policy's inputs: ids [N, P+C], attention [N, P+C], mm_token_type_ids
-    [N, P+C], and ``valid`` [N, C], the completion positions whose log-probs both sides computed from the same text.
+def policy_inputs(out: Rollout, tokenizer) -> tuple[RolloutBatch, torch.Tensor]:
+    """A rollout as the rollout callback hands it to the module (``RolloutBatch.from_rollout``, zero advantages), and
+    ``valid`` [N, C], the completion positions whose log-probs both sides computed from the same text.
 
     A random policy over the small task vocabulary samples a vision special token now and then (4 of 768 entries);
     fed back, an image-pad token claims image features that do not exist. As the rollout callback does, such tokens
     are replaced by padding; every position from the first one on is left out of ``valid``, since the policy then
     sees other text than the engine did."""
-    vision_ids = tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
-    completion_ids, kept, _ = mask_vision_tokens(
-        out.completion_ids, out.completion_mask, vision_ids, tokenizer.pad_token_id
+    n = out.completion_ids.shape[0]
+    batch = RolloutBatch.from_rollout(
+        out,
+        advantages=torch.zeros(n),
+        rewards=torch.zeros(n),
+        temperature=1.0,
+        truncated_sampling=False,
+        vision_token_ids=tokenizer.convert_tokens_to_ids(list(VISION_TOKENS)),
+        pad_token_id=tokenizer.pad_token_id,
     )
-    replaced = (kept != out.completion_mask).long().cumsum(1) > 0  # [N, C]: at or after a replaced token
+    replaced = (batch.completion_mask != out.completion_mask).long().cumsum(1) > 0  # [N, C]: at or after a replaced
     valid = out.completion_mask.bool() & ~replaced
-    ids = torch.cat([out.prompt_ids, completion_ids], 1)
-    attention = torch.cat([out.prompt_mask, out.completion_mask], 1)
-    mm = torch.cat([out.model_inputs["mm_token_type_ids"], torch.zeros_like(completion_ids)], 1)
     assert valid.any(), "every sampled row starts with a vision token: sample more rows"
-    return ids, attention, mm, valid
+    return batch, valid
+
+
+def policy_logps(policy, out: Rollout, tokenizer, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy's log-probs [N, C] of a rollout's completion tokens (the one-row-per-completion forward of
+    ``RolloutBatch.rows``), and ``valid`` [N, C] (see ``policy_inputs``)."""
+    batch, valid = policy_inputs(out, tokenizer)
+    rows = batch.rows(0, batch.num_rows)
+    with torch.no_grad():
+        logps, _ = completion_logps(
+            policy,
+            rows["input_ids"],
+            rows["attention_mask"],
+            batch.completion_length,
+            rows.get("pixel_values"),
+            rows.get("image_grid_thw"),
+            temperature=temperature,
+            mm_token_type_ids=rows["mm_token_type_ids"],
+        )
+    return logps, valid
 
 
 @functools.lru_cache(maxsize=4)

@@ -3,8 +3,10 @@ of each class's docstring), and the engine choices list both engines."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
+import typing
 
 import pytest
 
@@ -19,9 +21,14 @@ def cli_help(capsys, *args: str) -> str:
 
 
 def undescribed(help_text: str, prefix: str, cls: type) -> list[str]:
-    """``cls.__init__``'s parameters whose ``--{prefix}.{name}`` entry has no text before its ``(type: ...)``."""
+    """``cls.__init__``'s parameters whose ``--{prefix}.{name}`` entry has no text before its ``(type: ...)``; a
+    parameter typed as a dataclass (an argument group such as ``policy``) is checked field by field."""
     missing = []
+    hints = typing.get_type_hints(cls.__init__)
     for name in list(inspect.signature(cls.__init__).parameters)[1:]:
+        if dataclasses.is_dataclass(hints.get(name)):
+            missing += [f"{name}.{field}" for field in undescribed(help_text, f"{prefix}.{name}", hints[name])]
+            continue
         entry = re.search(rf"^  --{re.escape(prefix)}\.{name}[ ,+\n].*?\(type:", help_text, re.S | re.M)
         assert entry is not None, f"--{prefix}.{name} is not in the help"
         # the option's signature ends at two spaces or a line break; its description, if any, follows

@@ -35,7 +35,7 @@ def cpu_overrides(config: Path, tiny_checkpoint, synthetic_dir, tmp_path) -> lis
     spec = yaml.safe_load(config.read_text())
     is_sft = spec["model"]["class_path"].endswith("SFTModule")
     args = [
-        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
         "--trainer.accelerator=cpu",
         "--trainer.devices=1",
         "--trainer.max_steps=1",
@@ -127,7 +127,7 @@ def test_pure_bf16_weights_cannot_take_the_visionary_r1_step(tiny_checkpoint, sy
     """The control for the test above: the same step with bf16 weights (``bf16-true``) rounds most updates away."""
     config = CONFIGS / "visionary_r1.yaml"
     overrides = cpu_overrides(config, tiny_checkpoint, synthetic_dir, tmp_path)
-    pure_bf16 = ["--trainer.precision=bf16-true", "--model.init_args.dtype=bfloat16"]
+    pure_bf16 = ["--trainer.precision=bf16-true", "--model.init_args.policy.dtype=bfloat16"]
     cli, moved = fit_and_measure(["-c", str(config), *overrides, *with_probe_reward(config), *pure_bf16])
     assert cli.trainer.global_step == 1
     assert moved < 0.1, f"pure bf16 moved {moved:.1%}"
@@ -204,7 +204,7 @@ def test_every_gpu_recipe_composes_with_the_cpu_overlay(recipe, tiny_checkpoint,
             str(config),
             "-c",
             str(CONFIGS / "cpu.yaml"),
-            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
             *PUBLISHED_DATA[recipe],
             f"--trainer.default_root_dir={tmp_path}",
         ],
@@ -212,7 +212,7 @@ def test_every_gpu_recipe_composes_with_the_cpu_overlay(recipe, tiny_checkpoint,
     )
     assert isinstance(cli.trainer.accelerator, CPUAccelerator) and cli.trainer.num_devices == 1
     assert cli.trainer.precision == yaml.safe_load(config.read_text())["trainer"]["precision"]
-    assert config_problems("fit", "cpu", cli.datamodule, cli.model.hparams.attn_implementation) == []
+    assert config_problems("fit", "cpu", cli.datamodule, cli.model.policy_config.attn_implementation) == []
 
 
 def test_there_is_an_eval_recipe_per_benchmark():
@@ -231,16 +231,16 @@ def test_eval_recipe_parses_with_its_engine_and_greedy_sampling(config, tiny_che
         "-c",
         str(CONFIGS / "cpu.yaml"),
         f"--trainer.default_root_dir={tmp_path}",
-        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
         f"--data.init_args.source={tmp_path / 'x.tsv'}",
     ]
     cli = main(args, run=False)
     model, data = cli.model, cli.datamodule
     assert data.benchmark == config.stem and data.hparams.val_batch_size == 64 and data.hparams.template == "caption"
     assert not data.hparams.skip_long_prompts  # a question is never dropped from the count
-    assert isinstance(model.engine, VLLMEngine) and model.eval_sampling.temperature == 0.0
-    assert model.engine.kwargs["max_model_len"] >= data.hparams.max_prompt_length + model.hparams.val_max_new_tokens
+    assert isinstance(model.engine, VLLMEngine) and model.eval_config.sampling.temperature == 0.0
+    assert model.engine.kwargs["max_model_len"] >= data.hparams.max_prompt_length + model.eval_config.max_new_tokens
     assert model.beta0 == 0.0 and cli.trainer.precision == "bf16-true"
     assert cli.trainer.log_dir == str(tmp_path / "logs" / "version_0")  # where results_test.json lands
-    preset = main([*args, "--model.init_args.eval_sampling={temperature: 0.6, top_p: 0.95}"], run=False)
-    assert (preset.model.eval_sampling.temperature, preset.model.eval_sampling.top_p) == (0.6, 0.95)
+    preset = main([*args, "--model.init_args.evaluation.sampling={temperature: 0.6, top_p: 0.95}"], run=False)
+    assert (preset.model.eval_config.sampling.temperature, preset.model.eval_config.sampling.top_p) == (0.6, 0.95)

@@ -1,6 +1,8 @@
-"""What ``vlrl fit`` prints and leaves on disk: the step progress bar, the one-line note that replaces Lightning's
-manual-optimization checkpoint warning, and no version folder left by a run that fails before its first step.
-(Resume itself: tests/e2e/test_resume.py and tests/e2e/test_resume_recipe.py.)"""
+"""The ``vlrl`` command: ``vlrl -h`` lists every command, ``vlrl <command> -h`` prints that command's options and
+exits 0, an unknown command is an error naming the known ones (the installed script itself:
+tests/e2e/test_console_script.py). What ``vlrl fit`` prints and leaves on disk: the step progress bar, the one-line
+note that replaces Lightning's manual-optimization checkpoint warning, and no version folder left by a run that fails
+before its first step. (Resume itself: tests/e2e/test_resume.py and tests/e2e/test_resume_recipe.py.)"""
 
 import json
 import logging
@@ -11,7 +13,8 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from rewards import Reward
 from rewards.base import RewardInputError
 from tests.e2e.test_resume import fit_args
-from vlrl_cli import StepProgressBar, main, remove_if_unused
+from tools.lightning_cli import StepProgressBar, main, remove_if_unused
+from vlrl_cli import BENCHMARKS, COMMANDS, LIGHTNING_COMMANDS, entry
 
 
 class FailingReward(Reward):
@@ -89,3 +92,63 @@ def test_remove_if_unused_keeps_folders_with_results(tmp_path):
         (kept / "config.yaml").write_text("x")
         (kept / result).write_text("x")
         assert not remove_if_unused(kept) and (kept / result).exists()
+
+
+# every command with an option its help must show (``bench`` stands for itself: it lists the benchmarks)
+HELP = {
+    "export": "--keep-lora",
+    "predict-one": "--question",
+    "score": "--benchmark",
+    "cold-start": "--vlm",
+    "tiny-model": "--vocab",
+    "demo": "--grpo-steps",
+    "study": "--methods",
+    "bench grpo-update": "--contenders",
+    "bench rollout-throughput": "--engines",
+    "bench eval-throughput": "--questions",
+    "bench memory": "--gpus",
+    "bench lm-head-logps": "--positions",
+}
+
+
+def test_the_help_table_covers_every_command_and_benchmark():
+    assert set(HELP) == {*COMMANDS, *(f"bench {name}" for name in BENCHMARKS)} - {"bench"}
+
+
+@pytest.mark.parametrize("command", list(HELP))
+def test_every_command_prints_its_help_and_exits_0(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        entry([*command.split(), "-h"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: vlrl {command} ") and HELP[command] in out, out[:500]
+
+
+def test_fit_help_is_lightning_cli(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        entry(["fit", "-h"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--trainer" in out and "--ckpt_path" in out
+
+
+def test_vlrl_help_lists_every_command_with_its_line(capsys):
+    assert entry(["-h"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name, line in [*LIGHTNING_COMMANDS.items(), *((name, line) for name, (_, line) in COMMANDS.items())]:
+        assert any(row.split() == [name, *line.split()] for row in lines), name
+    assert entry(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out and line in out for name, (_, line) in BENCHMARKS.items())
+
+
+def test_an_unknown_or_missing_command_is_an_error_naming_the_known_ones(capsys):
+    assert entry(["expotr", "ckpt", "out"]) == 2
+    err = capsys.readouterr().err
+    assert "vlrl: error: unknown command 'expotr'" in err
+    assert all(name in err for name in [*LIGHTNING_COMMANDS, *COMMANDS])
+    assert entry(["bench", "speed"]) == 2
+    err = capsys.readouterr().err
+    assert "vlrl bench: error: unknown command 'speed'" in err and all(name in err for name in BENCHMARKS)
+    assert entry([]) == 2 and "usage: vlrl <command>" in capsys.readouterr().err
+    assert entry(["bench"]) == 2 and "usage: vlrl bench <name>" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from datamodules.images import fit_image, load_image
 from datamodules.prompts import build_messages
 from evaluation.records import completion_record
 from lightning_modules.policy import load_policy
+from rewards.templates import TEMPLATES, get_template
 from rollout.engine import SamplingConfig
 from rollout.hf import HFEngine
 
@@ -42,22 +43,23 @@ def predict_one(
     engine = HFEngine()
     engine.setup(load_policy(model, dtype).eval(), processor)
     out = engine.generate([prompt], [[picture]], 1, SamplingConfig(temperature, top_p, 0, max_new_tokens))
-    fallbacks = ("text",) if template == "plain" else ()  # the plain template asks for an untagged answer
+    fallbacks = get_template(template).answer_fallbacks  # the whole reply for the plain template (no tags)
     return {"image": image, "problem": question, **completion_record(out, 0, fallbacks)}
 
 
-def main() -> None:
-
-    parser = argparse.ArgumentParser(description="Answer one question about one image with a checkpoint.")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="vlrl predict-one", description="Answer one question about one image with a checkpoint."
+    )
     parser.add_argument("model", help="a save_pretrained folder (e.g. an export) or hub id")
     parser.add_argument("--image", required=True)
     parser.add_argument("--question", required=True)
-    parser.add_argument("--template", default="caption", choices=["caption", "think", "plain"])
+    parser.add_argument("--template", default="caption", choices=list(TEMPLATES))
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--dtype", default="float32")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     record = predict_one(
         args.model,
         args.image,

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from datamodules.prompts import ANSWER_HINTS, SYSTEM_PROMPTS
 from datamodules.shortcut import SPLITS as SHORTCUT_SPLITS
 from datamodules.shortcut import make_shortcut_row
 from datamodules.synthetic import TASKS, make_row
 from rewards.caption import JUDGE_PROMPT, REJECT_MARKER
+from rewards.templates import ANSWER_HINTS, TEMPLATES
 
 BPE_SIZE = 2048  # at most this many learned entries (the 256 byte symbols included); the specials come after
 ROWS_PER_TASK = 64  # rows drawn per synthetic task and per shortcut split for the corpus
@@ -33,7 +33,7 @@ TEMPLATE_TEXT = ("system", "user", "assistant", "You are a helpful assistant.", 
 def task_corpus() -> Iterator[str]:
     """The text the synthetic tasks put in front of the model or expect from it. Pure (fixed seeds)."""
     yield from TEMPLATE_TEXT
-    yield from SYSTEM_PROMPTS.values()
+    yield from (template.system_prompt for template in TEMPLATES.values())
     yield from ANSWER_HINTS.values()
     for marker in (REJECT_MARKER, "Hacking Sample"):
         yield JUDGE_PROMPT.format(caption="", problem="", marker=marker)
@@ -41,8 +41,8 @@ def task_corpus() -> Iterator[str]:
     for split in SHORTCUT_SPLITS:
         rows += [make_shortcut_row(i, split, image_size=28)[0] for i in range(ROWS_PER_TASK)]
     for row in rows:
-        yield f"{row.problem}\n{ANSWER_HINTS[row.problem_type]}"
-        for template in ("caption", "think", "plain"):
+        yield TEMPLATES["plain"].question(row.problem, row.problem_type)  # the question as every template asks it
+        for template in TEMPLATES:
             yield row.target(template)
         yield f"<answer> {row.answer} </answer>"
 

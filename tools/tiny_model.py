@@ -14,12 +14,15 @@ in both towers, and an M-RoPE split [8, 12, 12] (sums to head_dim / 2).
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from tools.task_vocab import train_task_bpe
 
 # Special tokens of Qwen2.5(-VL) in id order from 151643; the first 14 are "special" (skipped when decoding).
 SPECIAL_TOKENS = [
@@ -182,8 +185,6 @@ def qwen2_5_vl_config(size: str = "tiny", vocab: str = "qwen"):
 
 @functools.lru_cache(maxsize=1)
 def _task_bpe_json() -> str:
-    from tools.task_vocab import train_task_bpe
-
     return train_task_bpe(QWEN2_PATTERN).to_str()
 
 
@@ -291,11 +292,11 @@ def write_random_checkpoint(
     return out
 
 
-def main() -> None:
-    """``python -m tools.tiny_model OUT_DIR [--size tiny] [--vocab qwen|task] [--min-pixels N] ...``"""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Write a random-weight Qwen2.5-VL checkpoint directory.")
+def main(argv: list[str] | None = None) -> None:
+    """``vlrl tiny-model OUT_DIR [--size tiny] [--vocab qwen|task] [--min-pixels N] ...``"""
+    parser = argparse.ArgumentParser(
+        prog="vlrl tiny-model", description="Write a random-weight Qwen2.5-VL checkpoint directory."
+    )
     parser.add_argument("out_dir")
     parser.add_argument("--size", default="tiny", choices=sorted(SIZES))
     parser.add_argument("--min-pixels", type=int, default=56 * 56)
@@ -307,7 +308,7 @@ def main() -> None:
         choices=VOCABS,
         help="qwen: the released vocabulary; task: the synthetic tasks' small one (fast on CPU)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     path = write_random_checkpoint(
         args.out_dir, args.size, args.min_pixels, args.max_pixels, args.seed, vocab=args.vocab
     )

@@ -1,15 +1,18 @@
 """RolloutCallback: before each training step, sample G completions per prompt, score them, and hand the module
-one rollout batch (token ids, masks, rewards, group-normalised advantages) plus rollout metrics.
+one ``RolloutStep`` in ``batch["rollout"]``: the rollout batch (token ids, masks, rewards, group-normalised
+advantages) to train on, the step's rollout metrics, and its status (``train``, ``uninformative``, ``empty``).
 
-After each step it asks the engine to sync the policy's new weights (a no-op for the HF engine, which samples from
-the live policy).
+The rewards receive the dataset columns they declare (``CombinedReward.columns``), each repeated for the G
+completions of its prompt. Judges that answer with the policy's own engine are bound to it when a stage starts.
+After each step that trained, the engine syncs the policy's new weights (a no-op for the HF engine, which samples
+from the live policy).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import torch
 from lightning import Callback
@@ -17,9 +20,7 @@ from lightning import Callback
 from lightning_modules.run_state import resolve_log_dir
 from rollout.advantages import group_advantages, informative_groups
 from rollout.batch import RolloutBatch
-from rollout.engine import VISION_TOKENS, RolloutEngine, SamplingConfig, mask_vision_tokens
-
-REWARD_COLUMNS = ("id", "problem", "solution", "problem_type")
+from rollout.engine import VISION_TOKENS, Rollout, RolloutEngine, SamplingConfig
 
 
 @dataclass
@@ -94,6 +95,29 @@ def settings_at(step: int, base: RolloutSettings, stages: list[RolloutStage] | N
     return replace(base, max_new_tokens=stage.max_new_tokens, group_size=stage.group_size)
 
 
+STATUSES = ("train", "uninformative", "empty")
+
+
+@dataclass
+class RolloutStep:
+    """What the callback hands the module for one training step, as ``batch["rollout"]``.
+
+    ``status``: ``train`` (``batch`` holds the groups to train on), ``uninformative`` (sampled and scored, but no
+    group is left to train on: dynamic sampling kept none, or another rank has none; ``batch`` is None and the
+    metrics are still logged), ``empty`` (every row of the data batch was skipped at loading: nothing was sampled).
+    """
+
+    status: Literal["train", "uninformative", "empty"]
+    batch: RolloutBatch | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if (self.batch is not None) != (self.status == "train"):
+            raise ValueError(f"a {self.status!r} step {'needs' if self.status == 'train' else 'has no'} rollout batch")
+
+
 class RolloutCallback(Callback):
     def __init__(
         self, engine: RolloutEngine, settings: RolloutSettings, stages: list[RolloutStage] | None = None
@@ -106,10 +130,8 @@ class RolloutCallback(Callback):
     # The policy is built in configure_model, after Callback.setup, so the engine is attached at these starts.
     def _attach(self, pl_module) -> None:
         self.engine.setup(pl_module.policy, pl_module.processor)
-        for reward in pl_module.rewards.rewards:  # judges that answer with the policy's own engine
-            judge = getattr(reward, "judge", None)
-            if hasattr(judge, "bind"):
-                judge.bind(self.engine, pl_module.processor)
+        for judge in pl_module.rewards.judges:  # judges that answer with the policy's own engine bind to it
+            judge.bind(self.engine, pl_module.processor)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.log_dir = resolve_log_dir(trainer)  # a collective under DDP/FSDP: every rank, here
@@ -143,17 +165,39 @@ class RolloutCallback(Callback):
         # restarts it (what runs one after another in a notebook or a study need)
         self.engine.close()
 
+    # -- one step's rollout ----------------------------------------------------------------------------------------
+    @staticmethod
+    def reward_columns(pl_module, batch: dict[str, Any], group_size: int) -> dict[str, list]:
+        """The dataset columns the rewards declare that the batch has, each value repeated for its G completions."""
+        declared = pl_module.rewards.columns
+        return {key: [value for value in batch[key] for _ in range(group_size)] for key in declared if key in batch}
+
     def make_rollout(self, pl_module, batch: dict[str, Any], settings: RolloutSettings) -> tuple[RolloutBatch, dict]:
+        """Sample G completions per prompt, score them, group-normalise the rewards. Returns the rollout batch and
+        ``{"metrics", "texts", "components"}`` (the last two for ``samples.jsonl``)."""
         g = settings.group_size
         out = self.engine.generate(batch["prompt"], batch["images"], g, settings.sampling())
-        columns = {k: [v for v in batch[k] for _ in range(g)] for k in REWARD_COLUMNS if k in batch}
-        total, components = pl_module.rewards(out.texts, **columns)  # [N], {name: [N]}
-        advantages, zero_var = group_advantages(total, g, settings.scale_std, settings.advantage_eps)
+        total, components = pl_module.rewards(out.texts, **self.reward_columns(pl_module, batch, g))  # [N], {name: [N]}
+        advantages, zero_var = group_advantages(total, g, settings.scale_std, settings.advantage_eps)  # [N]
         tok = pl_module.processor.tokenizer
-        completion_ids, completion_mask, vision_hits = mask_vision_tokens(
-            out.completion_ids, out.completion_mask, tok.convert_tokens_to_ids(list(VISION_TOKENS)), tok.pad_token_id
+        rollout = RolloutBatch.from_rollout(
+            out,
+            advantages=advantages,
+            rewards=total,
+            temperature=settings.temperature,  # greedy (0) is stored as 1
+            truncated_sampling=settings.top_p < 1.0 or settings.top_k > 0,
+            vision_token_ids=tok.convert_tokens_to_ids(list(VISION_TOKENS)),
+            pad_token_id=tok.pad_token_id,
         )
-        lengths = out.lengths.float()
+        metrics = {
+            **self._rollout_metrics(out, total, components, zero_var),
+            "rollout/vision_tokens_masked": float(rollout.vision_tokens_masked),
+            **self._counter_metrics(pl_module),
+        }
+        return rollout, {"metrics": metrics, "texts": out.texts, "components": components}
+
+    def _rollout_metrics(self, out: Rollout, total: torch.Tensor, components: dict, zero_var: int) -> dict[str, float]:
+        lengths = out.lengths.float()  # [N]
         metrics = {f"reward/{name}": v.mean().item() for name, v in components.items()}
         metrics.update(
             {
@@ -163,69 +207,70 @@ class RolloutCallback(Callback):
                 "rollout/completion_length_max": lengths.max().item(),
                 "rollout/truncated_rate": out.truncated.float().mean().item(),
                 "rollout/zero_variance_groups": float(zero_var),
-                "rollout/groups": float(len(batch["prompt"])),
-                "rollout/vision_tokens_masked": float(vision_hits),
+                "rollout/groups": float(out.prompt_ids.shape[0]),
             }
         )
         if hasattr(self.engine, "weight_version"):
             metrics["rollout/weight_version"] = float(self.engine.weight_version)
-        counters = pl_module.rewards.metrics()  # this step's judge failures, reward errors, ...
+        return metrics
+
+    def _counter_metrics(self, pl_module) -> dict[str, float]:
+        """This step's reward counters (judge failures, reward errors, ...). Every counter seen so far is logged every
+        step (0 when quiet): Lightning repeats a key's last value at steps where it is not logged, which would
+        multiply counts that only appear now and then."""
+        counters = pl_module.rewards.metrics()
         self.counter_keys.update(counters)
-        # every counter seen so far is logged every step (0 when quiet): Lightning repeats a key's last value
-        # at steps where it is not logged, which would multiply counts that only appear now and then
-        metrics.update({key: counters.get(key, 0.0) for key in sorted(self.counter_keys)})
-        rollout = RolloutBatch(
-            input_ids=torch.cat([out.prompt_ids, completion_ids], 1),
-            attention_mask=torch.cat([out.prompt_mask, out.completion_mask], 1),  # the replaced tokens stay attended
-            completion_mask=completion_mask,
-            advantages=advantages,
-            rewards=total,
-            images_per_row=[len(ims) for ims in batch["images"] for _ in range(g)],
-            model_inputs=out.model_inputs,
-            engine_logps=out.engine_logps,
-            temperature=settings.temperature if settings.temperature > 0 else 1.0,
-            group_size=g,
-            truncated_sampling=settings.top_p < 1.0 or settings.top_k > 0,
-        )
-        return rollout, {"metrics": metrics, "texts": out.texts, "components": components}
+        return {key: counters.get(key, 0.0) for key in sorted(self.counter_keys)}
 
     def on_train_batch_start(self, trainer, pl_module, batch: dict[str, Any], batch_idx: int) -> None:
         settings = settings_at(trainer.global_step, self.settings, self.stages)
         if not batch["prompt"]:  # every row skipped: the module counts the skips and does nothing else
-            if self.engine.collective:  # an FSDP policy: join the other ranks' generation and judge forwards
-                out = self.engine.generate([], [], settings.group_size, settings.sampling())
-                pl_module.rewards(out.texts, **{key: [] for key in REWARD_COLUMNS})
-            self._fewest_across_ranks(trainer, pl_module, 0)  # the other ranks wait for this rank's count: all skip
-            batch["rollout"] = None
+            self._join_the_other_ranks(trainer, pl_module, settings)
+            batch["rollout"] = RolloutStep("empty")
             return
         rollout, info = self.make_rollout(pl_module, batch, settings)
-        batch["rollout_metrics"] = {
+        kept = self._kept_groups(trainer, pl_module, rollout, settings)
+        metrics = {
             **info["metrics"],
             "rollout/group_size": float(settings.group_size),
             "rollout/max_new_tokens": float(settings.max_new_tokens),
+            "rollout/groups_kept": float(len(kept)),
         }
         if settings.dynamic_sampling:
-            kept = informative_groups(rollout.rewards, settings.group_size)[: settings.prompts_per_step]
-            kept = kept[: self._fewest_across_ranks(trainer, pl_module, len(kept))]
-            self.uninformative_steps += not kept
-            self.uninformative_in_a_row = 0 if kept else self.uninformative_in_a_row + 1
-            if self.uninformative_in_a_row > settings.max_uninformative_in_a_row:
-                raise RuntimeError(
-                    f"dynamic sampling: {self.uninformative_in_a_row} pools in a row (step {trainer.global_step}) had "
-                    "no group whose rewards differ, so no update was taken; every completion scores the same "
-                    "(check the rewards against samples.jsonl, or raise the sampling temperature)"
-                )
-            batch["rollout_metrics"]["rollout/uninformative_steps"] = float(self.uninformative_steps)
-        else:  # rows skipped at loading (too long, unreadable) can leave ranks with different numbers of groups
-            groups = rollout.num_rows // settings.group_size
-            kept = list(range(self._fewest_across_ranks(trainer, pl_module, groups)))
-        batch["rollout_metrics"]["rollout/groups_kept"] = float(len(kept))
-        if len(kept) < rollout.num_rows // settings.group_size:
+            metrics["rollout/uninformative_steps"] = float(self.uninformative_steps)
+        if len(kept) < rollout.num_groups:
             rollout = rollout.select_groups(kept) if kept else None
-        batch["rollout"] = rollout.to(pl_module.device) if rollout is not None else None
+        if rollout is None:
+            batch["rollout"] = RolloutStep("uninformative", metrics=metrics)
+        else:
+            batch["rollout"] = RolloutStep("train", rollout.to(pl_module.device), metrics)
         every = self.settings.log_samples_every_n_steps
         if every and trainer.global_step % every == 0 and trainer.is_global_zero:
             self._write_samples(trainer, batch, info, settings.group_size)
+
+    def _join_the_other_ranks(self, trainer, pl_module, settings: RolloutSettings) -> None:
+        """A rank without rows still takes part in the step's collectives, so that the others do not wait forever."""
+        if self.engine.collective:  # an FSDP policy: join the other ranks' generation and judge forwards
+            out = self.engine.generate([], [], settings.group_size, settings.sampling())
+            pl_module.rewards(out.texts, **{key: [] for key in pl_module.rewards.columns})
+        self._fewest_across_ranks(trainer, pl_module, 0)  # the other ranks wait for this rank's count: all skip
+
+    def _kept_groups(self, trainer, pl_module, rollout: RolloutBatch, settings: RolloutSettings) -> list[int]:
+        """The groups trained on: all of them, or with dynamic sampling the informative ones (at most
+        ``prompts_per_step``); under DDP/FSDP no more on any rank than the fewest any rank kept."""
+        if not settings.dynamic_sampling:  # rows skipped at loading can leave ranks with different numbers of groups
+            return list(range(self._fewest_across_ranks(trainer, pl_module, rollout.num_groups)))
+        kept = informative_groups(rollout.rewards, settings.group_size)[: settings.prompts_per_step]
+        kept = kept[: self._fewest_across_ranks(trainer, pl_module, len(kept))]
+        self.uninformative_steps += not kept
+        self.uninformative_in_a_row = 0 if kept else self.uninformative_in_a_row + 1
+        if self.uninformative_in_a_row > settings.max_uninformative_in_a_row:
+            raise RuntimeError(
+                f"dynamic sampling: {self.uninformative_in_a_row} pools in a row (step {trainer.global_step}) had "
+                "no group whose rewards differ, so no update was taken; every completion scores the same "
+                "(check the rewards against samples.jsonl, or raise the sampling temperature)"
+            )
+        return kept
 
     @staticmethod
     def _fewest_across_ranks(trainer, pl_module, kept: int) -> int:
@@ -244,7 +289,7 @@ class RolloutCallback(Callback):
         self.uninformative_steps = state_dict.get("uninformative_steps", 0)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if batch.get("rollout") is not None:
+        if batch["rollout"].status == "train":
             self.engine.sync_weights(pl_module.policy)
 
     def _write_samples(self, trainer, batch: dict[str, Any], info: dict[str, Any], g: int) -> None:

@@ -134,7 +134,7 @@ def test_the_cold_start_recipe_reads_the_fixture_with_only_dataset_dir(tiny_chec
             "-c",
             str(config),
             f"--data.init_args.dataset_dir={COLD}",
-            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
             "--trainer.accelerator=cpu",
             "--trainer.devices=1",
             "--trainer.logger=false",

@@ -1,5 +1,6 @@
 """The installed ``vlrl`` command, run as a shell or scheduler runs it: exit status 0 after a finished run, non-zero
-after a failed one (a console script that returned the CLI object exited 1 after every successful run)."""
+after a failed one (a console script that returned the CLI object exited 1 after every successful run); ``vlrl -h``
+lists the commands and ``vlrl export -h`` prints that command's options."""
 
 import subprocess
 import sys
@@ -22,7 +23,7 @@ def sft_args(tiny_checkpoint, train_data, tmp_path) -> list[str]:
         "fit",
         "-c",
         str(DEMO),
-        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
         f"--model.init_args.export_dir={tmp_path / 'export'}",
         f"--data.init_args.train_data={train_data}",
         "--data.init_args.val_data=null",
@@ -52,3 +53,15 @@ def test_installed_command_exits_0_after_a_finished_run_and_non_zero_after_a_fai
     bad_key = run("fit", "-c", str(DEMO), "--model.init_args.no_such_option=1", cwd=tmp_path)
     assert bad_key.returncode == 2
     assert "no_such_option" in bad_key.stderr
+
+
+@pytest.mark.skipif(not VLRL.exists(), reason="the vlrl console script is not installed in this environment")
+def test_installed_command_lists_its_commands_and_prints_a_command_s_help(tmp_path):
+    listed = run("-h", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    for name in ("fit", "predict", "export", "score", "cold-start", "demo", "bench", "study", "tiny-model"):
+        assert f"\n  {name} " in listed.stdout, name
+    export = run("export", "-h", cwd=tmp_path)
+    assert export.returncode == 0 and export.stdout.startswith("usage: vlrl export ") and "--keep-lora" in export.stdout
+    unknown = run("train", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown command 'train'" in unknown.stderr

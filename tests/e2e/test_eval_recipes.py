@@ -71,9 +71,9 @@ def test_eval_recipe_writes_what_vlrl_score_gives(benchmark, tiny_checkpoint, tm
             "-c",
             str(CONFIGS / "cpu.yaml"),
             HF_ENGINE,
-            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
             f"--data.init_args.source={source}",
-            "--model.init_args.val_max_new_tokens=4",
+            "--model.init_args.evaluation.max_new_tokens=4",
             "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={run}",
         ]
@@ -117,7 +117,7 @@ def test_an_eval_recipe_without_its_benchmark_file_is_refused(tiny_checkpoint, c
                 str(CONFIGS / "eval" / "mathvista.yaml"),
                 "-c",
                 str(CONFIGS / "cpu.yaml"),
-                f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+                f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
             ]
         )
     assert "the following arguments are required: source" in capsys.readouterr().err
@@ -144,9 +144,9 @@ def test_eval_recipe_with_its_own_vllm_engine(tiny_checkpoint, tmp_path):
         str(CONFIGS / "eval" / "mmbench.yaml"),
         "-c",
         str(CONFIGS / "cpu.yaml"),
-        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
         f"--data.init_args.source={source}",
-        "--model.init_args.val_max_new_tokens=8",
+        "--model.init_args.evaluation.max_new_tokens=8",
         "--model.init_args.engine.init_args.enforce_eager=true",
         "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={run}",

@@ -90,11 +90,11 @@ def grpo_args(checkpoint, root: Path, devices: int, steps: int, resume: Path | N
         "-c",
         str(DEMO),
         ENGINE,
-        f"--model.init_args.model_name_or_path={checkpoint}",
+        f"--model.init_args.policy.model_name_or_path={checkpoint}",
         f"--model.init_args.rewards={REWARDS}",
         "--model.init_args.reward_weights=[1.0]",
-        "--model.init_args.lr=1e-3",
-        "--model.init_args.micro_batch_size=2",
+        "--model.init_args.optim.lr=1e-3",
+        "--model.init_args.update.micro_batch_size=2",
         "--model.init_args.rollout.group_size=2",
         "--model.init_args.rollout.max_new_tokens=6",
         f"--data.init_args.data_dir={root.parent / 'data'}",
@@ -181,7 +181,7 @@ def test_fsdp2_sft_export_equals_the_trained_weights(tiny_checkpoint, synthetic_
         str(ROOT / "configs" / "demo_sft.yaml"),
         "-c",
         str(FSDP),
-        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
         f"--model.init_args.export_dir={export}",
         f"--data.init_args.train_data={synthetic_dir / 'train_sft_caption.jsonl'}",
         "--data.init_args.val_data=null",
@@ -262,7 +262,7 @@ def test_fsdp2_lora_trains_the_adapters_against_the_adapters_off_reference(tiny_
     root = tmp_path / "lora"
     args = grpo_args(tiny_checkpoint, root, devices=2, steps=2)
     args[6:6] = ["-c", str(ROOT / "configs" / "lora.yaml")]
-    run([*args, "--model.init_args.lora.r=4", "--model.init_args.lora.alpha=8"], root)
+    run([*args, "--model.init_args.policy.lora.r=4", "--model.init_args.policy.lora.alpha=8"], root)
     first, second = torch.load(root / "step1.pt"), torch.load(root / "step2.pt")
     assert first and all("lora_" in name for name in first)  # only the adapters train
     assert any(not torch.equal(first[name], second[name]) for name in first)

@@ -36,13 +36,13 @@ def test_grpo_fit_two_steps(tiny_checkpoint, tmp_path):
             "-c",
             str(DEMO),
             HF_ENGINE,
-            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
             f"--model.init_args.rewards={REWARDS}",
             "--model.init_args.reward_weights=[1.0, 1.0, 1.0]",
-            "--model.init_args.lr=1e-3",
+            "--model.init_args.optim.lr=1e-3",
             "--model.init_args.rollout.group_size=2",
             "--model.init_args.rollout.max_new_tokens=6",
-            "--model.init_args.micro_batch_size=2",
+            "--model.init_args.update.micro_batch_size=2",
             f"--data.init_args.data_dir={tmp_path / 'data'}",
             "--data.init_args.train_size=8",
             "--data.init_args.val_size=4",
@@ -120,14 +120,14 @@ def test_grpo_lora_changes_only_adapter_weights(tiny_checkpoint, tmp_path):
             "-c",
             str(DEMO.parent / "lora.yaml"),
             HF_ENGINE,
-            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
-            "--model.init_args.lora.r=4",
+            f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
+            "--model.init_args.policy.lora.r=4",
             f"--model.init_args.rewards={REWARDS}",
             "--model.init_args.reward_weights=[1.0, 1.0, 1.0]",
-            "--model.init_args.lr=1e-2",
+            "--model.init_args.optim.lr=1e-2",
             "--model.init_args.rollout.group_size=2",
             "--model.init_args.rollout.max_new_tokens=6",
-            "--model.init_args.micro_batch_size=4",
+            "--model.init_args.update.micro_batch_size=4",
             f"--data.init_args.data_dir={tmp_path / 'data'}",
             "--data.init_args.train_size=4",
             "--data.init_args.val_size=2",
@@ -162,8 +162,8 @@ def test_validate_and_test_subcommands(tiny_checkpoint, tmp_path):
         "-c",
         str(DEMO),
         HF_ENGINE,
-        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
-        "--model.init_args.val_max_new_tokens=4",
+        f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
+        "--model.init_args.evaluation.max_new_tokens=4",
         f"--data.init_args.data_dir={tmp_path / 'data'}",
         "--data.init_args.train_size=2",
         "--data.init_args.val_size=3",
@@ -183,6 +183,7 @@ class SomeGroupsReward(Reward):
     """Constant for prompts whose answer is A (a zero-variance group), the completion's length for the others."""
 
     name = "some_groups"
+    columns = ("solution",)
 
     def score(self, completions, solution, **batch):
         return [0.0 if "A" in s else len(c) / 100 for c, s in zip(completions, solution)]
@@ -200,7 +201,7 @@ def test_dynamic_sampling_trains_on_informative_groups_only(tiny_checkpoint, tmp
             "-c",
             str(DEMO),
             HF_ENGINE,
-            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
             '--model.init_args.rewards=[{"class_path": "tests.e2e.test_grpo_cli.SomeGroupsReward"}]',
             "--model.init_args.reward_weights=[1.0]",
             "--model.init_args.rollout.group_size=3",
@@ -249,7 +250,7 @@ def test_dynamic_sampling_stops_when_no_group_ever_differs(tiny_checkpoint, tmp_
                 "-c",
                 str(DEMO),
                 HF_ENGINE,
-                f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+                f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
                 "--model.init_args.rewards="
                 '[{"class_path": "rewards.FormatReward", "init_args": {"template": "caption"}}]',
                 "--model.init_args.reward_weights=[1.0]",
@@ -279,7 +280,7 @@ def test_a_step_without_an_informative_group_after_an_update_logs_like_the_other
             "-c",
             str(DEMO),
             HF_ENGINE,
-            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
             '--model.init_args.rewards=[{"class_path": "tests.probes.AlternatingReward"}]',
             "--model.init_args.reward_weights=[1.0]",
             "--model.init_args.rollout.group_size=2",
@@ -309,7 +310,7 @@ def test_plain_template_evaluation_reads_the_whole_reply(tiny_checkpoint, tmp_pa
         "-c",
         str(DEMO),
         HF_ENGINE,
-        f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+        f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
         f"--data.init_args.data_dir={tmp_path / 'data'}",
         "--data.init_args.train_size=4",
         "--data.init_args.val_size=2",
@@ -328,4 +329,4 @@ def test_plain_template_evaluation_reads_the_whole_reply(tiny_checkpoint, tmp_pa
         [*args, '--model.init_args.rewards=[{"class_path": "tests.e2e.test_grpo_cli.TextLengthReward"}]'], run=False
     )
     cli.trainer.validate(cli.model, datamodule=cli.datamodule)
-    assert cli.model.val_accuracy.answer_fallbacks == ("text",)
+    assert cli.model.scorers.accuracy.answer_fallbacks == ("text",)

@@ -1,10 +1,9 @@
 """The README's resume command on a shipped recipe: the installed ``vlrl`` console script runs
-``configs/visionary_r1.yaml`` (on CPU with the tiny model, its own ``ModelCheckpoint`` and default logger, only the
+``configs/visionary_r1.yaml`` (on CPU with the tiny model, its own ``ModelCheckpoint`` and TensorBoard logger, only the
 checkpoint interval shortened), is killed with SIGKILL after a checkpoint, and the same command plus
 ``--ckpt_path=last`` finishes the run in the same log folder, logging what the uninterrupted run logged: the same
 metrics at every step and the same sampled completions. Once with the HF engine, once with the vLLM engine."""
 
-import csv
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.e2e.test_resume import COMPARED
 from tests.test_configs import CONFIGS, cpu_overrides, with_probe_reward
@@ -45,7 +45,7 @@ def command(tiny_checkpoint, synthetic_dir, root: Path, engine: str) -> list[str
         f"--trainer.max_steps={STEPS}",
         "--trainer.max_epochs=-1",
         "--data.init_args.batch_size=2",  # two steps an epoch from the 4-row fixture: the resume crosses an epoch
-        "--model.init_args.lr=1e-3",
+        "--model.init_args.optim.lr=1e-3",
         "--model.init_args.rollout.log_samples_every_n_steps=1",
         "--model.init_args.rollout.num_logged_samples=4",
     ]
@@ -53,12 +53,19 @@ def command(tiny_checkpoint, synthetic_dir, root: Path, engine: str) -> list[str
 
 
 def logged(root: Path) -> tuple[dict[int, dict], list[str]]:
-    versions = sorted((root / "lightning_logs").iterdir())
+    """Per-step metrics as TensorBoard reads the recipe's event files (those of the killed run and of the resumed
+    one, in the same folder), and the sample lines."""
+    versions = sorted((root / "logs").iterdir())
     assert [v.name for v in versions] == ["version_0"], versions  # one run, one folder
-    rows = [r for r in csv.DictReader(open(versions[0] / "metrics.csv")) if r.get("train/loss")]
-    steps = [int(r["step"]) for r in rows]
-    assert len(steps) == len(set(steps)), steps  # no step logged twice
-    return {int(r["step"]): r for r in rows}, (versions[0] / "samples.jsonl").read_text().splitlines()
+    events = EventAccumulator(str(versions[0]))
+    events.Reload()
+    rows: dict[int, dict] = {}
+    for key in COMPARED:
+        steps = [e.step for e in events.Scalars(key)]
+        assert len(steps) == len(set(steps)), (key, steps)  # no step logged twice
+        for e in events.Scalars(key):
+            rows.setdefault(e.step, {})[key] = e.value
+    return rows, (versions[0] / "samples.jsonl").read_text().splitlines()
 
 
 @pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=[pytest.mark.slow, pytest.mark.vllm])])
@@ -82,7 +89,7 @@ def test_recipe_killed_and_resumed_with_ckpt_path_last(engine, tiny_checkpoint, 
         stderr=subprocess.PIPE,
         text=True,
     )
-    checkpoints = killed / "lightning_logs" / "version_0" / "checkpoints"
+    checkpoints = killed / "logs" / "version_0" / "checkpoints"
     deadline = time.monotonic() + 900
     while not list(checkpoints.glob("*step=2.ckpt")):
         assert proc.poll() is None, proc.stderr.read()[-3000:]
@@ -126,4 +133,4 @@ def test_ckpt_path_last_without_a_checkpoint_is_an_error(tiny_checkpoint, synthe
     )
     assert run.returncode != 0
     assert "no last checkpoint yet" in run.stderr and "Drop --ckpt_path=last" in run.stderr, run.stderr[-2000:]
-    assert not (tmp_path / "lightning_logs").exists()
+    assert not (tmp_path / "logs").exists()

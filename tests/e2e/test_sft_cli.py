@@ -22,7 +22,7 @@ def test_sft_fit_two_steps_changes_weights_and_exports(tiny_checkpoint, syntheti
             "fit",
             "-c",
             str(DEMO),
-            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
             f"--model.init_args.export_dir={export}",
             f"--data.init_args.train_data={synthetic_dir / 'train_sft_caption.jsonl'}",
             "--data.init_args.val_data=null",

@@ -28,6 +28,7 @@ class CrashesOnSevens(Reward):
     """A buggy user reward: raises on rows whose number is a multiple of 7."""
 
     name = "crashy"
+    columns = ("id",)
 
     def score(self, completions, **batch):
         return [1 / 0 if _number(i) % 7 == 0 else len(c) / 50 for c, i in zip(completions, batch["id"])]
@@ -37,6 +38,7 @@ class NaNOnElevens(Reward):
     """Returns NaN on rows whose number is a multiple of 11 (every row when ``all_rows``)."""
 
     name = "nan"
+    columns = ("id",)
 
     def __init__(self, all_rows: bool = False):
         super().__init__()
@@ -52,8 +54,8 @@ def _config(tmp_path: Path, train_data: Path, rewards: list[dict], steps: int) -
         engine={"class_path": "rollout.hf.HFEngine"},
         rewards=rewards,
         reward_weights=[1.0] * len(rewards),
-        lr=1e-4,
-        micro_batch_size=4,
+        optim={**config["model"]["init_args"]["optim"], "lr": 1e-4},
+        update={**config["model"]["init_args"]["update"], "micro_batch_size": 4},
         rollout={"group_size": G, "max_new_tokens": 4, "temperature": 1.0, "log_samples_every_n_steps": 0},
     )
     config["data"] = {
@@ -97,7 +99,7 @@ def test_nonfinite_loss_skips_the_step_and_leaves_weights_untouched(tiny_checkpo
             "fit",
             "-c",
             str(_config(tmp_path, data, rewards, steps=-1)),
-            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
         ]
     )
     from transformers import AutoModelForImageTextToText
@@ -126,7 +128,7 @@ def test_soak_200_steps_with_bad_rows_crashing_and_nan_rewards(tiny_checkpoint, 
             "fit",
             "-c",
             str(_config(tmp_path, data, rewards, steps=-1)),
-            f"--model.init_args.model_name_or_path={tiny_checkpoint}",
+            f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
         ]
     )
 

@@ -23,12 +23,12 @@ def test_visionary_r1_two_steps_with_vllm(tiny_checkpoint, synthetic_dir, tmp_pa
     args += [
         "--trainer.max_steps=2",
         f"--trainer.logger={json.dumps(logger)}",
-        "--model.init_args.lr=1e-3",
+        "--model.init_args.optim.lr=1e-3",
         "--data.init_args.batch_size=2",  # two steps from the 4-row fixture
         "--model.init_args.engine.init_args.enforce_eager=true",  # faster start on CPU
         "--model.init_args.rollout.max_new_tokens=8",
         "--model.init_args.rollout.group_size=3",
-        "--model.init_args.tis_cap=2.0",
+        "--model.init_args.update.tis_cap=2.0",
         # the recipe samples with top_p 0.9 / top_k 50, where the engine's log-probs are renormalised over the kept
         # tokens and differ from the policy's by the truncated mass; parity is checked on the full distribution
         "--model.init_args.rollout.top_p=1.0",

@@ -11,7 +11,9 @@ from lightning_modules.logprobs import (
     selective_logps,
     supports_grouped_forward,
 )
+from lightning_modules.policy import load_policy
 from rollout.batch import RolloutBatch
+from tests.probes import image_question_inputs
 from tests.rollouts import tiny_rollout
 
 G = 3
@@ -27,12 +29,14 @@ def setup(tiny_checkpoint, processor):
     for row, length in enumerate([10, 3, 7, 1, 10, 5]):  # completions that ended early: padding after their end
         completion_mask[row, length:] = 0
     batch = RolloutBatch(
-        input_ids=torch.cat([out.prompt_ids, out.completion_ids], 1),
-        attention_mask=torch.cat([out.prompt_mask, completion_mask], 1),
+        prompt_ids=out.prompt_ids,  # [2, P]
+        prompt_mask=out.prompt_mask,
+        completion_ids=out.completion_ids,  # [6, C]
+        completion_attention=completion_mask,
         completion_mask=completion_mask,
         advantages=torch.zeros(2 * G),
         rewards=torch.zeros(2 * G),
-        images_per_row=[1] * (2 * G),
+        images_per_prompt=[1, 1],
         model_inputs=out.model_inputs,
         group_size=G,
     )
@@ -112,13 +116,6 @@ def test_shared_prefix_falls_back_under_gradient_checkpointing(setup):
     assert torch.allclose(got, want, atol=1e-6)
 
 
-def test_groups_refuse_rows_whose_prompts_differ(setup):
-    _, batch = setup
-    broken = RolloutBatch(**{**vars(batch), "group_size": 2})  # groups of 2 now mix prompt 0 and prompt 1 at rows 2-3
-    with pytest.raises(ValueError, match="rows 2..3: completions of one group carry different prompts"):
-        broken.groups(2, 4)
-
-
 def _head_values_and_grads(head, hidden, targets, temperature, with_entropy, rows):
     hidden = hidden.clone().requires_grad_(True)
     head.zero_grad(set_to_none=True)
@@ -170,3 +167,62 @@ def test_fused_head_on_the_model_matches_hand_computed_values(setup):
     # other dtypes, a bias, GPU tensors or a sharded weight: the autograd path
     assert not fusable(torch.zeros(1, 1, dtype=torch.bfloat16), torch.nn.Linear(4, 4, bias=False).bfloat16())
     assert not fusable(torch.zeros(1, 1), torch.nn.Linear(4, 4))
+
+
+def test_selective_logps_match_full_log_softmax():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    hidden, targets = torch.randn(3, 5, 8), torch.randint(0, 50, (3, 5))
+    logps, entropy = selective_logps(hidden, head, targets, chunk_size=4)
+    full = torch.log_softmax(head(hidden), -1)
+    assert torch.allclose(logps, full.gather(-1, targets[..., None]).squeeze(-1), atol=1e-6)
+    assert torch.allclose(entropy, -(full.exp() * full).sum(-1), atol=1e-5)
+
+
+def test_selective_logps_at_a_temperature_are_the_tempered_distribution():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    hidden, targets = torch.randn(2, 4, 8), torch.randint(0, 50, (2, 4))
+    logps, entropy = selective_logps(hidden, head, targets, chunk_size=3, temperature=0.5)
+    tempered = torch.log_softmax(head(hidden) / 0.5, -1)
+    assert torch.allclose(logps, tempered.gather(-1, targets[..., None]).squeeze(-1), atol=1e-5)
+    assert torch.allclose(entropy, -(tempered.exp() * tempered).sum(-1), atol=1e-5)
+    raw, raw_entropy = selective_logps(hidden, head, targets)
+    assert (entropy < raw_entropy).all()  # T < 1 sharpens every position
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        selective_logps(hidden, head, targets, temperature=0.0)
+
+
+def test_completion_logps_match_the_models_own_logits(tiny_checkpoint, processor):
+    model = load_policy(str(tiny_checkpoint), dtype="float32")
+    enc, c = image_question_inputs(processor)
+    logps, _ = completion_logps(
+        model,
+        enc["input_ids"],
+        enc["attention_mask"],
+        c,
+        enc["pixel_values"],
+        enc["image_grid_thw"],
+        chunk_size=3,
+        mm_token_type_ids=enc["mm_token_type_ids"],  # M-RoPE positions depend on it
+    )
+    logits = model(**enc).logits[:, -c - 1 : -1].float()
+    expected = torch.log_softmax(logits, -1).gather(-1, enc["input_ids"][:, -c:, None]).squeeze(-1)
+    assert torch.allclose(logps, expected, atol=1e-5)
+
+    # with a completion mask the LM head skips the masked-out positions; the kept ones are unchanged and train
+    mask = torch.ones_like(expected, dtype=torch.long)
+    mask[:, -1] = 0  # [1, c]: the last token is padding
+    masked, entropy = completion_logps(
+        model,
+        enc["input_ids"],
+        enc["attention_mask"],
+        c,
+        enc["pixel_values"],
+        enc["image_grid_thw"],
+        completion_mask=mask,
+        mm_token_type_ids=enc["mm_token_type_ids"],
+    )
+    assert torch.allclose(masked[:, :-1], expected[:, :-1], atol=1e-5) and masked[0, -1] == 0 and entropy[0, -1] == 0
+    masked.sum().backward()
+    assert model.lm_head.weight.grad is not None and model.lm_head.weight.grad.abs().sum() > 0

@@ -1,11 +1,12 @@
-"""Learning-rate schedules: warm-up, constant, cosine (values worked out by hand)."""
+"""Learning-rate and KL schedules: warm-up, constant, cosine (values worked out by hand); the settings' checks."""
 
 import math
 
 import pytest
 import torch
 
-from lightning_modules.optim import adamw_with_warmup, lr_factor, warmup_steps_for
+from lightning_modules.config import OptimConfig, UpdateConfig
+from lightning_modules.optim import adamw_with_warmup, beta_at, lr_factor, warmup_steps_for
 
 
 def test_warmup_ratio_rounds_up_and_never_shortens_warmup_steps():
@@ -53,10 +54,34 @@ def test_schedule_errors_are_raised_before_training():
         adamw_with_warmup(torch.nn.Linear(2, 2), 1e-3, 0.0, 0, "linear_decay", total_steps=10)
 
 
-def test_sft_module_rejects_a_schedule_typo_before_loading_a_model():
-    from lightning_modules.sft import SFTModule
-
+def test_optim_config_rejects_a_schedule_typo_before_a_model_loads():
     with pytest.raises(ValueError, match="unknown lr schedule"):
-        SFTModule("no/such/model", lr_schedule="cosin")
+        OptimConfig(lr_schedule="cosin")
     with pytest.raises(ValueError, match="warmup_ratio"):
-        SFTModule("no/such/model", warmup_ratio=5.0)
+        OptimConfig(warmup_ratio=5.0)
+
+
+def test_constant_beta_stays_at_beta0():
+    assert [beta_at(s, 10, 0.04, "constant") for s in (0, 5, 10, 20)] == [0.04] * 4
+
+
+def test_cosine_beta_from_beta0_to_zero():
+    # beta0 * (1 + cos(pi * step / total)) / 2 with beta0 0.04, total 8:
+    # step 0 -> 0.04; step 2 -> 0.02 * (1 + cos(pi/4)) = 0.02 * 1.70711 = 0.034142; step 4 -> 0.02; step 8 -> 0
+    assert beta_at(0, 8, 0.04, "cosine") == pytest.approx(0.04)
+    assert beta_at(2, 8, 0.04, "cosine") == pytest.approx(0.0341421, abs=1e-7)
+    assert beta_at(4, 8, 0.04, "cosine") == pytest.approx(0.02)
+    assert beta_at(8, 8, 0.04, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert beta_at(12, 8, 0.04, "cosine") == pytest.approx(0.0, abs=1e-12)  # past the end: stays at 0
+    assert beta_at(3, 0, 0.04, "cosine") == 0.04  # no known length: constant
+
+
+def test_update_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="unknown beta_schedule"):
+        UpdateConfig(beta_schedule="cosinus")
+    with pytest.raises(ValueError, match="tis_cap"):
+        UpdateConfig(tis_cap=0.0)
+    with pytest.raises(ValueError, match="logps_forward"):
+        UpdateConfig(logps_forward="fused")
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        UpdateConfig(micro_batch_size=0)

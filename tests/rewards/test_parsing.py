@@ -156,8 +156,3 @@ def test_parse_template_caption():
 )
 def test_parse_template_rejects(text):
     assert parse_template(text, "caption") is None
-
-
-def test_parse_template_unknown_template():
-    with pytest.raises(ValueError, match="unknown template"):
-        parse_template("x", "nope")

@@ -28,16 +28,6 @@ def test_shape_errors():
         group_advantages(torch.zeros(5), group_size=2)
 
 
-def test_ptst_stage_schedule():
-    from lightning_modules.callbacks.rollout import RolloutSettings, RolloutStage, settings_at
-
-    base = RolloutSettings(group_size=8, max_new_tokens=100)
-    stages = [RolloutStage(2, 4096, 16), RolloutStage(3, 8192, 8), RolloutStage(1, 16384, 4)]
-    seen = [(s.max_new_tokens, s.group_size) for s in (settings_at(k, base, stages) for k in range(8))]
-    assert seen == [(4096, 16)] * 2 + [(8192, 8)] * 3 + [(16384, 4)] * 3  # the last stage continues
-    assert settings_at(5, base, None) is base
-
-
 def test_informative_groups_are_those_with_a_reward_spread():
     rewards = torch.tensor([1.0, 1, 1, 0, 0.5, 0.5, 2, 2, 0, 1, 0, 0])  # groups of 3: none, spread, spread, spread
     assert informative_groups(rewards, 3) == [1, 2, 3]

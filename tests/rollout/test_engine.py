@@ -5,7 +5,7 @@ from lightning_modules.logprobs import completion_logps
 from lightning_modules.policy import load_policy
 from rollout.engine import VISION_TOKENS, SamplingConfig, completion_mask_from_ids, encode_prompts, mask_vision_tokens
 from rollout.hf import HFEngine
-from tests.rollouts import policy_inputs
+from tests.rollouts import policy_logps
 
 
 def test_completion_mask_by_hand():
@@ -29,23 +29,20 @@ def test_hf_engine_groups_rows_and_logps_line_up(tiny_checkpoint, processor):
     engine = HFEngine(generation_batch_size=3)  # 2 prompts x G=3 -> two generate calls, padded together
     engine.setup(policy, processor)
     images = [[Image.new("RGB", (56, 56), "red")], [Image.new("RGB", (84, 56), "blue")]]
+    prompts = _prompts(processor, 2)
     torch.manual_seed(0)
-    out = engine.generate(_prompts(processor, 2), images, n=3, sampling=SamplingConfig(max_new_tokens=6))
+    out = engine.generate(prompts, images, n=3, sampling=SamplingConfig(max_new_tokens=6))
     assert out.completion_ids.shape[0] == 6 and out.completion_ids.shape[1] <= 6 and len(out.texts) == 6
-    assert out.model_inputs["image_grid_thw"].tolist() == [[1, 4, 4]] * 3 + [[1, 4, 6]] * 3
+    assert out.group_size == 3 and out.images_per_prompt == [1, 1]
+    # each prompt once: its tokens as the processor encodes it, each image once (56x56 -> 4x4 patches, 84x56 -> 4x6)
+    enc = encode_prompts(processor, prompts, images)
+    assert torch.equal(out.prompt_ids, enc["input_ids"]) and torch.equal(out.prompt_mask, enc["attention_mask"])
+    assert out.model_inputs["image_grid_thw"].tolist() == [[1, 4, 4], [1, 4, 6]]
+    assert out.model_inputs["pixel_values"].shape[0] == 16 + 24
+    assert torch.equal(out.model_inputs["mm_token_type_ids"], enc["mm_token_type_ids"])  # [2, P]
     assert policy.training  # restored after generation
     # the policy's log-probs of the sampled tokens are finite and computed on exactly these rows
-    ids, attn, mm, valid = policy_inputs(out, processor.tokenizer)
-    with torch.no_grad():
-        logps, _ = completion_logps(
-            policy,
-            ids,
-            attn,
-            out.completion_ids.shape[1],
-            out.model_inputs["pixel_values"],
-            out.model_inputs["image_grid_thw"],
-            mm_token_type_ids=mm,
-        )
+    logps, valid = policy_logps(policy, out, processor.tokenizer)
     assert torch.isfinite(logps[valid]).all()
 
 

@@ -8,11 +8,10 @@ import torch
 
 from datamodules.prompts import build_messages
 from datamodules.synthetic import make_row
-from lightning_modules.logprobs import completion_logps
 from lightning_modules.policy import LoRAConfig, load_policy
-from rollout.engine import SamplingConfig
+from rollout.engine import SamplingConfig, encode_prompts
 from rollout.vllm import VLLMEngine
-from tests.rollouts import policy_inputs, policy_tokenizer
+from tests.rollouts import policy_logps, policy_tokenizer
 
 SYNCED = 1e-4  # float32 on both sides: measured ~2e-6
 STALE = 0.05  # what skipping a sync after the perturbations below leaves: measured 0.3-1.0
@@ -41,19 +40,7 @@ def _generate(engine, prompts, n=3, tokens=12, temperature=1.0, top_k=0):
 
 def _policy_logps(policy, out, temperature=1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The policy's log-probs [N, C] of the engine's completion tokens, and the positions to compare [N, C]."""
-    ids, attention, mm, valid = policy_inputs(out, policy_tokenizer(policy))
-    with torch.no_grad():
-        logps, _ = completion_logps(
-            policy,
-            ids,
-            attention,
-            out.completion_ids.shape[1],
-            out.model_inputs["pixel_values"],
-            out.model_inputs["image_grid_thw"],
-            temperature=temperature,
-            mm_token_type_ids=mm,
-        )
-    return logps, valid
+    return policy_logps(policy, out, policy_tokenizer(policy), temperature)
 
 
 def _logp_gap(policy, out, temperature=1.0) -> float:
@@ -68,11 +55,14 @@ def test_generates_for_image_prompts(engine, tiny_checkpoint, processor, prompts
     policy = load_policy(str(tiny_checkpoint), "float32")
     engine.setup(policy, processor)
     out = _generate(engine, prompts, n=3, tokens=8)
-    assert out.completion_ids.shape[0] == 6 and out.prompt_ids.shape[0] == 6
+    assert out.completion_ids.shape[0] == 6 and out.group_size == 3
     assert len(out.texts) == 6 and out.engine_logps.shape == out.completion_ids.shape
-    assert torch.equal(out.prompt_ids[0], out.prompt_ids[2]) and not torch.equal(out.prompt_ids[0], out.prompt_ids[3])
+    # each prompt once, as the processor encodes it, with its image once
+    enc = encode_prompts(processor, *prompts)
+    assert torch.equal(out.prompt_ids, enc["input_ids"]) and torch.equal(out.prompt_mask, enc["attention_mask"])
+    assert out.images_per_prompt == [1, 1] and out.model_inputs["image_grid_thw"].shape[0] == 2
+    assert torch.equal(out.model_inputs["pixel_values"], enc["pixel_values"])
     assert (out.engine_logps[out.completion_mask.bool()] <= 0).all()
-    assert out.model_inputs["image_grid_thw"].shape[0] == 6  # one image per row, for the policy's forward
     lengths = out.completion_mask.sum(1)  # [6]
     last = out.completion_ids.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0]  # [6]
     im_end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -147,7 +137,7 @@ def test_lora_sync_serves_adapter_and_merges_vision(engine, tiny_checkpoint, pro
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_policy_engine_judge_answers_text(engine, tiny_checkpoint, processor):
-    from rewards.judges import PolicyEngineJudge
+    from rollout.chat import PolicyEngineJudge
     from rollout.hf import HFEngine
 
     policy = load_policy(str(tiny_checkpoint), "float32")

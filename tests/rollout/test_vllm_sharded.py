@@ -22,12 +22,11 @@ def _worker(rank: int, checkpoint: str, out: str) -> None:
 
     from datamodules.prompts import build_messages
     from datamodules.synthetic import make_row
-    from lightning_modules.logprobs import completion_logps
     from lightning_modules.policy import load_policy
     from lightning_modules.sharding import gathered_root, shard_model
     from rollout.engine import SamplingConfig
     from rollout.vllm import VLLMEngine
-    from tests.rollouts import policy_inputs
+    from tests.rollouts import policy_logps
 
     processor = AutoProcessor.from_pretrained(checkpoint)
     policy = shard_model(load_policy(checkpoint, "float32"), init_device_mesh("cpu", (2,)))
@@ -40,17 +39,8 @@ def _worker(rank: int, checkpoint: str, out: str) -> None:
 
     def gap() -> float:
         out = engine.generate([prompt], [[row.image]], 3, SamplingConfig(temperature=1.0, max_new_tokens=8))
-        ids, attention, mm, valid = policy_inputs(out, processor.tokenizer)
-        with torch.no_grad(), gathered_root(policy):
-            logps, _ = completion_logps(
-                policy,
-                ids,
-                attention,
-                out.completion_ids.shape[1],
-                out.model_inputs["pixel_values"],
-                out.model_inputs["image_grid_thw"],
-                mm_token_type_ids=mm,
-            )
+        with gathered_root(policy):
+            logps, valid = policy_logps(policy, out, processor.tokenizer)
         return float(((logps - out.engine_logps).abs() * valid).max())
 
     gaps = {"loaded": gap()}

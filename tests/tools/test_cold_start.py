@@ -1,25 +1,19 @@
 """The cold-start pipeline on the tiny model: stages, caches and resume, filters, the ShareGPT output the SFT
-datamodule reads, the HTTP backend against a real OpenAI-compatible server on localhost, reasoning models' chains of
-thought (``reasoning_content`` / ``reasoning`` fields, a ``<think>`` the chat template opened) kept in the data, the
-installed ``vlrl-cold-start`` command's exit status, and vLLM end to end on CPU with its KV cache sized by us."""
+datamodule reads, reasoning models' chains of thought (``reasoning_content`` / ``reasoning`` fields, a ``<think>`` the
+chat template opened) kept in the data, the installed ``vlrl-cold-start`` command's exit status, and vLLM end to end
+on CPU with its KV cache sized by us. (The chat clients themselves: tests/clients.)"""
 
-import base64
-import io
 import json
-import shutil
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
+from clients import HFChatClient, OpenAIChatClient
 from datamodules.synthetic import write_synthetic_dataset
-from tests.chat_server import ANSWER, DESCRIPTION, REASONING, ChatServer, send_json
-from tools.cold_start import ChatRequest, FilterConfig, HFBackend, OpenAIBackend, restore_think, run_pipeline
-from tools.cold_start.backends import VLLMBackend, kv_cache_args
+from tests.chat_server import ANSWER, DESCRIPTION, REASONING, ChatServer
+from tools.cold_start import FilterConfig, run_pipeline
 from tools.cold_start.filters import rejection_reason, repeated_ngram_share
 from tools.cold_start.pipeline import STAGES, main
 
@@ -36,8 +30,8 @@ def rows(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def backend(tiny_checkpoint):
-    return HFBackend(str(tiny_checkpoint), max_new_tokens=12)
+def model_client(tiny_checkpoint):
+    return HFChatClient(str(tiny_checkpoint), max_new_tokens=12)
 
 
 @pytest.fixture(scope="module")
@@ -52,26 +46,8 @@ def answer_b_rows(rows):
     return path
 
 
-@pytest.fixture(scope="module")
-def think_checkpoint(tiny_checkpoint, tmp_path_factory):
-    """The tiny checkpoint with a DeepSeek-R1-distill-style chat template: the generation prompt ends with
-    ``<think>\n``, so whatever the model generates starts inside the think block."""
-    from transformers import AutoProcessor
-
-    from tools.tiny_model import CHAT_TEMPLATE
-
-    out = tmp_path_factory.mktemp("think_ckpt")
-    shutil.copytree(tiny_checkpoint, out, dirs_exist_ok=True)
-    processor = AutoProcessor.from_pretrained(out)
-    opened = "<|im_start|>assistant\n<think>\n{% endif %}"
-    processor.chat_template = CHAT_TEMPLATE.replace("<|im_start|>assistant\n{% endif %}", opened)
-    assert processor.chat_template.endswith(opened)
-    processor.save_pretrained(out)
-    return out
-
-
 class Counting:
-    """Wraps a real backend and records how many requests reached it."""
+    """Wraps a real chat client and records how many requests reached it."""
 
     def __init__(self, inner):
         self.inner, self.requests = inner, 0
@@ -95,8 +71,8 @@ def test_filters_name_the_first_failing_check():
     assert repeated_ngram_share("a b", 3) == 0.0
 
 
-def test_pipeline_runs_every_stage_and_resumes_without_redoing_rows(rows, backend, tmp_path):
-    counting = Counting(backend)
+def test_pipeline_runs_every_stage_and_resumes_without_redoing_rows(rows, model_client, tmp_path):
+    counting = Counting(model_client)
     first = run_pipeline(str(rows), str(tmp_path), counting, limit=3, batch_size=2, progress=False)
     assert counting.requests == 3 * len(STAGES)
     assert first["stages"]["reasoning"] == {"done": 3, "new": 3, "failed": 0}
@@ -115,7 +91,7 @@ def test_pipeline_runs_every_stage_and_resumes_without_redoing_rows(rows, backen
     assert set(pseudo) == {f"train-{i}" for i in range(6)}
 
 
-def test_kept_rows_load_in_the_sft_datamodule(rows, backend, tmp_path, tiny_checkpoint):
+def test_kept_rows_load_in_the_sft_datamodule(rows, model_client, tmp_path, tiny_checkpoint):
     from datamodules.sft import SFTDataModule
 
     cache = tmp_path / "stages"
@@ -128,7 +104,7 @@ def test_kept_rows_load_in_the_sft_datamodule(rows, backend, tmp_path, tiny_chec
             text = GOOD.replace("<answer>A</answer>", f"<answer>{answer}</answer>") if stage == "reasoning" else "x"
             lines.append(json.dumps({"id": f"train-{i}", "text": text}))
         (cache / f"{stage}.jsonl").write_text("\n".join(lines) + "\n")
-    counting = Counting(backend)
+    counting = Counting(model_client)
     report = run_pipeline(str(rows), str(tmp_path), counting, limit=5, progress=False)
     assert counting.requests == 0 and report["kept"] == 4 and report["rejected"] == {"wrong_answer": 1}
     kept = [json.loads(x) for x in (tmp_path / "cold_start.jsonl").open()]
@@ -147,89 +123,6 @@ def test_kept_rows_load_in_the_sft_datamodule(rows, backend, tmp_path, tiny_chec
     assert (batch["labels"] != -100).any(1).all()  # every row trains on its assistant reply
 
 
-class _ModelHandler(BaseHTTPRequestHandler):
-    """An OpenAI-compatible /v1/chat/completions endpoint answering with the tiny model (a real model behind a real
-    HTTP server): images arrive as PNG data URLs."""
-
-    backend = None
-    auth: list = []
-
-    def do_POST(self):  # noqa: N802 - http.server API
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _ModelHandler.auth.append(self.headers.get("Authorization"))
-        system, text, images = None, "", []
-        for message in body["messages"]:
-            if message["role"] == "system":
-                system = message["content"]
-                continue
-            parts = (
-                message["content"]
-                if isinstance(message["content"], list)
-                else [{"type": "text", "text": message["content"]}]
-            )
-            for part in parts:
-                if part["type"] == "text":
-                    text = part["text"]
-                else:
-                    data = base64.b64decode(part["image_url"]["url"].split(",", 1)[1])
-                    images.append(Image.open(io.BytesIO(data)).convert("RGB"))
-        reply = _ModelHandler.backend.chat([ChatRequest(text, images, system)])[0]
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-        send_json(self, payload)
-
-    def log_message(self, *args):
-        pass
-
-
-def test_http_backend_against_a_local_server_matches_the_model(backend, tmp_path, monkeypatch):
-    _ModelHandler.backend = backend
-    server = HTTPServer(("127.0.0.1", 0), _ModelHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("VLRL_TEST_COLD_KEY", "secret")
-        http = OpenAIBackend(
-            f"http://127.0.0.1:{server.server_port}/v1", "tiny", api_key_env="VLRL_TEST_COLD_KEY", concurrency=2
-        )
-        image = Image.new("RGB", (56, 56), (40, 170, 60))
-        requests = [ChatRequest("What colour is it?", [image]), ChatRequest("Say hi.", [], "Be brief.")]
-        assert http.chat(requests) == backend.chat(requests)  # the image survives the trip (greedy, same tokens)
-        assert set(_ModelHandler.auth) == {"Bearer secret"}
-        dead = OpenAIBackend("http://127.0.0.1:9/v1", "tiny", timeout_s=1, max_retries=0)
-        assert dead.chat(requests[:1]) == [None]  # a failed call is None: the pipeline counts and retries it
-    finally:
-        server.shutdown()
-
-
-def test_restore_think_puts_back_the_tag_the_chat_template_opened():
-    distill = "<｜User｜>Which option?<｜Assistant｜><think>\n"  # DeepSeek-R1 distills' generation prompt
-    assert restore_think("so B.\n</think>\n\n<answer>B</answer>", distill) == (
-        "<think>\nso B.\n</think>\n\n<answer>B</answer>"
-    )  # the model's whole context, as it saw it
-    assert restore_think("so B, still thinking", distill) == "<think>\nso B, still thinking"  # cut off: format fails
-    assert restore_think("<think>so B</think> <answer>B</answer>", distill) == "<think>so B</think> <answer>B</answer>"
-    # no prompt (an HTTP server without a reasoning parser): a closing tag without an opening one
-    assert restore_think("so B</think> <answer>B</answer>") == "<think>so B</think> <answer>B</answer>"
-    for unchanged in ("<think>so B</think> <answer>B</answer>", "<answer>B</answer>", "", "so B"):
-        assert restore_think(unchanged) == unchanged
-        assert restore_think(unchanged, "<|im_start|>assistant\n") == unchanged
-
-
-def test_hf_backend_restores_the_think_its_chat_template_opened(think_checkpoint):
-    from rollout.engine import SamplingConfig
-
-    backend = HFBackend(str(think_checkpoint), max_new_tokens=6)
-    requests = [ChatRequest("What colour is it?", [Image.new("RGB", (56, 56), (40, 170, 60))]), ChatRequest("Hi.")]
-    prompts = [
-        backend.processor.apply_chat_template(
-            [{"role": "user", "content": "Hi."}], add_generation_prompt=True, tokenize=False
-        )
-    ]
-    assert prompts[0].endswith("<think>\n")
-    raw = backend.engine.generate(prompts, [[]], 1, SamplingConfig(0.0, 1.0, 0, 6)).texts[0]
-    replies = backend.chat(requests)
-    assert all(r.startswith("<think>\n") for r in replies) and replies[1] == "<think>\n" + raw
-
-
 @pytest.mark.parametrize(
     ("reasoner_model", "kept_text"),
     [
@@ -240,8 +133,8 @@ def test_hf_backend_restores_the_think_its_chat_template_opened(think_checkpoint
 )
 def test_reasoning_models_chain_of_thought_is_kept(answer_b_rows, reasoner_model, kept_text, tmp_path):
     with ChatServer() as server:
-        vlm = OpenAIBackend(server.url, "describer", api_key_env=None)
-        reasoner = OpenAIBackend(server.url, reasoner_model, api_key_env=None)
+        vlm = OpenAIChatClient(server.url, "describer", api_key_env=None)
+        reasoner = OpenAIChatClient(server.url, reasoner_model, api_key_env=None, keep_reasoning=True)
         report = run_pipeline(str(answer_b_rows), str(tmp_path), vlm, reasoner, progress=False)
     # the reasoner saw the description (the modality bridge) and answered B: 5 right, the last row wrong. Before the
     # reasoning was read, every reply was "<answer>B</answer>" alone and all 6 were rejected for their format.
@@ -255,28 +148,16 @@ def test_reasoning_models_chain_of_thought_is_kept(answer_b_rows, reasoner_model
 
 def test_reasoning_cut_off_is_rejected_for_its_format_not_retried(answer_b_rows, tmp_path):
     with ChatServer() as server:
-        vlm = OpenAIBackend(server.url, "describer", api_key_env=None)
+        vlm = OpenAIChatClient(server.url, "describer", api_key_env=None)
         report = run_pipeline(
             str(answer_b_rows),
             str(tmp_path),
             vlm,
-            OpenAIBackend(server.url, "cut-off", api_key_env=None),
+            OpenAIChatClient(server.url, "cut-off", api_key_env=None, keep_reasoning=True),
             progress=False,
         )
     assert report["stages"]["reasoning"] == {"done": 6, "new": 6, "failed": 0}
     assert report["kept"] == 0 and report["rejected"] == {"format": 6}
-
-
-def test_kv_cache_size_never_depends_on_other_processes(monkeypatch):
-    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
-    assert kv_cache_args(0.25) == {"kv_cache_memory_bytes": 2**28}
-    assert kv_cache_args(None) == {"kv_cache_memory_bytes": 2**30}  # this machine runs vLLM's CPU backend
-    assert kv_cache_args(None, cpu_default_gib=VLLMBackend.CPU_KV_CACHE_GIB) == {"kv_cache_memory_bytes": 2**30}
-    assert kv_cache_args(None, {"kv_cache_memory_bytes": 2**27}) == {}  # sized in engine_kwargs already
-    with pytest.raises(ValueError, match="once"):
-        kv_cache_args(0.5, {"kv_cache_memory_bytes": 2**27})
-    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")  # vLLM's own setting: it applies it over ours
-    assert kv_cache_args(None) == {}
 
 
 def _http_config(path: Path, url: str, reasoner: str = "deepseek-reasoner") -> Path:
@@ -284,7 +165,7 @@ def _http_config(path: Path, url: str, reasoner: str = "deepseek-reasoner") -> P
         json.dumps(
             {
                 "vlm": {
-                    "class_path": "tools.cold_start.OpenAIBackend",
+                    "class_path": "clients.OpenAIChatClient",
                     "init_args": {
                         "base_url": url,
                         "model": "describer",
@@ -294,8 +175,8 @@ def _http_config(path: Path, url: str, reasoner: str = "deepseek-reasoner") -> P
                     },
                 },
                 "reasoner": {
-                    "class_path": "tools.cold_start.OpenAIBackend",
-                    "init_args": {"base_url": url, "model": reasoner, "api_key_env": None},
+                    "class_path": "clients.OpenAIChatClient",
+                    "init_args": {"base_url": url, "model": reasoner, "api_key_env": None, "keep_reasoning": True},
                 },
                 "min_pixels": 56 * 56,
                 "max_pixels": 56 * 56,
@@ -362,7 +243,7 @@ def test_main_returns_an_exit_status_and_run_cli_the_report(answer_b_rows, tmp_p
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_vllm_backend_end_to_end_from_the_installed_command(answer_b_rows, think_checkpoint, tmp_path):
+def test_vllm_client_end_to_end_from_the_installed_command(answer_b_rows, think_checkpoint, tmp_path):
     """The shipped config as users run it, with the VLM swapped for the tiny checkpoint (whose template opens
     ``<think>``) and the reasoner's endpoint for a local DeepSeek-style server."""
     pytest.importorskip("vllm")
@@ -423,6 +304,7 @@ def test_shipped_config_parses_and_carries_the_default_prompts():
     parser.add_function_arguments(run_pipeline)
     config = ROOT / "configs" / "cold_start" / "vision_r1_bridge.yaml"
     cfg = parser.parse_args(["--config", str(config), "--data", "rows.jsonl", "--out", "out"])  # checks every key
-    assert cfg.vlm.class_path.endswith("VLLMBackend") and cfg.reasoner.class_path.endswith("OpenAIBackend")
+    assert cfg.vlm.class_path == "clients.VLLMChatClient" and cfg.reasoner.class_path == "clients.OpenAIChatClient"
+    assert cfg.vlm.init_args.keep_reasoning and cfg.reasoner.init_args.keep_reasoning  # the filters need the <think>
     assert cfg.prompts.reasoning == Prompts().reasoning and cfg.filters.max_words == 6000
-    assert cfg.vlm.init_args.kv_cache_gib is None  # a GPU recipe; on CPU the backend fixes 1 GiB
+    assert cfg.vlm.init_args.kv_cache_gib is None  # a GPU recipe; on CPU the client fixes 1 GiB

@@ -3,13 +3,16 @@ and records the first failing reason per row.
 
 The checks use the project's own rewards (format for the ``think`` template, accuracy by problem type), so the SFT
 data agrees with what RL will reward. Length is counted in whitespace-separated words (no tokenizer needed for
-HTTP backends); repetition is the share of repeated word n-grams, which catches the loops long generations fall
+HTTP clients); repetition is the share of repeated word n-grams, which catches the loops long generations fall
 into.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from rewards import AccuracyReward
+from rewards.parsing import extract_answer, parse_template
 
 
 @dataclass
@@ -36,9 +39,6 @@ def repeated_ngram_share(text: str, n: int) -> float:
 
 def rejection_reason(text: str, solution: str, problem_type: str, config: FilterConfig) -> str | None:
     """The first check ``text`` fails ("format", "wrong_answer", "too_short", "too_long", "repetitive"), or None."""
-    from rewards import AccuracyReward
-    from rewards.parsing import extract_answer, parse_template
-
     if parse_template(text, "think") is None:
         return "format"
     words = len(text.split())

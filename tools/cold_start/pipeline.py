@@ -11,13 +11,15 @@ reward against the ground truth) and the kept rows are written as ShareGPT conve
 question exactly as RL prompts them, ``<think>`` template) that ``datamodules.sft.SFTDataModule`` reads unchanged.
 
 Resumable: every stage appends ``{"id", "text"}`` lines to ``<out>/stages/<stage>.jsonl`` as batches finish; a rerun
-reads them and sends only the rows still missing (a torn last line from a kill is ignored; rows whose backend call
+reads them and sends only the rows still missing (a torn last line from a kill is ignored; rows whose model call
 failed are retried). The outputs ``cold_start.jsonl``, ``rejected.jsonl`` and ``report.json`` are rebuilt from the
 caches on every run. Departure from the paper: Vision-R1 used its own prompts and a 7B/72B VLM with DeepSeek-R1; the
-prompts here are ours and live in the config, the models are whatever the backends point at.
+prompts here are ours and live in the config, the models are whatever the chat clients point at.
 
-Reasoning models' chains of thought (a ``reasoning_content`` field, or a ``<think>`` the chat template opened) come
-back from the backends as ``<think>..</think>`` text, so the format filter sees the whole reasoning (``backends``).
+The models are ``clients.ChatClient``s (``clients.VLLMChatClient``, ``HFChatClient``, ``OpenAIChatClient``). Built
+with ``keep_reasoning=True`` (as the shipped config does), a reasoning model's chain of thought (a
+``reasoning_content`` field, or a ``<think>`` the chat template opened) comes back as ``<think>..</think>`` text, so
+the format filter sees the whole reasoning; without it every reasoning reply is rejected for its format.
 
 Run: ``vlrl-cold-start -c configs/cold_start/vision_r1_bridge.yaml --data train.jsonl --out runs/cold_start``
 (exit status 0 when every row went through every stage; see ``main``). From Python: ``run_pipeline(...)``, or
@@ -37,11 +39,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from tools.cold_start.backends import ChatBackend, ChatRequest
+from clients.base import ChatClient, ChatRequest
+from datamodules.prompts import sharegpt_row as sft_example
+from datamodules.vqa import SkippedRow, VQADataset
+from rewards.templates import get_template
 from tools.cold_start.filters import FilterConfig, rejection_reason
 
 log = logging.getLogger(__name__)
 STAGES = ("pseudo_cot", "description", "reasoning")
+TEMPLATE = "think"  # the kept rows' template: Vision-R1's cold start teaches <think> .. </think> <answer> .. </answer>
 
 
 @dataclass
@@ -97,10 +103,7 @@ def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def _question(row: dict[str, Any]) -> str:
     """The question as RL prompts it (with its answer hint), without image placeholders."""
-    from datamodules.prompts import ANSWER_HINTS
-
-    hint = ANSWER_HINTS.get(row["problem_type"] or "")
-    return row["problem"].strip() + (f"\n{hint}" if hint else "")
+    return get_template(TEMPLATE).question(row["problem"], row["problem_type"])
 
 
 def _request(stage: str, row: dict[str, Any], prompts: Prompts, caches: dict[str, StageCache]) -> ChatRequest:
@@ -111,18 +114,15 @@ def _request(stage: str, row: dict[str, Any], prompts: Prompts, caches: dict[str
 
 def sharegpt_row(row: dict[str, Any], reasoning: str, image_paths: list[str]) -> dict[str, Any]:
     """A kept row in the SFT datamodule's ShareGPT shape (the ``think`` template's system prompt and question)."""
-    from datamodules.prompts import SYSTEM_PROMPTS
-
-    human = "<image>" * len(image_paths) + _question(row)
-    turns = [{"from": "human", "value": human}, {"from": "gpt", "value": reasoning.strip()}]
-    return {"id": row["id"], "system": SYSTEM_PROMPTS["think"], "images": image_paths, "conversations": turns}
+    example = sft_example(row["problem"], row["problem_type"], image_paths, TEMPLATE, reasoning.strip())
+    return {"id": row["id"], **example}
 
 
 def run_pipeline(
     data: str,
     out: str,
-    vlm: ChatBackend,
-    reasoner: ChatBackend | None = None,
+    vlm: ChatClient,
+    reasoner: ChatClient | None = None,
     prompts: Prompts | None = None,
     filters: FilterConfig | None = None,
     batch_size: int = 16,
@@ -139,21 +139,19 @@ def run_pipeline(
 
     Args:
         data: RL-format rows (any file or folder ``VQADataModule`` reads; solution and problem type required).
-        vlm: backend for the image stages; reasoner: backend for the text stage (default: ``vlm``).
-        batch_size: requests per backend call (and per cache write).
-        min_pixels, max_pixels: image size sent to the backends (and saved with the output).
+        vlm: chat client for the image stages; reasoner: chat client for the text stage (default: ``vlm``).
+        batch_size: requests per ``chat`` call (and per cache write).
+        min_pixels, max_pixels: image size sent to the models (and saved with the output).
         limit: only the first rows (a trial run; a later run without it continues).
         skip_bad_rows: count and skip unreadable rows instead of stopping on the first.
     """
-    from datamodules.vqa import SkippedRow, VQADataset
-
     prompts, filters = prompts or Prompts(), filters or FilterConfig()
     reasoner = reasoner or vlm
     root = Path(out)
     dataset = VQADataset(
         data,
         None,
-        template="think",
+        template=TEMPLATE,
         columns=columns,
         default_problem_type=default_problem_type,
         image_root=image_root,
@@ -169,7 +167,7 @@ def run_pipeline(
     caches = {stage: StageCache(root / "stages" / f"{stage}.jsonl") for stage in STAGES}
     report: dict[str, Any] = {"rows": len(dataset), "bad_rows": len(bad), "stages": {}}
     for stage in STAGES:
-        backend = reasoner if stage == "reasoning" else vlm
+        client = reasoner if stage == "reasoning" else vlm
         previous = STAGES[STAGES.index(stage) - 1] if stage != STAGES[0] else None
         pending = [
             r
@@ -179,7 +177,7 @@ def run_pipeline(
         failed = 0
         bar = tqdm(total=len(pending), desc=stage, disable=not progress)
         for batch in _batches(pending, batch_size):
-            replies = backend.chat([_request(stage, r, prompts, caches) for r in batch])
+            replies = client.chat([_request(stage, r, prompts, caches) for r in batch])
             finished = {r["id"]: text for r, text in zip(batch, replies) if text is not None}
             failed += len(batch) - len(finished)
             caches[stage].add(finished)
@@ -227,7 +225,7 @@ def run_cli(args: list[str] | None = None) -> dict[str, Any]:
     returns its report. The importable form of the command, for notebooks and tests."""
     from jsonargparse import CLI
 
-    return CLI(run_pipeline, args=args, as_positional=False)
+    return CLI(run_pipeline, args=args, as_positional=False, prog="vlrl cold-start")
 
 
 def main(args: list[str] | None = None) -> int:
@@ -237,11 +235,12 @@ def main(args: list[str] | None = None) -> int:
     retry the rest), or the data, a model or an output folder could not be used (one line on stderr). 2: bad
     arguments (jsonargparse's usage message).
     """
-    if not logging.getLogger("tools.cold_start").handlers:  # the pipeline's progress lines, on stderr
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[vlrl-cold-start] %(message)s"))
-        logging.getLogger("tools.cold_start").addHandler(handler)
-        logging.getLogger("tools.cold_start").setLevel(logging.INFO)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[vlrl-cold-start] %(message)s"))
+    for name in ("tools.cold_start", "clients"):  # the pipeline's progress lines and the models' start-up, on stderr
+        if not logging.getLogger(name).handlers:
+            logging.getLogger(name).addHandler(handler)
+            logging.getLogger(name).setLevel(logging.INFO)
     try:
         report = run_cli(args)
     except (OSError, ValueError, KeyError) as e:

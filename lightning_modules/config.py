@@ -1,0 +1,174 @@
+"""The argument groups of the training modules, one documented dataclass each.
+
+``GRPOModule(policy=PolicyConfig, optim=OptimConfig, update=UpdateConfig, evaluation=EvalConfig, ...)`` and
+``SFTModule(policy=PolicyConfig, optim=OptimConfig, ...)``; in YAML ``model.init_args.policy.model_name_or_path``,
+``model.init_args.optim.lr``, ``model.init_args.update.micro_batch_size``, ``model.init_args.evaluation.sampling``.
+jsonargparse reads each class's ``Args:`` section for ``--help``. Each dataclass checks its own values when it is
+built (``__post_init__``), so a typo stops the run before a model loads. They are frozen: a module's defaults are
+shared instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import Any
+
+from lightning_modules.optim import SCHEDULES, beta_at, warmup_steps_for
+from lightning_modules.policy import DTYPES, LoRAConfig
+from rollout.engine import SamplingConfig
+
+LOGPS_FORWARDS = ("shared_prefix", "grouped", "per_row")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The trained policy: which checkpoint, in which dtype, what is trained.
+
+    Args:
+        model_name_or_path: Qwen2.5-VL checkpoint folder or hub id.
+        dtype: the policy's weights (the optimizer's master weights): ``float32``. Compute in bf16 with the trainer's
+            ``precision: bf16-mixed``. ``bfloat16`` weights cannot take a fine-tuning step: bf16 keeps ~3 significant
+            digits and an Adam update is about lr (5e-7), so almost every update rounds away.
+        reference_dtype: GRPO's frozen reference weights (default: the policy's); ``bfloat16`` halves its memory.
+            SFT has no reference and ignores it.
+        attn_implementation: transformers attention kernel (``sdpa``, ``flash_attention_2``, ``eager``, or ``auto``:
+            flash-attn where installed on a GPU, else sdpa).
+        gradient_checkpointing: recompute activations in the backward pass: less memory, more compute.
+        freeze_vision_tower: keep the vision encoder fixed.
+        freeze_embeddings: keep the token embeddings and LM head fixed (see ``load_policy``).
+        lora: LoRA settings, or None for a full fine-tune.
+        trust_remote_code: let transformers run model code shipped with the checkpoint (non-Qwen models).
+    """
+
+    model_name_or_path: str
+    dtype: str = "float32"
+    reference_dtype: str | None = None
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+    freeze_vision_tower: bool = False
+    freeze_embeddings: bool = False
+    lora: LoRAConfig | None = None
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("dtype", "reference_dtype"):
+            value = getattr(self, name)
+            if value is not None and value not in DTYPES:
+                raise ValueError(f"{name} must be one of {sorted(DTYPES)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW over the trainable parameters and its learning-rate schedule (``lightning_modules.optim``).
+
+    Args:
+        lr: AdamW peak learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up optimizer steps from 0 to ``lr``; the warm-up lasts
+            ``max(warmup_steps, ceil(warmup_ratio x optimizer steps))``.
+        warmup_ratio: warm-up as a share of the run's optimizer steps (Vision-R1's cold start: 0.05).
+        lr_schedule: after warm-up, ``constant`` or ``cosine`` (to 0 at the last step; Vision-R1's cold start: cosine).
+    """
+
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    lr_schedule: str = "constant"
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"unknown lr schedule {self.lr_schedule!r}; use one of {SCHEDULES}")
+        warmup_steps_for(1, self.warmup_steps, self.warmup_ratio)  # raises on a ratio outside [0, 1)
+
+    @property
+    def needs_total_steps(self) -> bool:
+        """Whether the schedule needs the run's number of optimizer steps (cosine decay, a warm-up ratio)."""
+        return self.lr_schedule != "constant" or self.warmup_ratio > 0
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """How GRPO turns one rollout batch into optimizer steps.
+
+    Args:
+        micro_batch_size: rows (completions) per forward/backward.
+        num_iterations: mu, optimizer steps per rollout batch (old log-probs frozen at rollout time).
+        max_grad_norm: gradient clipping norm per optimizer step.
+        beta_schedule: the KL coefficient (the loss's ``beta`` at step 0): ``constant`` or ``cosine`` (to 0 over the
+            run's steps).
+        logps_chunk_size: positions per LM-head and log-softmax chunk (extra memory is about chunk x vocab floats).
+        logps_forward: how policy, reference and old log-probs are computed. ``shared_prefix`` (default): each
+            prompt's images through the vision tower once and its tokens through the language model once, the G
+            completions attending to the shared keys and values; ``grouped``: images once, prompt and completion
+            together per row (what ``shared_prefix`` falls back to under gradient checkpointing); ``per_row``: the
+            model's own forward on every (prompt, completion) row. The three give the same log-probs; models outside
+            the Qwen2-VL family always use ``per_row``. Measured in ``bench/grpo_update.py``.
+        tis_cap: truncated importance sampling (off when None): each token's policy-gradient term is weighted by
+            ``min(exp(old_logps - engine_logps), tis_cap)``, correcting for the engine's sampling distribution
+            differing from the trained policy's (precision, kernels). Needs engine log-probs.
+        parity_check_every_n_steps: with an engine that reports sampling log-probs (vLLM), log the mean and max
+            |policy log-prob - engine log-prob| over the sampled tokens every N steps (0: never; not logged when
+            top-k or top-p truncates sampling, where the engine's log-probs are renormalised over the kept tokens).
+            It costs nothing: the policy's log-probs of the first iteration are the ones the loss needs anyway.
+    """
+
+    micro_batch_size: int = 8
+    num_iterations: int = 1
+    max_grad_norm: float = 1.0
+    beta_schedule: str = "constant"
+    logps_chunk_size: int = 1024
+    logps_forward: str = "shared_prefix"
+    tis_cap: float | None = None
+    parity_check_every_n_steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.micro_batch_size < 1 or self.num_iterations < 1:
+            raise ValueError(
+                f"micro_batch_size and num_iterations must be >= 1, got {self.micro_batch_size}, {self.num_iterations}"
+            )
+        if self.tis_cap is not None and self.tis_cap <= 0:
+            raise ValueError(f"tis_cap must be positive, got {self.tis_cap}")
+        if self.logps_forward not in LOGPS_FORWARDS:
+            raise ValueError(f"logps_forward must be one of {LOGPS_FORWARDS}, got {self.logps_forward!r}")
+        beta_at(0, 1, 1.0, self.beta_schedule)  # raises on an unknown schedule name
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Validation, test and predict.
+
+    Args:
+        max_new_tokens: generation length (default: the rollout's).
+        sampling: how completions are sampled (default greedy; its own ``max_new_tokens`` is replaced by the one
+            above); Vision-R1's inference preset is ``{temperature: 0.6, top_p: 0.95}``.
+        predictions_path: where ``vlrl predict`` writes JSONL (default ``<log dir>/predictions.jsonl``).
+        shortcut_diagnostics: in validation and test, also image-blind accuracy, visual dependency, caption
+            sufficiency and reasoning length against correctness (``evaluation.diagnostics``); costs one more
+            generation per held-out row (and judge calls with a caption reward).
+        short_reasoning_words: reasoning shorter than this counts as short in ``short_correct_share``.
+    """
+
+    max_new_tokens: int | None = None
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0))
+    predictions_path: str | None = None
+    shortcut_diagnostics: bool = False
+    short_reasoning_words: int = 10
+
+
+def plain(value: Any) -> Any:
+    """``value`` with every dataclass inside it (lists included) as a dict."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    return value
+
+
+def plain_hparams(hparams: MutableMapping[str, Any]) -> None:
+    """Turn the dataclasses among a module's saved hyperparameters into dicts, in place. The CLI hands a module its
+    config as plain values already; a module built in Python holds the dataclasses themselves, which a checkpoint
+    could then only load with ``torch.load(weights_only=False)``."""
+    for key, value in hparams.items():
+        hparams[key] = plain(value)

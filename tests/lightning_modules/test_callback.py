@@ -1,0 +1,135 @@
+"""RolloutCallback: the rewards receive the columns they declare, the module receives one ``RolloutStep`` whose status
+says what to do, and a staged schedule picks the settings of the current step. The rollouts are real (the tiny model
+through the HF engine); the trainer and module are the few attributes the callback reads."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from PIL import Image
+
+from lightning_modules.callbacks.rollout import (
+    RolloutCallback,
+    RolloutSettings,
+    RolloutStage,
+    RolloutStep,
+    settings_at,
+)
+from lightning_modules.policy import load_policy
+from rewards import AccuracyReward, CombinedReward, Reward
+from rollout.hf import HFEngine
+from tests.probes import TextChecksumReward
+
+
+class ColumnRecorder(Reward):
+    """Scores 0 and keeps the keyword columns of each call."""
+
+    name = "recorder"
+    columns = ("problem",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[dict] = []
+
+    def score(self, completions, **batch):
+        self.calls.append(batch)
+        return [0.0] * len(completions)
+
+
+@pytest.fixture(scope="module")
+def policy_and_processor(tiny_checkpoint, processor):
+    return load_policy(str(tiny_checkpoint), dtype="float32"), processor
+
+
+def data_batch(processor, n: int) -> dict:
+    questions = [f"What colour is shape {i}? Options: A. red B. blue" for i in range(n)]
+    prompts = [
+        processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for q in questions
+    ]
+    images = [[Image.new("RGB", (56, 56), (40 * i, 0, 0))] for i in range(n)]
+    return {
+        "prompt": prompts,
+        "images": images,
+        "id": [f"row{i}" for i in range(n)],
+        "problem": questions,
+        "solution": ["<answer>A</answer>"] * n,
+        "problem_type": ["multiple choice"] * n,
+        "task": ["colour"] * n,  # a column no reward declares
+    }
+
+
+def rollout_for(policy_and_processor, rewards: list[Reward], settings: RolloutSettings, batch: dict) -> RolloutStep:
+    policy, processor = policy_and_processor
+    engine = HFEngine()
+    callback = RolloutCallback(engine, settings)
+    module = SimpleNamespace(
+        policy=policy, processor=processor, rewards=CombinedReward(rewards), device=torch.device("cpu")
+    )
+    callback._attach(module)
+    trainer = SimpleNamespace(global_step=0, world_size=1, is_global_zero=True)
+    torch.manual_seed(0)
+    callback.on_train_batch_start(trainer, module, batch, 0)
+    return batch["rollout"]
+
+
+SETTINGS = RolloutSettings(group_size=2, max_new_tokens=4, log_samples_every_n_steps=0)
+
+
+def test_rewards_receive_the_columns_they_declare_repeated_per_completion(policy_and_processor):
+    recorder = ColumnRecorder()
+    batch = data_batch(policy_and_processor[1], 2)
+    step = rollout_for(policy_and_processor, [AccuracyReward(), recorder], SETTINGS, batch)
+    (call,) = recorder.calls
+    # the union of the declared columns (accuracy: solution, problem_type, choices, precision; recorder: problem),
+    # those the batch has: not id, not task, not the absent choices / precision
+    assert sorted(call) == ["problem", "problem_type", "solution"]
+    assert call["problem"] == [batch["problem"][0]] * 2 + [batch["problem"][1]] * 2  # prompt-major, G = 2
+    assert step.status == "train" and "reward/recorder" in step.metrics
+
+
+def test_a_step_with_spread_rewards_trains_on_every_group(policy_and_processor):
+    batch = data_batch(policy_and_processor[1], 2)
+    step = rollout_for(policy_and_processor, [TextChecksumReward()], SETTINGS, batch)
+    assert step.status == "train" and step.batch.num_groups == 2 and step.batch.num_rows == 4
+    assert step.metrics["rollout/groups_kept"] == 2.0 and step.metrics["rollout/group_size"] == 2.0
+
+
+def test_dynamic_sampling_without_an_informative_group_is_uninformative(policy_and_processor):
+    settings = RolloutSettings(group_size=2, max_new_tokens=4, log_samples_every_n_steps=0, dynamic_sampling=True)
+    batch = data_batch(policy_and_processor[1], 2)
+    step = rollout_for(policy_and_processor, [ColumnRecorder()], settings, batch)  # every completion scores 0
+    assert step.status == "uninformative" and step.batch is None
+    assert step.metrics["rollout/groups_kept"] == 0.0 and step.metrics["rollout/uninformative_steps"] == 1.0
+    assert "reward/total" in step.metrics  # the rollout's metrics are still handed over
+
+
+def test_a_batch_whose_rows_were_all_skipped_is_empty(policy_and_processor):
+    batch = {key: [] for key in data_batch(policy_and_processor[1], 0)}
+    recorder = ColumnRecorder()
+    step = rollout_for(policy_and_processor, [recorder], SETTINGS, batch)
+    assert step == RolloutStep("empty") and recorder.calls == []  # nothing sampled, nothing scored
+
+
+def test_rollout_step_status_and_batch_agree():
+    with pytest.raises(ValueError, match="status"):
+        RolloutStep("skipped")
+    with pytest.raises(ValueError, match="needs"):
+        RolloutStep("train")
+    with pytest.raises(ValueError, match="has no"):
+        RolloutStep("empty", batch=object())
+
+
+def test_ptst_stage_schedule():
+    base = RolloutSettings(group_size=8, max_new_tokens=100)
+    stages = [RolloutStage(2, 4096, 16), RolloutStage(3, 8192, 8), RolloutStage(1, 16384, 4)]
+    seen = [(s.max_new_tokens, s.group_size) for s in (settings_at(k, base, stages) for k in range(8))]
+    assert seen == [(4096, 16)] * 2 + [(8192, 8)] * 3 + [(16384, 4)] * 3  # the last stage continues
+    assert settings_at(5, base, None) is base
+    assert settings_at(3, base, stages).temperature == base.temperature  # a stage overrides length and G only
