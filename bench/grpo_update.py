@@ -45,7 +45,7 @@ from bench.results import RESULTS, append_result
 from datamodules.prompts import build_messages
 from datamodules.synthetic import write_synthetic_dataset
 from datamodules.vqa import VQADataModule, VQADataset
-from lightning_modules.callbacks.rollout import RolloutSettings
+from lightning_modules.callback import RolloutSettings
 from lightning_modules.config import OptimConfig, PolicyConfig, UpdateConfig
 from lightning_modules.grpo import GRPOModule
 from lightning_modules.losses import GRPOLoss

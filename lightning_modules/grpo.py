@@ -1,6 +1,6 @@
 """GRPOModule: the Qwen2.5-VL policy, its frozen reference, rewards and one policy-gradient loss.
 
-The rollout callback (``lightning_modules.callbacks.rollout.RolloutCallback``, added by ``configure_callbacks``)
+The rollout callback (``lightning_modules.callback.RolloutCallback``, added by ``configure_callbacks``)
 puts a ``RolloutStep`` into each training batch; ``training_step`` then computes the frozen log-probs (reference,
 and old when mu > 1) in micro-batches and steps the optimizer ``num_iterations`` (mu) times on the batch, each step
 a forward and backward per micro-batch. Optimisation is manual so that mu and micro-batching are explicit. A step
@@ -17,7 +17,7 @@ for GRPO/Dr.GRPO/GSPO and makes DAPO's token mean a per-micro-batch token mean.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -33,63 +33,24 @@ from evaluation.records import (
     write_question_rows,
     write_results,
 )
-from lightning_modules.callbacks.prediction_writer import JSONLPredictionWriter, gather_rows
-from lightning_modules.callbacks.rollout import RolloutCallback, RolloutSettings, RolloutStage, RolloutStep
-from lightning_modules.callbacks.skipped_rows import SkippedRowsReport
+from lightning_modules.callback import RolloutCallback, RolloutSettings, RolloutStage, RolloutStep
 from lightning_modules.config import EvalConfig, OptimConfig, PolicyConfig, UpdateConfig, plain_hparams
 from lightning_modules.logprobs import completion_logps, grouped_completion_logps, supports_grouped_forward
 from lightning_modules.losses import GRPOLoss, PolicyLoss, masked_mean
+from lightning_modules.metrics import EngineParity, EvalScorers
 from lightning_modules.optim import adamw_with_warmup, beta_at, finite_everywhere
+from lightning_modules.outputs import JSONLPredictionWriter, SkippedRowsReport, gather_rows
 from lightning_modules.policy import FrozenReference, load_policy, reference_context
 from lightning_modules.preflight import check_run
 from lightning_modules.run_state import capture_rng, resolve_log_dir, restore_rng
 from lightning_modules.sharding import gathered_root, mixed_precision_policy, shard_model
 from rewards import AccuracyReward, CombinedReward, Reward
+from rewards.templates import get_template
 from rollout.batch import RolloutBatch
 from rollout.engine import RolloutEngine
 from rollout.hf import HFEngine
 from rollout.vllm import VLLMEngine  # noqa: F401 - lists it among --model.engine's choices; vllm loads on first use
 from rollout.weights import full_tensor, is_peft
-
-
-@dataclass
-class EvalScorers:
-    """What scores validation, test and predict: evaluation copies of the configured accuracy, format (or
-    hard-format) and caption rewards, built once. Their counters are their own, never the training rewards'."""
-
-    accuracy: Reward
-    format: Reward | None = None
-    caption: Reward | None = None
-
-    @classmethod
-    def of(cls, rewards: CombinedReward) -> EvalScorers:
-        by_name = dict(zip(rewards.names, rewards.rewards))
-
-        def copy(*names: str) -> Reward | None:
-            return next((by_name[name].evaluation_copy() for name in names if name in by_name), None)
-
-        return cls(copy("accuracy") or AccuracyReward(), copy("format", "hard_format_result"), copy("caption"))
-
-    def columns(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """The batch's columns that the scorers declare."""
-        scorers = [s for s in (self.accuracy, self.format, self.caption) if s is not None]
-        return {key: batch[key] for scorer in scorers for key in scorer.columns if key in batch}
-
-
-class EngineParity:
-    """Mean and max |policy log-prob - engine log-prob| over a rollout's sampled tokens, summed over the micro-batches
-    of the first iteration (the policy as the engine saw it)."""
-
-    def __init__(self, tokens: float) -> None:
-        self.tokens, self.mean, self.max = max(1.0, tokens), 0.0, 0.0
-
-    def add(self, logps: torch.Tensor, engine_logps: torch.Tensor, mask: torch.Tensor) -> None:
-        diff = (logps.detach() - engine_logps).abs() * mask  # [n, C]
-        self.mean += float(diff.sum()) / self.tokens
-        self.max = max(self.max, float(diff.max()))
-
-    def metrics(self) -> dict[str, float]:
-        return {"rollout/engine_logp_diff_mean": self.mean, "rollout/engine_logp_diff_max": self.max}
 
 
 class GRPOModule(LightningModule):
@@ -102,7 +63,7 @@ class GRPOModule(LightningModule):
         loss: a ``lightning_modules.losses`` class (GRPOLoss, DAPOLoss, DrGRPOLoss, GSPOLoss); its beta is the
             initial KL coefficient (default: ``GRPOLoss()``).
         engine: the rollout engine: ``rollout.hf.HFEngine`` (default) or ``rollout.vllm.VLLMEngine``.
-        rollout: group size, sampling and advantage settings (``lightning_modules.callbacks.rollout.RolloutSettings``).
+        rollout: group size, sampling and advantage settings (``lightning_modules.callback.RolloutSettings``).
         rollout_stages: a staged schedule of (steps, max_new_tokens, group_size) overriding ``rollout``, e.g.
             Vision-R1's PTST.
         optim: AdamW's learning rate, weight decay, warm-up and schedule.
@@ -177,15 +138,15 @@ class GRPOModule(LightningModule):
         ``plain`` template ask for a bare answer, which that would score 0 on every row: evaluation then reads the
         whole reply, and a configured accuracy reward must say so itself (``answer_fallbacks: [text]``)."""
         data = self.trainer.datamodule if self.trainer is not None else None
-        plain = getattr(getattr(data, "hparams", None), "template", None) == "plain"
-        if not plain or self.scorers.accuracy.answer_fallbacks:
+        name = getattr(getattr(data, "hparams", None), "template", None)
+        if name is None or get_template(name).answer_in_block or self.scorers.accuracy.answer_fallbacks:
             return
         if "accuracy" in self.rewards.names:
             raise ValueError(
-                "data.init_args.template is 'plain' (no <answer> tags) but rewards.AccuracyReward reads "
+                f"data.init_args.template is {name!r} (no <answer> tags) but rewards.AccuracyReward reads "
                 "the <answer> block only: set its init_args.answer_fallbacks: [text]"
             )
-        self.scorers.accuracy = AccuracyReward(answer_fallbacks=("text",))
+        self.scorers.accuracy = AccuracyReward(answer_fallbacks=get_template(name).answer_fallbacks)
 
     def configure_callbacks(self):
         return [

@@ -14,10 +14,10 @@ import torch
 from lightning import LightningModule
 
 from datamodules.resumable import mark_batch_consumed
-from lightning_modules.callbacks.skipped_rows import SkippedRowsReport
 from lightning_modules.config import OptimConfig, PolicyConfig, plain_hparams
 from lightning_modules.logprobs import backbone_and_head, selective_logps
 from lightning_modules.optim import adamw_with_warmup
+from lightning_modules.outputs import SkippedRowsReport
 from lightning_modules.policy import export_policy, export_sharded, load_policy
 from lightning_modules.preflight import check_run
 from lightning_modules.run_state import capture_rng, restore_rng

@@ -70,9 +70,7 @@ def test_engine_help_describes_every_option(capsys, class_path: str) -> None:
     assert undescribed(text, "engine", getattr(importlib.import_module(module), name)) == []
 
 
-@pytest.mark.parametrize(
-    "class_path", ["lightning_modules.callbacks.rollout.RolloutSettings", "rollout.engine.SamplingConfig"]
-)
+@pytest.mark.parametrize("class_path", ["lightning_modules.callback.RolloutSettings", "rollout.engine.SamplingConfig"])
 def test_settings_help_describes_every_option(class_path: str) -> None:
     """Dataclass init args: the CLI cannot print their help on their own inside ``--model`` (jsonargparse offers
     ``--model.rollout.help`` but rejects it in subclass mode), so the same parser builds it here."""

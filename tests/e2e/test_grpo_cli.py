@@ -191,7 +191,7 @@ class SomeGroupsReward(Reward):
 
 @pytest.mark.slow
 def test_dynamic_sampling_trains_on_informative_groups_only(tiny_checkpoint, tmp_path):
-    from lightning_modules.callbacks.rollout import RolloutSettings
+    from lightning_modules.callback import RolloutSettings
 
     with pytest.raises(ValueError, match="prompts_per_step must be >= 1"):
         RolloutSettings(dynamic_sampling=True, prompts_per_step=0)

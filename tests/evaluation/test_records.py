@@ -7,7 +7,7 @@ import json
 import torch
 
 from evaluation.records import question_rows, write_question_rows
-from lightning_modules.callbacks.prediction_writer import gather_rows
+from lightning_modules.outputs import gather_rows
 
 
 def _batch(indices: list[int]) -> dict:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_modules.callbacks.rollout import (
+from lightning_modules.callback import (
     RolloutCallback,
     RolloutSettings,
     RolloutStage,

@@ -9,7 +9,7 @@ import torch
 from lightning import Trainer
 
 from datamodules.vqa import VQADataModule
-from lightning_modules.callbacks.rollout import RolloutSettings
+from lightning_modules.callback import RolloutSettings
 from lightning_modules.config import EvalConfig, OptimConfig, PolicyConfig, UpdateConfig
 from lightning_modules.grpo import GRPOModule
 from rewards import AccuracyReward, FormatReward, Reward

@@ -1,11 +1,17 @@
-"""The end-of-run account of every row a run did not use.
+"""Callbacks that write what a run leaves besides checkpoints.
 
-Datamodules built with ``skip_bad_rows`` / ``skip_long_prompts`` drop unreadable rows and over-long prompts from
-their batches and say so in ``batch["skipped"]`` (reason -> count), ``batch["skipped_messages"]`` (one line per
-row naming the file and row) and ``batch["skipped_reasons"]`` (aligned with the messages). The modules log the
-counts as metrics; this callback keeps the rows themselves:
-each skip is appended to ``<log dir>/skipped_rows.jsonl`` (stage, step, reason, message) as it happens, so a killed
-run loses nothing, and when fit/validate/test ends a summary is printed:
+``JSONLPredictionWriter``: ``vlrl predict`` output, one JSON line per prompt, written as batches finish, one file per
+rank. Each record: ``id``, ``problem``, ``completion``, ``answer`` (the ``<answer>`` block, None without one, as the
+accuracy reward reads it by default), ``completion_tokens``, ``truncated``, and when the row has a solution,
+``solution`` and ``score`` (the accuracy reward for its problem type). ``gather_rows`` merges evaluation records
+across ranks.
+
+``SkippedRowsReport``: the end-of-run account of every row a run did not use. Datamodules built with
+``skip_bad_rows`` / ``skip_long_prompts`` drop unreadable rows and over-long prompts from their batches and say so in
+``batch["skipped"]`` (reason -> count), ``batch["skipped_messages"]`` (one line per row naming the file and row) and
+``batch["skipped_reasons"]`` (aligned with the messages). The modules log the counts as metrics; this callback keeps
+the rows themselves: each skip is appended to ``<log dir>/skipped_rows.jsonl`` (stage, step, reason, message) as it
+happens, so a killed run loses nothing, and when fit/validate/test ends a summary is printed:
 ``skipped 7 rows (train: bad_row 5, prompt_too_long 2); details: runs/x/logs/version_0/skipped_rows.jsonl``.
 """
 
@@ -16,10 +22,63 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_modules.run_state import resolve_log_dir
+
+
+def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's rows (on every rank), in dataset order; the local rows when not distributed. A collective."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, rows)
+        rows = [row for part in parts for row in part]
+    return sorted(rows, key=lambda row: row["index"])
+
+
+class JSONLPredictionWriter(BasePredictionWriter):
+    """Args: path: the output file (default ``<log dir>/predictions.jsonl``); rank r > 0 writes ``*.rank{r}.jsonl``."""
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.path = path
+        self.written = 0
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.log_dir = resolve_log_dir(trainer)  # a collective under DDP/FSDP: every rank, here
+
+    def output_path(self, trainer) -> Path:
+        base = Path(self.path) if self.path else self.log_dir / "predictions.jsonl"
+        if trainer.global_rank > 0:
+            base = base.with_suffix(f".rank{trainer.global_rank}.jsonl")
+        return base
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        path = self.output_path(trainer)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")  # a new prediction run replaces the file
+        self.written = 0
+
+    def write_on_batch_end(
+        self,
+        trainer,
+        pl_module,
+        prediction: list[dict[str, Any]],
+        batch_indices,
+        batch,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        with self.output_path(trainer).open("a") as f:
+            for record in prediction or []:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.written += len(prediction or [])
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        print(f"wrote {self.written} predictions to {self.output_path(trainer)}")
 
 
 class SkippedRowsReport(Callback):

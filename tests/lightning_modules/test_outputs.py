@@ -4,7 +4,7 @@ import json
 from types import SimpleNamespace
 
 from datamodules.vqa import VQADataset, collate_rows
-from lightning_modules.callbacks.skipped_rows import SkippedRowsReport
+from lightning_modules.outputs import SkippedRowsReport
 
 
 def test_each_skipped_row_keeps_its_own_reason(synthetic_dir, tokenizer, tmp_path):
