@@ -131,7 +131,21 @@ class GRPOModule(LightningModule):
     def setup(self, stage: str) -> None:
         self.log_dir = resolve_log_dir(self.trainer)  # a collective under DDP/FSDP: every rank, here
         check_run(self.trainer, stage, self.policy_config.attn_implementation, self.engine)  # before model and engine
+        self._check_templates()
         self._check_answer_location()
+
+    def _check_templates(self) -> None:
+        """Rewards that check a template (format, hard format-result) check the one the prompts ask for: the data's
+        ``template`` and each such reward's name the same ``rewards.templates`` entry."""
+        data = self.trainer.datamodule if self.trainer is not None else None
+        name = getattr(getattr(data, "hparams", None), "template", None)
+        for reward_name, reward in zip(self.rewards.names, self.rewards.rewards):
+            theirs = reward.template
+            if name is not None and theirs is not None and theirs != name:
+                raise ValueError(
+                    f"data.init_args.template is {name!r} but the {reward_name} reward checks template {theirs!r}: "
+                    f"set its init_args.template: {name} (or ${{data.init_args.template}})"
+                )
 
     def _check_answer_location(self) -> None:
         """The accuracy reward reads the ``<answer>`` block only (as the published rewards do). Prompts of the

@@ -36,6 +36,7 @@ class Reward(ABC):
     name: str = "reward"
     #: every dataset column this reward reads, optional ones included (callers pass exactly these); a column given
     #: as a list must have one value per completion
+    template: str | None = None  # the output template (``rewards.templates``) this reward checks, if it checks one
     columns: tuple[str, ...] = ()
 
     def __init__(self) -> None:

@@ -153,3 +153,14 @@ def test_evaluation_leaves_the_training_rewards_counters_alone(tiny_checkpoint, 
     # a random model writes no <answer> block: the evaluation copy counts it, the training reward does not
     assert module.scorers.accuracy.stats["no_answer"] > 0
     assert all(not reward.stats for reward in module.rewards.rewards)
+
+
+def test_a_format_reward_checking_another_template_than_the_prompts_stops_the_run(tiny_checkpoint, synthetic_dir):
+    module = grpo(tiny_checkpoint, [AccuracyReward(), FormatReward(template="caption")])
+    data = VQADataModule(
+        val_data=str(synthetic_dir / "train.jsonl"), model_name_or_path=str(tiny_checkpoint), template="think"
+    )
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="template is 'think' but the format reward checks template 'caption'"):
+        trainer.validate(module, datamodule=data, verbose=False)
+    assert module.policy is None  # stopped in setup, before the model loaded
