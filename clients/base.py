@@ -69,7 +69,7 @@ def restore_think(text: str, prompt: str = "") -> str:
 
 class ChatClient(Judge):
     """Args shared by every client:
-    max_new_tokens: longest reply, in tokens.
+    max_new_tokens: longest reply, in tokens (128: a judge's short answer; the cold-start configs set their own).
     temperature: 0 is greedy (the default: a judge's score then depends on its input alone).
     top_p: nucleus sampling threshold (1: off); top_k: keep the k most likely tokens (0: off). Both apply only when
         sampling.
@@ -79,7 +79,7 @@ class ChatClient(Judge):
 
     def __init__(
         self,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = 128,
         temperature: float = 0.0,
         top_p: float = 1.0,
         top_k: int = 0,

@@ -39,7 +39,7 @@ class HFChatClient(ChatClient):
         self,
         model: str | Any,
         processor: Any = None,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = 128,
         temperature: float = 0.0,
         top_p: float = 1.0,
         top_k: int = 0,

@@ -74,7 +74,7 @@ class OpenAIChatClient(ChatClient):
         self,
         base_url: str,
         model: str,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = 128,
         temperature: float = 0.0,
         top_p: float = 1.0,
         top_k: int = 0,

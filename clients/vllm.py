@@ -62,7 +62,7 @@ class VLLMChatClient(ChatClient):
     def __init__(
         self,
         model: str,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = 128,
         temperature: float = 0.0,
         top_p: float = 1.0,
         top_k: int = 0,

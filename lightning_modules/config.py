@@ -10,9 +10,10 @@ shared instances.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import MutableMapping
-from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, TypeVar
 
 from lightning_modules.optim import SCHEDULES, beta_at, warmup_steps_for
 from lightning_modules.policy import DTYPES, LoRAConfig
@@ -172,3 +173,24 @@ def plain_hparams(hparams: MutableMapping[str, Any]) -> None:
     could then only load with ``torch.load(weights_only=False)``."""
     for key, value in hparams.items():
         hparams[key] = plain(value)
+
+
+T = TypeVar("T")
+
+
+def from_plain(cls: type[T], value: T | dict[str, Any] | None) -> T | None:
+    """``value`` as a ``cls`` instance: a dict (a group's hyperparameters as a checkpoint stores them, see
+    ``plain_hparams``) is rebuilt, with the dataclasses inside it (``lora``, ``sampling``) rebuilt too; an instance
+    or None is returned as it is. What lets ``load_from_checkpoint`` rebuild a module."""
+    if not isinstance(value, dict):
+        return value
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in value:
+            continue
+        kwargs[f.name] = value[f.name]
+        nested = [t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if is_dataclass(t)]
+        if nested and isinstance(value[f.name], dict):
+            kwargs[f.name] = from_plain(nested[0], value[f.name])
+    return cls(**kwargs)

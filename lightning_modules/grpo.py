@@ -34,7 +34,7 @@ from evaluation.records import (
     write_results,
 )
 from lightning_modules.callback import RolloutCallback, RolloutSettings, RolloutStage, RolloutStep
-from lightning_modules.config import EvalConfig, OptimConfig, PolicyConfig, UpdateConfig, plain_hparams
+from lightning_modules.config import EvalConfig, OptimConfig, PolicyConfig, UpdateConfig, from_plain, plain_hparams
 from lightning_modules.logprobs import completion_logps, grouped_completion_logps, supports_grouped_forward
 from lightning_modules.losses import GRPOLoss, PolicyLoss, masked_mean
 from lightning_modules.metrics import EngineParity, EvalScorers
@@ -89,15 +89,17 @@ class GRPOModule(LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["rewards", "loss", "engine"])
         plain_hparams(self.hparams)  # checkpoints hold plain values: they load with torch.load(weights_only=True)
-        self.policy_config, self.optim_config, self.update_config, self.eval_config = policy, optim, update, evaluation
+        # a checkpoint's hyperparameters hold the groups as dicts (load_from_checkpoint): rebuilt here
+        self.policy_config, self.optim_config = from_plain(PolicyConfig, policy), from_plain(OptimConfig, optim)
+        self.update_config, self.eval_config = from_plain(UpdateConfig, update), from_plain(EvalConfig, evaluation)
         self.automatic_optimization = False
         self.rewards = CombinedReward(rewards, reward_weights)
         self.scorers = EvalScorers.of(self.rewards)
         self.loss_fn = loss if loss is not None else GRPOLoss()
         self.beta0 = self.loss_fn.beta
         self.engine = engine if engine is not None else HFEngine()
-        self.rollout_settings = rollout or RolloutSettings()
-        self.rollout_stages = rollout_stages
+        self.rollout_settings = from_plain(RolloutSettings, rollout) or RolloutSettings()
+        self.rollout_stages = [from_plain(RolloutStage, stage) for stage in rollout_stages or []] or None
         self.policy = None
         self.processor = None
         self.reference: FrozenReference | None = None
@@ -174,7 +176,11 @@ class GRPOModule(LightningModule):
             self.reference.to(self.device)
 
     def _total_steps(self) -> int:
-        return self.trainer.max_steps if self.trainer.max_steps > 0 else int(self.trainer.estimated_stepping_batches)
+        """Optimizer steps in the run (what ``global_step`` counts under manual optimisation): ``max_steps``, or
+        ``num_iterations`` per batch of the epochs."""
+        if self.trainer.max_steps > 0:
+            return self.trainer.max_steps
+        return int(self.trainer.estimated_stepping_batches) * self.update_config.num_iterations
 
     def configure_optimizers(self):
         o = self.optim_config

@@ -14,7 +14,7 @@ import torch
 from lightning import LightningModule
 
 from datamodules.resumable import mark_batch_consumed
-from lightning_modules.config import OptimConfig, PolicyConfig, plain_hparams
+from lightning_modules.config import OptimConfig, PolicyConfig, from_plain, plain_hparams
 from lightning_modules.logprobs import backbone_and_head, selective_logps
 from lightning_modules.optim import adamw_with_warmup
 from lightning_modules.outputs import SkippedRowsReport
@@ -60,7 +60,7 @@ class SFTModule(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         plain_hparams(self.hparams)  # checkpoints hold plain values: they load with torch.load(weights_only=True)
-        self.policy_config, self.optim_config = policy, optim
+        self.policy_config, self.optim_config = from_plain(PolicyConfig, policy), from_plain(OptimConfig, optim)
         self.policy = None
 
     def setup(self, stage: str) -> None:

@@ -2,8 +2,9 @@
 
 A reward scores each completion independently of the others:
 ``reward(completions=[...], **batch) -> FloatTensor[N]``. Dataset columns arrive as keyword lists aligned with
-``completions`` (``solution=[...]``, ``problem_type=[...]``, ``problem=[...]``); each sample is scored with its own
-row's values. A reward never raises on model output: any string (empty, huge, odd unicode, unbalanced tags) gets a
+``completions`` (``solution=[...]``, ``problem_type=[...]``, ``problem=[...]``); in training each reward receives
+the columns it declares in ``columns`` and no others (``rewards.combined``); each sample is scored with its own row's
+values. A reward never raises on model output: any string (empty, huge, odd unicode, unbalanced tags) gets a
 score. Problems that are not the model's fault (a judge that times out) score 0 and are counted in ``stats``, which
 the training loop logs through ``metrics()``.
 """

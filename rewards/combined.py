@@ -47,8 +47,9 @@ class CombinedReward:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """The dataset columns any of the rewards reads, each once, in the rewards' order."""
-        return tuple(dict.fromkeys(column for reward in self.rewards for column in reward.columns))
+        """The dataset columns to pass: ``id`` (read here, to name a row whose reward raised), then those any of the
+        rewards reads, each once, in the rewards' order. Each reward receives only its own."""
+        return tuple(dict.fromkeys(["id", *(column for reward in self.rewards for column in reward.columns)]))
 
     @property
     def judges(self) -> list[Judge]:
@@ -73,6 +74,8 @@ class CombinedReward:
         return total, components
 
     def _score(self, name: str, reward: Reward, completions: Sequence[str], batch: dict[str, Any]) -> torch.Tensor:
+        ids = batch.get("id")
+        batch = {key: batch[key] for key in reward.columns if key in batch}  # the columns this reward declares
         try:
             return reward(completions, **batch)
         except RewardInputError:
@@ -91,7 +94,7 @@ class CombinedReward:
                 self.errors[name] = self.errors.get(name, 0) + 1
                 if name not in self.warned:
                     self.warned.add(name)
-                    ident = row.get("id", [None])[0] if isinstance(row.get("id"), list) else None
+                    ident = ids[i] if isinstance(ids, (list, tuple)) and len(ids) == n else None
                     log.warning(
                         "reward %r raised on row index %s (id %s) and scores 0 there; further errors are only "
                         "counted in %s/errors: %s: %s",

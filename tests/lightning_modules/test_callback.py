@@ -87,9 +87,8 @@ def test_rewards_receive_the_columns_they_declare_repeated_per_completion(policy
     batch = data_batch(policy_and_processor[1], 2)
     step = rollout_for(policy_and_processor, [AccuracyReward(), recorder], SETTINGS, batch)
     (call,) = recorder.calls
-    # the union of the declared columns (accuracy: solution, problem_type, choices, precision; recorder: problem),
-    # those the batch has: not id, not task, not the absent choices / precision
-    assert sorted(call) == ["problem", "problem_type", "solution"]
+    # each reward receives the columns it declares (the recorder: problem), not id, not task, not accuracy's
+    assert sorted(call) == ["problem"]
     assert call["problem"] == [batch["problem"][0]] * 2 + [batch["problem"][1]] * 2  # prompt-major, G = 2
     assert step.status == "train" and "reward/recorder" in step.metrics
 

@@ -164,3 +164,48 @@ def test_a_format_reward_checking_another_template_than_the_prompts_stops_the_ru
     with pytest.raises(ValueError, match="template is 'think' but the format reward checks template 'caption'"):
         trainer.validate(module, datamodule=data, verbose=False)
     assert module.policy is None  # stopped in setup, before the model loaded
+
+
+def one_step(checkpoint, synthetic_dir, tmp_path, **update) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The weights after one update, and the update's loss and gradient norm (before clipping)."""
+    torch.manual_seed(0)  # the same rollouts for every setting: sampling does not depend on the update's settings
+    module = grpo(checkpoint, [TextChecksumReward()])
+    module.update_config = UpdateConfig(**update)
+    trainer = fit(module, checkpoint, synthetic_dir, tmp_path)
+    logged = {key: float(trainer.callback_metrics[f"train/{key}"]) for key in ("loss", "grad_norm")}
+    return weights(module), logged
+
+
+@pytest.mark.slow
+def test_micro_batches_and_log_prob_forwards_take_the_same_step(tiny_checkpoint, synthetic_dir, tmp_path):
+    """4 rows (2 prompts x G 2) in one micro-batch, or in micro-batches that begin inside groups, through the
+    shared-prefix forward or the model's own per-row forward: each micro-batch's loss is weighted by its share of
+    rows, so the loss and the gradient (its norm: Adam's step alone would not show a wrong scale) are the same."""
+    whole, whole_logged = one_step(tiny_checkpoint, synthetic_dir, tmp_path / "a", micro_batch_size=4)
+    settings = (
+        {"micro_batch_size": 1},
+        {"micro_batch_size": 3},
+        {"micro_batch_size": 1, "logps_forward": "per_row"},
+        {"micro_batch_size": 2, "logps_forward": "grouped"},
+    )
+    for i, setting in enumerate(settings):
+        got, logged = one_step(tiny_checkpoint, synthetic_dir, tmp_path / str(i), **setting)
+        assert logged == pytest.approx(whole_logged, rel=1e-4, abs=1e-6), setting  # the loss is ~0 at ratio 1
+        for key, value in whole.items():  # Adam's step is ~lr (1e-3) per weight; float sums differ far below
+            torch.testing.assert_close(got[key], value, rtol=0, atol=2e-5, msg=f"{setting}: {key}")
+
+
+def test_mu_iterations_take_mu_optimizer_steps_per_rollout(tiny_checkpoint, synthetic_dir, tmp_path):
+    module = grpo(tiny_checkpoint, [TextChecksumReward()])
+    module.update_config = UpdateConfig(micro_batch_size=2, num_iterations=2)
+    trainer = fit(module, tiny_checkpoint, synthetic_dir, tmp_path, steps=2)
+    assert trainer.global_step == 2 and trainer.fit_loop.epoch_loop.batch_progress.total.completed == 1
+    assert "train/loss" in trainer.callback_metrics  # the second iteration's ratio is against the frozen old log-probs
+    assert module._total_steps() == 2
+
+
+def test_tis_needs_an_engine_that_reports_sampling_log_probs(tiny_checkpoint, synthetic_dir, tmp_path):
+    module = grpo(tiny_checkpoint, [TextChecksumReward()])
+    module.update_config = UpdateConfig(micro_batch_size=2, tis_cap=2.0)
+    with pytest.raises(RuntimeError, match="tis_cap needs an engine that reports sampling log-probs"):
+        fit(module, tiny_checkpoint, synthetic_dir, tmp_path)

@@ -78,8 +78,9 @@ def test_combined_rejects_mismatched_weights():
 
 def test_columns_are_the_union_of_the_rewards_columns_in_order():
     combined = CombinedReward([FormatReward("caption"), CaptionReward(OracleJudge()), AccuracyReward()])
-    # format reads none; caption reads problem, solution, problem_type; accuracy adds its optional benchmark columns
-    assert combined.columns == ("problem", "solution", "problem_type", "choices", "precision")
+    # id names a row whose reward raised; format reads none; caption reads problem, solution, problem_type;
+    # accuracy adds its optional benchmark columns
+    assert combined.columns == ("id", "problem", "solution", "problem_type", "choices", "precision")
 
 
 def test_the_columns_are_all_a_reward_reads():
