@@ -440,6 +440,7 @@ class GRPOModule(LightningModule):
         if not self.trainer.sanity_checking:
             for stage in self._val_stages():  # the same names on every rank: the tallies' gathers pair up
                 self._report_categories(stage)
+        self._log_scorer_counts("val")
 
     def on_test_epoch_start(self) -> None:
         self._eval_tally.pop("test", None)
@@ -447,6 +448,13 @@ class GRPOModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._report_categories("test")
+        self._log_scorer_counts("test")
+
+    def _log_scorer_counts(self, stage: str) -> None:
+        """The evaluation scorers' counters of the epoch (e.g. ``val/counts/caption/judge_failed``), summed over
+        ranks; the training rewards' counters are logged per step under their own names."""
+        for key, value in self.scorers.metrics().items():
+            self.log(f"{stage}/counts/{key}", value, reduce_fx="sum", sync_dist=True)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, self._val_stages()[dataloader_idx])

@@ -29,10 +29,16 @@ class EvalScorers:
 
         return cls(copy("accuracy") or AccuracyReward(), copy("format", "hard_format_result"), copy("caption"))
 
+    def all(self) -> list[Reward]:
+        return [s for s in (self.accuracy, self.format, self.caption) if s is not None]
+
     def columns(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The batch's columns that the scorers declare."""
-        scorers = [s for s in (self.accuracy, self.format, self.caption) if s is not None]
-        return {key: batch[key] for scorer in scorers for key in scorer.columns if key in batch}
+        return {key: batch[key] for scorer in self.all() for key in scorer.columns if key in batch}
+
+    def metrics(self) -> dict[str, float]:
+        """The scorers' counters since the last call (answers missing, judge failures ...), ``{name}/{counter}``."""
+        return {key: value for scorer in self.all() for key, value in scorer.metrics().items()}
 
 
 class EngineParity:
