@@ -71,3 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         args.dtype,
     )
     print(json.dumps(record, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -67,7 +67,8 @@ def test_one_image_and_question_from_the_command_line(tiny_checkpoint, tmp_path)
         [
             sys.executable,
             "-m",
-            "tools.predict",
+            "vlrl_cli",
+            "predict-one",
             str(tiny_checkpoint),
             "--image",
             str(image),
