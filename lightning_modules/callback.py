@@ -210,7 +210,7 @@ class RolloutCallback(Callback):
                 "rollout/groups": float(out.prompt_ids.shape[0]),
             }
         )
-        if hasattr(self.engine, "weight_version"):
+        if self.engine.weight_version is not None:
             metrics["rollout/weight_version"] = float(self.engine.weight_version)
         return metrics
 

@@ -41,7 +41,7 @@ from lightning_modules.metrics import EngineParity, EvalScorers
 from lightning_modules.optim import adamw_with_warmup, beta_at, finite_everywhere
 from lightning_modules.outputs import JSONLPredictionWriter, SkippedRowsReport, gather_rows
 from lightning_modules.policy import FrozenReference, load_policy, reference_context
-from lightning_modules.preflight import check_run
+from lightning_modules.preflight import check_run, data_template
 from lightning_modules.run_state import capture_rng, resolve_log_dir, restore_rng
 from lightning_modules.sharding import gathered_root, mixed_precision_policy, shard_model
 from rewards import AccuracyReward, CombinedReward, Reward
@@ -140,7 +140,7 @@ class GRPOModule(LightningModule):
         """Rewards that check a template (format, hard format-result) check the one the prompts ask for: the data's
         ``template`` and each such reward's name the same ``rewards.templates`` entry."""
         data = self.trainer.datamodule if self.trainer is not None else None
-        name = getattr(getattr(data, "hparams", None), "template", None)
+        name = data_template(data)
         for reward_name, reward in zip(self.rewards.names, self.rewards.rewards):
             theirs = reward.template
             if name is not None and theirs is not None and theirs != name:
@@ -154,7 +154,7 @@ class GRPOModule(LightningModule):
         ``plain`` template ask for a bare answer, which that would score 0 on every row: evaluation then reads the
         whole reply, and a configured accuracy reward must say so itself (``answer_fallbacks: [text]``)."""
         data = self.trainer.datamodule if self.trainer is not None else None
-        name = getattr(getattr(data, "hparams", None), "template", None)
+        name = data_template(data)
         if name is None or get_template(name).answer_in_block or self.scorers.accuracy.answer_fallbacks:
             return
         if "accuracy" in self.rewards.names:

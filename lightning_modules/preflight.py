@@ -74,3 +74,8 @@ def check_run(trainer: Any, stage: str, attn_implementation: str | None = None, 
         )
     if problems:
         raise ValueError("the configuration cannot run:\n  - " + "\n  - ".join(problems))
+
+
+def data_template(datamodule: Any) -> str | None:
+    """The output template the datamodule's prompts ask for (``rewards.templates``), or None for data without one."""
+    return getattr(getattr(datamodule, "hparams", None), "template", None)

@@ -130,6 +130,9 @@ def encode_prompts(processor: Any, prompts: Sequence[str], images: Sequence[Sequ
 class RolloutEngine(ABC):
     """Generates completions for prompts with images."""
 
+    #: weight syncs so far, for an engine that keeps its own copy of the weights (None: it samples the live policy)
+    weight_version: int | None = None
+
     def setup(self, policy: nn.Module, processor: Any) -> None:  # noqa: B027 - optional hook
         """Called once the policy exists (and again after it moves)."""
 
