@@ -41,11 +41,10 @@ from lightning_modules.metrics import EngineParity, EvalScorers
 from lightning_modules.optim import adamw_with_warmup, beta_at, finite_everywhere
 from lightning_modules.outputs import JSONLPredictionWriter, SkippedRowsReport, gather_rows
 from lightning_modules.policy import FrozenReference, load_policy, reference_context
-from lightning_modules.preflight import check_run, data_template
+from lightning_modules.preflight import check_run, check_templates, evaluation_fallbacks
 from lightning_modules.run_state import capture_rng, resolve_log_dir, restore_rng
 from lightning_modules.sharding import gathered_root, mixed_precision_policy, shard_model
 from rewards import AccuracyReward, CombinedReward, Reward
-from rewards.templates import get_template
 from rollout.batch import RolloutBatch
 from rollout.engine import RolloutEngine
 from rollout.hf import HFEngine
@@ -133,36 +132,14 @@ class GRPOModule(LightningModule):
     def setup(self, stage: str) -> None:
         self.log_dir = resolve_log_dir(self.trainer)  # a collective under DDP/FSDP: every rank, here
         check_run(self.trainer, stage, self.policy_config.attn_implementation, self.engine)  # before model and engine
-        self._check_templates()
+        check_templates(self.trainer.datamodule, self.rewards)
         self._check_answer_location()
 
-    def _check_templates(self) -> None:
-        """Rewards that check a template (format, hard format-result) check the one the prompts ask for: the data's
-        ``template`` and each such reward's name the same ``rewards.templates`` entry."""
-        data = self.trainer.datamodule if self.trainer is not None else None
-        name = data_template(data)
-        for reward_name, reward in zip(self.rewards.names, self.rewards.rewards):
-            theirs = reward.template
-            if name is not None and theirs is not None and theirs != name:
-                raise ValueError(
-                    f"data.init_args.template is {name!r} but the {reward_name} reward checks template {theirs!r}: "
-                    f"set its init_args.template: {name} (or ${{data.init_args.template}})"
-                )
-
     def _check_answer_location(self) -> None:
-        """The accuracy reward reads the ``<answer>`` block only (as the published rewards do). Prompts of the
-        ``plain`` template ask for a bare answer, which that would score 0 on every row: evaluation then reads the
-        whole reply, and a configured accuracy reward must say so itself (``answer_fallbacks: [text]``)."""
-        data = self.trainer.datamodule if self.trainer is not None else None
-        name = data_template(data)
-        if name is None or get_template(name).answer_in_block or self.scorers.accuracy.answer_fallbacks:
-            return
-        if "accuracy" in self.rewards.names:
-            raise ValueError(
-                f"data.init_args.template is {name!r} (no <answer> tags) but rewards.AccuracyReward reads "
-                "the <answer> block only: set its init_args.answer_fallbacks: [text]"
-            )
-        self.scorers.accuracy = AccuracyReward(answer_fallbacks=get_template(name).answer_fallbacks)
+        """See ``preflight.evaluation_fallbacks``: a ``plain``-template run scores evaluation on the whole reply."""
+        fallbacks = evaluation_fallbacks(self.trainer.datamodule, self.rewards, self.scorers.accuracy)
+        if fallbacks is not None:
+            self.scorers.accuracy = AccuracyReward(answer_fallbacks=fallbacks)
 
     def configure_callbacks(self):
         return [

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rewards import CombinedReward, Reward
+from rewards.templates import get_template
 from rollout.hf import HFEngine
 
 # The data split each evaluation stage reads. A fit without validation data trains without validation.
@@ -79,3 +81,31 @@ def check_run(trainer: Any, stage: str, attn_implementation: str | None = None, 
 def data_template(datamodule: Any) -> str | None:
     """The output template the datamodule's prompts ask for (``rewards.templates``), or None for data without one."""
     return getattr(getattr(datamodule, "hparams", None), "template", None)
+
+
+def check_templates(datamodule: Any, rewards: CombinedReward) -> None:
+    """Rewards that check a template (format, hard format-result) check the one the prompts ask for: the data's
+    ``template`` and each such reward's name the same ``rewards.templates`` entry."""
+    name = data_template(datamodule)
+    for reward_name, reward in zip(rewards.names, rewards.rewards):
+        if name is not None and reward.template is not None and reward.template != name:
+            raise ValueError(
+                f"data.init_args.template is {name!r} but the {reward_name} reward checks template "
+                f"{reward.template!r}: set its init_args.template: {name} (or ${{data.init_args.template}})"
+            )
+
+
+def evaluation_fallbacks(datamodule: Any, rewards: CombinedReward, accuracy: Reward) -> tuple[str, ...] | None:
+    """The accuracy reward reads the ``<answer>`` block only (as the published rewards do). Prompts of a template
+    without one (``plain``) ask for a bare answer, which that would score 0 on every row: evaluation then reads the
+    whole reply (the returned fallbacks; None: nothing to change), and a configured accuracy reward must say so itself
+    (``answer_fallbacks: [text]``), or the run stops here."""
+    name = data_template(datamodule)
+    if name is None or get_template(name).answer_in_block or accuracy.answer_fallbacks:
+        return None
+    if "accuracy" in rewards.names:
+        raise ValueError(
+            f"data.init_args.template is {name!r} (no <answer> tags) but rewards.AccuracyReward reads "
+            "the <answer> block only: set its init_args.answer_fallbacks: [text]"
+        )
+    return get_template(name).answer_fallbacks

@@ -7,7 +7,8 @@ import pytest
 
 from datamodules.sft import SFTDataModule
 from datamodules.vqa import VQADataModule
-from lightning_modules.preflight import config_problems
+from lightning_modules.preflight import check_templates, config_problems, evaluation_fallbacks
+from rewards import AccuracyReward, CombinedReward, FormatReward, HardFormatResultReward
 from tests.test_configs import CONFIGS, FIXTURES
 from vlrl_cli import main
 
@@ -59,3 +60,27 @@ def test_validate_without_val_data_fails_before_the_model_loads(tiny_checkpoint,
         cli.trainer.validate(cli.model, datamodule=cli.datamodule)
     assert cli.model.policy is None and cli.model.engine.llm is None  # nothing loaded, no engine started
     assert time.perf_counter() - start < 30
+
+
+def _data(template: str) -> VQADataModule:
+    return VQADataModule(val_data="unused.jsonl", template=template)
+
+
+def test_a_reward_checking_another_template_than_the_prompts_is_named():
+    rewards = CombinedReward([AccuracyReward(), FormatReward("think"), HardFormatResultReward("caption")])
+    with pytest.raises(ValueError, match="'think' but the hard_format_result reward checks template 'caption'"):
+        check_templates(_data("think"), CombinedReward([HardFormatResultReward("caption")]))
+    with pytest.raises(ValueError, match="the format reward checks template 'think'"):
+        check_templates(_data("caption"), rewards)
+    check_templates(_data("think"), CombinedReward([AccuracyReward(), FormatReward("think")]))  # agree: no error
+    check_templates(object(), rewards)  # data without a template: nothing to compare
+
+
+def test_plain_prompts_score_evaluation_on_the_whole_reply():
+    accuracy = AccuracyReward()
+    assert evaluation_fallbacks(_data("think"), CombinedReward([FormatReward("think")]), accuracy) is None
+    assert evaluation_fallbacks(_data("plain"), CombinedReward([FormatReward("think")]), accuracy) == ("text",)
+    with pytest.raises(ValueError, match="answer_fallbacks: \\[text\\]"):
+        evaluation_fallbacks(_data("plain"), CombinedReward([accuracy]), accuracy)
+    reads_text = AccuracyReward(answer_fallbacks=("text",))
+    assert evaluation_fallbacks(_data("plain"), CombinedReward([reads_text]), reads_text) is None
