@@ -17,19 +17,14 @@ as aliases of ``vlrl demo``, ``vlrl cold-start`` and ``vlrl score``.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import demo
-from bench import eval_throughput, grpo_update, lm_head_logps, memory, rollout_throughput
-from evaluation import score
-from experiments import shortcut_study
-from tools import export, predict, tiny_model
-from tools.cold_start import pipeline as cold_start
 from tools.lightning_cli import main
 
-__all__ = ["BENCHMARKS", "COMMANDS", "LIGHTNING_COMMANDS", "bench", "entry", "main", "usage"]
+__all__ = ["BENCHMARKS", "COMMANDS", "LIGHTNING_COMMANDS", "bench", "command_main", "entry", "main", "usage"]
 
 Main = Callable[[list[str] | None], Any]
 
@@ -40,12 +35,14 @@ LIGHTNING_COMMANDS = {
     "predict": "write a model's completions for a dataset or benchmark as JSON Lines",
 }
 
-BENCHMARKS: dict[str, tuple[Main, str]] = {
-    "grpo-update": (grpo_update.main, "seconds per GRPO update (ours and TRL's GRPOTrainer), MFU on a GPU"),
-    "rollout-throughput": (rollout_throughput.main, "rollout tokens per second, HF engine and vLLM"),
-    "eval-throughput": (eval_throughput.main, "questions per second of vlrl test, HF engine and vLLM"),
-    "memory": (memory.main, "memory per GPU on paper (weights, gradients, optimizer, activations)"),
-    "lm-head-logps": (lm_head_logps.main, "fused LM-head log-probs against autograd"),
+# name -> ("module:function" taking argv, one line). A module loads when its command runs, so one command's
+# dependencies (TRL, matplotlib, vLLM) cost the others nothing and cannot break them.
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "grpo-update": ("bench.grpo_update:main", "seconds per GRPO update (ours and TRL's GRPOTrainer), MFU on a GPU"),
+    "rollout-throughput": ("bench.rollout_throughput:main", "rollout tokens per second, HF engine and vLLM"),
+    "eval-throughput": ("bench.eval_throughput:main", "questions per second of vlrl test, HF engine and vLLM"),
+    "memory": ("bench.memory:main", "memory per GPU on paper (weights, gradients, optimizer, activations)"),
+    "lm-head-logps": ("bench.lm_head_logps:main", "fused LM-head log-probs against autograd"),
 }
 
 
@@ -58,19 +55,25 @@ def bench(argv: list[str] | None = None) -> Any:
         return 0 if args else 2
     if args[0] not in BENCHMARKS:
         return _unknown("vlrl bench", args[0], BENCHMARKS)
-    return BENCHMARKS[args[0]][0](args[1:])
+    return command_main(BENCHMARKS[args[0]][0])(args[1:])
 
 
-COMMANDS: dict[str, tuple[Main, str]] = {
-    "export": (export.main, "write a training checkpoint as a save_pretrained folder (transformers, vLLM)"),
-    "predict-one": (predict.main, "answer one question about one image; prints the record as JSON"),
-    "score": (score.main, "score vlrl predict output on a benchmark by its official rules"),
-    "cold-start": (cold_start.main, "build Vision-R1's cold-start SFT data with chat models (modality bridging)"),
-    "tiny-model": (tiny_model.main, "write a random-weight Qwen2.5-VL checkpoint (tiny, 3b or 7b shapes)"),
-    "demo": (demo.main, "the embedded demo: tiny model, cold-start SFT, GRPO and evaluation on this machine"),
-    "study": (shortcut_study.main, "the shortcut study: GRPO and Visionary-R1 on a benchmark with a cue"),
-    "bench": (bench, "performance benchmarks: vlrl bench <name> (vlrl bench -h lists them)"),
+COMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("tools.export:main", "write a training checkpoint as a save_pretrained folder (transformers, vLLM)"),
+    "predict-one": ("tools.predict:main", "answer one question about one image; prints the record as JSON"),
+    "score": ("evaluation.score:main", "score vlrl predict output on a benchmark by its official rules"),
+    "cold-start": ("tools.cold_start.pipeline:main", "Vision-R1 cold-start data by modality bridging"),
+    "tiny-model": ("tools.tiny_model:main", "write a random-weight Qwen2.5-VL checkpoint (tiny, 3b or 7b shapes)"),
+    "demo": ("demo:main", "the embedded demo: tiny model, cold-start SFT, GRPO and evaluation on this machine"),
+    "study": ("experiments.shortcut_study:main", "the shortcut study: GRPO and Visionary-R1 on a benchmark with a cue"),
+    "bench": ("vlrl_cli:bench", "performance benchmarks: vlrl bench <name> (vlrl bench -h lists them)"),
 }
+
+
+def command_main(target: str) -> Main:
+    """The ``main(argv)`` a ``"module:function"`` entry names, imported now."""
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _table(title: str, commands: dict[str, Any]) -> str:
@@ -109,7 +112,7 @@ def entry(argv: Sequence[str] | None = None) -> int:
         return 0
     if command not in COMMANDS:
         return _unknown("vlrl", command, {**LIGHTNING_COMMANDS, **COMMANDS})
-    status = COMMANDS[command][0](args[1:])
+    status = command_main(COMMANDS[command][0])(args[1:])
     return status if isinstance(status, int) else 0
 
 

@@ -14,7 +14,7 @@ from rewards import Reward
 from rewards.base import RewardInputError
 from tests.e2e.test_resume import fit_args
 from tools.lightning_cli import StepProgressBar, main, remove_if_unused
-from vlrl_cli import BENCHMARKS, COMMANDS, LIGHTNING_COMMANDS, entry
+from vlrl_cli import BENCHMARKS, COMMANDS, LIGHTNING_COMMANDS, command_main, entry
 
 
 class FailingReward(Reward):
@@ -152,3 +152,9 @@ def test_an_unknown_or_missing_command_is_an_error_naming_the_known_ones(capsys)
     assert "vlrl bench: error: unknown command 'speed'" in err and all(name in err for name in BENCHMARKS)
     assert entry([]) == 2 and "usage: vlrl <command>" in capsys.readouterr().err
     assert entry(["bench"]) == 2 and "usage: vlrl bench <name>" in capsys.readouterr().err
+
+
+def test_every_command_names_a_main_that_exists():
+    """Commands load on use: each ``module:function`` entry must import and be callable."""
+    for target, _ in [*COMMANDS.values(), *BENCHMARKS.values()]:
+        assert callable(command_main(target)), target
