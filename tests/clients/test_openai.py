@@ -83,7 +83,7 @@ def test_sampling_fields_sent_greedy_and_sampled():
     fields = [{k: v for k, v in r.items() if k not in ("model", "messages")} for r in server.requests]
     assert fields[0] == {"max_tokens": 32, "temperature": 0.0}  # greedy: top_p means nothing, not sent
     assert fields[1] == {"max_tokens": 64, "temperature": 0.6, "top_p": 0.95, "top_k": 20}
-    assert fields[2] == {"max_tokens": 1024, "temperature": 0.6, "top_p": 1.0}  # top_k 0: off, not sent
+    assert fields[2] == {"max_tokens": 128, "temperature": 0.6, "top_p": 1.0}  # the default length; top_k 0: not sent
 
 
 class _JudgeHandler(BaseHTTPRequestHandler):
