@@ -15,8 +15,10 @@ from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, TypeVar
 
+from torch import nn
+
 from lightning_modules.optim import SCHEDULES, beta_at, warmup_steps_for
-from lightning_modules.policy import DTYPES, LoRAConfig
+from lightning_modules.policy import DTYPES, LoRAConfig, load_policy
 from rollout.engine import SamplingConfig
 
 LOGPS_FORWARDS = ("shared_prefix", "grouped", "per_row")
@@ -57,6 +59,19 @@ class PolicyConfig:
             value = getattr(self, name)
             if value is not None and value not in DTYPES:
                 raise ValueError(f"{name} must be one of {sorted(DTYPES)}, got {value!r}")
+
+    def load(self) -> nn.Module:
+        """The policy these settings describe (``lightning_modules.policy.load_policy``)."""
+        return load_policy(
+            self.model_name_or_path,
+            dtype=self.dtype,
+            attn_implementation=self.attn_implementation,
+            gradient_checkpointing=self.gradient_checkpointing,
+            freeze_vision_tower=self.freeze_vision_tower,
+            lora=self.lora,
+            trust_remote_code=self.trust_remote_code,
+            freeze_embeddings=self.freeze_embeddings,
+        )
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from lightning_modules.losses import GRPOLoss, PolicyLoss, masked_mean
 from lightning_modules.metrics import EngineParity, EvalScorers
 from lightning_modules.optim import adamw_with_warmup, beta_at, finite_everywhere
 from lightning_modules.outputs import JSONLPredictionWriter, SkippedRowsReport, gather_rows
-from lightning_modules.policy import FrozenReference, load_policy, reference_context
+from lightning_modules.policy import FrozenReference, reference_context
 from lightning_modules.preflight import check_run, check_templates, evaluation_fallbacks
 from lightning_modules.run_state import capture_rng, resolve_log_dir, restore_rng
 from lightning_modules.sharding import gathered_root, mixed_precision_policy, shard_model
@@ -111,16 +111,7 @@ class GRPOModule(LightningModule):
         if self.policy is not None:
             return
         p = self.policy_config
-        self.policy = load_policy(
-            p.model_name_or_path,
-            dtype=p.dtype,
-            attn_implementation=p.attn_implementation,
-            gradient_checkpointing=p.gradient_checkpointing,
-            freeze_vision_tower=p.freeze_vision_tower,
-            lora=p.lora,
-            trust_remote_code=p.trust_remote_code,
-            freeze_embeddings=p.freeze_embeddings,
-        )
+        self.policy = p.load()
         self.processor = AutoProcessor.from_pretrained(p.model_name_or_path, trust_remote_code=p.trust_remote_code)
         if self.beta0 > 0 and not is_peft(self.policy):
             self.reference = FrozenReference(self.policy, p.reference_dtype)

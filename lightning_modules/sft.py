@@ -18,7 +18,7 @@ from lightning_modules.config import OptimConfig, PolicyConfig, from_plain, plai
 from lightning_modules.logprobs import backbone_and_head, selective_logps
 from lightning_modules.optim import adamw_with_warmup
 from lightning_modules.outputs import SkippedRowsReport
-from lightning_modules.policy import export_policy, export_sharded, load_policy
+from lightning_modules.policy import export_policy, export_sharded
 from lightning_modules.preflight import check_run
 from lightning_modules.run_state import capture_rng, restore_rng
 from lightning_modules.sharding import is_sharded, mixed_precision_policy, shard_model
@@ -69,17 +69,7 @@ class SFTModule(LightningModule):
     def configure_model(self) -> None:
         if self.policy is not None:
             return
-        p = self.policy_config
-        self.policy = load_policy(
-            p.model_name_or_path,
-            dtype=p.dtype,
-            attn_implementation=p.attn_implementation,
-            gradient_checkpointing=p.gradient_checkpointing,
-            freeze_vision_tower=p.freeze_vision_tower,
-            lora=p.lora,
-            trust_remote_code=p.trust_remote_code,
-            freeze_embeddings=p.freeze_embeddings,
-        )
+        self.policy = self.policy_config.load()
         if self.device_mesh is not None:  # FSDP2 (configs/strategy/fsdp.yaml)
             shard_model(self.policy, self.device_mesh["data_parallel"], mixed_precision_policy(self.trainer.precision))
 
