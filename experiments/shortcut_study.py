@@ -22,6 +22,11 @@ Each finished run leaves ``<out>/seed<S>/<method>/result.json``; the same comman
 (or with more ``--methods``) keeps those runs and the SFT exports, runs only the rest, and counts the time of
 the kept ones (``seconds`` in their files) in the study's.
 
+The cold starts and runs are independent units (a run waits only for its template's cold start). ``--jobs N``
+(default: one per core) runs N at once, each a process of this command (``--unit``) pinned to its own cores
+(``experiments.jobs``), its output in ``seed<S>/logs/<unit>.log``; ``--jobs 1`` runs them one after another in this
+process.
+
     vlrl study --out runs/shortcut            # the documented full run
     vlrl study --out /tmp/smoke --smoke       # CI: 2 GRPO steps, tiny splits
 """
@@ -37,9 +42,11 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from datamodules.shortcut import write_shortcut_benchmark
+from experiments.jobs import Unit, run_units, usable_cores
 from experiments.stats import bootstrap_ci, paired_differences
 from tools.lightning_cli import main as vlrl
 from tools.tiny_model import write_random_checkpoint
@@ -100,15 +107,16 @@ def _val_metrics(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k.startswith("val/")}
 
 
-def run_seed(args, seed: int) -> dict[str, dict]:
-    """SFT per template, then every method. Returns ``curves`` (method -> [{step, val/...}], step 0 = after SFT)
-    and ``rows`` (method -> "start"/"final" -> split -> {row id: [score, category]}) for the bootstrap."""
-    out = Path(args.out) / f"seed{seed}"
-    px = args.image_size
-    tiny = write_random_checkpoint(out / "tiny", min_pixels=px * px, max_pixels=px * px, seed=seed, vocab="task")
-    data = out / "data"
+def _seed_dir(args, seed: int) -> Path:
+    return Path(args.out) / f"seed{seed}"
+
+
+def prepare_seed(args, seed: int) -> None:
+    """The seed's tiny random-weight checkpoint and benchmark (deterministic: a rerun writes the same files)."""
+    out, px = _seed_dir(args, seed), args.image_size
+    write_random_checkpoint(out / "tiny", min_pixels=px * px, max_pixels=px * px, seed=seed, vocab="task")
     write_shortcut_benchmark(
-        data,
+        out / "data",
         args.train_rows,
         args.eval_rows,
         seed,
@@ -118,68 +126,127 @@ def run_seed(args, seed: int) -> dict[str, dict]:
         n_sft=args.sft_rows,
         sft_cue_strength=args.sft_cue_strength,
     )
-    exports, kept_seconds = {}, 0.0  # kept: the time of the SFTs and runs an earlier invocation finished
-    for template in sorted({TEMPLATE[m] for m in args.methods}):
-        cold = data / f"train_sft_{template}.jsonl"
-        exports[template] = out / f"sft_{template}" / "export"
-        timing = out / f"sft_{template}" / "seconds.json"
-        if timing.exists():  # a rerun of an interrupted study keeps its cold starts
-            kept_seconds += json.loads(timing.read_text())
-            continue
-        began = time.monotonic()
-        vlrl(
-            [
-                "fit",
-                "-c",
-                str(CONFIGS / "demo_sft.yaml"),
-                f"--seed_everything={seed}",
-                f"--model.init_args.policy.model_name_or_path={tiny}",
-                f"--model.init_args.export_dir={exports[template]}",
-                f"--data.init_args.train_data={cold}",
-                "--data.init_args.val_data=null",
-                f"--data.init_args.min_pixels={px * px}",
-                f"--data.init_args.max_pixels={px * px}",
-                f"--trainer.max_steps={args.sft_steps}",
-                "--trainer.limit_val_batches=0",
-                f"--trainer.default_root_dir={out / f'sft_{template}'}",
-                f"--trainer.logger.init_args.save_dir={out / f'sft_{template}'}",
-                "--trainer.enable_progress_bar=false",
-            ]
-        )
-        timing.write_text(json.dumps(round(time.monotonic() - began, 1)))
-    curves: dict[str, list[dict]] = {}
-    rows: dict[str, dict] = {}
-    for method in args.methods:
-        run = out / method
-        if (run / "result.json").exists():  # finished by an earlier, interrupted invocation of the same study
-            done = json.loads((run / "result.json").read_text())
-            curves[method], rows[method] = done["curve"], done["rows"]
-            kept_seconds += done["seconds"]
-            continue
-        began = time.monotonic()
-        model = exports[TEMPLATE[method]]
-        # the after-SFT evaluation samples from the recipe's own engine, as every later one does
-        start = vlrl(
-            [
-                "validate",
-                *_grpo_args(args, seed, method, model, data, run / "start"),
-                "--trainer.enable_progress_bar=false",
-            ]
-        )
-        points = [{"step": 0, **_val_metrics(start.trainer.callback_metrics)}]
-        fit = vlrl(["fit", *_grpo_args(args, seed, method, model, data, run)])
-        logged, batches = _logged_validations(Path(fit.trainer.logger.log_dir) / "metrics.csv")
-        points += logged
-        if points[-1].get("batch", 0) < batches:  # ``--eval-every`` counts batches, not updates: evaluate the end
-            fit.trainer.validate(fit.model, datamodule=fit.datamodule)
-            points.append(
-                {"step": fit.trainer.global_step, "batch": batches, **_val_metrics(fit.trainer.callback_metrics)}
-            )
-        curves[method] = points
-        rows[method] = {"start": _question_scores(start.model.log_dir), "final": _question_scores(fit.model.log_dir)}
-        seconds = round(time.monotonic() - began, 1)
-        (run / "result.json").write_text(json.dumps({"curve": points, "rows": rows[method], "seconds": seconds}))
-    return {"curves": curves, "rows": rows, "kept_seconds": kept_seconds}
+
+
+def _unit_record(out: str | Path, unit: str) -> Path:
+    """The file a finished unit (``seed<S>/sft_<template>`` or ``seed<S>/<method>``) leaves: its presence means
+    done, and it holds the unit's seconds."""
+    return Path(out) / unit / ("seconds.json" if unit.split("/")[-1].startswith("sft_") else "result.json")
+
+
+def _unit_seconds(path: Path) -> float:
+    saved = json.loads(path.read_text())
+    return float(saved["seconds"] if isinstance(saved, dict) else saved)
+
+
+def cold_start(args, seed: int, template: str) -> None:
+    """The seed's cold-start SFT for ``template``, exported to ``seed<S>/sft_<template>/export``."""
+    out, px = _seed_dir(args, seed), args.image_size
+    run, began = out / f"sft_{template}", time.monotonic()
+    vlrl(
+        [
+            "fit",
+            "-c",
+            str(CONFIGS / "demo_sft.yaml"),
+            f"--seed_everything={seed}",
+            f"--model.init_args.policy.model_name_or_path={out / 'tiny'}",
+            f"--model.init_args.export_dir={run / 'export'}",
+            f"--data.init_args.train_data={out / 'data' / f'train_sft_{template}.jsonl'}",
+            "--data.init_args.val_data=null",
+            f"--data.init_args.min_pixels={px * px}",
+            f"--data.init_args.max_pixels={px * px}",
+            f"--trainer.max_steps={args.sft_steps}",
+            "--trainer.limit_val_batches=0",
+            f"--trainer.default_root_dir={run}",
+            f"--trainer.logger.init_args.save_dir={run}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    _unit_record(args.out, f"seed{seed}/sft_{template}").write_text(json.dumps(round(time.monotonic() - began, 1)))
+
+
+def run_method(args, seed: int, method: str) -> None:
+    """One GRPO arm from its template's SFT export: the after-SFT evaluation, the run, and a final evaluation when
+    the last scheduled one came before the last batch. Leaves ``seed<S>/<method>/result.json`` (curve, per-row
+    scores, seconds)."""
+    out, began = _seed_dir(args, seed), time.monotonic()
+    run, data = out / method, out / "data"
+    model = out / f"sft_{TEMPLATE[method]}" / "export"
+    # the after-SFT evaluation samples from the recipe's own engine, as every later one does
+    start = vlrl(
+        ["validate", *_grpo_args(args, seed, method, model, data, run / "start"), "--trainer.enable_progress_bar=false"]
+    )
+    points = [{"step": 0, **_val_metrics(start.trainer.callback_metrics)}]
+    fit = vlrl(["fit", *_grpo_args(args, seed, method, model, data, run)])
+    logged, batches = _logged_validations(Path(fit.trainer.logger.log_dir) / "metrics.csv")
+    points += logged
+    if points[-1].get("batch", 0) < batches:  # ``--eval-every`` counts batches, not updates: evaluate the end
+        fit.trainer.validate(fit.model, datamodule=fit.datamodule)
+        points.append({"step": fit.trainer.global_step, "batch": batches, **_val_metrics(fit.trainer.callback_metrics)})
+    rows = {"start": _question_scores(start.model.log_dir), "final": _question_scores(fit.model.log_dir)}
+    seconds = round(time.monotonic() - began, 1)
+    _unit_record(args.out, f"seed{seed}/{method}").write_text(
+        json.dumps({"curve": points, "rows": rows, "seconds": seconds})
+    )
+
+
+def _units(args, argv: Sequence[str]) -> list[Unit]:
+    """The study as units for ``experiments.jobs``: one cold start per seed and template, then one run per seed and
+    method after its template's cold start. Each is this command again with ``--unit``."""
+    units = []
+    for seed in args.seeds:
+        for template in sorted({TEMPLATE[m] for m in args.methods}):
+            name = f"sft_{template}"
+            units.append(_unit(args, argv, seed, name, f"sft:{seed}:{template}", ()))
+        for method in args.methods:
+            after = (f"seed{seed}/sft_{TEMPLATE[method]}",)
+            units.append(_unit(args, argv, seed, method, f"run:{seed}:{method}", after))
+    return units
+
+
+def _unit(args, argv: Sequence[str], seed: int, name: str, spec: str, after: tuple[str, ...]) -> Unit:
+    log = _seed_dir(args, seed) / "logs" / f"{name}.log"
+    return Unit(f"seed{seed}/{name}", "experiments.shortcut_study", (*argv, "--unit", spec), log, after)
+
+
+def _run_unit(args, spec: str) -> None:
+    """``--unit sft:<seed>:<template>`` or ``--unit run:<seed>:<method>``: one unit, in this process."""
+    kind, seed, name = spec.split(":")
+    if kind == "sft" and name in TEMPLATE.values():
+        return cold_start(args, int(seed), name)
+    if kind == "run" and name in METHODS:
+        return run_method(args, int(seed), name)
+    raise ValueError(f"--unit {spec!r}: expected sft:<seed>:<template> or run:<seed>:<method>")
+
+
+def run_study(args, argv: Sequence[str]) -> float:
+    """Every unit not finished by an earlier invocation: in this process when ``--jobs 1``, else as parallel
+    processes pinned to their own cores. Returns the seconds the kept units took when they ran."""
+    units = _units(args, argv)
+    kept = {u.name for u in units if _unit_record(args.out, u.name).exists()}  # finished by an earlier invocation
+    earlier = sum(_unit_seconds(_unit_record(args.out, name)) for name in kept)
+    todo = [replace(u, after=tuple(set(u.after) - kept)) for u in units if u.name not in kept]
+    for seed in args.seeds:
+        prepare_seed(args, seed)
+    if args.jobs == 1:
+        for unit in todo:
+            _run_unit(args, unit.argv[-1])
+    else:
+        run_units(todo, args.jobs)
+    return earlier
+
+
+def collect(args) -> tuple[dict, dict]:
+    """``curves`` (seed -> method -> [{step, val/...}], step 0 = after SFT) and ``rows`` (seed -> method ->
+    "start"/"final" -> split -> {row id: [score, category]}) from the runs' ``result.json``."""
+    curves: dict[int, dict] = {}
+    rows: dict[int, dict] = {}
+    for seed in args.seeds:
+        for method in args.methods:
+            done = json.loads(_unit_record(args.out, f"seed{seed}/{method}").read_text())
+            curves.setdefault(seed, {})[method] = done["curve"]
+            rows.setdefault(seed, {})[method] = done["rows"]
+    return curves, rows
 
 
 def _question_scores(log_dir: Path) -> dict[str, dict[str, list]]:
@@ -377,6 +444,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--grpo-args", default="", help="extra CLI overrides for every GRPO run, space-separated")
     parser.add_argument("--smoke", action="store_true", help="CI: one seed, 2 GRPO steps, HF engine, tiny splits")
     parser.add_argument("--report-only", action="store_true", help="re-render the report of --out's results.json")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=len(usable_cores()),
+        help="units (cold starts, runs) at once, each a process pinned to its share of the cores (default: one per "
+        "core); 1 runs everything in this process",
+    )
+    parser.add_argument(
+        "--unit", help=argparse.SUPPRESS
+    )  # a worker of --jobs: sft:<seed>:<template>, run:<seed>:<method>
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.smoke:
         args.seeds, args.train_rows, args.sft_rows, args.eval_rows = args.seeds[:1], 16, 8, 4
@@ -393,19 +471,22 @@ def main(argv: list[str] | None = None) -> dict:
         curves = {int(seed): c for seed, c in saved["curves"].items()}
         rows = {int(seed): r for seed, r in saved.get("rows", {}).items()}
         return _finish(curves, rows, list(saved["meta"]["methods"]), saved["meta"], out)
+    if args.unit:
+        _run_unit(args, args.unit)
+        return {}
     start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    runs = {seed: run_seed(args, seed) for seed in args.seeds}
-    earlier = sum(run["kept_seconds"] for run in runs.values())  # an interrupted study's finished SFTs and runs
-    curves = {seed: run["curves"] for seed, run in runs.items()}
-    rows = {seed: run["rows"] for seed, run in runs.items()}
+    earlier = run_study(args, argv)  # the seconds of the units an interrupted invocation finished
+    curves, rows = collect(args)
+    units = [_unit_record(out, u.name) for u in _units(args, argv)]
     meta = {
-        "command": " ".join(["vlrl study", *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(["vlrl study", *argv]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.system()}, no GPU"
         if not _has_gpu()
         else f"{platform.machine()}, {os.cpu_count()} CPU cores, GPU",
         "seconds": round(time.monotonic() - start + earlier, 1),
+        "unit_seconds": round(sum(_unit_seconds(path) for path in units), 1),  # one after another, as if --jobs 1
         "smoke": args.smoke,
         **{
             k: getattr(args, k)
@@ -422,6 +503,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "image_size",
                 "distractors",
                 "sft_cue_strength",
+                "jobs",
             )
         },
     }
