@@ -139,6 +139,24 @@ def _unit_seconds(path: Path) -> float:
     return float(saved["seconds"] if isinstance(saved, dict) else saved)
 
 
+def _write_json(path: Path, value) -> None:
+    """Whole or not at all: a unit killed while writing its record must not leave a file that reads as done."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(value))
+    os.replace(partial, path)
+
+
+def _invocations(out: Path, seconds: float | None = None, jobs: int = 1) -> float:
+    """The wall seconds of every invocation of the study in ``out`` (``invocations.json``), after adding this one's
+    when ``seconds`` is given: an interrupted study's time is the sum of its invocations', however many ran at once."""
+    path = out / "invocations.json"
+    runs = json.loads(path.read_text()) if path.exists() else []
+    if seconds is not None:
+        runs.append({"seconds": round(seconds, 1), "jobs": jobs})
+        _write_json(path, runs)
+    return sum(r["seconds"] for r in runs)
+
+
 def cold_start(args, seed: int, template: str) -> None:
     """The seed's cold-start SFT for ``template``, exported to ``seed<S>/sft_<template>/export``."""
     out, px = _seed_dir(args, seed), args.image_size
@@ -162,7 +180,7 @@ def cold_start(args, seed: int, template: str) -> None:
             "--trainer.enable_progress_bar=false",
         ]
     )
-    _unit_record(args.out, f"seed{seed}/sft_{template}").write_text(json.dumps(round(time.monotonic() - began, 1)))
+    _write_json(_unit_record(args.out, f"seed{seed}/sft_{template}"), round(time.monotonic() - began, 1))
 
 
 def run_method(args, seed: int, method: str) -> None:
@@ -185,9 +203,7 @@ def run_method(args, seed: int, method: str) -> None:
         points.append({"step": fit.trainer.global_step, "batch": batches, **_val_metrics(fit.trainer.callback_metrics)})
     rows = {"start": _question_scores(start.model.log_dir), "final": _question_scores(fit.model.log_dir)}
     seconds = round(time.monotonic() - began, 1)
-    _unit_record(args.out, f"seed{seed}/{method}").write_text(
-        json.dumps({"curve": points, "rows": rows, "seconds": seconds})
-    )
+    _write_json(_unit_record(args.out, f"seed{seed}/{method}"), {"curve": points, "rows": rows, "seconds": seconds})
 
 
 def _units(args, argv: Sequence[str]) -> list[Unit]:
@@ -205,35 +221,35 @@ def _units(args, argv: Sequence[str]) -> list[Unit]:
 
 
 def _unit(args, argv: Sequence[str], seed: int, name: str, spec: str, after: tuple[str, ...]) -> Unit:
+    """``argv`` again with the unit; ``--out`` made absolute, since the worker runs from the project's root."""
     log = _seed_dir(args, seed) / "logs" / f"{name}.log"
-    return Unit(f"seed{seed}/{name}", "experiments.shortcut_study", (*argv, "--unit", spec), log, after)
+    command = ("-m", "experiments.shortcut_study", *argv, "--out", str(Path(args.out).resolve()), "--unit", spec)
+    return Unit(f"seed{seed}/{name}", command, log, after)
 
 
 def _run_unit(args, spec: str) -> None:
     """``--unit sft:<seed>:<template>`` or ``--unit run:<seed>:<method>``: one unit, in this process."""
-    kind, seed, name = spec.split(":")
-    if kind == "sft" and name in TEMPLATE.values():
+    kind, seed, name = (spec.split(":") + ["", "", ""])[:3]
+    if kind == "sft" and name in TEMPLATE.values() and seed.isdigit():
         return cold_start(args, int(seed), name)
-    if kind == "run" and name in METHODS:
+    if kind == "run" and name in METHODS and seed.isdigit():
         return run_method(args, int(seed), name)
     raise ValueError(f"--unit {spec!r}: expected sft:<seed>:<template> or run:<seed>:<method>")
 
 
-def run_study(args, argv: Sequence[str]) -> float:
+def run_study(args, argv: Sequence[str]) -> None:
     """Every unit not finished by an earlier invocation: in this process when ``--jobs 1``, else as parallel
-    processes pinned to their own cores. Returns the seconds the kept units took when they ran."""
+    processes pinned to their own cores."""
     units = _units(args, argv)
     kept = {u.name for u in units if _unit_record(args.out, u.name).exists()}  # finished by an earlier invocation
-    earlier = sum(_unit_seconds(_unit_record(args.out, name)) for name in kept)
     todo = [replace(u, after=tuple(set(u.after) - kept)) for u in units if u.name not in kept]
     for seed in args.seeds:
         prepare_seed(args, seed)
     if args.jobs == 1:
         for unit in todo:
             _run_unit(args, unit.argv[-1])
-    else:
-        run_units(todo, args.jobs)
-    return earlier
+    elif todo:
+        run_units(todo, min(args.jobs, len(todo)))
 
 
 def collect(args) -> tuple[dict, dict]:
@@ -371,7 +387,9 @@ def write_report(meta: dict, table: dict, out: Path, extra: Sequence[str] = ()) 
         "# Shortcut study: results",
         "",
         f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['machine']}; time: {meta['seconds'] / 60:.1f} min; seeds {meta['seeds']}; cue strength "
+        f"Machine: {meta['machine']}; time: {meta['seconds'] / 60:.1f} min, {meta.get('jobs', 1)} units at a time "
+        f"({meta.get('unit_seconds', meta['seconds']) / 60:.1f} min of cold starts and runs added up); seeds "
+        f"{meta['seeds']}; cue strength "
         f"{meta['cue_strength']}; {meta.get('distractors', 0)} distractors; {meta['sft_steps']} SFT steps per "
         f"template, {meta['grpo_steps']} GRPO steps per method; {meta['eval_rows']} rows per held-out split.",
         "",
@@ -446,7 +464,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--report-only", action="store_true", help="re-render the report of --out's results.json")
     parser.add_argument(
         "--jobs",
-        type=int,
+        type=_positive,
         default=len(usable_cores()),
         help="units (cold starts, runs) at once, each a process pinned to its share of the cores (default: one per "
         "core); 1 runs everything in this process",
@@ -476,7 +494,10 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    earlier = run_study(args, argv)  # the seconds of the units an interrupted invocation finished
+    try:
+        run_study(args, argv)
+    finally:  # an interrupted invocation's time still counts in the study's
+        seconds = _invocations(out, time.monotonic() - start, args.jobs)
     curves, rows = collect(args)
     units = [_unit_record(out, u.name) for u in _units(args, argv)]
     meta = {
@@ -485,8 +506,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.system()}, no GPU"
         if not _has_gpu()
         else f"{platform.machine()}, {os.cpu_count()} CPU cores, GPU",
-        "seconds": round(time.monotonic() - start + earlier, 1),
-        "unit_seconds": round(sum(_unit_seconds(path) for path in units), 1),  # one after another, as if --jobs 1
+        "seconds": round(seconds, 1),  # wall time, every invocation's
+        # the finished units' own times added up, each measured on its share of the cores
+        "unit_seconds": round(sum(_unit_seconds(path) for path in units), 1),
         "smoke": args.smoke,
         **{
             k: getattr(args, k)
@@ -508,6 +530,13 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     return _finish(curves, rows, list(args.methods), meta, out)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _has_gpu() -> bool:

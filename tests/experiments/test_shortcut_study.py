@@ -20,7 +20,7 @@ from experiments.shortcut_study import (
 
 @pytest.mark.slow
 def test_smoke_runs_every_method_and_tracks_every_split(tmp_path):
-    result = main(["--out", str(tmp_path), "--smoke"])
+    result = main(["--out", str(tmp_path), "--smoke", "--jobs", "2"])  # units as processes, two at once
     curves = result["curves"][0]
     assert set(curves) == set(METHODS)
     for method, points in curves.items():
@@ -38,15 +38,43 @@ def test_smoke_runs_every_method_and_tracks_every_split(tmp_path):
     assert "## 95% bootstrap intervals" in report and set(saved["rows"]["0"]) == set(METHODS)
     assert "| vanilla_grpo | in_distribution | " in report and "--smoke" in report and "no GPU" in report
     assert (tmp_path / "curves.png").stat().st_size > 0
-    assert saved["meta"]["grpo_steps"] == 2 and saved["meta"]["seconds"] > 0
+    assert saved["meta"]["grpo_steps"] == 2 and saved["meta"]["seconds"] > 0 and saved["meta"]["jobs"] == 2
+    # each unit ran as its own process, its output in its log
+    logs = sorted(p.stem for p in (tmp_path / "seed0" / "logs").glob("*.log"))
+    assert logs == sorted([*METHODS, "sft_caption", "sft_think"])
+    assert saved["meta"]["unit_seconds"] >= sum(
+        json.loads((tmp_path / "seed0" / m / "result.json").read_text())["seconds"] for m in METHODS
+    )
     (tmp_path / "report.md").unlink()
     main(["--out", str(tmp_path), "--report-only"])  # re-rendered from results.json alone
     assert (tmp_path / "report.md").read_text() == report
     again = main(["--out", str(tmp_path), "--smoke"])  # as after an interruption: finished runs are kept, not rerun
     assert again["curves"][0] == json.loads(json.dumps(result["curves"][0]))
-    kept = sum(json.loads((tmp_path / "seed0" / m / "result.json").read_text())["seconds"] for m in METHODS)
-    kept += sum(json.loads(t.read_text()) for t in (tmp_path / "seed0").glob("sft_*/seconds.json"))
-    assert kept > 0 and again["meta"]["seconds"] >= kept  # the earlier invocation's runs and SFTs still count
+    assert again["meta"]["unit_seconds"] == saved["meta"]["unit_seconds"]  # nothing ran again
+    walls = [r["seconds"] for r in json.loads((tmp_path / "invocations.json").read_text())]
+    assert len(walls) == 2 and again["meta"]["seconds"] == pytest.approx(sum(walls), abs=0.1)  # both invocations count
+    assert walls[1] < walls[0]
+
+
+@pytest.mark.slow
+def test_one_job_runs_the_units_in_this_process(tmp_path):
+    result = main(["--out", str(tmp_path), "--smoke", "--jobs", "1", "--methods", "vanilla_grpo"])
+    assert [p["step"] for p in result["curves"][0]["vanilla_grpo"]] == [0, 2]
+    assert not (tmp_path / "seed0" / "logs").exists()  # no worker process, no worker log
+    assert (tmp_path / "seed0" / "sft_think" / "seconds.json").exists()
+    assert not (tmp_path / "seed0" / "sft_caption").exists()  # no method needs the caption template
+
+
+@pytest.mark.parametrize("spec", ["run:0:no_such_method", "run:0", "sft:x:think"])
+def test_a_bad_unit_names_the_expected_forms(tmp_path, spec):
+    with pytest.raises(ValueError, match="expected sft:<seed>:<template> or run:<seed>:<method>"):
+        main(["--out", str(tmp_path), "--unit", spec])
+
+
+def test_jobs_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--jobs", "0"])
+    assert "--jobs: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def _curve(reversed_acc: float, dependency: float) -> list[dict]:
@@ -98,6 +126,8 @@ def test_report_only_renders_table_cue_gap_and_verdict(tmp_path):
         "command": "python -m experiments.shortcut_study",
         "machine": "x86_64, 2 CPU cores",
         "seconds": 90.0,
+        "unit_seconds": 170.0,
+        "jobs": 2,
         "smoke": False,
         "seeds": [0, 1, 2],
         "methods": ["vanilla_grpo", "visionary_r1"],
@@ -109,7 +139,7 @@ def test_report_only_renders_table_cue_gap_and_verdict(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"meta": meta, "curves": curves}))
     main(["--out", str(tmp_path), "--report-only"])
     report = (tmp_path / "report.md").read_text()
-    assert "time: 1.5 min; seeds [0, 1, 2]" in report
+    assert "time: 1.5 min, 2 units at a time (2.8 min of cold starts and runs added up); seeds [0, 1, 2]" in report
     assert "The claim reproduced at this scale (3 of 3" in report  # 0.7 ± 0.1 against 0.4 ± 0 on every measure
     assert "| visionary_r1 | cue_reversed | 0.700 ± 0.100 (0.200) | - | +0.350 ± 0.050 (+0.100) |" in report
     assert "| vanilla_grpo | 0.900 ± 0.000 (0.200) | 0.000 ± 0.000 (0.200) |" in report
