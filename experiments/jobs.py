@@ -2,9 +2,10 @@
 
 A unit is one Python command (``python <argv>``) with the units it waits for. At most ``jobs`` run at once; each
 gets a disjoint group of cores (``sched_setaffinity``) and as many OpenMP threads as its group has cores. On a small
-CPU the tiny model's kernels are too small to spread over cores: on the 2-core machine two 1-thread GRPO runs finish
-together in 72 s where one 2-thread run takes 85 s alone (``bench/RESULTS.md``), so a study runs its independent units
-side by side rather than giving each all the cores.
+CPU the tiny model's kernels gain little from a second thread, while a second unit on the other core doubles the work
+done: on the 2-core machine two small study runs side by side on 1 thread each finish in 72 s, where one alone on 2
+threads takes 85 s (``bench/RESULTS.md``), so a study runs its independent units side by side rather than giving each
+all the cores.
 
 A failed unit stops new ones from starting; the running ones finish (their work is kept), then ``run_units`` raises
 with the unit's name, exit status and the end of its log.
