@@ -2,14 +2,16 @@
 
 1. image-blind accuracy: the same prompts with every image replaced by a uniform grey image of the same size (so
    the prompt keeps its image tokens and length); visual dependency = accuracy - image-blind accuracy. A model
-   that answers from the question's wording alone has dependency near 0.
+   that answers from the question's wording alone has dependency near 0. With a format reward, the blind replies'
+   format rate too: a model that breaks on the grey image (replies out of format) scores 0 image-blind and shows a
+   high dependency without reading the image; a low blind format rate tells the two apart.
 2. caption sufficiency: the share of the model's own captions from which the caption judge answers correctly
    (the caption reward's score), when a caption reward is configured.
 3. reasoning length against correctness: mean ``<think>`` length (words) of right and wrong answers, and the share
    of right answers reached with less than ``short_words`` words of reasoning (a shortcut proxy).
 Pure functions here; ``GRPOModule`` logs them as ``val/blind_accuracy``, ``val/visual_dependency``,
-``val/caption_sufficiency``, ``val/reasoning_words_correct``, ``val/reasoning_words_wrong`` and
-``val/short_correct_share`` when ``shortcut_diagnostics`` is on.
+``val/blind_format_rate``, ``val/caption_sufficiency``, ``val/reasoning_words_correct``, ``val/reasoning_words_wrong``
+and ``val/short_correct_share`` when ``shortcut_diagnostics`` is on.
 """
 
 from __future__ import annotations

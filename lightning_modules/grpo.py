@@ -371,6 +371,9 @@ class GRPOModule(LightningModule):
         blind_correct = self.scorers.accuracy(blind.texts, **columns)  # [n]
         self._log_eval(f"{stage}/blind_accuracy", blind_correct.mean(), batch_size=size)
         self._log_eval(f"{stage}/visual_dependency", (correct - blind_correct).mean(), batch_size=size)
+        if self.scorers.format is not None and self.scorers.format.name == "format":  # blind replies still answers?
+            blind_format = self.scorers.format(blind.texts, **columns).mean()
+            self._log_eval(f"{stage}/blind_format_rate", blind_format, batch_size=size)
         if self.scorers.caption is not None:
             sufficiency = self.scorers.caption(texts, **columns).mean()
             self._log_eval(f"{stage}/caption_sufficiency", sufficiency, batch_size=size)

@@ -91,6 +91,8 @@ def test_a_model_that_ignores_the_image_has_zero_visual_dependency(tiny_checkpoi
         assert key in metrics, key
     assert metrics["val/visual_dependency"] == pytest.approx(metrics["val/accuracy"] - metrics["val/blind_accuracy"])
     assert metrics["val/visual_dependency"] == 0.0
+    # greedy replies of a model that ignores the image are the same replies, so just as well formed
+    assert metrics["val/blind_format_rate"] == metrics["val/format_rate"]
 
     # the model's next-token logits: identical for the blinded model, different for the intact one
     batch = next(iter(cli.datamodule.val_dataloader()))
