@@ -11,13 +11,13 @@ shared instances.
 from __future__ import annotations
 
 import typing
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, TypeVar
 
 from torch import nn
 
-from lightning_modules.optim import SCHEDULES, beta_at, warmup_steps_for
+from lightning_modules.optim import SCHEDULES, adamw_with_warmup, beta_at, warmup_steps_for
 from lightning_modules.policy import DTYPES, LoRAConfig, load_policy
 from rollout.engine import SamplingConfig
 
@@ -102,6 +102,19 @@ class OptimConfig:
     def needs_total_steps(self) -> bool:
         """Whether the schedule needs the run's number of optimizer steps (cosine decay, a warm-up ratio)."""
         return self.lr_schedule != "constant" or self.warmup_ratio > 0
+
+    def build(self, model: nn.Module, total_steps: Callable[[], int]) -> dict:
+        """``configure_optimizers``' value for ``model`` (``lightning_modules.optim.adamw_with_warmup``);
+        ``total_steps`` is asked only when the schedule needs the run's optimizer steps."""
+        return adamw_with_warmup(
+            model,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps,
+            schedule=self.lr_schedule,
+            total_steps=total_steps() if self.needs_total_steps else None,
+            warmup_ratio=self.warmup_ratio,
+        )
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from lightning_modules.config import EvalConfig, OptimConfig, PolicyConfig, Upda
 from lightning_modules.logprobs import completion_logps, grouped_completion_logps, supports_grouped_forward
 from lightning_modules.losses import GRPOLoss, PolicyLoss, masked_mean
 from lightning_modules.metrics import EngineParity, EvalScorers
-from lightning_modules.optim import adamw_with_warmup, beta_at, finite_everywhere
+from lightning_modules.optim import beta_at, finite_everywhere
 from lightning_modules.outputs import JSONLPredictionWriter, SkippedRowsReport, gather_rows
 from lightning_modules.policy import FrozenReference, reference_context
 from lightning_modules.preflight import check_run, check_templates, evaluation_fallbacks
@@ -151,16 +151,7 @@ class GRPOModule(LightningModule):
         return int(self.trainer.estimated_stepping_batches) * self.update_config.num_iterations
 
     def configure_optimizers(self):
-        o = self.optim_config
-        return adamw_with_warmup(
-            self.policy,
-            lr=o.lr,
-            weight_decay=o.weight_decay,
-            warmup_steps=o.warmup_steps,
-            schedule=o.lr_schedule,
-            total_steps=self._total_steps() if o.needs_total_steps else None,
-            warmup_ratio=o.warmup_ratio,
-        )
+        return self.optim_config.build(self.policy, self._total_steps)
 
     # -- log-probs -------------------------------------------------------------------------------------------------
     def _rows(self, batch: RolloutBatch, start: int, end: int) -> dict[str, Any]:

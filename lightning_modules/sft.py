@@ -16,7 +16,6 @@ from lightning import LightningModule
 from datamodules.resumable import mark_batch_consumed
 from lightning_modules.config import OptimConfig, PolicyConfig, from_plain, plain_hparams
 from lightning_modules.logprobs import backbone_and_head, selective_logps
-from lightning_modules.optim import adamw_with_warmup
 from lightning_modules.outputs import SkippedRowsReport
 from lightning_modules.policy import export_policy, export_sharded
 from lightning_modules.preflight import check_run
@@ -103,16 +102,7 @@ class SFTModule(LightningModule):
         return [SkippedRowsReport()]
 
     def configure_optimizers(self):
-        o = self.optim_config
-        return adamw_with_warmup(
-            self.policy,
-            lr=o.lr,
-            weight_decay=o.weight_decay,
-            warmup_steps=o.warmup_steps,
-            schedule=o.lr_schedule,
-            total_steps=int(self.trainer.estimated_stepping_batches) if o.needs_total_steps else None,
-            warmup_ratio=o.warmup_ratio,
-        )
+        return self.optim_config.build(self.policy, lambda: int(self.trainer.estimated_stepping_batches))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if is_sharded(self.policy):

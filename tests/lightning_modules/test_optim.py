@@ -61,6 +61,24 @@ def test_optim_config_rejects_a_schedule_typo_before_a_model_loads():
         OptimConfig(warmup_ratio=5.0)
 
 
+def test_optim_config_builds_adamw_and_asks_for_the_run_length_only_when_needed():
+    model = torch.nn.Linear(2, 2)
+    asked = []
+
+    def total():
+        asked.append(True)
+        return 10
+
+    built = OptimConfig(lr=1e-3, weight_decay=0.1, warmup_steps=2).build(model, total)
+    group = built["optimizer"].param_groups[0]
+    # the first step's lr is (0 + 1) / 2 of the peak; a constant schedule never needs the run's length
+    assert group["lr"] == pytest.approx(0.5e-3) and group["weight_decay"] == 0.1 and not asked
+    cosine = OptimConfig(lr=1e-3, lr_schedule="cosine").build(model, total)
+    assert asked == [True]
+    # cosine over 10 steps, no warm-up: step 5 is lr * (1 + cos(pi/2)) / 2 = 0.5e-3
+    assert cosine["lr_scheduler"]["scheduler"].lr_lambdas[0](5) == pytest.approx(0.5)
+
+
 def test_constant_beta_stays_at_beta0():
     assert [beta_at(s, 10, 0.04, "constant") for s in (0, 5, 10, 20)] == [0.04] * 4
 
