@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 from lightning import Callback
 
+from lightning_modules.phases import PhaseClock
 from lightning_modules.run_state import resolve_log_dir
 from rollout.advantages import group_advantages, informative_groups
 from rollout.batch import RolloutBatch
@@ -119,10 +120,18 @@ class RolloutStep:
 
 
 class RolloutCallback(Callback):
+    """See the module docstring. ``clock`` receives the rollout's phases (``lightning_modules.phases``); the module
+    that owns it adds its own phases and logs them."""
+
     def __init__(
-        self, engine: RolloutEngine, settings: RolloutSettings, stages: list[RolloutStage] | None = None
+        self,
+        engine: RolloutEngine,
+        settings: RolloutSettings,
+        stages: list[RolloutStage] | None = None,
+        clock: PhaseClock | None = None,
     ) -> None:
         self.engine, self.settings, self.stages = engine, settings, stages
+        self.clock = clock if clock is not None else PhaseClock()
         self.counter_keys: set[str] = set()  # reward counters seen so far (logged every step from then on)
         self.uninformative_steps = 0  # dynamic sampling: steps whose pool had no informative group
         self.uninformative_in_a_row = 0
@@ -149,16 +158,29 @@ class RolloutCallback(Callback):
             if len(kept) < len(lines):
                 samples.write_text("".join(kept))
 
+    # One wake for a whole evaluation loop, on every rank (a pending weight load gathers under FSDP), rather than one
+    # per batch.
     def on_validation_start(self, trainer, pl_module) -> None:
-        if trainer.state.fn == "fit":
-            return  # attached at fit start; re-attaching would re-sync a vLLM engine for nothing
-        self._attach(pl_module)
+        if trainer.state.fn != "fit":  # attached at fit start; re-attaching would re-sync a vLLM engine for nothing
+            self._attach(pl_module)
+        self.engine.wake_up()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.engine.go_to_sleep()
 
     def on_test_start(self, trainer, pl_module) -> None:
         self._attach(pl_module)
+        self.engine.wake_up()
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self.engine.go_to_sleep()
 
     def on_predict_start(self, trainer, pl_module) -> None:
         self._attach(pl_module)
+        self.engine.wake_up()
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self.engine.go_to_sleep()
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         # the end of fit/validate/test/predict: free the engine's weights and KV cache; a later entry point
@@ -176,8 +198,14 @@ class RolloutCallback(Callback):
         """Sample G completions per prompt, score them, group-normalise the rewards. Returns the rollout batch and
         ``{"metrics", "texts", "components"}`` (the last two for ``samples.jsonl``)."""
         g = settings.group_size
-        out = self.engine.generate(batch["prompt"], batch["images"], g, settings.sampling())
-        total, components = pl_module.rewards(out.texts, **self.reward_columns(pl_module, batch, g))  # [N], {name: [N]}
+        with self.clock.phase("rollout"):
+            out = self.engine.generate(batch["prompt"], batch["images"], g, settings.sampling())
+        with self.clock.phase("rewards"):
+            total, components = pl_module.rewards(out.texts, **self.reward_columns(pl_module, batch, g))  # [N], {..}
+        judge = pl_module.rewards.judge_seconds()  # the judge's wait, inside the rewards phase: charged apart
+        if judge:
+            self.clock.add("judge", judge)
+            self.clock.add("rewards", -judge)
         advantages, zero_var = group_advantages(total, g, settings.scale_std, settings.advantage_eps)  # [N]
         tok = pl_module.processor.tokenizer
         rollout = RolloutBatch.from_rollout(
@@ -191,6 +219,7 @@ class RolloutCallback(Callback):
         )
         metrics = {
             **self._rollout_metrics(out, total, components, zero_var),
+            "perf/completion_tokens_per_s": float(out.lengths.sum()) / max(self.clock.seconds["rollout"], 1e-9),
             "rollout/vision_tokens_masked": float(rollout.vision_tokens_masked),
             **self._counter_metrics(pl_module),
         }
@@ -223,6 +252,17 @@ class RolloutCallback(Callback):
         return {key: counters.get(key, 0.0) for key in sorted(self.counter_keys)}
 
     def on_train_batch_start(self, trainer, pl_module, batch: dict[str, Any], batch_idx: int) -> None:
+        # one wake per step, shared by the rollout and the judge, on every rank (a pending weight load gathers)
+        self.clock.start_step()
+        with self.clock.phase("weight_sync"):
+            self.engine.wake_up()
+        try:
+            self._rollout_step(trainer, pl_module, batch)
+        finally:
+            with self.clock.phase("weight_sync"):
+                self.engine.go_to_sleep()
+
+    def _rollout_step(self, trainer, pl_module, batch: dict[str, Any]) -> None:
         settings = settings_at(trainer.global_step, self.settings, self.stages)
         if not batch["prompt"]:  # every row skipped: the module counts the skips and does nothing else
             self._join_the_other_ranks(trainer, pl_module, settings)
@@ -289,7 +329,7 @@ class RolloutCallback(Callback):
         self.uninformative_steps = state_dict.get("uninformative_steps", 0)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if batch["rollout"].status == "train":
+        if batch["rollout"].status == "train":  # loaded at the engine's next wake (the next rollout or validation)
             self.engine.sync_weights(pl_module.policy)
 
     def _write_samples(self, trainer, batch: dict[str, Any], info: dict[str, Any], g: int) -> None:

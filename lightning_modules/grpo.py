@@ -40,6 +40,7 @@ from lightning_modules.losses import GRPOLoss, PolicyLoss, masked_mean
 from lightning_modules.metrics import EngineParity, EvalScorers
 from lightning_modules.optim import beta_at, finite_everywhere
 from lightning_modules.outputs import JSONLPredictionWriter, SkippedRowsReport, gather_rows
+from lightning_modules.phases import PhaseClock
 from lightning_modules.policy import FrozenReference, reference_context
 from lightning_modules.preflight import check_run, check_templates, evaluation_fallbacks
 from lightning_modules.run_state import capture_rng, resolve_log_dir, restore_rng
@@ -103,6 +104,7 @@ class GRPOModule(LightningModule):
         self.processor = None
         self.reference: FrozenReference | None = None
         self.skipped_steps = 0
+        self.clock = PhaseClock()  # each step's time and memory by phase (the rollout callback's phases too)
         self._eval_tally: dict[str, dict[str, list]] = {}  # stage -> category -> [score sum, rows]
         self._eval_rows: dict[str, list[dict[str, Any]]] = {}  # stage -> one record per question (this rank's)
 
@@ -134,7 +136,7 @@ class GRPOModule(LightningModule):
 
     def configure_callbacks(self):
         return [
-            RolloutCallback(self.engine, self.rollout_settings, self.rollout_stages),
+            RolloutCallback(self.engine, self.rollout_settings, self.rollout_stages, self.clock),
             JSONLPredictionWriter(self.eval_config.predictions_path),
             SkippedRowsReport(),
         ]
@@ -214,20 +216,23 @@ class GRPOModule(LightningModule):
             self.log("data/empty_batches", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
             return
         if step.status == "uninformative":  # no group to learn from: the rollout's metrics, no update
-            self._log_step(step.metrics)
+            self._log_step({**step.metrics, **self.clock.metrics()})
             return
         beta = self.loss_fn.beta = self.current_beta()
-        self._frozen_logps(step.batch, beta)
+        with self.clock.phase("ref_logps"):
+            self._frozen_logps(step.batch, beta)
         parity = self._parity_check(step.batch)
         update: dict[str, float] = {}
-        for iteration in range(self.update_config.num_iterations):
-            totals = self._accumulate_gradients(step.batch, parity if iteration == 0 else None)
-            if self._optimizer_step(totals):
-                update = totals
+        with self.clock.phase("update"):
+            for iteration in range(self.update_config.num_iterations):
+                totals = self._accumulate_gradients(step.batch, parity if iteration == 0 else None)
+                if self._optimizer_step(totals):
+                    update = totals
         metrics = {
             **step.metrics,
             **(parity.metrics() if parity else {}),
             **{f"train/{k}": v for k, v in update.items()},
+            **self.clock.metrics(),
         }
         self._log_step(metrics)
         self.log("train/nonfinite_skipped", float(self.skipped_steps))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from transformers import AutoProcessor
 
 from lightning_modules.sharding import full_state_dict
 from rollout.weights import is_peft
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LANGUAGE_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -51,12 +53,39 @@ class LoRAConfig:
         )
 
 
+_WARNED: set[str] = set()
+
+
+def flash_attn_problem() -> str | None:
+    """Why flash-attn 2 cannot be used here, or None when it can: transformers' own availability check (the package,
+    its version, CUDA), then a real import of its kernels, which is where a binary built against another torch
+    fails (an undefined symbol) although the package is installed."""
+    from transformers.utils import is_flash_attn_2_available
+
+    if not is_flash_attn_2_available():
+        return "flash-attn is not installed, or CUDA is not available"
+    try:
+        from flash_attn import flash_attn_func, flash_attn_varlen_func  # noqa: F401 - the import is the check
+    except Exception as e:  # noqa: BLE001 - ImportError, OSError: whatever a broken binary raises
+        return f"flash-attn does not load ({type(e).__name__}: {e})"
+    return None
+
+
 def resolve_attn_implementation(name: str) -> str:
-    """``auto``: flash_attention_2 when flash-attn is installed and CUDA is available, else sdpa."""
-    if name == "auto":
-        has_flash = importlib.util.find_spec("flash_attn") is not None
-        return "flash_attention_2" if has_flash and torch.cuda.is_available() else "sdpa"
-    return name
+    """``auto``: flash_attention_2 when flash-attn really works here (``flash_attn_problem``), else sdpa. A broken
+    flash-attn install falls back to sdpa with one warning line; asking for ``flash_attention_2`` by name on such an
+    install is an error that names the cause."""
+    if name not in ("auto", "flash_attention_2"):
+        return name
+    problem = flash_attn_problem()
+    if problem is None:
+        return "flash_attention_2"
+    if name == "flash_attention_2":
+        raise RuntimeError(f"attn_implementation=flash_attention_2, but {problem}; use auto or sdpa")
+    if "does not load" in problem and problem not in _WARNED:  # installed but broken: one line; absence is usual
+        _WARNED.add(problem)
+        log.warning("attention: sdpa, because %s", problem)
+    return "sdpa"
 
 
 def load_policy(

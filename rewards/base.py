@@ -42,6 +42,7 @@ class Reward(ABC):
 
     def __init__(self) -> None:
         self.stats: Counter[str] = Counter()
+        self.judge_seconds = 0.0  # wall time spent waiting for judges since the last ``CombinedReward.judge_seconds``
 
     @abstractmethod
     def score(self, completions: Sequence[str], **batch: Sequence[Any]) -> list[float]:

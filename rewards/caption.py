@@ -26,6 +26,7 @@ Departures from the released code (the ``caption`` branch of ``compute_loss`` in
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -103,6 +104,7 @@ class CaptionReward(Reward):
             )
         if not todo and not self.judge.collective:  # a collective judge is called by every rank, even with no prompt
             return scores
+        started = time.perf_counter()
         try:
             replies = list(self.judge.generate(prompts))
             if len(replies) != len(prompts):
@@ -110,6 +112,8 @@ class CaptionReward(Reward):
         except Exception:  # noqa: BLE001 - a failing judge must not stop training; counted and logged
             self.stats["judge_failures"] += len(todo)
             return scores
+        finally:
+            self.judge_seconds += time.perf_counter() - started
         for i, reply in zip(todo, replies):  # index-aligned: every score lands on its own completion
             if reply is None:
                 self.stats["judge_failures"] += 1

@@ -107,6 +107,14 @@ class CombinedReward:
                     )
         return out
 
+    def judge_seconds(self) -> float:
+        """Wall seconds the rewards spent waiting for their judges since the last call (then reset)."""
+        total = 0.0
+        for reward in self.rewards:
+            total += getattr(reward, "judge_seconds", 0.0)
+            reward.judge_seconds = 0.0
+        return total
+
     def metrics(self, reset: bool = True) -> dict[str, float]:
         """Counters of every component (judge failures, rejections ...) and rows whose reward raised."""
         out: dict[str, float] = {f"{name}/errors": float(self.errors.get(name, 0)) for name in self.names}

@@ -7,8 +7,9 @@ Engines: ``rollout.hf.HFEngine`` (transformers ``generate`` on the live policy) 
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,7 +150,25 @@ class RolloutEngine(ABC):
         return False
 
     def sync_weights(self, policy: nn.Module) -> None:  # noqa: B027 - engines on the live policy need nothing
-        """Push the policy's current weights into the engine after an optimizer step."""
+        """Push the policy's current weights into the engine after an optimizer step (an engine may defer the load to
+        its next wake)."""
+
+    def wake_up(self) -> None:  # noqa: B027 - engines on the live policy have nothing to wake
+        """Open an ``awake`` block by hand (the rollout callback times the wake apart from the rollout)."""
+
+    def go_to_sleep(self) -> None:  # noqa: B027 - engines on the live policy have nothing to release
+        """Close a block opened by ``wake_up``."""
+
+    @contextlib.contextmanager
+    def awake(self) -> Iterator[None]:
+        """A block during which the engine stays ready to generate with the policy's latest weights; outside such
+        blocks an engine with a sleep mode releases its memory to the trainer. Blocks nest (the outermost one wakes
+        and sleeps). Every rank enters together under DDP/FSDP: a deferred weight load may gather."""
+        self.wake_up()
+        try:
+            yield
+        finally:
+            self.go_to_sleep()
 
     def close(self) -> None:  # noqa: B027 - engines on the live policy hold nothing of their own
         """Release what the engine holds (its own weights and KV cache) when a trainer entry point ends; the next

@@ -20,10 +20,28 @@ top-k/top-p set when those are on), the behaviour policy for the parity check an
 ``GRPOModule``, whose own log-probs use the same temperature. With top-k/top-p on, the two differ by the truncated
 mass (engine >= policy); that gap is what truncated importance sampling corrects.
 
-Runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, set here) so the model runner is reachable. That limits weight
-sync to ``tensor_parallel_size == 1``; larger sizes are refused rather than left out of sync. On GPU,
-``enable_sleep_mode`` frees the KV cache and parks the engine's weights in host memory while the policy trains
-(untested here: no GPU was available when this was written).
+Placement and process groups. Every training process (rank) runs its own engine, in-process
+(``VLLM_ENABLE_V1_MULTIPROCESSING=0``, set here, so the model runner is reachable for weight loads). Under DDP/FSDP the
+engine is started with vLLM's ``external_launcher`` executor (as TRL's colocate mode does): its worker takes the
+rank's own device (the policy's CUDA device index as vLLM's local rank) and joins the trainer's default process group,
+in which vLLM creates its own subgroups. vLLM's default executor would take local rank 0 and move every rank to
+cuda:0. The trainer's group must exist before the engine starts (vLLM would otherwise create a one-process world, and
+rank 1 fails with "rank < size"), every rank starts its engine at the same point (group creation is a collective), and
+vLLM's shutdown destroys the default group, which ``close`` prevents. At start, ``check_engine_device`` refuses an
+engine off the rank's device or a start that moved the process's current device. Tensor parallelism
+(``tensor_parallel_size > 1``) is refused: the ranks of a tensor-parallel group would have to submit the same prompts
+and split the outputs, which is not built.
+
+Sleep (GPU): with ``enable_sleep_mode`` the engine sleeps right after it starts and whenever a rollout phase ends;
+``wake_up`` first returns the trainer's cached blocks to the device (``torch.cuda.empty_cache``), then wakes the
+weights, loads any pending weights, then wakes the KV cache. A training step wakes it once for the rollout and the
+caption judge together (the rollout callback's ``awake`` block; ``generate`` alone wakes and sleeps itself). Level 1
+parks the weights in host memory; level 2 drops them and reloads the policy's weights on the next wake (no host copy,
+one load per step). Weight syncs are deferred to the next wake, where every rank gathers together; the gather casts
+each shard to the engine's dtype first. vLLM's model runner is pinned to V1 by default (``model_runner``), the runner
+whose weight reload CI exercises: vLLM 0.32 picks its V2 runner for dense models on CUDA when Triton is present. Both
+reload through the same ``model_loader.reload.reload_weights`` and sleep at the worker (the runner is not involved),
+but only V1 has run here.
 """
 
 from __future__ import annotations
@@ -117,10 +135,62 @@ def _in_process(tensor_parallel_size: int) -> int:
     """``tensor_parallel_size``, refused unless 1 (see the module docstring)."""
     if tensor_parallel_size != 1:
         raise ValueError(
-            "VLLMEngine runs vLLM in-process so it can load the policy's weights after each step; that needs "
-            f"tensor_parallel_size=1 (got {tensor_parallel_size}). Shard the policy with FSDP instead."
+            f"VLLMEngine runs one engine per training process (tensor_parallel_size=1, got {tensor_parallel_size}): "
+            "tensor parallelism across ranks is not built. Shard the policy with FSDP (configs/strategy/fsdp.yaml); "
+            "each rank's engine holds a full copy of the weights in the engine's dtype."
         )
     return tensor_parallel_size
+
+
+def _policy_device(policy: nn.Module) -> torch.device:
+    """The device of this rank's part of the policy (a sharded parameter's local shard)."""
+    param = next(policy.parameters())
+    local = getattr(param, "to_local", None)  # DTensor (FSDP2)
+    return (local() if local is not None else param).device
+
+
+def _placement(policy: nn.Module) -> dict[str, Any]:
+    """vLLM's executor for this process (see the module docstring): with a trainer's process group of several ranks,
+    the ``external_launcher`` executor, told this rank (``RANK``, ``WORLD_SIZE``) and its device (``LOCAL_RANK``:
+    vLLM's worker takes ``cuda:<LOCAL_RANK>``, so it is the policy's CUDA device index; on CPU the launcher's local
+    rank). One process without a group: vLLM's default in-process executor."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return {}
+    device = _policy_device(policy)
+    local = device.index if device.type == "cuda" else int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    os.environ.update(RANK=str(dist.get_rank()), LOCAL_RANK=str(local), WORLD_SIZE=str(dist.get_world_size()))
+    return {"distributed_executor_backend": "external_launcher"}
+
+
+def check_engine_device(
+    expected: torch.device, engine: torch.device, current_before: int | None, current_after: int | None
+) -> None:
+    """Raise unless the engine runs on the rank's own device (``expected``, the policy's) and starting it left the
+    process's current CUDA device (``current_*``, None on CPU) where it was. Pure."""
+    problems = []
+    if engine.type != expected.type or (expected.type == "cuda" and engine.index != expected.index):
+        problems.append(f"the engine runs on {engine}, this rank's policy on {expected}")
+    if current_before != current_after:
+        problems.append(f"starting it moved the current device from cuda:{current_before} to cuda:{current_after}")
+    if problems:
+        raise RuntimeError(
+            "vLLM engine placement: "
+            + "; ".join(problems)
+            + ". Each rank needs its engine on its own device (vLLM's external_launcher executor with LOCAL_RANK set "
+            "to the device index); with one process on a GPU other than cuda:0, select it with CUDA_VISIBLE_DEVICES."
+        )
+
+
+def _current_cuda_device() -> int | None:
+    return torch.cuda.current_device() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+
+def _empty_device_cache() -> None:
+    """Return the trainer's cached, unused device blocks (activations, gradients freed by the step) to the device, so
+    that a waking engine can take them."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _cpu_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +226,10 @@ class VLLMEngine(RolloutEngine):
         tensor_parallel_size: must be 1 for in-process weight sync.
         max_model_len: longest prompt + completion, in tokens (image tokens included).
         enable_prefix_caching: reuse the KV cache of the prompt shared by a group's G samples.
-        enable_sleep_mode: GPU only: free the KV cache and park weights in host memory between rollouts.
+        enable_sleep_mode: GPU only: the engine sleeps while the policy trains (see ``sleep_level``).
+        sleep_level: 1: weights parked in host memory, KV cache freed; 2: both freed, and the policy's weights
+            loaded again on each wake (no host copy of the weights; a LoRA policy's base weights are pushed again too).
+        model_runner: vLLM's model runner: ``v1`` (default; the one CI exercises), ``v2`` or ``auto`` (vLLM's choice).
         enforce_eager: skip CUDA graphs (faster start, slower decode).
         dtype: engine dtype; ``None`` takes the policy's.
         max_num_seqs: sequences decoded together.
@@ -178,6 +251,8 @@ class VLLMEngine(RolloutEngine):
         max_model_len: int = 4096,
         enable_prefix_caching: bool = True,
         enable_sleep_mode: bool = False,
+        sleep_level: int = 1,
+        model_runner: str = "v1",
         enforce_eager: bool = False,
         dtype: str | None = None,
         max_num_seqs: int = 256,
@@ -202,6 +277,11 @@ class VLLMEngine(RolloutEngine):
         )
         if kv_cache_gib is not None:
             self.kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
+        if sleep_level not in (1, 2):
+            raise ValueError(f"sleep_level must be 1 or 2, got {sleep_level}")
+        if model_runner not in ("v1", "v2", "auto"):
+            raise ValueError(f"model_runner must be 'v1', 'v2' or 'auto', got {model_runner!r}")
+        self.sleep_level, self.model_runner = sleep_level, model_runner
         self.dtype, self.enable_lora, self.max_lora_rank, self.lora_dir = dtype, enable_lora, max_lora_rank, lora_dir
         self.log_level = (log_level or os.environ.get("VLLM_LOGGING_LEVEL") or "WARNING").upper()
         self.policy: nn.Module | None = None
@@ -209,19 +289,26 @@ class VLLMEngine(RolloutEngine):
         self.llm, self.lora_request, self.weight_version = None, None, 0  # the engine, its adapter, syncs so far
         self._lora_tmp: tempfile.TemporaryDirectory | None = None
         self._sleeping: set[str] = set()  # sleep-mode parts currently released
+        self._pending: str | None = None  # weights to load at the next wake: None, "update" or "full"
+        self._awake = 0  # open awake() blocks
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def setup(self, policy: nn.Module, processor: Any) -> None:
         self.policy, self.processor = policy, processor
         if self.llm is None:
             self._start(policy)
-        # a resumed or already-trained policy differs from the checkpoint on disk: push everything once
+        # a resumed or already-trained policy differs from the checkpoint on disk: everything is pushed at the first
+        # wake; until then the engine sleeps (a resumed run restores its optimizer state meanwhile)
         self.sync_weights(policy, full=True)
+        if not self._awake:
+            self._go_to_sleep()
 
     def _start(self, policy: nn.Module) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] != "0":
             raise RuntimeError("VLLMEngine needs VLLM_ENABLE_V1_MULTIPROCESSING=0 (in-process engine)")
+        if self.model_runner != "auto":
+            os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "1" if self.model_runner == "v2" else "0"
         _quiet_vllm(self.log_level)  # before the import: vLLM reads the level once, when first imported
         from vllm import LLM
 
@@ -231,12 +318,20 @@ class VLLMEngine(RolloutEngine):
         # Those streams belong to the run: a resumed run restores them from the checkpoint before the engine starts
         # (on_fit_start), and the per-prompt sampling seeds come from torch's. Starting the engine must not reset
         # them, or a resume draws different completions than the uninterrupted run.
-        rng = _global_rng()
+        rng, current = _global_rng(), _current_cuda_device()
         try:
             # no local name for the engine: vLLM keeps this frame alive, and a local would keep the engine past close()
             self.llm = LLM(**kwargs)
         finally:
             _set_global_rng(rng)
+        worker = self.llm.llm_engine.model_executor.driver_worker.worker
+        check_engine_device(_policy_device(policy), worker.device, current, _current_cuda_device())
+        log.info(
+            "vLLM engine on %s (%s, %s)",
+            worker.device,
+            kwargs.get("distributed_executor_backend", "uniproc"),
+            type(worker.model_runner).__module__,
+        )
         # the CPU worker replaces torch.set_num_threads with a function that skips the call and warns, on every later
         # call (Lightning and transformers make many); skip it without the warning
         logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
@@ -251,6 +346,7 @@ class VLLMEngine(RolloutEngine):
         if not path or (not Path(path).exists() and "/" not in path):  # neither a local folder nor a hub id
             raise ValueError(f"cannot tell which checkpoint the policy came from (config._name_or_path={path!r})")
         kwargs = dict(self.kwargs, model=path, dtype=self.dtype or _dtype_name(next(policy.parameters()).dtype))
+        kwargs.update(_placement(policy))
         kwargs.update(_adapted(kwargs, base.config))
         kwargs.update(_cpu_settings(kwargs))
         if is_peft(policy):
@@ -280,7 +376,7 @@ class VLLMEngine(RolloutEngine):
                 dist.destroy_process_group = destroy
         else:
             self.llm.llm_engine.engine_core.shutdown()
-        self.llm, self.lora_request, self._sleeping = None, None, set()
+        self.llm, self.lora_request, self._sleeping, self._pending, self._awake = None, None, set(), None, 0
         if self._lora_tmp is not None:
             self._lora_tmp.cleanup()
             self._lora_tmp = None
@@ -295,18 +391,27 @@ class VLLMEngine(RolloutEngine):
 
     # -- weight sync -----------------------------------------------------------------------------------------------
     def sync_weights(self, policy: nn.Module, full: bool = False) -> None:
-        """Load the policy's current weights into the engine (see the module docstring). ``full`` also pushes a LoRA
-        policy's frozen base weights (done once, at set-up)."""
+        """Mark the policy's current weights for loading at the next wake (see the module docstring), or load them now
+        inside an ``awake`` block. ``full`` also pushes a LoRA policy's frozen base weights (done once, at set-up).
+        Under FSDP the load gathers every parameter: a collective, run by every rank at the same wake."""
         if self.llm is None:
             return
-        self._wake(["weights"])
+        self.policy = policy
+        self._pending = "full" if full or self._pending == "full" else "update"
+        if self._awake:
+            self._load_pending()
+
+    def _load_pending(self) -> None:
+        if self._pending is None:
+            return
+        full, self._pending = self._pending == "full", None
         with torch.no_grad():
-            if is_peft(policy):
+            if is_peft(self.policy):
                 if not self.llm.llm_engine.vllm_config.lora_config:
                     raise RuntimeError("the policy has LoRA adapters but the engine was started without LoRA")
-                self._sync_lora(policy, full)
+                self._sync_lora(self.policy, full)
             else:
-                self._load(iter_named_weights(policy))
+                self._load(iter_named_weights(self.policy, dtype=self.llm.llm_engine.model_config.dtype))
                 self.lora_request = None
         # caches computed with the old weights: prompt KV blocks and image embeddings; the multimodal input cache
         # is cleared on both sides because the reload cleared the worker's half
@@ -322,7 +427,7 @@ class VLLMEngine(RolloutEngine):
         vllm_log.setLevel(logging.ERROR)
         # in the engine's dtype, one tensor at a time: fp32 master weights into a bf16 engine would otherwise log a
         # dtype warning per tensor per sync
-        dtype = self.llm.llm_engine.model_config.dtype
+        dtype = self.llm.llm_engine.model_config.dtype  # a no-op for tensors gathered in the engine's dtype
         weights = ((name, t.to(dtype) if t.is_floating_point() else t) for name, t in weights)
         try:
             self._model_runner().reload_weights(weights_iterator=iter(weights))
@@ -336,9 +441,9 @@ class VLLMEngine(RolloutEngine):
         state = get_peft_model_state_dict(policy)
         vision = merged_lora_weights(policy, lambda name: name.startswith(VISION_PREFIX))  # adapter merged
         if full:  # the language model's base weights as they are (its adapter is served separately), then vision
-            self._load(
-                itertools.chain(iter_named_weights(policy, lambda name: not name.startswith(VISION_PREFIX)), vision)
-            )
+            dtype = self.llm.llm_engine.model_config.dtype
+            language = iter_named_weights(policy, lambda name: not name.startswith(VISION_PREFIX), dtype=dtype)
+            self._load(itertools.chain(language, vision))
         elif any(VISION_PREFIX in k for k in state):
             self._load(vision)
         # each adapter tensor whole (gathered from the shards under FSDP: every rank, in the same order)
@@ -362,19 +467,42 @@ class VLLMEngine(RolloutEngine):
             shutil.rmtree(previous.lora_path, ignore_errors=True)
 
     # -- sleep mode (GPU) ------------------------------------------------------------------------------------------
-    def _wake(self, tags: list[str] | None = None) -> None:
-        """Wake the parts of a sleeping engine that are asked for (all when ``tags`` is None), each once."""
-        wanted = self._sleeping if tags is None else self._sleeping & set(tags)
+    def wake_up(self) -> None:
+        """Open an ``awake`` block (``RolloutEngine.awake``): the outermost one frees the trainer's cached device
+        memory, wakes the weights, loads pending weights, then wakes the KV cache."""
+        if self.llm is None:
+            return
+        self._awake += 1
+        if self._awake > 1:
+            return
+        if self._sleeping:
+            _empty_device_cache()  # the trainer's cached blocks go back to the device first: vLLM can take them
+        self._wake(["weights"])
+        self._load_pending()
+        self._wake(["kv_cache"])
+
+    def go_to_sleep(self) -> None:
+        """Close an ``awake`` block; the last one puts the engine to sleep (sleep mode)."""
+        if self.llm is None or not self._awake:
+            return
+        self._awake -= 1
+        if not self._awake:
+            self._go_to_sleep()
+
+    def _wake(self, tags: list[str]) -> None:
+        """Wake the parts of a sleeping engine in ``tags`` that sleep, each once."""
+        wanted = self._sleeping & set(tags)
         if wanted:
             self.llm.wake_up(tags=sorted(wanted))
             self._sleeping -= wanted
 
-    def _sleep(self) -> None:
+    def _go_to_sleep(self) -> None:
         if self.kwargs["enable_sleep_mode"] and not self._sleeping:
-            # level 1: weights parked in host memory, KV cache freed. Level 2 would drop the weights outright, but
-            # also buffers such as rotary caches that a weight sync does not restore.
-            self.llm.sleep(level=1)
+            self.llm.sleep(level=self.sleep_level)
             self._sleeping = {"weights", "kv_cache"}
+            if self.sleep_level == 2:  # the weights are gone (vLLM keeps its buffers): load them all on the next wake
+                self._pending = "full"
+            _empty_device_cache()  # what the engine released goes back to the device for the trainer
 
     # -- generation ------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -386,9 +514,9 @@ class VLLMEngine(RolloutEngine):
         tok = self.processor.tokenizer
         eos_ids = end_token_ids(tok)
         params = _sampling_params(len(prompts), n, sampling, eos_ids)
-        self._wake()
-        outputs = self.llm.generate(_requests(prompts, images), params, use_tqdm=False, lora_request=self.lora_request)
-        self._sleep()
+        with self.awake():
+            requests = _requests(prompts, images)
+            outputs = self.llm.generate(requests, params, use_tqdm=False, lora_request=self.lora_request)
         enc = encode_prompts(self.processor, prompts, images)  # [B, P]: each prompt once
         _check_prompt_tokens(enc, outputs)
         completion_ids, mask, engine_logps = _completions(outputs, eos_ids, tok.pad_token_id)  # [N, C] each

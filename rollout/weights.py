@@ -59,14 +59,19 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
 
 
 def iter_named_weights(
-    model: nn.Module, include: Callable[[str], bool] = lambda name: True
+    model: nn.Module, include: Callable[[str], bool] = lambda name: True, dtype: torch.dtype | None = None
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """``(checkpoint_name, tensor)`` for every parameter whose checkpoint name passes ``include``, LoRA adapter
-    parameters excluded. Tensors are detached and gathered one at a time when sharded."""
+    parameters excluded. Tensors are detached and gathered one at a time when sharded. With ``dtype``, floating-point
+    tensors are cast first, each rank its own shard, so the gather moves the engine's bytes (half of fp32 for a bf16
+    engine) rather than the master weights'."""
     for name, param in model.named_parameters(remove_duplicate=False):  # tied weights under each name
         clean = checkpoint_name(name)
         if "lora_" not in clean and include(clean):
-            yield clean, full_tensor(param.detach())
+            tensor = param.detach()
+            if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+                tensor = tensor.to(dtype)  # a DTensor stays sharded: the cast is per shard
+            yield clean, full_tensor(tensor)
 
 
 def merged_lora_weights(model: nn.Module, include: Callable[[str], bool]) -> Iterator[tuple[str, torch.Tensor]]:

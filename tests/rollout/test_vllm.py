@@ -97,8 +97,9 @@ def test_full_weight_sync_matches_policy(engine, tiny_checkpoint, processor, pro
     assert _logp_gap(policy, _generate(engine, prompts)) > STALE, "without a sync the engine must disagree"
     version = engine.weight_version
     engine.sync_weights(policy)
-    assert engine.weight_version == version + 1
+    assert engine.weight_version == version, "a sync is loaded at the engine's next wake, not at once"
     assert _logp_gap(policy, _generate(engine, prompts)) < SYNCED
+    assert engine.weight_version == version + 1
     # the engine reports the distribution it sampled from: tempered, and renormalised over the top-k set
     tempered = _generate(engine, prompts, temperature=0.6)
     assert _logp_gap(policy, tempered, temperature=0.6) < SYNCED
@@ -173,27 +174,88 @@ def test_kv_cache_size_is_passed_through():
     assert "kv_cache_memory_bytes" not in VLLMEngine().kwargs
 
 
-def test_sleep_mode_wakes_each_part_once():
-    """Sleep mode is GPU-only, so this checks our bookkeeping against a recorder standing in for ``vllm.LLM``:
-    weights wake for the sync, the KV cache for the next rollout, nothing twice."""
+class SleepRecorder:
+    """Stands in for ``vllm.LLM`` where only a GPU runs the real thing (sleep mode): records sleeps, wakes, weight
+    loads and the allocator cache releases, in order."""
 
-    class Recorder:
-        def __init__(self):
-            self.calls = []
+    def __init__(self, calls):
+        self.calls = calls
 
-        def sleep(self, level):
-            self.calls.append(("sleep", level))
+    def sleep(self, level):
+        self.calls.append(("sleep", level))
 
-        def wake_up(self, tags=None):
-            self.calls.append(("wake", tags))
+    def wake_up(self, tags=None):
+        self.calls.append(("wake", tags))
 
-    engine = VLLMEngine(enable_sleep_mode=True)
-    engine.llm = Recorder()
-    engine._sleep()  # after a rollout
-    engine._wake(["weights"])  # weight sync after the optimizer step
-    engine._wake()  # next rollout
-    engine._wake()  # already awake: nothing
-    assert engine.llm.calls == [("sleep", 1), ("wake", ["weights"]), ("wake", ["kv_cache"])]
-    engine._sleep()
-    engine._sleep()  # already asleep: nothing
-    assert engine.llm.calls[-1] == ("sleep", 1) and len(engine.llm.calls) == 4
+
+def _recording_engine(monkeypatch, **kwargs):
+    import rollout.vllm as module
+
+    calls = []
+    engine = VLLMEngine(enable_sleep_mode=True, **kwargs)
+    engine.llm = SleepRecorder(calls)
+    monkeypatch.setattr(module, "_empty_device_cache", lambda: calls.append("empty_cache"))
+
+    def load_pending():
+        if engine._pending:
+            calls.append(("load", engine._pending))
+            engine._pending = None
+
+    monkeypatch.setattr(engine, "_load_pending", load_pending)
+    return engine, calls
+
+
+def test_sleep_mode_one_wake_per_step_cache_emptied_first(monkeypatch):
+    """The order a GPU step needs (GPU only, so checked against a recorder): asleep after start; each wake first
+    returns the trainer's cached blocks, then wakes the weights, loads the pending ones, then the KV cache; a nested
+    block (the judge inside the rollout) neither wakes nor sleeps again."""
+    engine, calls = _recording_engine(monkeypatch)
+    engine._pending = "full"  # set-up: the policy's weights are pushed at the first wake
+    engine._go_to_sleep()  # right after start
+    with engine.awake():  # the step: rollout ...
+        with engine.awake():  # ... and the caption judge on the same engine
+            pass
+    engine.sync_weights(policy=None)  # after the optimizer step: deferred
+    assert calls == [
+        ("sleep", 1),
+        "empty_cache",
+        "empty_cache",
+        ("wake", ["weights"]),
+        ("load", "full"),
+        ("wake", ["kv_cache"]),
+        ("sleep", 1),
+        "empty_cache",
+    ]
+    calls.clear()
+    with engine.awake():
+        pass
+    assert calls == [
+        "empty_cache",
+        ("wake", ["weights"]),
+        ("load", "update"),
+        ("wake", ["kv_cache"]),
+        ("sleep", 1),
+        "empty_cache",
+    ]
+
+
+def test_sleep_level_2_reloads_every_weight_on_wake(monkeypatch):
+    """Level 2 drops the weights: every wake loads the policy's weights in full, a LoRA policy's base ones too."""
+    engine, calls = _recording_engine(monkeypatch, sleep_level=2)
+    engine._go_to_sleep()
+    with engine.awake():  # no optimizer step since: still a full load
+        pass
+    assert ("sleep", 2) in calls and ("load", "full") in calls
+    with pytest.raises(ValueError, match="sleep_level"):
+        VLLMEngine(sleep_level=3)
+
+
+def test_engine_device_check_names_the_misplacement():
+    from rollout.vllm import check_engine_device
+
+    check_engine_device(torch.device("cuda", 3), torch.device("cuda", 3), 3, 3)
+    check_engine_device(torch.device("cpu"), torch.device("cpu"), None, None)
+    with pytest.raises(RuntimeError, match="runs on cuda:0, this rank's policy on cuda:3"):
+        check_engine_device(torch.device("cuda", 3), torch.device("cuda", 0), 3, 3)
+    with pytest.raises(RuntimeError, match="moved the current device from cuda:3 to cuda:0"):
+        check_engine_device(torch.device("cuda", 3), torch.device("cuda", 3), 3, 0)
