@@ -61,18 +61,22 @@ def _sharded_worker(rank: int, checkpoint: str, out: str) -> None:
     fully_shard(policy)
     assert any(type(p).__name__ == "DTensor" for p in policy.parameters())
     streamed = {name: t.clone() for name, t in iter_named_weights(policy)}
+    # in the engine's dtype: each rank casts its own shard, so the gather carries bf16 (half the bytes)
+    halved = {name: t.clone() for name, t in iter_named_weights(policy, dtype=torch.bfloat16)}
     if rank == 0:
-        torch.save(streamed, out)
+        torch.save({"fp32": streamed, "bf16": halved}, out)
 
 
 @pytest.mark.slow
 def test_fsdp2_sharded_policy_streams_full_weights(tiny_checkpoint, tmp_path):
     out = tmp_path / "streamed.pt"
     run_on_ranks(_sharded_worker, str(tiny_checkpoint), str(out))
-    streamed = torch.load(out, weights_only=True)
+    both = torch.load(out, weights_only=True)
+    streamed, halved = both["fp32"], both["bf16"]
     for name, tensor in _saved(tiny_checkpoint).items():
         assert name in streamed, name
         assert torch.equal(streamed[name], tensor), name
+        assert halved[name].dtype == torch.bfloat16 and torch.equal(halved[name], tensor.to(torch.bfloat16)), name
 
 
 def _sharded_lora_worker(rank: int, checkpoint: str, out: str) -> None:
