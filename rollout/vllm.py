@@ -142,6 +142,14 @@ def _in_process(tensor_parallel_size: int) -> int:
     return tensor_parallel_size
 
 
+def _checked_sleep_and_runner(sleep_level: int, model_runner: str) -> tuple[int, str]:
+    if sleep_level not in (1, 2):
+        raise ValueError(f"sleep_level must be 1 or 2, got {sleep_level}")
+    if model_runner not in ("v1", "v2", "auto"):
+        raise ValueError(f"model_runner must be 'v1', 'v2' or 'auto', got {model_runner!r}")
+    return sleep_level, model_runner
+
+
 def _policy_device(policy: nn.Module) -> torch.device:
     """The device of this rank's part of the policy (a sharded parameter's local shard)."""
     param = next(policy.parameters())
@@ -274,20 +282,17 @@ class VLLMEngine(RolloutEngine):
             limit_mm_per_prompt={"image": max_images_per_prompt, "video": 0},
             seed=seed,
             logprobs_mode="processed_logprobs",
+            **({} if kv_cache_gib is None else {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)}),
         )
-        if kv_cache_gib is not None:
-            self.kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
-        if sleep_level not in (1, 2):
-            raise ValueError(f"sleep_level must be 1 or 2, got {sleep_level}")
-        if model_runner not in ("v1", "v2", "auto"):
-            raise ValueError(f"model_runner must be 'v1', 'v2' or 'auto', got {model_runner!r}")
-        self.sleep_level, self.model_runner = sleep_level, model_runner
+        self.sleep_level, self.model_runner = _checked_sleep_and_runner(sleep_level, model_runner)
         self.dtype, self.enable_lora, self.max_lora_rank, self.lora_dir = dtype, enable_lora, max_lora_rank, lora_dir
         self.log_level = (log_level or os.environ.get("VLLM_LOGGING_LEVEL") or "WARNING").upper()
-        self.policy: nn.Module | None = None
-        self.processor: Any = None
-        self.llm, self.lora_request, self.weight_version = None, None, 0  # the engine, its adapter, syncs so far
+        self.policy, self.processor = None, None  # set by setup
+        self.llm, self.lora_request, self.weight_version = None, None, 0  # the engine, its adapter, loads so far
         self._lora_tmp: tempfile.TemporaryDirectory | None = None
+        self._reset_state()
+
+    def _reset_state(self) -> None:
         self._sleeping: set[str] = set()  # sleep-mode parts currently released
         self._pending: str | None = None  # weights to load at the next wake: None, "update" or "full"
         self._awake = 0  # open awake() blocks
@@ -376,7 +381,8 @@ class VLLMEngine(RolloutEngine):
                 dist.destroy_process_group = destroy
         else:
             self.llm.llm_engine.engine_core.shutdown()
-        self.llm, self.lora_request, self._sleeping, self._pending, self._awake = None, None, set(), None, 0
+        self.llm, self.lora_request = None, None
+        self._reset_state()
         if self._lora_tmp is not None:
             self._lora_tmp.cleanup()
             self._lora_tmp = None

@@ -130,6 +130,7 @@ CROSS_CUTTING = {
     "tests/rewards/test_fuzz.py": "every reward against generated model output",
     "tests/rollout/test_hf_collective.py": "hf.py on an FSDP-sharded policy across processes",
     "tests/rollout/test_vllm_sharded.py": "vllm.py syncing from an FSDP-sharded policy across processes",
+    "tests/scripts/slurm/test_train.py": "scripts/slurm/train.sbatch, a shell script run up to srun",
 }
 
 

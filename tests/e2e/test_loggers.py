@@ -17,7 +17,19 @@ from tools.lightning_cli import keep_metrics_before
 from vlrl_cli import main
 
 DEMO = CONFIGS / "demo_grpo.yaml"
-LOGGED = ("train/loss", "reward/total", "rollout/completion_length_mean")
+LOGGED = (
+    "train/loss",
+    "reward/total",
+    "rollout/completion_length_mean",
+    # where the step's time and memory went (lightning_modules/phases.py)
+    "time/rollout",
+    "time/weight_sync",
+    "time/rewards",
+    "time/update",
+    "time/step",
+    "perf/completion_tokens_per_s",
+    "memory/update_peak_gib",
+)
 
 
 def fit_one_step(tiny_checkpoint, tmp_path: Path, logger: str):

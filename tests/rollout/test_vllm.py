@@ -123,9 +123,9 @@ def test_lora_sync_serves_adapter_and_merges_vision(engine, tiny_checkpoint, pro
                     p.add_(torch.randn_like(p) * 0.3)
 
     perturb()  # lora_B starts at 0: give the adapters an effect on both towers
-    engine.setup(policy, processor)  # pushes the base weights (the previous test changed them) and the adapter
-    assert engine.lora_request is not None
+    engine.setup(policy, processor)  # the base weights (the previous test changed them) and the adapter, at the wake
     assert _logp_gap(policy, _generate(engine, prompts)) < SYNCED
+    assert engine.lora_request is not None
     perturb()
     assert _logp_gap(policy, _generate(engine, prompts)) > STALE
     engine.sync_weights(policy)
