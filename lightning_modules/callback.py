@@ -205,7 +205,7 @@ class RolloutCallback(Callback):
         judge = pl_module.rewards.judge_seconds()  # the judge's wait, inside the rewards phase: charged apart
         if judge:
             self.clock.add("judge", judge)
-            self.clock.add("rewards", -judge)
+            self.clock.add("rewards", -min(judge, self.clock.seconds["rewards"]))
         advantages, zero_var = group_advantages(total, g, settings.scale_std, settings.advantage_eps)  # [N]
         tok = pl_module.processor.tokenizer
         rollout = RolloutBatch.from_rollout(
@@ -254,6 +254,7 @@ class RolloutCallback(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch: dict[str, Any], batch_idx: int) -> None:
         # one wake per step, shared by the rollout and the judge, on every rank (a pending weight load gathers)
         self.clock.start_step()
+        pl_module.rewards.judge_seconds()  # from this step on: judge time charged outside a step is dropped
         with self.clock.phase("weight_sync"):
             self.engine.wake_up()
         try:

@@ -11,7 +11,8 @@ The engine loads the policy's checkpoint once (``setup``), then takes the traine
   tower, the vision tower's weights are pushed dense with the adapter merged into them; the base language weights
   never move.
 
-Each sync increments ``weight_version`` (logged by the rollout callback). Prompts go in as chat text with one
+Each sync increments ``weight_version`` (logged by the rollout callback): the policy versions handed over, whatever the
+number of loads (a level-2 sleep reloads the same version on each wake). Prompts go in as chat text with one
 image placeholder per image and the images as ``multi_modal_data``; vLLM expands the placeholders with the same
 processor settings (min/max pixels) as training, and the training inputs (ids, pixel values) are built by the
 transformers processor from the same text and images. The engine reports the sampled tokens' log-probs under the
@@ -46,6 +47,7 @@ but only V1 has run here.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import json
@@ -55,7 +57,7 @@ import random
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,10 +167,30 @@ def _placement(policy: nn.Module) -> dict[str, Any]:
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return {}
-    device = _policy_device(policy)
-    local = device.index if device.type == "cuda" else int(os.environ.get("LOCAL_RANK", dist.get_rank()))
-    os.environ.update(RANK=str(dist.get_rank()), LOCAL_RANK=str(local), WORLD_SIZE=str(dist.get_world_size()))
     return {"distributed_executor_backend": "external_launcher"}
+
+
+@contextlib.contextmanager
+def _launcher_env(policy: nn.Module, kwargs: dict[str, Any]) -> Iterator[None]:
+    """``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` as the external launcher reads them (see ``_placement``), set only
+    while the engine starts: Lightning reads ``LOCAL_RANK`` on every call for the rank's device, and a device index
+    there (``devices=[2, 3]``) would move the trainer."""
+    if kwargs.get("distributed_executor_backend") != "external_launcher":
+        yield
+        return
+    dist, device = torch.distributed, _policy_device(policy)
+    local = device.index if device.type == "cuda" else int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    wanted = {"RANK": str(dist.get_rank()), "LOCAL_RANK": str(local), "WORLD_SIZE": str(dist.get_world_size())}
+    saved = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def check_engine_device(
@@ -288,7 +310,7 @@ class VLLMEngine(RolloutEngine):
         self.dtype, self.enable_lora, self.max_lora_rank, self.lora_dir = dtype, enable_lora, max_lora_rank, lora_dir
         self.log_level = (log_level or os.environ.get("VLLM_LOGGING_LEVEL") or "WARNING").upper()
         self.policy, self.processor = None, None  # set by setup
-        self.llm, self.lora_request, self.weight_version = None, None, 0  # the engine, its adapter, loads so far
+        self.llm, self.lora_request, self.weight_version = None, None, 0  # the engine, its adapter, syncs so far
         self._lora_tmp: tempfile.TemporaryDirectory | None = None
         self._reset_state()
 
@@ -296,6 +318,8 @@ class VLLMEngine(RolloutEngine):
         self._sleeping: set[str] = set()  # sleep-mode parts currently released
         self._pending: str | None = None  # weights to load at the next wake: None, "update" or "full"
         self._awake = 0  # open awake() blocks
+        self._sleep_mode = self.kwargs["enable_sleep_mode"]  # as the engine started (turned off on CPU)
+        self._adapter_id = 0  # LoRA adapter versions written to this engine
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def setup(self, policy: nn.Module, processor: Any) -> None:
@@ -323,10 +347,12 @@ class VLLMEngine(RolloutEngine):
         # Those streams belong to the run: a resumed run restores them from the checkpoint before the engine starts
         # (on_fit_start), and the per-prompt sampling seeds come from torch's. Starting the engine must not reset
         # them, or a resume draws different completions than the uninterrupted run.
+        self._sleep_mode = bool(kwargs["enable_sleep_mode"])  # as adapted to this machine (off on CPU)
         rng, current = _global_rng(), _current_cuda_device()
         try:
             # no local name for the engine: vLLM keeps this frame alive, and a local would keep the engine past close()
-            self.llm = LLM(**kwargs)
+            with _launcher_env(policy, kwargs):
+                self.llm = LLM(**kwargs)
         finally:
             _set_global_rng(rng)
         worker = self.llm.llm_engine.model_executor.driver_worker.worker
@@ -402,7 +428,7 @@ class VLLMEngine(RolloutEngine):
         Under FSDP the load gathers every parameter: a collective, run by every rank at the same wake."""
         if self.llm is None:
             return
-        self.policy = policy
+        self.policy, self.weight_version = policy, self.weight_version + 1
         self._pending = "full" if full or self._pending == "full" else "update"
         if self._awake:
             self._load_pending()
@@ -410,7 +436,7 @@ class VLLMEngine(RolloutEngine):
     def _load_pending(self) -> None:
         if self._pending is None:
             return
-        full, self._pending = self._pending == "full", None
+        full = self._pending == "full"
         with torch.no_grad():
             if is_peft(self.policy):
                 if not self.llm.llm_engine.vllm_config.lora_config:
@@ -424,7 +450,7 @@ class VLLMEngine(RolloutEngine):
         self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()
         self.llm.reset_mm_cache()
-        self.weight_version += 1
+        self._pending = None  # only now: a load that raised is tried again at the next wake
 
     def _load(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         # layers absent from a partial push keep their weights; vLLM warns about each, which is expected here
@@ -457,7 +483,8 @@ class VLLMEngine(RolloutEngine):
         if self._lora_tmp is None and self.lora_dir is None:
             self._lora_tmp = tempfile.TemporaryDirectory(prefix="vlrl-lora-")
         root = Path(self.lora_dir or self._lora_tmp.name)
-        version = self.weight_version + 1
+        self._adapter_id += 1  # a new id per write: vLLM caches adapters by id (a level-2 wake rewrites the same one)
+        version = self._adapter_id
         out = root / f"v{version}"
         out.mkdir(parents=True, exist_ok=True)
         from safetensors.torch import save_file
@@ -503,7 +530,7 @@ class VLLMEngine(RolloutEngine):
             self._sleeping -= wanted
 
     def _go_to_sleep(self) -> None:
-        if self.kwargs["enable_sleep_mode"] and not self._sleeping:
+        if self._sleep_mode and not self._sleeping:
             self.llm.sleep(level=self.sleep_level)
             self._sleeping = {"weights", "kv_cache"}
             if self.sleep_level == 2:  # the weights are gone (vLLM keeps its buffers): load them all on the next wake

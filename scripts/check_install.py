@@ -23,9 +23,11 @@ def problems(target: str) -> list[str]:
         out.append(f"torchvision {torchvision.__version__} does not load beside torch {torch.__version__}: {e}")
     if target == "gpu" and not torch.cuda.is_available():
         out.append(
-            f"this machine has an NVIDIA GPU (nvidia-smi lists one) but torch {torch.__version__} cannot see CUDA "
+            f"the GPU stack was installed (nvidia-smi lists a GPU, or VLRL_TARGET=gpu) but torch {torch.__version__} "
+            "cannot see CUDA "
             f"(built for CUDA {torch.version.cuda}); check the driver against that CUDA version (nvidia-smi), "
-            "CUDA_VISIBLE_DEVICES, and that the GPU build of torch was installed"
+            "CUDA_VISIBLE_DEVICES, and that the GPU build of torch was installed; on a machine without a GPU (a login "
+            "node) set VLRL_TARGET=cpu"
         )
     return out
 

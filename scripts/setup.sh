@@ -26,7 +26,7 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then 
 TARGET=${VLRL_TARGET:-$TARGET}
 
 STAMP="$VENV/.vlrl-setup-stamp"
-HASH=$(cat scripts/setup.sh pyproject.toml requirements/*.txt | sha256sum | cut -c1-16)-$TARGET-${VLRL_FLASH_ATTN:-0}
+HASH=$(cat scripts/setup.sh scripts/check_install.py pyproject.toml requirements/*.txt | sha256sum | cut -c1-16)-$TARGET-${VLRL_FLASH_ATTN:-0}
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ]; then
     echo "[setup] $VENV is up to date ($TARGET)"
     exit 0
@@ -46,7 +46,7 @@ else
     if [ "${VLRL_FLASH_ATTN:-0}" = 1 ]; then
         # built from source against the installed torch (no isolation); ninja and MAX_JOBS bound the build. Not built
         # by this project yet: flash-attn's own notes give 3-5 minutes on 64 cores with ninja, hours without.
-        pip install ninja packaging
+        pip install ninja packaging || echo "[setup] ninja not installed; a flash-attn build without it takes hours"
         MAX_JOBS=${MAX_JOBS:-8} pip install --no-build-isolation "flash-attn==$FLASH_ATTN_VERSION" \
             || echo "[setup] flash-attn $FLASH_ATTN_VERSION did not build; attention falls back to sdpa"
     fi

@@ -3,6 +3,7 @@ one ``DTensor`` parameter at a time (``rollout.weights``, ``full_tensor()``), an
 the sharded policy's own log-probs, as in the unsharded sync test (tests/rollout/test_vllm.py)."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -36,6 +37,10 @@ def _worker(rank: int, checkpoint: str, out: str) -> None:
     )
     engine = VLLMEngine(max_model_len=1024, enforce_eager=True, kv_cache_gib=0.25)
     engine.setup(policy, processor)
+    executor = engine.llm.llm_engine.model_executor
+    assert type(executor).__name__ == "ExecutorWithExternalLauncher" and executor.driver_worker.worker.rank == rank
+    # the launcher's variables were set for the engine's start only (Lightning reads LOCAL_RANK for the rank's device)
+    assert not {"RANK", "LOCAL_RANK", "WORLD_SIZE"} & set(os.environ), "left in the environment"
 
     def gap() -> float:
         out = engine.generate([prompt], [[row.image]], 3, SamplingConfig(temperature=1.0, max_new_tokens=8))

@@ -18,7 +18,7 @@ def test_the_sbatch_script_hands_the_job_to_vlrl_fit(tmp_path):
     shim = tmp_path / "bin"
     shim.mkdir()
     (shim / "srun").write_text(
-        '#!/usr/bin/env bash\n[ "$1" = --kill-on-bad-exit=1 ] && shift\nexec "$@" --print_config\n'
+        '#!/usr/bin/env bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@" --print_config\n'
     )
     (shim / "srun").chmod(0o755)
     venv = tmp_path / "project"
