@@ -22,7 +22,7 @@ def test_phases_time_and_memory_then_reset():
     clock.add("judge", 0.03)
     clock.add("rollout", -0.03)  # the judge's share of the rollout phase moved to its own key
     metrics = clock.metrics()
-    assert metrics["time/rollout"] == pytest.approx(0.07, abs=0.03)
+    assert metrics["time/rollout"] >= 0.1 - 0.03  # two visits of >= 0.05 s, less the judge's 0.03 (sleeps only overrun)
     assert metrics["time/judge"] == pytest.approx(0.03)
     assert metrics["time/update"] >= 0.02
     assert metrics["time/step"] >= metrics["time/rollout"] + metrics["time/update"]
