@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from lightning import Callback
 
+from tests.e2e.test_fsdp import run
+
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 ROOT = Path(__file__).parents[2]
@@ -84,13 +86,6 @@ def fit_args(checkpoint, root: Path, steps: int, resume: Path | None = None) -> 
     if resume is not None:
         args.append(f"--ckpt_path={resume}")
     return args
-
-
-def run(command: list[str], root: Path) -> str:
-    root.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-5000:]
-    return done.stdout + done.stderr
 
 
 def records(root: Path, rank: int) -> list[dict]:
