@@ -41,7 +41,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "grpo-update": ("bench.grpo_update:main", "seconds per GRPO update (ours and TRL's GRPOTrainer), MFU on a GPU"),
     "rollout-throughput": ("bench.rollout_throughput:main", "rollout tokens per second, HF engine and vLLM"),
     "eval-throughput": ("bench.eval_throughput:main", "questions per second of vlrl test, HF engine and vLLM"),
-    "memory": ("bench.memory:main", "memory per GPU on paper (weights, gradients, optimizer, activations)"),
+    "memory": ("tools.memory:main", "memory per GPU on paper (weights, gradients, optimizer, activations)"),
     "lm-head-logps": ("bench.lm_head_logps:main", "fused LM-head log-probs against autograd"),
 }
 

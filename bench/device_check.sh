@@ -7,7 +7,7 @@
 #      would see the base interpreter's site-packages, not that venv's torch. Only packages the image lacks travel,
 #      so nothing of the image's is shadowed; no network is needed. Then imports everything and prints versions.
 #   1. writes a random-init Qwen2.5-VL-3B checkpoint (fp32, ~15 GB, processor at 1024x1024 px);
-#   2. prints the paper estimate (bench/memory.py) for the shape of step 3, to set beside its measured peak;
+#   2. prints the paper estimate (tools/memory.py) for the shape of step 3, to set beside its measured peak;
 #   3. ours: `bench.grpo_update --strategy fsdp` (configs/strategy/fsdp.yaml's FSDP2Strategy on 1 GPU), fp32
 #      master weights, bf16-mixed, bf16 reference, HF engine, 1 prompt x G 8, one 1024 px image, 256 completion
 #      tokens, gradient checkpointing, micro-batch 8, 3 steps (1 warm-up + 2 timed): update time, completion tokens/s,
@@ -120,7 +120,7 @@ if [ $rc -eq 0 ]; then
     # the paper estimate for step 3's shape: one prompt of the image's tokens (28 px each after the 2x2 merge) and
     # ~70 text tokens, G 8, one micro-batch of 8, checkpointing, no vLLM
     tokens=$(((IMAGE / 28) * (IMAGE / 28)))
-    stage memory 60 "$PY" -m bench.memory --sizes "$SIZE" --gpus 1 --gpu H200 --prompt-tokens $((tokens + 70)) \
+    stage memory 60 "$PY" -m tools.memory --sizes "$SIZE" --gpus 1 --gpu H200 --prompt-tokens $((tokens + 70)) \
         --image-tokens "$tokens" --completion-tokens "$NEW_TOKENS" --group-size 8 --micro-batch-size 8 \
         --gradient-checkpointing
     stage ours "$OURS_S" "$PY" -m bench.grpo_update "${SHAPE[@]}" --contenders shared_prefix --reference-dtype bfloat16 \
@@ -137,6 +137,6 @@ fi
     printf '  %s\n' "${SUMMARY[@]}"
     echo "measured (rows for bench/RESULTS.md):"
     [ -f "$OUT/results.md" ] && grep '^| 20' "$OUT/results.md" || echo "  none"
-    echo "paper estimate (bench/memory.py, same shape; full fine-tune row):"
+    echo "paper estimate (tools/memory.py, same shape; full fine-tune row):"
     [ -f "$OUT/memory.log" ] && grep -m1 '| full |' "$OUT/memory.log" || echo "  none"
 } | tee "$OUT/summary.txt"

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from lightning_modules.optim import SCHEDULES, adamw_with_warmup, beta_at, warmup_steps_for
+from lightning_modules.optim import OPTIMIZERS, SCHEDULES, adamw_with_warmup, beta_at, warmup_steps_for
 from lightning_modules.policy import DTYPES, LoRAConfig, load_policy
 from rollout.engine import SamplingConfig
 
@@ -85,6 +85,8 @@ class OptimConfig:
             ``max(warmup_steps, ceil(warmup_ratio x optimizer steps))``.
         warmup_ratio: warm-up as a share of the run's optimizer steps (Vision-R1's cold start: 0.05).
         lr_schedule: after warm-up, ``constant`` or ``cosine`` (to 0 at the last step; Vision-R1's cold start: cosine).
+        optimizer: ``adamw`` (torch's), ``adamw_fused`` (torch's fused kernel: no full-size temporary in the step) or
+            ``adamw_8bit`` (torchao's 8-bit moments, a quarter of the state: ``configs/memory/adamw_8bit.yaml``).
     """
 
     lr: float = 1e-6
@@ -92,8 +94,11 @@ class OptimConfig:
     warmup_steps: int = 0
     warmup_ratio: float = 0.0
     lr_schedule: str = "constant"
+    optimizer: str = "adamw"
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; use one of {OPTIMIZERS}")
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"unknown lr schedule {self.lr_schedule!r}; use one of {SCHEDULES}")
         warmup_steps_for(1, self.warmup_steps, self.warmup_ratio)  # raises on a ratio outside [0, 1)
@@ -114,6 +119,7 @@ class OptimConfig:
             schedule=self.lr_schedule,
             total_steps=total_steps() if self.needs_total_steps else None,
             warmup_ratio=self.warmup_ratio,
+            optimizer=self.optimizer,
         )
 
 

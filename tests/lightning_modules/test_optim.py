@@ -103,3 +103,25 @@ def test_update_config_rejects_bad_values():
         UpdateConfig(logps_forward="fused")
     with pytest.raises(ValueError, match="micro_batch_size"):
         UpdateConfig(micro_batch_size=0)
+
+
+@pytest.mark.parametrize("name", ["adamw", pytest.param("adamw_8bit", marks=pytest.mark.slow)])  # torchao compiles
+def test_a_fine_tuning_step_moves_the_fp32_master_weights(tiny_checkpoint, name):
+    """The recipes' 5e-7 step on fp32 master weights moves (almost) every weight, with 8-bit moments too: the
+    quantised state changes the step's size a little, not whether it lands (bf16 weights would keep ~1% of it)."""
+    from lightning_modules.policy import load_policy
+    from tests.probes import moved_fraction
+
+    policy = load_policy(str(tiny_checkpoint), "float32")
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    opt = OptimConfig(lr=5e-7, optimizer=name).build(policy, lambda: 1)["optimizer"]
+    torch.manual_seed(0)
+    for p in policy.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    assert moved_fraction(before, policy) > 0.99
+
+
+def test_an_unknown_optimizer_is_refused_before_a_model_loads():
+    with pytest.raises(ValueError, match="unknown optimizer 'adam8'; use one of"):
+        OptimConfig(optimizer="adam8")

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from bench.memory import (
+from tools.memory import (
     Workload,
     activation_bytes,
     main,
