@@ -59,6 +59,10 @@ def bench(argv: list[str] | None = None) -> Any:
 
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "plan": (
+        "tools.plan:main",
+        "memory per GPU by phase for a recipe, before anything loads; exit 1 if it does not fit",
+    ),
     "export": ("tools.export:main", "write a training checkpoint as a save_pretrained folder (transformers, vLLM)"),
     "predict-one": ("tools.predict:main", "answer one question about one image; prints the record as JSON"),
     "score": ("evaluation.score:main", "score vlrl predict output on a benchmark by its official rules"),

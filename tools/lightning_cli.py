@@ -52,8 +52,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from tools.checkpoint_io import AtomicCheckpointIO
+from tools.plan import check_before_fit
 
 MANUAL_OPTIMIZATION_WARNING = "Using ModelCheckpoint with manual optimization"
+
 # what a version folder holds before the first step; a failed start that left only these is removed
 START_FILES = ("config.yaml", "hparams.yaml")
 
@@ -258,6 +260,7 @@ class VLRLCLI(LightningCLI):
         if subcommand != "fit":
             return super()._run_subcommand(subcommand)
         self._resolve_resume()
+        check_before_fit(self.config[subcommand].as_dict(), self.trainer)  # GPUs: the memory plan, before any load
         _explain_manual_optimization_checkpoints(self.trainer, self.model)
         new_folders = [Path(lg.log_dir) for lg in _versioned_loggers(self.trainer) if not Path(lg.log_dir).exists()]
         try:

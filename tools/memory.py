@@ -54,6 +54,7 @@ import importlib
 import inspect
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -152,12 +153,14 @@ def shard_numel(shape: tuple[int, ...], world_size: int) -> int:
     return math.ceil(shape[0] / world_size) * math.prod(shape[1:])
 
 
-def state_bytes(config: dict, world_size: int = 1, lora_rank: int | None = None) -> dict[str, int]:
+def state_bytes(
+    config: dict, world_size: int = 1, lora_rank: int | None = None, frozen: Callable[[str], bool] = lambda name: False
+) -> dict[str, int]:
     """Parameters, gradients, Adam moments (+ ``adam_step``, host memory on GPUs), bf16 reference and the transient
-    gathered units, per GPU. Trainable: everything (full fine-tune) or the LoRA adapters."""
+    gathered units, per GPU. Trainable: everything but the ``frozen`` names (full fine-tune) or the LoRA adapters."""
     base = parameter_shapes(config)
     adapters = lora_shapes(config, lora_rank) if lora_rank else {}
-    trainable = adapters if lora_rank else base
+    trainable = adapters if lora_rank else {name: shape for name, shape in base.items() if not frozen(name)}
     everything = {**base, **adapters}
     shard = sum(shard_numel(s, world_size) for s in everything.values())
     train_shard = sum(shard_numel(s, world_size) for s in trainable.values())

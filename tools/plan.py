@@ -1,0 +1,330 @@
+"""``vlrl plan``: will this run fit the GPUs, before anything loads? Memory per GPU, by phase, from the run's own
+configuration (the same ``-c`` files and ``--key=value`` overrides as ``vlrl fit``) and the model's shapes, which come
+from a local ``config.json``, from the released checkpoints vlrl knows (Qwen2.5-VL 3B and 7B, no network), or, for a
+folder a shipped recipe exports (the PTST recipe starts from the cold start's export), from that recipe's own start.
+
+    vlrl plan -c configs/visionary_r1.yaml --gpus 1 --gpu-memory-gib 79.6          # exit 1: does not fit
+    vlrl plan -c configs/visionary_r1.yaml -c configs/memory/adamw_8bit.yaml --gpus 1
+
+Phases, per GPU (``tools.memory`` has the byte counts of each tensor, the formulas and what they leave out):
+
+- ``fixed``: fp32 parameters, optimizer state, the frozen reference, the CUDA context, and vLLM asleep (or awake
+  throughout without sleep mode);
+- ``rollout``: fixed + vLLM's ``gpu_memory_utilization`` share of the GPU while it generates (the HF engine: its KV
+  cache on the policy);
+- ``update``: fixed + gradients + FSDP's gathered units + one micro-batch's activations (+ DDP's gradient buckets);
+- ``optimizer step``: fixed + gradients + the step's temporary (``adamw``: torch's foreach step holds a second copy of
+  the second moments; ``adamw_fused`` and ``adamw_8bit``: none worth counting).
+
+The peak is the largest phase plus the allocator's slack (``ALLOCATOR_SLACK`` of it: fragmentation and cached blocks).
+A run fits when its peak is at most the GPU's memory. ``vlrl fit`` runs the same check on GPUs, with the device's
+real memory and the run's real world size, before the model loads (``VLRL_MEMORY_PLAN=off`` skips it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tools.memory import GIB, Workload, activation_bytes, head_dim, parameter_shapes, state_bytes, text_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+H100_GIB = 81559 / 1024  # nvidia-smi's total for an H100 80GB
+CUDA_CONTEXT_GIB = 0.6  # CUDA context and NCCL's buffers: an allowance, not measured here
+VLLM_ASLEEP_GIB = 1.0  # what a sleeping vLLM keeps (CUDA graphs, its context): an allowance, not measured here
+ALLOCATOR_SLACK = 0.05  # the caching allocator's fragmentation, as a share of the peak: an allowance
+KNOWN = {  # released checkpoints the recipes name -> tools.tiny_model's shapes (config.json of the release)
+    "Qwen/Qwen2.5-VL-3B-Instruct": "3b",
+    "Qwen/Qwen2.5-VL-7B-Instruct": "7b",
+}
+# what the planner suggests, alone or together, when a run does not fit
+OVERLAYS = ("configs/memory/adamw_8bit.yaml", "configs/strategy/fsdp.yaml", "configs/lora.yaml")
+
+
+class PlanError(ValueError):
+    """The plan cannot be made from this configuration (named in the message)."""
+
+
+@dataclass
+class Plan:
+    phases: dict[str, int]  # bytes per GPU
+    gpus: int
+    gpu_bytes: int
+    model: str  # where the shapes came from
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def peak(self) -> int:
+        return int(max(self.phases.values()) * (1 + ALLOCATOR_SLACK))
+
+    @property
+    def fits(self) -> bool:
+        return self.peak <= self.gpu_bytes
+
+    def report(self) -> str:
+        lines = [f"model: {self.model}", f"per GPU, {self.gpus} GPU(s) of {self.gpu_bytes / GIB:.1f} GiB:"]
+        lines += [f"  {name:<26} {value / GIB:7.1f} GiB" for name, value in self.phases.items()]
+        lines.append(
+            f"  {'peak':<26} {self.peak / GIB:7.1f} GiB (largest phase + {ALLOCATOR_SLACK:.0%} allocator slack)"
+        )
+        lines += [f"  note: {note}" for note in self.notes]
+        lines.append("fits" if self.fits else f"does NOT fit: {(self.peak - self.gpu_bytes) / GIB:.1f} GiB over")
+        return "\n".join(lines)
+
+
+# -- the model's shapes ---------------------------------------------------------------------------------------------
+def model_shapes(path: str) -> tuple[dict, str]:
+    """The ``config.json`` dict of ``path`` and where it came from (see the module docstring)."""
+    local = Path(path)
+    if (local / "config.json").is_file():
+        return json.loads((local / "config.json").read_text()), f"{local / 'config.json'}"
+    if path in KNOWN:
+        from tools.tiny_model import qwen2_5_vl_config
+
+        return qwen2_5_vl_config(KNOWN[path]).to_dict(), f"{path} (known shapes)"
+    for recipe in sorted(CONFIGS.glob("*.yaml")):
+        init = (yaml.safe_load(recipe.read_text()).get("model") or {}).get("init_args") or {}
+        if init.get("export_dir") and Path(init["export_dir"]) == local:
+            shapes, source = model_shapes(init["policy"]["model_name_or_path"])
+            return shapes, f"{path}, exported by {recipe.relative_to(ROOT)} from {source}"
+    raise PlanError(
+        f"cannot tell the model's shapes: {path!r} has no config.json, is not a checkpoint vlrl knows "
+        f"({', '.join(KNOWN)}), and no recipe in configs/ exports it"
+    )
+
+
+# -- the run's settings ---------------------------------------------------------------------------------------------
+def _args(section: dict | None) -> dict:
+    return dict((section or {}).get("init_args") or {})
+
+
+def workloads(cfg: dict) -> list[Workload]:
+    """One workload per rollout stage (GRPO) or one (SFT), from a parsed ``vlrl fit`` configuration."""
+    model, data = _args(cfg["model"]), _args(cfg["data"])
+    policy = model["policy"]
+    checkpointing, chunk = bool(policy.get("gradient_checkpointing")), 1024
+    pixels = data.get("max_pixels") or 28 * 28 * 1280
+    if "rollout" not in model:  # SFT: one micro-batch of full-length rows, no engine
+        length = data.get("max_length", 4096)
+        image = min(length, pixels // (28 * 28))
+        return [
+            Workload(
+                "sft",
+                length,
+                image,
+                0,
+                1,
+                data.get("batch_size", 1),
+                checkpointing,
+                model.get("logps_chunk_size", chunk),
+                None,
+            )
+        ]
+    engine = model.get("engine") or {"class_path": "rollout.hf.HFEngine"}
+    vllm = None
+    if engine["class_path"].endswith("VLLMEngine"):
+        vllm = _args(engine).get("gpu_memory_utilization", 0.3)
+    update, rollout = model.get("update") or {}, model.get("rollout") or {}
+    stages = model.get("rollout_stages") or [
+        {"max_new_tokens": rollout.get("max_new_tokens", 256), "group_size": rollout.get("group_size", 8)}
+    ]
+    prompt = data.get("max_prompt_length") or 4096
+    return [
+        Workload(
+            f"stage {i + 1}" if len(stages) > 1 else "grpo",
+            prompt,
+            min(prompt, pixels // (28 * 28)),
+            stage["max_new_tokens"],
+            stage["group_size"],
+            update.get("micro_batch_size", 8),
+            checkpointing,
+            update.get("logps_chunk_size", chunk),
+            vllm,
+        )
+        for i, stage in enumerate(stages)
+    ]
+
+
+def _frozen(policy: dict):
+    vision, embeddings = policy.get("freeze_vision_tower"), policy.get("freeze_embeddings")
+
+    def frozen(name: str) -> bool:
+        return bool(vision and ".visual." in name) or bool(
+            embeddings and (name.endswith("embed_tokens.weight") or name.startswith("lm_head"))
+        )
+
+    return frozen
+
+
+def plan(cfg: dict, gpus: int, gpu_bytes: int, model_config: dict | None = None, source: str = "") -> Plan:
+    """The memory plan of a parsed ``vlrl fit`` configuration (``cfg``, a plain dict) on ``gpus`` GPUs of
+    ``gpu_bytes`` each. ``model_config`` overrides the shapes looked up from the policy's checkpoint."""
+    model = _args(cfg["model"])
+    policy, optimizer = model["policy"], (model.get("optim") or {}).get("optimizer", "adamw")
+    if model_config is None:
+        model_config, source = model_shapes(policy["model_name_or_path"])
+    strategy = (cfg.get("trainer") or {}).get("strategy") or ""
+    sharded = "FSDP2Strategy" in str(strategy.get("class_path", "") if isinstance(strategy, dict) else strategy)
+    lora = policy.get("lora")
+    rank = lora.get("r", 16) if isinstance(lora, dict) else None
+    s = state_bytes(model_config, gpus if sharded else 1, rank, frozen=_frozen(policy))
+    adam = s["adam"] // 4 if optimizer == "adamw_8bit" else s["adam"]
+    reference = 0 if "rollout" not in model else s["reference"]  # bf16; SFT has none
+    if reference and policy.get("reference_dtype") != "bfloat16" and policy.get("dtype", "float32") == "float32":
+        reference *= 2  # a float32 reference
+    fixed = s["params"] + adam + reference + int(CUDA_CONTEXT_GIB * GIB)
+    ddp = 0 if sharded or gpus == 1 else s["grads"]  # DDP's gradient buckets beside the gradients
+    temporary = s["adam"] // 2 if optimizer == "adamw" else 0  # foreach: a copy of the second moments
+    phases: dict[str, int] = {"fixed": fixed}
+    for w in workloads(cfg):
+        awake, asleep = _engine_bytes(cfg, model_config, w, gpu_bytes)
+        phases["fixed"] = max(phases["fixed"], fixed + asleep)
+        a = activation_bytes(model_config, w, rank)
+        suffix = "" if w.name in ("grpo", "sft") else f" ({w.name})"
+        if w.name != "sft":
+            phases["rollout" + suffix] = fixed + awake
+        dynamic = s["grads"] + s["gathered"] + a["layers"] + a["lm_head"] + a["chunk"] + ddp
+        phases["update" + suffix] = fixed + asleep + dynamic
+        phases["optimizer step" + suffix] = fixed + asleep + s["grads"] + temporary + ddp
+    notes = [] if sharded or gpus == 1 else [f"no FSDP: DDP keeps a full replica on each of the {gpus} GPUs"]
+    return Plan(phases, gpus, gpu_bytes, source, notes)
+
+
+def _engine_bytes(cfg: dict, model_config: dict, w: Workload, gpu_bytes: int) -> tuple[int, int]:
+    """(while generating, while the policy trains) bytes of the rollout engine on each GPU."""
+    model = _args(cfg["model"])
+    engine = model.get("engine") or {"class_path": "rollout.hf.HFEngine"}
+    if w.vllm_gpu_memory_utilization is None:  # the HF engine: the policy itself, plus its KV cache
+        t = text_config(model_config)
+        rows = (_args(cfg["data"]).get("batch_size") or 1) * w.group_size
+        kv = 2 * 2 * t["num_hidden_layers"] * t["num_key_value_heads"] * head_dim(t)  # K and V, bf16, per token
+        return rows * (w.prompt_tokens + w.completion_tokens) * kv, 0
+    settings = _args(engine)
+    if settings.get("kv_cache_gib") is not None:  # weights (bf16) + the fixed cache + an allowance for activations
+        numel = sum(math.prod(shape) for shape in parameter_shapes(model_config).values())
+        awake = 2 * numel + int((settings["kv_cache_gib"] + 1.0) * GIB)
+    else:
+        awake = int(w.vllm_gpu_memory_utilization * gpu_bytes)
+    asleep = int(VLLM_ASLEEP_GIB * GIB) if settings.get("enable_sleep_mode") else awake
+    return awake, asleep
+
+
+# -- what fits instead ----------------------------------------------------------------------------------------------
+def _merge(base: dict, overlay: dict) -> dict:
+    """``overlay`` over ``base``, mappings merged key by key (how a later ``-c`` file applies over an earlier one)."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _with(cfg: dict, overlay: str) -> dict:
+    loaded = yaml.safe_load((ROOT / overlay).read_text())
+    if "fsdp" in overlay:  # a strategy given on the command line is a class path; the overlay's replaces it whole
+        cfg = {**cfg, "trainer": {**(cfg.get("trainer") or {}), "strategy": None}}
+    return _merge(cfg, loaded)
+
+
+def alternatives(cfg: dict, gpus: int, gpu_bytes: int, model_config: dict, source: str) -> list[tuple[str, Plan]]:
+    """Overlays (alone, then in pairs) and GPU counts under which the run fits, cheapest change first: each as the
+    arguments to add and its plan."""
+    options: list[tuple[list[str], int]] = [([o], gpus) for o in OVERLAYS]
+    options += [([a, b], gpus) for i, a in enumerate(OVERLAYS) for b in OVERLAYS[i + 1 :]]
+    if gpus == 1:  # sharding over one GPU changes nothing
+        options = [(overlays, n) for overlays, n in options if "configs/strategy/fsdp.yaml" not in overlays]
+    options += [(["configs/strategy/fsdp.yaml"], n) for n in (2, 4, 8, 16) if n > gpus]
+    options += [(["configs/strategy/fsdp.yaml", "configs/memory/adamw_8bit.yaml"], n) for n in (2, 4, 8) if n > gpus]
+    found = []
+    for overlays, n in options:
+        candidate = cfg
+        for overlay in overlays:
+            candidate = _with(candidate, overlay)
+        result = plan(candidate, n, gpu_bytes, model_config, source)
+        if result.fits:
+            args = " ".join(f"-c {o}" for o in overlays) + (f" on {n} GPUs" if n != gpus else "")
+            found.append((args, result))
+    return found
+
+
+def check_fit(cfg: dict, gpus: int, gpu_bytes: int) -> Plan:
+    """Raise ``MemoryError`` naming what fits when the run does not fit ``gpus`` GPUs of ``gpu_bytes``."""
+    model_config, source = model_shapes(_args(cfg["model"])["policy"]["model_name_or_path"])
+    result = plan(cfg, gpus, gpu_bytes, model_config, source)
+    if not result.fits:
+        fits = alternatives(cfg, gpus, gpu_bytes, model_config, source)
+        advice = "; ".join(f"{args} (peak {p.peak / GIB:.1f} GiB)" for args, p in fits[:4]) or "nothing vlrl ships"
+        raise MemoryError(f"{result.report()}\nwhat fits: {advice}. (VLRL_MEMORY_PLAN=off skips this check.)")
+    return result
+
+
+def check_before_fit(cfg: dict, trainer) -> None:
+    """``vlrl fit``'s check on GPUs (see the module docstring), before the model loads."""
+    import torch
+
+    device = trainer.strategy.root_device
+    if device.type != "cuda" or os.environ.get("VLRL_MEMORY_PLAN", "on") == "off":
+        return
+    check_fit(cfg, trainer.world_size, torch.cuda.get_device_properties(device).total_memory)
+
+
+# -- the command ----------------------------------------------------------------------------------------------------
+def parse_fit_config(fit_args: list[str]) -> dict:
+    """``vlrl fit``'s configuration for these arguments (config files and overrides), parsed as ``vlrl fit`` parses
+    them, nothing instantiated."""
+    from jsonargparse import set_parsing_settings
+    from lightning import LightningDataModule, LightningModule
+
+    from tools.lightning_cli import VLRLCLI
+
+    class ParseOnly(VLRLCLI):
+        def instantiate_classes(self) -> None:
+            pass
+
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    with warnings.catch_warnings():  # LightningCLI warns when given args while sys.argv holds vlrl plan's own
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = ParseOnly(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            parser_kwargs={"parser_mode": "omegaconf+"},
+            args=fit_args,
+            run=False,
+        )
+    return cli.config.as_dict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vlrl plan",
+        description=__doc__.split("\n\n")[0],
+        epilog="Any other --key=value is a vlrl fit override (e.g. --model.init_args.update.micro_batch_size=4).",
+    )
+    parser.add_argument("-c", "--config", action="append", required=True, help="a config file, as for vlrl fit")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs in the run, all nodes together (default: 1)")
+    parser.add_argument("--gpu-memory-gib", type=float, default=H100_GIB, help="per GPU (default: H100 80GB, 79.6)")
+    args, overrides = parser.parse_known_args(argv)
+    fit_args = [a for path in args.config for a in ("-c", path)] + overrides
+    try:
+        cfg = parse_fit_config(fit_args)
+        check_fit(cfg, args.gpus, int(args.gpu_memory_gib * GIB))
+    except MemoryError as e:
+        print(str(e))
+        return 1
+    except PlanError as e:
+        print(f"vlrl plan: {e}", file=sys.stderr)
+        return 2
+    model_config, source = model_shapes(_args(cfg["model"])["policy"]["model_name_or_path"])
+    print(plan(cfg, args.gpus, int(args.gpu_memory_gib * GIB), model_config, source).report())
+    return 0
