@@ -81,3 +81,24 @@ def test_fixed_state_equals_the_tensors_of_a_real_step(tiny_checkpoint, tmp_path
     measured += sum(p.numel() * p.element_size() for p in reference.model.parameters())
     planned = plan(cfg, 1, H100).phases["fixed"] - int(CUDA_CONTEXT_GIB * GIB)  # the HF engine: nothing asleep
     assert math.isclose(planned, measured, rel_tol=1e-3), (planned, measured)
+
+
+def _documented_fits() -> list[tuple[str, str]]:
+    from pathlib import Path
+
+    found = []
+    for recipe in sorted(Path("configs").glob("*.yaml")):
+        for line in recipe.read_text().splitlines():
+            if line.startswith("#   vlrl plan "):
+                found.append((recipe.name, line.removeprefix("#   vlrl plan ")))
+    return found
+
+
+GPU_RECIPES = {"visionary_r1.yaml", "grpo_baseline.yaml", "vision_r1_ptst.yaml", "vision_r1_cold_start.yaml"}
+
+
+def test_every_gpu_recipe_documents_gpu_counts_that_fit():
+    documented = _documented_fits()
+    assert GPU_RECIPES | {"sft_baseline.yaml"} <= {name for name, _ in documented}
+    for name, command in documented:
+        assert main(command.split()) == 0, (name, command)
