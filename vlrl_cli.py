@@ -59,10 +59,7 @@ def bench(argv: list[str] | None = None) -> Any:
 
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "plan": (
-        "tools.plan:main",
-        "memory per GPU by phase for a recipe, before anything loads; exit 1 if it does not fit",
-    ),
+    "plan": ("tools.plan_cli:main", "memory per GPU by phase for a recipe, before anything loads; exit 1 if over"),
     "export": ("tools.export:main", "write a training checkpoint as a save_pretrained folder (transformers, vLLM)"),
     "predict-one": ("tools.predict:main", "answer one question about one image; prints the record as JSON"),
     "score": ("evaluation.score:main", "score vlrl predict output on a benchmark by its official rules"),

@@ -21,7 +21,7 @@ from lightning_modules.phases import PhaseClock
 from lightning_modules.run_state import resolve_log_dir
 from rollout.advantages import group_advantages, informative_groups
 from rollout.batch import RolloutBatch
-from rollout.engine import VISION_TOKENS, Rollout, RolloutEngine, SamplingConfig
+from rollout.engine import VISION_TOKENS, Rollout, RolloutEngine, SamplingConfig, StepShape
 
 
 @dataclass
@@ -137,8 +137,8 @@ class RolloutCallback(Callback):
         self.uninformative_in_a_row = 0
 
     # The policy is built in configure_model, after Callback.setup, so the engine is attached at these starts.
-    def _attach(self, pl_module) -> None:
-        self.engine.setup(pl_module.policy, pl_module.processor)
+    def _attach(self, pl_module, step: StepShape | None = None) -> None:
+        self.engine.setup(pl_module.policy, pl_module.processor, step)
         for judge in pl_module.rewards.judges:  # judges that answer with the policy's own engine bind to it
             judge.bind(self.engine, pl_module.processor)
 
@@ -146,7 +146,24 @@ class RolloutCallback(Callback):
         self.log_dir = resolve_log_dir(trainer)  # a collective under DDP/FSDP: every rank, here
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self._attach(pl_module)
+        self._attach(pl_module, self.step_shape(trainer.datamodule))
+
+    def step_shape(self, datamodule) -> StepShape | None:
+        """The largest rollout of a training step (the stage with the most tokens), from the rollout settings and the
+        datamodule's batch size, prompt length and pixel bounds; None when the datamodule does not say them."""
+        data = getattr(datamodule, "hparams", {}) or {}
+        if "batch_size" not in data or "max_prompt_length" not in data:
+            return None
+        stages = self.stages or [RolloutStage(0, self.settings.max_new_tokens, self.settings.group_size)]
+        largest = max(stages, key=lambda stage: stage.group_size * (data["max_prompt_length"] + stage.max_new_tokens))
+        return StepShape(
+            data["batch_size"],
+            largest.group_size,
+            data["max_prompt_length"],
+            largest.max_new_tokens,
+            data.get("min_pixels"),
+            data.get("max_pixels"),
+        )
 
     def on_train_start(self, trainer, pl_module) -> None:
         # a run resumed into its own log folder logs the steps after the checkpoint again: drop the killed run's

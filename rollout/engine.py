@@ -128,14 +128,34 @@ def encode_prompts(processor: Any, prompts: Sequence[str], images: Sequence[Sequ
         tokenizer.padding_side = side
 
 
+@dataclass(frozen=True)
+class StepShape:
+    """The largest rollout one training step asks of an engine on one rank: ``prompts`` x ``group_size`` sequences
+    of at most ``prompt_tokens + new_tokens`` tokens, with images within ``[min_pixels, max_pixels]`` (the data's
+    bounds: images are resized to them before they reach an engine)."""
+
+    prompts: int
+    group_size: int
+    prompt_tokens: int
+    new_tokens: int
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+
+    @property
+    def tokens(self) -> int:
+        """KV-cache tokens the step's sequences take at their longest (prompts not shared)."""
+        return self.prompts * self.group_size * (self.prompt_tokens + self.new_tokens)
+
+
 class RolloutEngine(ABC):
     """Generates completions for prompts with images."""
 
     #: weight syncs so far, for an engine that keeps its own copy of the weights (None: it samples the live policy)
     weight_version: int | None = None
 
-    def setup(self, policy: nn.Module, processor: Any) -> None:  # noqa: B027 - optional hook
-        """Called once the policy exists (and again after it moves)."""
+    def setup(self, policy: nn.Module, processor: Any, step: StepShape | None = None) -> None:  # noqa: B027
+        """Called once the policy exists (and again after it moves); ``step``: what a training step will ask (None
+        outside training), for an engine that sizes itself."""
 
     @abstractmethod
     def generate(

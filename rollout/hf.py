@@ -19,6 +19,7 @@ from rollout.engine import (
     Rollout,
     RolloutEngine,
     SamplingConfig,
+    StepShape,
     completion_mask_from_ids,
     empty_rollout,
     encode_prompts,
@@ -78,7 +79,7 @@ class HFEngine(RolloutEngine):
         self.policy: nn.Module | None = None
         self.processor: Any = None
 
-    def setup(self, policy: nn.Module, processor: Any) -> None:
+    def setup(self, policy: nn.Module, processor: Any, step: StepShape | None = None) -> None:
         self.policy, self.processor = policy, processor
 
     @property

@@ -70,6 +70,7 @@ from rollout.engine import (
     Rollout,
     RolloutEngine,
     SamplingConfig,
+    StepShape,
     encode_prompts,
     end_token_ids,
     pad_right,
@@ -212,6 +213,19 @@ def check_engine_device(
         )
 
 
+def check_kv_cache(capacity_tokens: int | None, step: StepShape) -> None:
+    """Raise, with the numbers, when the engine's KV cache cannot hold one training step's sequences at once
+    (vLLM would run them in waves, each step several times slower, without a word). Pure."""
+    if capacity_tokens is None or capacity_tokens >= step.tokens:
+        return
+    raise RuntimeError(
+        f"vLLM's KV cache holds {capacity_tokens:,} tokens, but one step needs {step.tokens:,}: {step.prompts} prompts "
+        f"x G {step.group_size} x ({step.prompt_tokens} prompt + {step.new_tokens} new tokens). Raise the engine's "
+        "gpu_memory_utilization (or kv_cache_gib), or lower data.init_args.batch_size, the group size or "
+        "max_new_tokens (vlrl plan shows what the GPUs hold)."
+    )
+
+
 def _current_cuda_device() -> int | None:
     return torch.cuda.current_device() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
 
@@ -322,17 +336,17 @@ class VLLMEngine(RolloutEngine):
         self._adapter_id = 0  # LoRA adapter versions written to this engine
 
     # -- set-up ----------------------------------------------------------------------------------------------------
-    def setup(self, policy: nn.Module, processor: Any) -> None:
+    def setup(self, policy: nn.Module, processor: Any, step: StepShape | None = None) -> None:
         self.policy, self.processor = policy, processor
         if self.llm is None:
-            self._start(policy)
+            self._start(policy, step)
         # a resumed or already-trained policy differs from the checkpoint on disk: everything is pushed at the first
         # wake; until then the engine sleeps (a resumed run restores its optimizer state meanwhile)
         self.sync_weights(policy, full=True)
         if not self._awake:
             self._go_to_sleep()
 
-    def _start(self, policy: nn.Module) -> None:
+    def _start(self, policy: nn.Module, step: StepShape | None = None) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] != "0":
             raise RuntimeError("VLLMEngine needs VLLM_ENABLE_V1_MULTIPROCESSING=0 (in-process engine)")
@@ -342,6 +356,8 @@ class VLLMEngine(RolloutEngine):
         from vllm import LLM
 
         kwargs = self._engine_kwargs(policy)
+        if step is not None and step.max_pixels:  # vLLM sizes its memory profile for the data's largest image
+            kwargs["mm_processor_kwargs"] = {"min_pixels": step.min_pixels, "max_pixels": step.max_pixels}
         log.info("starting vLLM on %s", kwargs["model"])
         # vLLM's worker seeds Python's, NumPy's and torch's global generators with its own seed while it starts.
         # Those streams belong to the run: a resumed run restores them from the checkpoint before the engine starts
@@ -357,6 +373,8 @@ class VLLMEngine(RolloutEngine):
             _set_global_rng(rng)
         worker = self.llm.llm_engine.model_executor.driver_worker.worker
         check_engine_device(_policy_device(policy), worker.device, current, _current_cuda_device())
+        if step is not None:
+            check_kv_cache(self.llm.llm_engine.vllm_config.cache_config.kv_cache_size_tokens, step)
         log.info(
             "vLLM engine on %s (%s, %s)",
             worker.device,

@@ -96,6 +96,7 @@ def test_remove_if_unused_keeps_folders_with_results(tmp_path):
 
 # every command with an option its help must show (``bench`` stands for itself: it lists the benchmarks)
 HELP = {
+    "plan": "--gpu-memory-gib",
     "export": "--keep-lora",
     "predict-one": "--question",
     "score": "--benchmark",

@@ -52,7 +52,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from tools.checkpoint_io import AtomicCheckpointIO
-from tools.plan import check_before_fit
+from tools.plan import check_fit
 
 MANUAL_OPTIMIZATION_WARNING = "Using ModelCheckpoint with manual optimization"
 
@@ -212,6 +212,14 @@ def _explain_manual_optimization_checkpoints(trainer, model) -> None:
         "Checkpoints hold the weights after each optimizer step with that step's count: the state a resume "
         "continues from (Lightning's manual-optimization checkpoint warning does not apply)."
     )
+
+
+def check_before_fit(cfg: dict, trainer) -> None:
+    """``vlrl fit``'s memory check on GPUs (``tools.plan``), with the device's memory and the world size."""
+    device = trainer.strategy.root_device
+    if device.type != "cuda" or os.environ.get("VLRL_MEMORY_PLAN", "on") == "off":
+        return
+    check_fit(cfg, trainer.world_size, torch.cuda.get_device_properties(device).total_memory)
 
 
 class VLRLCLI(LightningCLI):

@@ -18,24 +18,22 @@ Phases, per GPU (``tools.memory`` has the byte counts of each tensor, the formul
 
 The peak is the largest phase plus the allocator's slack (``ALLOCATOR_SLACK`` of it: fragmentation and cached blocks).
 A run fits when its peak is at most the GPU's memory. ``vlrl fit`` runs the same check on GPUs, with the device's
-real memory and the run's real world size, before the model loads (``VLRL_MEMORY_PLAN=off`` skips it).
+real memory and the run's real world size, before the model loads (``VLRL_MEMORY_PLAN=off`` skips it;
+``tools.plan_cli`` is the command, ``tools.lightning_cli`` the check).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
-import os
-import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from tools.memory import GIB, Workload, activation_bytes, head_dim, parameter_shapes, state_bytes, text_config
+from tools.tiny_model import qwen2_5_vl_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -89,8 +87,6 @@ def model_shapes(path: str) -> tuple[dict, str]:
     if (local / "config.json").is_file():
         return json.loads((local / "config.json").read_text()), f"{local / 'config.json'}"
     if path in KNOWN:
-        from tools.tiny_model import qwen2_5_vl_config
-
         return qwen2_5_vl_config(KNOWN[path]).to_dict(), f"{path} (known shapes)"
     for recipe in sorted(CONFIGS.glob("*.yaml")):
         init = (yaml.safe_load(recipe.read_text()).get("model") or {}).get("init_args") or {}
@@ -265,66 +261,3 @@ def check_fit(cfg: dict, gpus: int, gpu_bytes: int) -> Plan:
         advice = "; ".join(f"{args} (peak {p.peak / GIB:.1f} GiB)" for args, p in fits[:4]) or "nothing vlrl ships"
         raise MemoryError(f"{result.report()}\nwhat fits: {advice}. (VLRL_MEMORY_PLAN=off skips this check.)")
     return result
-
-
-def check_before_fit(cfg: dict, trainer) -> None:
-    """``vlrl fit``'s check on GPUs (see the module docstring), before the model loads."""
-    import torch
-
-    device = trainer.strategy.root_device
-    if device.type != "cuda" or os.environ.get("VLRL_MEMORY_PLAN", "on") == "off":
-        return
-    check_fit(cfg, trainer.world_size, torch.cuda.get_device_properties(device).total_memory)
-
-
-# -- the command ----------------------------------------------------------------------------------------------------
-def parse_fit_config(fit_args: list[str]) -> dict:
-    """``vlrl fit``'s configuration for these arguments (config files and overrides), parsed as ``vlrl fit`` parses
-    them, nothing instantiated."""
-    from jsonargparse import set_parsing_settings
-    from lightning import LightningDataModule, LightningModule
-
-    from tools.lightning_cli import VLRLCLI
-
-    class ParseOnly(VLRLCLI):
-        def instantiate_classes(self) -> None:
-            pass
-
-    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
-    with warnings.catch_warnings():  # LightningCLI warns when given args while sys.argv holds vlrl plan's own
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = ParseOnly(
-            LightningModule,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            parser_kwargs={"parser_mode": "omegaconf+"},
-            args=fit_args,
-            run=False,
-        )
-    return cli.config.as_dict()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="vlrl plan",
-        description=__doc__.split("\n\n")[0],
-        epilog="Any other --key=value is a vlrl fit override (e.g. --model.init_args.update.micro_batch_size=4).",
-    )
-    parser.add_argument("-c", "--config", action="append", required=True, help="a config file, as for vlrl fit")
-    parser.add_argument("--gpus", type=int, default=1, help="GPUs in the run, all nodes together (default: 1)")
-    parser.add_argument("--gpu-memory-gib", type=float, default=H100_GIB, help="per GPU (default: H100 80GB, 79.6)")
-    args, overrides = parser.parse_known_args(argv)
-    fit_args = [a for path in args.config for a in ("-c", path)] + overrides
-    try:
-        cfg = parse_fit_config(fit_args)
-        check_fit(cfg, args.gpus, int(args.gpu_memory_gib * GIB))
-    except MemoryError as e:
-        print(str(e))
-        return 1
-    except PlanError as e:
-        print(f"vlrl plan: {e}", file=sys.stderr)
-        return 2
-    model_config, source = model_shapes(_args(cfg["model"])["policy"]["model_name_or_path"])
-    print(plan(cfg, args.gpus, int(args.gpu_memory_gib * GIB), model_config, source).report())
-    return 0

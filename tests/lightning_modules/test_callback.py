@@ -132,3 +132,23 @@ def test_ptst_stage_schedule():
     assert seen == [(4096, 16)] * 2 + [(8192, 8)] * 3 + [(16384, 4)] * 3  # the last stage continues
     assert settings_at(5, base, None) is base
     assert settings_at(3, base, stages).temperature == base.temperature  # a stage overrides length and G only
+
+
+def test_step_shape_is_the_largest_stage_at_the_data_s_bounds():
+    """What the engine sizes itself for: the data's batch, prompt length and pixel bounds, and the stage whose
+    sequences take the most tokens (PTST: 16 x (4096 + 4096) per prompt in stage 1, more than 8 x (4096 + 8192))."""
+    from types import SimpleNamespace
+
+    from lightning_modules.callback import RolloutCallback, RolloutSettings, RolloutStage
+    from rollout.engine import StepShape
+    from rollout.hf import HFEngine
+
+    data = SimpleNamespace(
+        hparams={"batch_size": 4, "max_prompt_length": 4096, "min_pixels": 3136, "max_pixels": 10**6}
+    )
+    stages = [RolloutStage(300, 4096, 16), RolloutStage(300, 8192, 8)]
+    callback = RolloutCallback(HFEngine(), RolloutSettings(), stages)
+    assert callback.step_shape(data) == StepShape(4, 16, 4096, 4096, 3136, 10**6)
+    plain = RolloutCallback(HFEngine(), RolloutSettings(group_size=8, max_new_tokens=256))
+    assert plain.step_shape(data) == StepShape(4, 8, 4096, 256, 3136, 10**6)
+    assert plain.step_shape(SimpleNamespace(hparams={})) is None  # a datamodule that does not say

@@ -258,3 +258,15 @@ def test_engine_device_check_names_the_misplacement():
         check_engine_device(torch.device("cuda", 3), torch.device("cuda", 0), 3, 3)
     with pytest.raises(RuntimeError, match="moved the current device from cuda:3 to cuda:0"):
         check_engine_device(torch.device("cuda", 3), torch.device("cuda", 3), 3, 0)
+
+
+def test_kv_cache_check_names_the_shortfall():
+    from rollout.engine import StepShape
+    from rollout.vllm import check_kv_cache
+
+    step = StepShape(prompts=8, group_size=8, prompt_tokens=4096, new_tokens=1024)  # Visionary-R1, one rank
+    assert step.tokens == 8 * 8 * 5120
+    check_kv_cache(327_680, step)  # exactly enough
+    check_kv_cache(None, step)  # an engine that does not say
+    with pytest.raises(RuntimeError, match=r"holds 100,000 tokens, but one step needs 327,680: 8 prompts x G 8"):
+        check_kv_cache(100_000, step)

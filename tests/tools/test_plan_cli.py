@@ -1,0 +1,40 @@
+"""``vlrl plan`` as users run it: the recipes' documented GPU counts fit, the shipped 3B recipe on one H100 does not
+and the command names what does; exit statuses."""
+
+from pathlib import Path
+
+import pytest
+
+from tools.plan_cli import main
+
+pytestmark = pytest.mark.slow  # each parses a recipe through LightningCLI (a few seconds)
+
+GPU_RECIPES = {"visionary_r1.yaml", "grpo_baseline.yaml", "vision_r1_ptst.yaml", "vision_r1_cold_start.yaml"}
+
+
+def test_the_3b_recipe_does_not_fit_one_h100_and_names_what_does(capsys):
+    assert main(["-c", "configs/visionary_r1.yaml", "--gpus", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "does NOT fit" in out and "what fits: -c configs/memory/adamw_8bit.yaml" in out
+    # the overlay it names fits, and the same holds on 8 GPUs with FSDP (DDP would keep a full replica on each)
+    assert main(["-c", "configs/visionary_r1.yaml", "-c", "configs/memory/adamw_8bit.yaml", "--gpus", "1"]) == 0
+    assert main(["-c", "configs/visionary_r1.yaml", "-c", "configs/strategy/fsdp.yaml", "--gpus", "8"]) == 0
+    assert main(["-c", "configs/visionary_r1.yaml", "--gpus", "8"]) == 1
+    assert "DDP keeps a full replica" in capsys.readouterr().out
+
+
+def _documented_fits() -> list[tuple[str, str]]:
+
+    found = []
+    for recipe in sorted(Path("configs").glob("*.yaml")):
+        for line in recipe.read_text().splitlines():
+            if line.startswith("#   vlrl plan "):
+                found.append((recipe.name, line.removeprefix("#   vlrl plan ")))
+    return found
+
+
+def test_every_gpu_recipe_documents_gpu_counts_that_fit():
+    documented = _documented_fits()
+    assert GPU_RECIPES | {"sft_baseline.yaml"} <= {name for name, _ in documented}
+    for name, command in documented:
+        assert main(command.split()) == 0, (name, command)
