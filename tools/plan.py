@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 H100_GIB = 81559 / 1024  # nvidia-smi's total for an H100 80GB
 CUDA_CONTEXT_GIB = 0.6  # CUDA context and NCCL's buffers: an allowance, not measured here
+VLLM_ACTIVATIONS_GIB = 1.0  # vLLM's own activations and sampler buffers inside its share: an allowance
 VLLM_ASLEEP_GIB = 1.0  # what a sleeping vLLM keeps (CUDA graphs, its context): an allowance, not measured here
 ALLOCATOR_SLACK = 0.05  # the caching allocator's fragmentation, as a share of the peak: an allowance
 KNOWN = {  # released checkpoints the recipes name -> tools.tiny_model's shapes (config.json of the release)
@@ -60,6 +61,7 @@ class Plan:
     gpu_bytes: int
     model: str  # where the shapes came from
     notes: list[str] = field(default_factory=list)
+    kv_short: bool = False  # vLLM's share cannot hold one step's sequences (see ``kv_cache_shortfall``)
 
     @property
     def peak(self) -> int:
@@ -67,7 +69,7 @@ class Plan:
 
     @property
     def fits(self) -> bool:
-        return self.peak <= self.gpu_bytes
+        return self.peak <= self.gpu_bytes and not self.kv_short
 
     def report(self) -> str:
         lines = [f"model: {self.model}", f"per GPU, {self.gpus} GPU(s) of {self.gpu_bytes / GIB:.1f} GiB:"]
@@ -76,7 +78,8 @@ class Plan:
             f"  {'peak':<26} {self.peak / GIB:7.1f} GiB (largest phase + {ALLOCATOR_SLACK:.0%} allocator slack)"
         )
         lines += [f"  note: {note}" for note in self.notes]
-        lines.append("fits" if self.fits else f"does NOT fit: {(self.peak - self.gpu_bytes) / GIB:.1f} GiB over")
+        over = f"{(self.peak - self.gpu_bytes) / GIB:.1f} GiB over" if self.peak > self.gpu_bytes else "KV cache short"
+        lines.append("fits" if self.fits else f"does NOT fit: {over}")
         return "\n".join(lines)
 
 
@@ -193,7 +196,36 @@ def plan(cfg: dict, gpus: int, gpu_bytes: int, model_config: dict | None = None,
         phases["update" + suffix] = fixed + asleep + dynamic
         phases["optimizer step" + suffix] = fixed + asleep + s["grads"] + temporary + ddp
     notes = [] if sharded or gpus == 1 else [f"no FSDP: DDP keeps a full replica on each of the {gpus} GPUs"]
-    return Plan(phases, gpus, gpu_bytes, source, notes)
+    shortfall = kv_cache_shortfall(cfg, model_config, gpu_bytes)
+    if shortfall:
+        notes.append(shortfall)
+    return Plan(phases, gpus, gpu_bytes, source, notes, kv_short=bool(shortfall))
+
+
+def kv_cache_shortfall(cfg: dict, model_config: dict, gpu_bytes: int) -> str | None:
+    """Why vLLM's share cannot hold one step's sequences (the engine's start-up check, ``rollout.vllm``), or None:
+    the share less the engine's bf16 weights and ``VLLM_ACTIVATIONS_GIB`` must hold every stage's
+    ``batch_size x G x (P + C)`` tokens of K and V."""
+    t = text_config(model_config)
+    per_token = 2 * 2 * t["num_hidden_layers"] * t["num_key_value_heads"] * head_dim(t)  # K and V in bf16
+    weights = 2 * sum(math.prod(shape) for shape in parameter_shapes(model_config).values())
+    prompts = _args(cfg["data"]).get("batch_size") or 1
+    for w in workloads(cfg):
+        if w.vllm_gpu_memory_utilization is None:
+            continue
+        kv_gib = _args(_args(cfg["model"]).get("engine")).get("kv_cache_gib")
+        if kv_gib is not None:
+            cache = int(kv_gib * GIB)
+        else:
+            cache = int(w.vllm_gpu_memory_utilization * gpu_bytes) - weights - int(VLLM_ACTIVATIONS_GIB * GIB)
+        need = prompts * w.group_size * (w.prompt_tokens + w.completion_tokens) * per_token
+        if cache < need:
+            return (
+                f"vLLM's KV cache ({max(cache, 0) / GIB:.1f} GiB) cannot hold one step of {w.name} "
+                f"({prompts} x G {w.group_size} x {w.prompt_tokens + w.completion_tokens} tokens = "
+                f"{need / GIB:.1f} GiB): raise the engine's gpu_memory_utilization"
+            )
+    return None
 
 
 def _engine_bytes(cfg: dict, model_config: dict, w: Workload, gpu_bytes: int) -> tuple[int, int]:
@@ -245,6 +277,8 @@ def alternatives(cfg: dict, gpus: int, gpu_bytes: int, model_config: dict, sourc
         candidate = cfg
         for overlay in overlays:
             candidate = _with(candidate, overlay)
+        if n == gpus and any(_with(cfg, overlay) == cfg for overlay in overlays):
+            continue  # an overlay the run already has
         result = plan(candidate, n, gpu_bytes, model_config, source)
         if result.fits:
             args = " ".join(f"-c {o}" for o in overlays) + (f" on {n} GPUs" if n != gpus else "")

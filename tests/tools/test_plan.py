@@ -71,3 +71,14 @@ def test_fixed_state_equals_the_tensors_of_a_real_step(tiny_checkpoint, tmp_path
     measured += sum(p.numel() * p.element_size() for p in reference.model.parameters())
     planned = plan(cfg, 1, H100).phases["fixed"] - int(CUDA_CONTEXT_GIB * GIB)  # the HF engine: nothing asleep
     assert math.isclose(planned, measured, rel_tol=1e-3), (planned, measured)
+
+
+def test_a_vllm_share_too_small_for_one_step_s_kv_cache_does_not_fit():
+    """PTST's first stage on 7B: 4 prompts x G 16 x 8192 tokens of K and V is 28 GiB; at the old 0.3 share an 80 GB
+    GPU leaves vLLM 7.5 GiB after its weights, so the plan refuses it as the engine would at start-up."""
+    args = ["-c", "configs/vision_r1_ptst.yaml", "-c", "configs/strategy/fsdp.yaml"]
+    assert plan(parse_fit_config(args), 16, H100).fits  # the recipe's 0.6
+    short = plan(parse_fit_config([*args, "--model.init_args.engine.init_args.gpu_memory_utilization=0.3"]), 16, H100)
+    assert not short.fits and any(
+        "cannot hold one step of stage 1" in note and "28.0 GiB" in note for note in short.notes
+    )
