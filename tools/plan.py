@@ -130,9 +130,7 @@ def workloads(cfg: dict) -> list[Workload]:
             )
         ]
     engine = model.get("engine") or {"class_path": "rollout.hf.HFEngine"}
-    vllm = None
-    if engine["class_path"].endswith("VLLMEngine"):
-        vllm = _args(engine).get("gpu_memory_utilization", 0.3)
+    vllm = _args(engine).get("gpu_memory_utilization")  # an engine with its own share of the GPU (vLLM)
     update, rollout = model.get("update") or {}, model.get("rollout") or {}
     stages = model.get("rollout_stages") or [
         {"max_new_tokens": rollout.get("max_new_tokens", 256), "group_size": rollout.get("group_size", 8)}
