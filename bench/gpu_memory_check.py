@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import statistics
 from pathlib import Path
 
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     data = write_synthetic_dataset(work / "data", 16, image_size=s["image"], tasks=["shape_color"])
     fit_args = run_args(s, checkpoint, data, work, device_gib)
     planned = plan(parse_fit_config(fit_args), 1, int(device_gib * GIB))
+    shutil.rmtree(work / "run", ignore_errors=True)  # a rerun on a warm machine must not read the last run's metrics
     fit_main(["fit", *fit_args])
     got = measured(work)
     steady = {k: statistics.mean(v[1:] or v) for k, v in got.items()}  # the first step warms up

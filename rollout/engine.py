@@ -141,9 +141,11 @@ class StepShape:
     min_pixels: int | None = None
     max_pixels: int | None = None
 
-    @property
-    def tokens(self) -> int:
-        """KV-cache tokens the step's sequences take at their longest (prompts not shared)."""
+    def tokens(self, shared_prompt: bool) -> int:
+        """KV-cache tokens the step's sequences take at their longest: each prompt once for its G samples when the
+        engine shares a prompt's blocks (prefix caching), else once per sample."""
+        if shared_prompt:
+            return self.prompts * (self.prompt_tokens + self.group_size * self.new_tokens)
         return self.prompts * self.group_size * (self.prompt_tokens + self.new_tokens)
 
 

@@ -213,15 +213,20 @@ def check_engine_device(
         )
 
 
-def check_kv_cache(capacity_tokens: int | None, step: StepShape) -> None:
+def check_kv_cache(capacity_tokens: int | None, step: StepShape, shared_prompt: bool) -> None:
     """Raise, with the numbers, when the engine's KV cache cannot hold one training step's sequences at once
-    (vLLM would run them in waves, each step several times slower, without a word). Pure."""
-    if capacity_tokens is None or capacity_tokens >= step.tokens:
+    (vLLM would run them in waves, each step several times slower, without a word). ``shared_prompt``: prefix
+    caching on, so a prompt's blocks serve its G samples. Pure."""
+    need = step.tokens(shared_prompt)
+    if capacity_tokens is None or capacity_tokens >= need:
         return
+    if shared_prompt:
+        how = f"{step.prompts} prompts x ({step.prompt_tokens} prompt + G {step.group_size} x {step.new_tokens} new)"
+    else:
+        how = f"{step.prompts} prompts x G {step.group_size} x ({step.prompt_tokens} prompt + {step.new_tokens} new)"
     raise RuntimeError(
-        f"vLLM's KV cache holds {capacity_tokens:,} tokens, but one step needs {step.tokens:,}: {step.prompts} prompts "
-        f"x G {step.group_size} x ({step.prompt_tokens} prompt + {step.new_tokens} new tokens). Raise the engine's "
-        "gpu_memory_utilization (or kv_cache_gib), or lower data.init_args.batch_size, the group size or "
+        f"vLLM's KV cache holds {capacity_tokens:,} tokens, but one step needs {need:,}: {how} tokens. Raise the "
+        "engine's gpu_memory_utilization (or kv_cache_gib), or lower data.init_args.batch_size, the group size or "
         "max_new_tokens (vlrl plan shows what the GPUs hold)."
     )
 
@@ -371,21 +376,22 @@ class VLLMEngine(RolloutEngine):
                 self.llm = LLM(**kwargs)
         finally:
             _set_global_rng(rng)
-        worker = self.llm.llm_engine.model_executor.driver_worker.worker
-        check_engine_device(_policy_device(policy), worker.device, current, _current_cuda_device())
-        if step is not None:
-            check_kv_cache(self.llm.llm_engine.vllm_config.cache_config.kv_cache_size_tokens, step)
-        log.info(
-            "vLLM engine on %s (%s, %s)",
-            worker.device,
-            kwargs.get("distributed_executor_backend", "uniproc"),
-            type(worker.model_runner).__module__,
-        )
+        self._check_started(policy, step, kwargs, current)
         # the CPU worker replaces torch.set_num_threads with a function that skips the call and warns, on every later
         # call (Lightning and transformers make many); skip it without the warning
         logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
         if getattr(torch.set_num_threads, "__name__", "") == "skip_set_num_threads":
             torch.set_num_threads = _skip_set_num_threads
+
+    def _check_started(self, policy: nn.Module, step: StepShape | None, kwargs: dict, current: int | None) -> None:
+        """The started engine on this rank's device, the current device unmoved, and a KV cache for one step."""
+        worker = self.llm.llm_engine.model_executor.driver_worker.worker
+        check_engine_device(_policy_device(policy), worker.device, current, _current_cuda_device())
+        if step is not None:
+            capacity = getattr(self.llm.llm_engine.vllm_config.cache_config, "kv_cache_size_tokens", None)
+            check_kv_cache(capacity, step, shared_prompt=kwargs["enable_prefix_caching"])
+        backend = kwargs.get("distributed_executor_backend", "uniproc")
+        log.info("vLLM engine on %s (%s, %s)", worker.device, backend, type(worker.model_runner).__module__)
 
     def _engine_kwargs(self, policy: nn.Module) -> dict[str, Any]:
         """vLLM's ``LLM`` arguments for ``policy``: its checkpoint and dtype, the settings this machine and model can

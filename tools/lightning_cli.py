@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 from jsonargparse import set_parsing_settings
-from lightning import LightningDataModule, LightningModule
+from lightning import Callback, LightningDataModule, LightningModule
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
@@ -214,12 +214,29 @@ def _explain_manual_optimization_checkpoints(trainer, model) -> None:
     )
 
 
+class MemoryPlanCheck(Callback):
+    """``vlrl fit``'s memory check (``check_before_fit``) in each process, after the launcher started it (touching
+    CUDA in the launching process would break fork-based launchers) and before ``configure_model`` loads weights."""
+
+    def __init__(self, cfg: dict) -> None:
+        self.cfg = cfg
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            check_before_fit(self.cfg, trainer)
+
+
 def check_before_fit(cfg: dict, trainer) -> None:
     """``vlrl fit``'s memory check on GPUs (``tools.plan``), with the device's memory and the world size."""
     device = trainer.strategy.root_device
     if device.type != "cuda" or os.environ.get("VLRL_MEMORY_PLAN", "on") == "off":
         return
-    check_fit(cfg, trainer.world_size, torch.cuda.get_device_properties(device).total_memory)
+    try:
+        check_fit(cfg, trainer.world_size, torch.cuda.get_device_properties(device).total_memory)
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a model the planner cannot read (another family, no config.json yet)
+        logging.getLogger(__name__).warning("memory plan skipped: %s", e)  # must not stop a run that may well fit
 
 
 class VLRLCLI(LightningCLI):
@@ -233,6 +250,8 @@ class VLRLCLI(LightningCLI):
         named = (config.get("trainer") or {}).get("callbacks") or []
         named_ids = {id(c) for c in (named if isinstance(named, list) else [named])}
         trainer = super().instantiate_trainer(**kwargs)
+        if self.subcommand == "fit":
+            trainer.callbacks.append(MemoryPlanCheck(self.config[self.subcommand].as_dict()))
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: not crash-safe locally
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         # Lightning's default progress bar (not one the config names) becomes StepProgressBar
@@ -268,7 +287,6 @@ class VLRLCLI(LightningCLI):
         if subcommand != "fit":
             return super()._run_subcommand(subcommand)
         self._resolve_resume()
-        check_before_fit(self.config[subcommand].as_dict(), self.trainer)  # GPUs: the memory plan, before any load
         _explain_manual_optimization_checkpoints(self.trainer, self.model)
         new_folders = [Path(lg.log_dir) for lg in _versioned_loggers(self.trainer) if not Path(lg.log_dir).exists()]
         try:

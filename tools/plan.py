@@ -32,16 +32,18 @@ from pathlib import Path
 
 import yaml
 
+from rollout.engine import StepShape
 from tools.memory import GIB, Workload, activation_bytes, head_dim, parameter_shapes, state_bytes, text_config
 from tools.tiny_model import qwen2_5_vl_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-H100_GIB = 81559 / 1024  # nvidia-smi's total for an H100 80GB
+H100_GIB = 79.1  # torch's total_memory of an H100 80GB, about (nvidia-smi says 79.6 GiB); vlrl fit uses the device's
 CUDA_CONTEXT_GIB = 0.6  # CUDA context and NCCL's buffers: an allowance, not measured here
 VLLM_ACTIVATIONS_GIB = 1.0  # vLLM's own activations and sampler buffers inside its share: an allowance
 VLLM_ASLEEP_GIB = 1.0  # what a sleeping vLLM keeps (CUDA graphs, its context): an allowance, not measured here
 ALLOCATOR_SLACK = 0.05  # the caching allocator's fragmentation, as a share of the peak: an allowance
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 KNOWN = {  # released checkpoints the recipes name -> tools.tiny_model's shapes (config.json of the release)
     "Qwen/Qwen2.5-VL-3B-Instruct": "3b",
     "Qwen/Qwen2.5-VL-7B-Instruct": "7b",
@@ -98,7 +100,7 @@ def model_shapes(path: str) -> tuple[dict, str]:
             return shapes, f"{path}, exported by {recipe.relative_to(ROOT)} from {source}"
     raise PlanError(
         f"cannot tell the model's shapes: {path!r} has no config.json, is not a checkpoint vlrl knows "
-        f"({', '.join(KNOWN)}), and no recipe in configs/ exports it"
+        f"({', '.join(KNOWN)}), and no recipe in configs/ exports it (vlrl fit then starts without the memory check)"
     )
 
 
@@ -113,22 +115,11 @@ def workloads(cfg: dict) -> list[Workload]:
     policy = model["policy"]
     checkpointing, chunk = bool(policy.get("gradient_checkpointing")), 1024
     pixels = data.get("max_pixels") or 28 * 28 * 1280
-    if "rollout" not in model:  # SFT: one micro-batch of full-length rows, no engine
+    if "rollout" not in model:  # SFT: a micro-batch of full-length rows, every token after the image labelled
         length = data.get("max_length", 4096)
         image = min(length, pixels // (28 * 28))
-        return [
-            Workload(
-                "sft",
-                length,
-                image,
-                0,
-                1,
-                data.get("batch_size", 1),
-                checkpointing,
-                model.get("logps_chunk_size", chunk),
-                None,
-            )
-        ]
+        rows, chunk = data.get("batch_size", 1), model.get("logps_chunk_size", chunk)
+        return [Workload("sft", image, image, length - image, 1, rows, checkpointing, chunk, None)]
     engine = model.get("engine") or {"class_path": "rollout.hf.HFEngine"}
     vllm = _args(engine).get("gpu_memory_utilization")  # an engine with its own share of the GPU (vLLM)
     update, rollout = model.get("update") or {}, model.get("rollout") or {}
@@ -175,13 +166,18 @@ def plan(cfg: dict, gpus: int, gpu_bytes: int, model_config: dict | None = None,
     lora = policy.get("lora")
     rank = lora.get("r", 16) if isinstance(lora, dict) else None
     s = state_bytes(model_config, gpus if sharded else 1, rank, frozen=_frozen(policy))
-    adam = s["adam"] // 4 if optimizer == "adamw_8bit" else s["adam"]
-    reference = 0 if "rollout" not in model else s["reference"]  # bf16; SFT has none
-    if reference and policy.get("reference_dtype") != "bfloat16" and policy.get("dtype", "float32") == "float32":
-        reference *= 2  # a float32 reference
-    fixed = s["params"] + adam + reference + int(CUDA_CONTEXT_GIB * GIB)
-    ddp = 0 if sharded or gpus == 1 else s["grads"]  # DDP's gradient buckets beside the gradients
-    temporary = s["adam"] // 2 if optimizer == "adamw" else 0  # foreach: a copy of the second moments
+    scale = DTYPE_BYTES[policy.get("dtype") or "float32"] / 4  # tools.memory counts fp32 weights and state
+    params, grads = int(s["params"] * scale), int(s["grads"] * scale)
+    adam = int(s["adam"] * scale) // (4 if optimizer == "adamw_8bit" else 1)
+    beta = _args(model.get("loss")).get("beta", 0.04)  # GRPOModule builds no reference when beta is 0
+    reference = 0 if "rollout" not in model or not beta else s["reference"] // 2  # elements (tools.memory: bf16)
+    reference *= DTYPE_BYTES[policy.get("reference_dtype") or policy.get("dtype") or "float32"]
+    fixed = params + adam + reference + int(CUDA_CONTEXT_GIB * GIB)
+    ddp = 0 if sharded or gpus == 1 else grads  # DDP's gradient buckets beside the gradients
+    temporary = adam // 2 if optimizer == "adamw" else 0  # foreach: a copy of the second moments
+    # unsharded under bf16-mixed, autocast keeps a bf16 copy of every weight it casts for the whole training step
+    # (FSDP2 instead gathers bf16 units one at a time: tools.memory's ``gathered``)
+    casts = s["gathered"] if sharded else 2 * s["numel"]
     phases: dict[str, int] = {"fixed": fixed}
     for w in workloads(cfg):
         awake, asleep = _engine_bytes(cfg, model_config, w, gpu_bytes)
@@ -190,9 +186,9 @@ def plan(cfg: dict, gpus: int, gpu_bytes: int, model_config: dict | None = None,
         suffix = "" if w.name in ("grpo", "sft") else f" ({w.name})"
         if w.name != "sft":
             phases["rollout" + suffix] = fixed + awake
-        dynamic = s["grads"] + s["gathered"] + a["layers"] + a["lm_head"] + a["chunk"] + ddp
+        dynamic = grads + casts + a["layers"] + a["lm_head"] + a["chunk"] + ddp
         phases["update" + suffix] = fixed + asleep + dynamic
-        phases["optimizer step" + suffix] = fixed + asleep + s["grads"] + temporary + ddp
+        phases["optimizer step" + suffix] = fixed + asleep + grads + temporary + ddp
     notes = [] if sharded or gpus == 1 else [f"no FSDP: DDP keeps a full replica on each of the {gpus} GPUs"]
     shortfall = kv_cache_shortfall(cfg, model_config, gpu_bytes)
     if shortfall:
@@ -208,20 +204,23 @@ def kv_cache_shortfall(cfg: dict, model_config: dict, gpu_bytes: int) -> str | N
     per_token = 2 * 2 * t["num_hidden_layers"] * t["num_key_value_heads"] * head_dim(t)  # K and V in bf16
     weights = 2 * sum(math.prod(shape) for shape in parameter_shapes(model_config).values())
     prompts = _args(cfg["data"]).get("batch_size") or 1
+    engine = _args(_args(cfg["model"]).get("engine"))
     for w in workloads(cfg):
         if w.vllm_gpu_memory_utilization is None:
             continue
-        kv_gib = _args(_args(cfg["model"]).get("engine")).get("kv_cache_gib")
+        kv_gib = engine.get("kv_cache_gib")
         if kv_gib is not None:
             cache = int(kv_gib * GIB)
         else:
             cache = int(w.vllm_gpu_memory_utilization * gpu_bytes) - weights - int(VLLM_ACTIVATIONS_GIB * GIB)
-        need = prompts * w.group_size * (w.prompt_tokens + w.completion_tokens) * per_token
+        tokens = StepShape(prompts, w.group_size, w.prompt_tokens, w.completion_tokens).tokens(
+            shared_prompt=engine.get("enable_prefix_caching", True)
+        )
+        need = tokens * per_token
         if cache < need:
             return (
                 f"vLLM's KV cache ({max(cache, 0) / GIB:.1f} GiB) cannot hold one step of {w.name} "
-                f"({prompts} x G {w.group_size} x {w.prompt_tokens + w.completion_tokens} tokens = "
-                f"{need / GIB:.1f} GiB): raise the engine's gpu_memory_utilization"
+                f"({tokens:,} tokens = {need / GIB:.1f} GiB): raise the engine's gpu_memory_utilization"
             )
     return None
 

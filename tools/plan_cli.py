@@ -39,6 +39,15 @@ def parse_fit_config(fit_args: list[str]) -> dict:
     return cli.config.as_dict()
 
 
+def configured_gpus(cfg: dict) -> int:
+    """``trainer.devices x trainer.num_nodes`` when the configuration gives a count (``auto``: 1)."""
+    trainer = cfg.get("trainer") or {}
+    devices, nodes = trainer.get("devices"), trainer.get("num_nodes") or 1
+    if isinstance(devices, (list, tuple)):
+        return len(devices) * nodes
+    return int(devices) * nodes if str(devices).isdigit() else nodes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="vlrl plan",
@@ -46,12 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Any other --key=value is a vlrl fit override (e.g. --model.init_args.update.micro_batch_size=4).",
     )
     parser.add_argument("-c", "--config", action="append", required=True, help="a config file, as for vlrl fit")
-    parser.add_argument("--gpus", type=int, default=1, help="GPUs in the run, all nodes together (default: 1)")
+    parser.add_argument(
+        "--gpus", type=int, help="GPUs in the run, all nodes together (default: trainer.devices x num_nodes, or 1)"
+    )
     parser.add_argument("--gpu-memory-gib", type=float, default=H100_GIB, help="per GPU (default: H100 80GB, 79.6)")
     args, overrides = parser.parse_known_args(argv)
     fit_args = [a for path in args.config for a in ("-c", path)] + overrides
     try:
         cfg = parse_fit_config(fit_args)
+        args.gpus = args.gpus or configured_gpus(cfg)
         check_fit(cfg, args.gpus, int(args.gpu_memory_gib * GIB))
     except MemoryError as e:
         print(str(e))

@@ -59,8 +59,9 @@ def test_visionary_r1_two_steps_with_vllm(tiny_checkpoint, synthetic_dir, tmp_pa
 
 
 def test_a_kv_cache_too_small_for_one_step_fails_at_start(tiny_checkpoint, tmp_path):
-    """The demo recipe with a 10 MiB KV cache (about 10,000 tokens of the tiny model): one step of 8 prompts x G 8 x
-    (512 + 64) tokens needs 36,864. The run stops when the engine starts, with both numbers, before any step."""
+    """The demo recipe with a 5 MiB KV cache (about 5,200 tokens of the tiny model): one step of 8 prompts x (512 +
+    G 8 x 64) tokens (prefix caching shares each prompt) needs 8,192. The run stops when the engine starts, with both
+    numbers, before any step."""
     command = [
         sys.executable,
         "-m",
@@ -69,7 +70,7 @@ def test_a_kv_cache_too_small_for_one_step_fails_at_start(tiny_checkpoint, tmp_p
         "-c",
         str(ROOT / "configs" / "demo_grpo.yaml"),
         f"--model.init_args.policy.model_name_or_path={tiny_checkpoint}",
-        "--model.init_args.engine.init_args.kv_cache_gib=0.01",
+        "--model.init_args.engine.init_args.kv_cache_gib=0.005",
         f"--data.init_args.data_dir={tmp_path / 'data'}",
         "--data.init_args.train_size=8",
         "--data.init_args.val_size=2",
@@ -78,7 +79,7 @@ def test_a_kv_cache_too_small_for_one_step_fails_at_start(tiny_checkpoint, tmp_p
     ]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode != 0
-    assert "but one step needs 36,864: 8 prompts x G 8 x (512 prompt + 64 new tokens)" in run.stderr, run.stderr[-3000:]
+    assert "but one step needs 8,192: 8 prompts x (512 prompt + G 8 x 64 new) tokens" in run.stderr, run.stderr[-3000:]
     assert (
         not list(tmp_path.rglob("metrics.csv")) or "reward/total" not in next(tmp_path.rglob("metrics.csv")).read_text()
     )

@@ -265,8 +265,11 @@ def test_kv_cache_check_names_the_shortfall():
     from rollout.vllm import check_kv_cache
 
     step = StepShape(prompts=8, group_size=8, prompt_tokens=4096, new_tokens=1024)  # Visionary-R1, one rank
-    assert step.tokens == 8 * 8 * 5120
-    check_kv_cache(327_680, step)  # exactly enough
-    check_kv_cache(None, step)  # an engine that does not say
-    with pytest.raises(RuntimeError, match=r"holds 100,000 tokens, but one step needs 327,680: 8 prompts x G 8"):
-        check_kv_cache(100_000, step)
+    assert step.tokens(shared_prompt=False) == 8 * 8 * 5120
+    assert step.tokens(shared_prompt=True) == 8 * (4096 + 8 * 1024)  # prefix caching: each prompt's blocks once
+    check_kv_cache(98_304, step, shared_prompt=True)  # exactly enough
+    check_kv_cache(None, step, shared_prompt=True)  # an engine that does not say
+    with pytest.raises(RuntimeError, match=r"holds 98,304 tokens, but one step needs 327,680: 8 prompts x G 8 x"):
+        check_kv_cache(98_304, step, shared_prompt=False)
+    with pytest.raises(RuntimeError, match=r"needs 98,304: 8 prompts x \(4096 prompt \+ G 8 x 1024 new\) tokens"):
+        check_kv_cache(50_000, step, shared_prompt=True)

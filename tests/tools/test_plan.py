@@ -74,11 +74,12 @@ def test_fixed_state_equals_the_tensors_of_a_real_step(tiny_checkpoint, tmp_path
 
 
 def test_a_vllm_share_too_small_for_one_step_s_kv_cache_does_not_fit():
-    """PTST's first stage on 7B: 4 prompts x G 16 x 8192 tokens of K and V is 28 GiB; at the old 0.3 share an 80 GB
-    GPU leaves vLLM 7.5 GiB after its weights, so the plan refuses it as the engine would at start-up."""
+    """PTST's first stage on 7B: 4 prompts x (4096 + G 16 x 4096) tokens of K and V (prefix caching shares each
+    prompt) is 14.9 GiB; at the old 0.3 share an 80 GB GPU leaves vLLM 7.4 GiB after its weights, so the plan refuses
+    it as the engine would at start-up."""
     args = ["-c", "configs/vision_r1_ptst.yaml", "-c", "configs/strategy/fsdp.yaml"]
     assert plan(parse_fit_config(args), 16, H100).fits  # the recipe's 0.6
     short = plan(parse_fit_config([*args, "--model.init_args.engine.init_args.gpu_memory_utilization=0.3"]), 16, H100)
     assert not short.fits and any(
-        "cannot hold one step of stage 1" in note and "28.0 GiB" in note for note in short.notes
+        "cannot hold one step of stage 1 (278,528 tokens = 14.9 GiB)" in note for note in short.notes
     )
