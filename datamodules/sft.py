@@ -46,6 +46,7 @@ from lightning import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from datamodules.images import BadImageError, fit_image, load_image
+from datamodules.model_path import require_model
 from datamodules.resumable import ResumableDataLoader
 from datamodules.tables import read_table
 from datamodules.vqa import SkippedRow, bad_line_skips
@@ -494,7 +495,7 @@ class SFTDataModule(LightningDataModule):
 
         h = self.hparams
         if self.processor is None:
-            self.processor = AutoProcessor.from_pretrained(h.model_name_or_path)
+            self.processor = AutoProcessor.from_pretrained(require_model(h.model_name_or_path))
         for split, source in (("train", h.train_data or h.datasets), ("val", h.val_data or h.val_datasets)):
             if source and split not in self.datasets:
                 self.datasets[split] = self._dataset(source if isinstance(source, str) else list(source), split)

@@ -33,6 +33,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.images import BadImageError, fit_image, load_image, num_image_tokens
+from datamodules.model_path import require_model
 from datamodules.prompts import build_messages
 from datamodules.resumable import ResumableDataLoader
 from datamodules.synthetic import TASKS, write_synthetic_dataset
@@ -347,7 +348,7 @@ class VQADataModule(LightningDataModule):
         from transformers import AutoTokenizer
 
         if self.tokenizer is None:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.hparams.model_name_or_path)
+            self.tokenizer = AutoTokenizer.from_pretrained(require_model(self.hparams.model_name_or_path))
         h = self.hparams
         sources = {"train": h.train_data, "test": h.test_data, "predict": h.predict_data}
         sources.update(

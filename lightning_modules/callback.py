@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import torch
 from lightning import Callback
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from lightning_modules.phases import PhaseClock
 from lightning_modules.run_state import resolve_log_dir
@@ -96,6 +97,37 @@ def settings_at(step: int, base: RolloutSettings, stages: list[RolloutStage] | N
     return replace(base, max_new_tokens=stage.max_new_tokens, group_size=stage.group_size)
 
 
+def stage_index(step: int, stages: list[RolloutStage] | None) -> int | None:
+    """The index of the stage in force at ``step`` (the last one past the end), or None without stages. Pure."""
+    if not stages:
+        return None
+    boundary = 0
+    for i, stage in enumerate(stages):
+        boundary += stage.steps
+        if step < boundary:
+            return i
+    return len(stages) - 1
+
+
+def stage_schedule_problems(max_steps: int, stages: list[RolloutStage] | None) -> list[str]:
+    """What a run of ``max_steps`` optimizer steps does not do of its stages (-1: no step bound): stages it never
+    reaches, or a last stage that runs past its own length. Pure."""
+    if not stages or max_steps is None or max_steps < 0:
+        return []
+    total, reached = sum(stage.steps for stage in stages), stage_index(max(max_steps - 1, 0), stages) + 1
+    if max_steps < total:
+        return [
+            f"rollout_stages: max_steps={max_steps} ends in stage {reached} of {len(stages)} (the stages add up to "
+            f"{total} steps): stage(s) {reached + 1}-{len(stages)} never run; raise max_steps or shorten the stages"
+        ]
+    if max_steps > total:
+        return [
+            f"rollout_stages: the stages add up to {total} steps and max_steps={max_steps}: the last stage "
+            f"continues for {max_steps - total} more"
+        ]
+    return []
+
+
 STATUSES = ("train", "uninformative", "empty")
 
 
@@ -132,6 +164,7 @@ class RolloutCallback(Callback):
     ) -> None:
         self.engine, self.settings, self.stages = engine, settings, stages
         self.clock = clock if clock is not None else PhaseClock()
+        self.stage: int | None = None  # the rollout stage announced last
         self.counter_keys: set[str] = set()  # reward counters seen so far (logged every step from then on)
         self.uninformative_steps = 0  # dynamic sampling: steps whose pool had no informative group
         self.uninformative_in_a_row = 0
@@ -146,6 +179,8 @@ class RolloutCallback(Callback):
         self.log_dir = resolve_log_dir(trainer)  # a collective under DDP/FSDP: every rank, here
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        for problem in stage_schedule_problems(trainer.max_steps, self.stages):
+            rank_zero_warn(problem)
         self._attach(pl_module, self.step_shape(trainer.datamodule))
 
     def step_shape(self, datamodule) -> StepShape | None:
@@ -282,6 +317,13 @@ class RolloutCallback(Callback):
 
     def _rollout_step(self, trainer, pl_module, batch: dict[str, Any]) -> None:
         settings = settings_at(trainer.global_step, self.settings, self.stages)
+        stage = stage_index(trainer.global_step, self.stages)
+        if stage is not None and stage != self.stage:  # a PTST stage begins (or a resumed run is inside one)
+            self.stage = stage
+            rank_zero_info(
+                f"rollout stage {stage + 1}/{len(self.stages)} from step {trainer.global_step}: "
+                f"max_new_tokens {settings.max_new_tokens}, group size {settings.group_size}"
+            )
         if not batch["prompt"]:  # every row skipped: the module counts the skips and does nothing else
             self._join_the_other_ranks(trainer, pl_module, settings)
             batch["rollout"] = RolloutStep("empty")

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import AutoProcessor
 
+from datamodules.model_path import require_model
 from lightning_modules.sharding import full_state_dict
 from rollout.weights import is_peft
 
@@ -109,7 +110,7 @@ def load_policy(
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     model = AutoModelForImageTextToText.from_pretrained(
-        model_name_or_path,
+        require_model(model_name_or_path),
         dtype=DTYPES[dtype],
         attn_implementation=resolve_attn_implementation(attn_implementation),
         trust_remote_code=trust_remote_code,

@@ -152,3 +152,16 @@ def test_step_shape_is_the_largest_stage_at_the_data_s_bounds():
     plain = RolloutCallback(HFEngine(), RolloutSettings(group_size=8, max_new_tokens=256))
     assert plain.step_shape(data) == StepShape(4, 8, 4096, 256, 3136, 10**6)
     assert plain.step_shape(SimpleNamespace(hparams={})) is None  # a datamodule that does not say
+
+
+def test_stage_index_and_the_schedule_problems_both_ways():
+    from lightning_modules.callback import RolloutStage, stage_index, stage_schedule_problems
+
+    stages = [RolloutStage(2, 64, 8), RolloutStage(2, 128, 4)]
+    assert [stage_index(step, stages) for step in range(6)] == [0, 0, 1, 1, 1, 1]  # the last continues
+    assert stage_index(3, None) is None
+    assert stage_schedule_problems(4, stages) == [] and stage_schedule_problems(-1, stages) == []
+    (short,) = stage_schedule_problems(2, stages)
+    assert "max_steps=2 ends in stage 1 of 2" in short and "stage(s) 2-2 never run" in short
+    (long,) = stage_schedule_problems(5, stages)
+    assert "add up to 4 steps and max_steps=5: the last stage continues for 1 more" in long
