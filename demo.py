@@ -101,15 +101,17 @@ def plot_rewards(metrics_csv: Path, out_png: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="vlrl demo", description="Run the embedded demo: tiny model, SFT, GRPO, evaluation."
+        prog="vlrl demo",
+        description="Run the embedded demo: tiny model, SFT, GRPO, evaluation.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # every option's default in -h
     )
-    parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--sft-steps", type=int, default=120)
-    parser.add_argument("--grpo-steps", type=int, default=200)
+    parser.add_argument("--out", default="runs/demo", help="folder for the model, data, runs, summary and plot")
+    parser.add_argument("--sft-steps", type=int, default=120, help="optimizer steps of the cold-start SFT")
+    parser.add_argument("--grpo-steps", type=int, default=200, help="optimizer steps of GRPO after the cold start")
     parser.add_argument("--eval-rows", type=int, default=96, help="held-out rows scored at each stage")
     parser.add_argument("--sft-rows", type=int, default=64, help="size of the cold-start chain-of-thought set")
     parser.add_argument("--rl-rows", type=int, default=1024, help="size of the RL set (question + answer only)")
-    parser.add_argument("--image-size", type=int, default=56)
+    parser.add_argument("--image-size", type=int, default=56, help="side of the synthetic images, in pixels")
     parser.add_argument("--tasks", default=",".join(DEMO_TASKS), help="comma-separated synthetic tasks")
     parser.add_argument("--sft-args", default="", help="extra CLI overrides for the SFT stage, space-separated")
     parser.add_argument("--grpo-args", default="", help="extra CLI overrides for the GRPO stage, space-separated")

@@ -102,7 +102,7 @@ HELP = {
     "score": "--benchmark",
     "cold-start": "--vlm",
     "tiny-model": "--vocab",
-    "demo": "--grpo-steps",
+    "demo": "(default: runs/demo)",  # descriptions and defaults in -h
     "study": "--methods",
     "bench grpo-update": "--contenders",
     "bench rollout-throughput": "--engines",
