@@ -20,6 +20,7 @@ the row was drawn from, so the description is always correct.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -229,7 +230,9 @@ def write_synthetic_dataset(
     for i in range(n):
         row = make_row(i, seed, image_size, tasks)
         rel = f"images/{split}/{i:06d}.png"
-        row.image.save(out / rel)
+        tmp = out / f"{rel}.{os.getpid()}.tmp.png"
+        row.image.save(tmp)
+        tmp.replace(out / rel)  # whole or not at all: another node's process may read it meanwhile
         solution = f"<answer> {row.answer} </answer>"
         rl_rows.append(
             dict(
@@ -253,7 +256,9 @@ def write_synthetic_dataset(
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    # a temporary name of this process's own: the local rank 0 of every node prepares the data, and on a shared
+    # file system (or two "nodes" on one machine) two writers of the same file must not rename each other's
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
     with tmp.open("w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")

@@ -130,6 +130,7 @@ def test_demo_recipe_with_vllm_on_two_nodes_under_torchrun(tiny_checkpoint, tmp_
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    (tmp_path / "run").mkdir()
     nodes = []
     for node in (0, 1):
         torchrun = [
@@ -144,7 +145,7 @@ def test_demo_recipe_with_vllm_on_two_nodes_under_torchrun(tiny_checkpoint, tmp_
             "-m",
             "vlrl_cli",
         ]
-        args = [*fit_args(tiny_checkpoint, tmp_path, steps=2), "--trainer.devices=1", "--trainer.num_nodes=2"]
+        args = [*fit_args(tiny_checkpoint, tmp_path / "run", steps=2), "--trainer.devices=1", "--trainer.num_nodes=2"]
         log = open(tmp_path / f"node{node}.log", "w")
         nodes.append(subprocess.Popen([*torchrun, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
     for node, process in enumerate(nodes):
@@ -155,4 +156,4 @@ def test_demo_recipe_with_vllm_on_two_nodes_under_torchrun(tiny_checkpoint, tmp_
                 if other.poll() is None and process.returncode not in (None, 0):
                     other.kill()
         assert code == 0, (tmp_path / f"node{node}.log").read_text()[-5000:]
-    assert_each_rank_its_own_engine(tmp_path, [1, 2])
+    assert_each_rank_its_own_engine(tmp_path / "run", [1, 2])
