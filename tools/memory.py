@@ -1,5 +1,6 @@
-"""Per-GPU memory of a GRPO run on Qwen2.5-VL under FSDP2 full sharding, on paper: pure functions of a config.json
-dict (``hidden_size``, layers, heads, vocabulary ...) and a workload (a recipe's lengths, G, micro-batch).
+"""The byte counts behind ``vlrl plan``: each tensor of a GRPO run on Qwen2.5-VL, per GPU, on paper.
+Pure functions of a config.json dict (``hidden_size``, layers, heads, vocabulary ...) and a workload (a recipe's
+lengths, G, micro-batch).
 
     vlrl bench memory                                   # 3B and 7B, full and LoRA, 1 / 8 / 16 GPUs, the GPU recipes
     vlrl bench memory --checkpoint DIR                  # a local checkpoint's config.json instead
@@ -19,11 +20,10 @@ What is counted (bytes per GPU, N GPUs, FSDP2 ``fully_shard`` on each decoder la
   one) in bf16, and one unit's unsharded gradient in bf16 plus its fp32 copy for the reduce-scatter (6 bytes per
   trainable element; the root's at the end of the backward pass when it trains, whose LM-head gradient, computed
   first, waits in bf16 through the whole backward pass);
-- activations of one micro-batch (below); and vLLM's ``gpu_memory_utilization`` x the GPU's memory while it rolls
-  out. Between rollouts vLLM sleeps (level 1: weights in host memory, KV cache freed), so the peak is the larger of
-  the rollout phase (parameters + Adam + reference + vLLM) and the update phase (all the rest, vLLM asleep). The
-  update phase adds the gathered units to the whole micro-batch's activations: an upper bound, since the root's
-  gradient is reduced when most activations are already freed.
+- activations of one micro-batch (below).
+
+How these add up into phases (fixed, rollout, update, optimizer step), with vLLM's share, the optimizer's temporary,
+autocast's weight copies and the allowances, and the peak of a run: ``tools.plan`` (``vlrl plan``).
 
 Activations per micro-batch of ``m`` completions (rows) of ``U = ceil(m / G)`` prompts, P prompt tokens (image
 included), C completion tokens, a prompt image of ``I`` merged tokens (``4 I`` patches), hidden h, MLP width f,
@@ -37,14 +37,18 @@ V repeated to all heads):
     without checkpointing: L T a_t + L_v V a_v + 8 h T     T = U P + m C tokens (prompt once, ``shared_prefix``)
                            + 4 m (2P + C) kv L             each completion's copy of its prompt's keys and values
     with checkpointing:    L T 2h + L_v V 2d + 8 h T       T = m (P + C) (no shared prefix under checkpointing),
-                           + 2 max(T a_t, V a_v)           one layer recomputed, and its gradients
+                           + max(T a_t, V a_v) + 8 h T     one layer recomputed, and its input's and output's
+                                                           fp32 gradients
                            + m (P + C)^2                   the boolean attention mask
 
 with V = 4 U I vision patches and ``8 h T`` the embeddings and final norm. The LM head runs on completion positions
 only, in chunks of ``logps_chunk_size`` (K): on GPUs the autograd path keeps each chunk's fp32 logits for the
-backward pass, ``4 m C vocab`` bytes, plus one chunk in flight, ``10 K vocab`` (bf16 logits, fp32 softmax and
-product for the entropy). Not counted: the CUDA context (~0.5 GiB), the allocator's fragmentation, the HF engine's
-KV cache, vLLM's residue while asleep. A paper estimate: measured peaks belong beside it (bench/device_check.sh).
+backward pass, ``4 m C vocab`` bytes, and the backward pass of a chunk holds four more fp32 ``K x vocab`` tensors at
+once (the gather's scattered gradient; logsumexp's ``self - result``, its ``exp`` and their product with the incoming
+gradient), ``16 K vocab`` (more than the forward pass's bf16 logits and entropy temporaries). Measured on the tiny
+model on CPU, by the profiler's memory timeline (``tests/tools/test_plan.py``). The CUDA context, vLLM's residue
+while asleep and the allocator's fragmentation are ``tools.plan``'s allowances, unmeasured until a GPU runs
+``bench/device_check.sh``.
 """
 
 from __future__ import annotations
@@ -207,7 +211,7 @@ class Workload:
 def activation_bytes(config: dict, w: Workload, lora_rank: int | None = None) -> dict[str, int]:
     """One micro-batch's activations kept for the backward pass (the module docstring's formulas): ``layers`` (all
     decoder layers, vision blocks, embeddings; with checkpointing their inputs, one recomputed layer and the mask),
-    ``lm_head`` (fp32 logits kept for the backward pass) and ``chunk`` (one LM-head chunk in flight)."""
+    ``lm_head`` (fp32 logits kept for the backward pass) and ``chunk`` (one LM-head chunk's backward pass)."""
     t, v = text_config(config), config["vision_config"]
     h, f, vocab, layers = t["hidden_size"], t["intermediate_size"], t["vocab_size"], t["num_hidden_layers"]
     kv = t["num_key_value_heads"] * head_dim(t)
@@ -220,31 +224,12 @@ def activation_bytes(config: dict, w: Workload, lora_rank: int | None = None) ->
     if w.gradient_checkpointing:
         tokens = m * (p + c)
         kept = layers * tokens * 2 * h + (depth * patches * 2 * d if per_patch else 0) + 8 * h * tokens
-        kept += 2 * max(tokens * per_token, patches * per_patch) + m * (p + c) ** 2
+        kept += max(tokens * per_token, patches * per_patch) + 8 * h * tokens + m * (p + c) ** 2
     else:
         tokens = prompts * p + m * c
         kept = layers * tokens * per_token + depth * patches * per_patch + 8 * h * tokens
         kept += 4 * m * (2 * p + c) * kv * layers
-    return dict(layers=kept, lm_head=4 * m * c * vocab, chunk=10 * min(w.logps_chunk_size, m * c) * vocab)
-
-
-def memory_bytes(
-    config: dict, w: Workload, world_size: int, lora_rank: int | None = None, gpu_mib: int = GPU_MEMORY_MIB["H100"]
-) -> dict[str, int]:
-    """Everything above per GPU, and the two phases' totals: ``update`` (vLLM asleep) and ``rollout``."""
-    s = state_bytes(config, world_size, lora_rank)
-    a = activation_bytes(config, w, lora_rank)
-    vllm = int(w.vllm_gpu_memory_utilization * gpu_mib * 2**20) if w.vllm_gpu_memory_utilization else 0
-    resident = s["params"] + s["adam"] + s["reference"]
-    update = resident + s["grads"] + s["gathered"] + a["layers"] + a["lm_head"] + a["chunk"]
-    return dict(
-        **s,
-        **{f"act_{k}": val for k, val in a.items()},
-        vllm=vllm,
-        update=update,
-        rollout=resident + vllm,
-        peak=max(update, resident + vllm),
-    )
+    return dict(layers=kept, lm_head=4 * m * c * vocab, chunk=16 * min(w.logps_chunk_size, m * c) * vocab)
 
 
 # -- recipes -------------------------------------------------------------------------------------------------------
@@ -315,28 +300,18 @@ def model_configs(sizes: list[str], checkpoint: str | None) -> dict[str, dict]:
 def tables(
     configs: dict[str, dict], workloads: list[Workload], gpus: list[int], lora_rank: int, gpu: str = "H100"
 ) -> str:
-    """Markdown: per-GPU state and peaks for each model, mode and GPU count; then activations per micro-batch."""
+    """Markdown: per-GPU state for each model, mode and GPU count; then activations per micro-batch. The phases and
+    the peak of a run are ``vlrl plan``'s (``tools.plan``), from the run's whole configuration."""
     gpu_mib = GPU_MEMORY_MIB[gpu]
-    header = (
-        "| model | tuning | GPUs | params | grads | Adam | ref | gathered | "
-        + " | ".join(f"peak: {w.name}" for w in workloads)
-        + " |"
-    )
-    lines = [header, "|" + "---|" * (8 + len(workloads))]
+    lines = ["| model | tuning | GPUs | params | grads | Adam | ref | gathered |", "|" + "---|" * 8]
     for label, config in configs.items():
         for rank in (None, lora_rank):
             for n in gpus:
                 s = state_bytes(config, n, rank)
-                peaks = []
-                for w in workloads:
-                    m = memory_bytes(config, w, n, rank, gpu_mib)
-                    phase = "rollout" if m["rollout"] > m["update"] else "update"
-                    fits = "" if m["peak"] <= gpu_mib * 2**20 else " (over)"
-                    peaks.append(f"{_gib(m['peak'])} ({phase}){fits}")
                 tuning = f"LoRA r{rank}" if rank else "full"
                 lines.append(
                     f"| {label} | {tuning} | {n} | {_gib(s['params'])} | {_gib(s['grads'])} | "
-                    f"{_gib(s['adam'])} | {_gib(s['reference'])} | {_gib(s['gathered'])} | " + " | ".join(peaks) + " |"
+                    f"{_gib(s['adam'])} | {_gib(s['reference'])} | {_gib(s['gathered'])} |"
                 )
     lines += [
         "",
@@ -368,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", help="a local checkpoint folder: use its config.json instead of --sizes")
     parser.add_argument("--gpus", nargs="+", type=int, default=[1, 8, 16])
     parser.add_argument("--lora-rank", type=int, default=16, help="LoRA rows (LoRAConfig's default r)")
-    parser.add_argument("--gpu", default="H100", choices=sorted(GPU_MEMORY_MIB), help="for vLLM's share and 'over'")
+    parser.add_argument("--gpu", default="H100", choices=sorted(GPU_MEMORY_MIB), help="for vLLM's share of the GPU")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     custom = parser.add_argument_group("one custom workload instead of the recipes (all of these)")
     custom.add_argument("--prompt-tokens", type=int)

@@ -10,7 +10,6 @@ from tools.memory import (
     Workload,
     activation_bytes,
     main,
-    memory_bytes,
     parameter_shapes,
     recipe_workloads,
     shard_numel,
@@ -99,9 +98,7 @@ def test_real_sizes_and_recipes():
     no_ckpt = Workload("x", 4096, 3009, 1024, 8, 8, gradient_checkpointing=False)
     ckpt = Workload("x", 4096, 3009, 1024, 8, 8, gradient_checkpointing=True)
     assert activation_bytes(config, ckpt)["layers"] < activation_bytes(config, no_ckpt)["layers"] / 3
-    eight = memory_bytes(config, ckpt, world_size=8)
-    assert eight["params"] < memory_bytes(config, ckpt, world_size=1)["params"] / 7.9
-    assert eight["peak"] == max(eight["update"], eight["rollout"])
+    assert state_bytes(config, 8)["params"] < state_bytes(config, 1)["params"] / 7.9
 
 
 def test_main_prints_a_table_for_a_checkpoint(tiny_checkpoint, capsys):

@@ -83,3 +83,112 @@ def test_a_vllm_share_too_small_for_one_step_s_kv_cache_does_not_fit():
     assert not short.fits and any(
         "cannot hold one step of stage 1 (278,528 tokens = 14.9 GiB)" in note for note in short.notes
     )
+
+
+def _update_peak(policy, prompts, completions: int, group_size: int, chunk: int, checkpointing: bool, tmp_path):
+    """Peak bytes allocated on top of the ones live before, over one update forward and backward of the policy (the
+    module's grouped log-prob forward, under bf16 autocast as ``bf16-mixed`` runs it), from the profiler's memory
+    timeline. The LM head takes its GPU path (the autograd one: on CPU a fused kernel stands in for it)."""
+    import json
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from lightning_modules import logprobs
+
+    u = prompts["input_ids"].shape[0]
+    n = u * group_size
+    generator = torch.Generator().manual_seed(0)
+    completion_ids = torch.randint(0, 500, (n, completions), generator=generator)  # [N, C]
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logps, _ = logprobs.grouped_completion_logps(
+                policy,
+                prompts["input_ids"],
+                prompts["attention_mask"],
+                completion_ids,
+                torch.ones_like(completion_ids),
+                torch.arange(u).repeat_interleave(group_size),
+                prompts["pixel_values"],
+                prompts["image_grid_thw"],
+                prompts.get("mm_token_type_ids"),
+                chunk_size=chunk,
+                shared_prefix=not checkpointing,
+            )  # [N, C]
+        logps.sum().backward()
+
+    fused, logprobs.fusable = logprobs.fusable, lambda hidden, lm_head: False
+    try:
+        step()  # warm-up: lazily built buffers (rotary tables) are not the update's
+        policy.zero_grad(set_to_none=True)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as p:
+            step()
+    finally:
+        logprobs.fusable = fused
+    p.export_memory_timeline(str(tmp_path / "timeline.json"), device="cpu")
+    _times, sizes = json.loads((tmp_path / "timeline.json").read_text())  # [T], [T, categories]
+    totals = [sum(row) for row in sizes]
+    return max(totals) - totals[0]
+
+
+@pytest.mark.parametrize(
+    "vocabulary, checkpointing, lora, chunk, prompts, group_size, completions",
+    [
+        ("task", True, False, 1024, 2, 4, 48),  # the recipe's settings: activations and the LM head of similar size
+        ("task", False, False, 1024, 2, 4, 48),  # the shared-prefix forward
+        ("task", False, True, 1024, 1, 8, 32),
+        ("qwen", True, False, 128, 2, 4, 48),  # Qwen's 151,936-token vocabulary: the LM head dominates, 3 chunks
+        ("qwen", False, True, 1024, 1, 8, 32),  # one chunk holding all 256 positions
+    ],
+)
+def test_update_phase_agrees_with_the_tiny_model_s_measured_peak(
+    request, vocabulary, checkpointing, lora, chunk, prompts, group_size, completions, tmp_path
+):
+    """The plan's update phase less its fixed state (gradients, autocast's bf16 weight copies, one micro-batch's
+    activations, the LM head's kept logits and one chunk's backward pass) against the peak measured over a real
+    forward and backward of the tiny model at the same shapes, through the Visionary-R1 recipe's own settings.
+    The stated margin: the plan is within -10% / +30% of the measured peak. It counts every term at once (an upper
+    bound: gradients arrive while activations are freed), so it lands above the peak, most with checkpointing."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from lightning_modules.policy import load_policy
+
+    checkpoint = request.getfixturevalue("tiny_checkpoint" if vocabulary == "task" else "qwen_checkpoint")
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the shape? " * 3}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    image = Image.new("RGB", (112, 112), (120, 30, 200))  # the checkpoint's max_pixels: 16 merged image tokens
+    inputs = dict(processor(text=[text] * prompts, images=[image] * prompts, return_tensors="pt"))
+    cfg = parse_fit_config(
+        [
+            "-c",
+            "configs/visionary_r1.yaml",
+            *(["-c", "configs/lora.yaml"] if lora else []),
+            f"--model.init_args.policy.model_name_or_path={checkpoint}",
+            f"--model.init_args.policy.gradient_checkpointing={str(checkpointing).lower()}",
+            '--model.init_args.engine={"class_path": "rollout.hf.HFEngine"}',  # no engine memory beside the update
+            f"--model.init_args.rollout.group_size={group_size}",
+            f"--model.init_args.rollout.max_new_tokens={completions}",
+            f"--model.init_args.update.micro_batch_size={prompts * group_size}",
+            f"--model.init_args.update.logps_chunk_size={chunk}",
+            f"--data.init_args.max_prompt_length={inputs['input_ids'].shape[1]}",
+            f"--data.init_args.max_pixels={112 * 112}",
+        ]
+    )
+    phases = plan(cfg, 1, H100).phases
+    planned = phases["update"] - phases["fixed"]
+    settings = cfg["model"]["init_args"]["policy"]
+    policy = load_policy(
+        str(checkpoint),
+        "float32",
+        gradient_checkpointing=checkpointing,
+        freeze_vision_tower=settings["freeze_vision_tower"],
+        freeze_embeddings=settings["freeze_embeddings"],
+        lora=settings.get("lora"),
+    )
+    measured = _update_peak(policy, inputs, completions, group_size, chunk, checkpointing, tmp_path)
+    assert 0.9 * measured <= planned <= 1.3 * measured, (planned / GIB, measured / GIB)

@@ -1,6 +1,7 @@
 """``vlrl plan`` as users run it: the recipes' documented GPU counts fit, the shipped 3B recipe on one H100 does not
 and the command names what does; exit statuses."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,13 @@ def _documented_fits() -> list[tuple[str, str]]:
     return found
 
 
-def test_every_gpu_recipe_documents_gpu_counts_that_fit():
+def test_every_gpu_recipe_documents_gpu_counts_that_fit(capsys):
+    """Each recipe's header names the commands that fit, and the README's recipe table shows each one's peak."""
     documented = _documented_fits()
     assert GPU_RECIPES | {"sft_baseline.yaml"} <= {name for name, _ in documented}
+    readme = Path("README.md").read_text().splitlines()
     for name, command in documented:
         assert main(command.split()) == 0, (name, command)
+        peak = re.search(r"peak +([0-9.]+) GiB", capsys.readouterr().out).group(1)
+        (row,) = [line for line in readme if line.startswith("| `") and f"`{Path(name).stem}`" in line]
+        assert f"({peak}" in row, (name, command, peak, row)
