@@ -7,17 +7,33 @@ that move is a copy straight onto the checkpoint path, so a kill during the copy
 checkpoint stays whole until the new one is complete. Leftover partial files of dead writers are removed the next
 time a checkpoint is written to that folder and counted in ``stale_partials_removed``.
 
-``vlrl`` installs this writer by default (``trainer.plugins``); remote URLs (``s3://`` ...) go to Lightning's writer.
+Nothing is lost when the process dies between a checkpoint and the logs of the steps it covers. Lightning writes a
+step's checkpoint (``ModelCheckpoint.on_train_batch_end``) before it hands that step's metrics to the loggers, and
+TensorBoard's writer thread flushes on its own clock: a kill in between left a checkpoint on disk whose last step's
+metrics never reached ``metrics.csv`` or the event file, and the resumed run, which keeps the rows before its
+checkpoint, never logged them again. With ``CommitAfterLogs`` (installed by ``vlrl`` with this writer) a checkpoint is
+written and fsynced aside at once but renamed into place (committed) only once the loggers have received every step
+it covers and have been flushed to disk (CSV, TensorBoard; ``samples.jsonl`` is closed after each write). A kill in
+between leaves the previous checkpoint, and the resumed run logs the step again. Not covered: W&B (its own process
+streams the files), and sharded checkpoints (``save_distributed_checkpoint=True``: torch.distributed.checkpoint
+writes those folders itself).
+
+``vlrl`` installs this writer by default; remote URLs (``s3://`` ...) go to Lightning's writer.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+log = logging.getLogger(__name__)
 
 PARTIAL = ".partial-"
 
@@ -52,9 +68,8 @@ def remove_stale_partials(folder: Path) -> int:
     return removed
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` such that ``path`` holds either its old content or all of the new one."""
-    path = Path(path)
+def write_aside(obj: Any, path: Path) -> Path:
+    """``torch.save`` ``obj`` to ``path``'s partial file, fsynced; returns that file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(path)
     try:
@@ -62,10 +77,15 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Rename a partial file over ``path`` (atomic within one filesystem) and make the rename durable."""
+    os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # the rename itself survives a power cut
@@ -73,12 +93,21 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         os.close(dir_fd)
 
 
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to ``path`` such that ``path`` holds either its old content or all of the new one."""
+    path = Path(path)
+    commit(write_aside(obj, path), path)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO with crash-safe local writes (see the module docstring)."""
+    """Lightning checkpoint IO with crash-safe local writes (see the module docstring). With ``logs`` set (by
+    ``CommitAfterLogs``) a checkpoint waits, written aside, until the logs of every batch it covers are on disk."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stale_partials_removed = 0
+        self.logs: CommitAfterLogs | None = None
+        self.pending: dict[Path, tuple[Path, int]] = {}  # target -> (its partial file, batches it covers)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if not _is_local(path):
@@ -88,4 +117,81 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(str(path).removeprefix("file://"))
         if path.parent.exists():
             self.stale_partials_removed += remove_stale_partials(path.parent)
-        atomic_torch_save(checkpoint, path)
+        if self.logs is None:
+            return atomic_torch_save(checkpoint, path)
+        self.pending[path] = (write_aside(checkpoint, path), self.logs.processed())
+        self.commit_ready()
+
+    def remove_checkpoint(self, path: Any) -> None:
+        pending = self.pending.pop(Path(str(path).removeprefix("file://")), None)
+        if pending:
+            pending[0].unlink(missing_ok=True)
+        super().remove_checkpoint(path)
+
+    def commit_ready(self) -> int:
+        """Commit the pending checkpoints whose batches are all logged, the logs flushed first; returns how many."""
+        logged = self.logs.logged() if self.logs else 0
+        ready = [(path, tmp) for path, (tmp, covers) in self.pending.items() if covers <= logged]
+        if ready:
+            self.logs.flush()
+        for path, tmp in ready:
+            commit(tmp, path)
+            del self.pending[path]
+        return len(ready)
+
+    def abandon(self) -> list[Path]:
+        """Delete the partial files of checkpoints that can no longer be committed; returns their targets."""
+        for tmp, _ in self.pending.values():
+            tmp.unlink(missing_ok=True)
+        targets, self.pending = list(self.pending), {}
+        return targets
+
+
+class CommitAfterLogs(Callback):
+    """Commits ``AtomicCheckpointIO``'s checkpoints once the logs of the batches they cover are written (see the module
+    docstring). Lightning logs a batch's metrics after its ``on_train_batch_end`` hooks, where ``ModelCheckpoint``
+    saves; every hook below runs after that logging."""
+
+    def __init__(self) -> None:
+        self.trainer = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        io = trainer.strategy.checkpoint_io
+        if stage == "fit" and isinstance(io, AtomicCheckpointIO):
+            self.trainer, io.logs = trainer, self
+
+    def processed(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.total.processed
+
+    def logged(self) -> int:
+        """Batches whose metrics the loggers have received (a batch is completed just before they are logged)."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.total.completed
+
+    def flush(self) -> None:
+        """Every logger's buffered metrics and events to its files, and the files to disk."""
+        for logger in self.trainer.loggers:
+            logger.save()
+            flush = getattr(getattr(logger, "experiment", None), "flush", None)
+            if isinstance(logger, TensorBoardLogger) and callable(flush):
+                flush()
+            log_dir = getattr(logger, "log_dir", None)
+            for path in Path(log_dir).glob("*") if log_dir and Path(log_dir).is_dir() else []:
+                if path.is_file():
+                    with path.open("rb") as f:
+                        os.fsync(f.fileno())
+
+    def _commit(self, trainer, *args: Any) -> None:
+        io = trainer.strategy.checkpoint_io
+        if self.trainer is not None and isinstance(io, AtomicCheckpointIO):
+            io.commit_ready()
+
+    on_train_batch_start = on_validation_start = on_train_epoch_end = on_train_end = on_exception = _commit
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        io = trainer.strategy.checkpoint_io
+        if self.trainer is None or not isinstance(io, AtomicCheckpointIO):
+            return
+        io.commit_ready()
+        for target in io.abandon():
+            log.warning("%s was not committed: the run stopped before the logs of its last step were written", target)
+        io.logs, self.trainer = None, None

@@ -5,7 +5,8 @@ Modules and datamodules are chosen by ``class_path`` in YAML (``configs/``). Ome
 (``${...}``) works within and across config files and on the command line.
 
 Checkpoints are written crash-safe (``tools.checkpoint_io.AtomicCheckpointIO``) unless the config names
-another checkpoint IO plugin.
+another checkpoint IO plugin, and committed only once the logs of the steps they cover are on disk
+(``CommitAfterLogs``), so a run killed at any moment resumes with no step's metrics missing.
 
 Resume: ``vlrl fit <the same arguments> --ckpt_path=last`` continues the newest ``last*.ckpt`` of the run, and
 continues it in the same log folder. Lightning alone looks for ``last.ckpt`` only in the new run's own log folder
@@ -51,7 +52,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
-from tools.checkpoint_io import AtomicCheckpointIO
+from tools.checkpoint_io import AtomicCheckpointIO, CommitAfterLogs
 from tools.plan import check_fit
 
 MANUAL_OPTIMIZATION_WARNING = "Using ModelCheckpoint with manual optimization"
@@ -254,6 +255,8 @@ class VLRLCLI(LightningCLI):
             trainer.callbacks.append(MemoryPlanCheck(self.config[self.subcommand].as_dict()))
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: not crash-safe locally
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):  # a checkpoint waits for its steps' logs
+            trainer.callbacks.append(CommitAfterLogs())
         # Lightning's default progress bar (not one the config names) becomes StepProgressBar
         for i, callback in enumerate(trainer.callbacks):
             if isinstance(callback, ProgressBar) and id(callback) not in named_ids:

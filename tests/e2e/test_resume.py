@@ -10,13 +10,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.e2e import HF_ENGINE
+from tools.lightning_cli import checkpoint_step
 from vlrl_cli import main
 
 pytestmark = pytest.mark.slow
@@ -85,39 +85,45 @@ def test_resume_reproduces_the_next_step(tiny_checkpoint, tmp_path):
     assert resumed_samples == full_samples[-len(resumed_samples) :]  # same prompts, completions and rewards
 
 
-def test_sigkill_mid_run_resumes_as_if_never_stopped(tiny_checkpoint, tmp_path):
+def run_killed(args: list[str], point: str, timeout: float = 600) -> None:
+    """``vlrl fit`` in a subprocess that SIGKILLs itself at ``point`` (``tests.e2e.kills``)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlrl_cli", *args, "--model.class_path=tests.e2e.kills.KillableGRPOModule"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "VLRL_TEST_KILL": point},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=timeout,
+    )
+    assert proc.returncode == -signal.SIGKILL, (point, proc.stderr.decode()[-3000:])
+
+
+def assert_whole(ckpt_dir: Path) -> None:
+    assert not list(ckpt_dir.glob(".*partial*"))  # a dead writer's partial file is cleared by the next save
+    for ckpt in ckpt_dir.glob("*.ckpt"):  # every checkpoint file is whole
+        assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] > 0, ckpt
+
+
+def test_sigkill_between_a_checkpoint_and_its_step_s_logs_loses_nothing(tiny_checkpoint, tmp_path):
+    """Killed on purpose in the window where step 2's checkpoint (step=3.ckpt) is written and step 2's metrics are not
+    yet logged. The checkpoint is not committed until they are, so the resume starts from step=2.ckpt and logs step 2
+    again (before ``CommitAfterLogs``, step=3.ckpt was on disk and step 2's row was lost for good)."""
     steps, data = 7, tmp_path / "data"
     main(fit_args(tiny_checkpoint, data, tmp_path / "full", steps))
     full, full_samples = logged(tmp_path / "full")
 
     killed = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vlrl_cli", *fit_args(tiny_checkpoint, data, killed, steps)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 300
-    while not list((killed / "ckpt").glob("*step=3.ckpt")):  # kill while steps 4+ run (or their checkpoints write)
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "the run never reached step 3"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    done_before_kill = max(int(p.stem.split("step=")[1]) for p in (killed / "ckpt").glob("*step=*.ckpt"))
-    assert done_before_kill < steps, "killed too late to test anything"
+    run_killed(fit_args(tiny_checkpoint, data, killed, steps), "after_checkpoint:3")
+    committed = sorted(int(p.stem.split("step=")[1]) for p in (killed / "ckpt").glob("*step=*.ckpt"))
+    assert committed == [1, 2] and list((killed / "ckpt").glob(".*step=3.ckpt.partial-*"))
+    assert checkpoint_step(killed / "ckpt" / "last.ckpt") == 2
 
     main([*fit_args(tiny_checkpoint, data, killed, steps), "--ckpt_path=last"])
     # continued in the killed run's log folder (a custom ModelCheckpoint dirpath: the newest version folder), which
-    # now reads as one uninterrupted run: the steps logged after last.ckpt by the killed run were dropped
+    # now reads as one uninterrupted run
     assert [p.name for p in (killed / "logs").iterdir()] == ["version_0"]
     resumed, resumed_samples = logged(killed, version=0)
     assert sorted(resumed) == list(range(steps))
     assert_same_steps(resumed, full)
     assert resumed_samples == full_samples  # no batch repeated or skipped
-    assert not list((killed / "ckpt").glob(".*partial*"))  # a dead writer's partial file is cleared by the next save
-    for ckpt in (killed / "ckpt").glob("*.ckpt"):  # every checkpoint file is whole
-        assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] > 0, ckpt
+    assert_whole(killed / "ckpt")
