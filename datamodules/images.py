@@ -1,15 +1,23 @@
 """Image loading and resizing shared by every datamodule.
 
 Images may arrive as paths (absolute or relative to the data file), raw bytes, ``{"bytes": ..., "path": ...}``
-dicts (the ``datasets`` Image feature undecoded) or PIL images. Every image is converted to RGB and resized once,
-here, to the size Qwen2.5-VL's processor would choose for the configured ``min_pixels``/``max_pixels`` (both sides
-multiples of 28). Training (HF) and rollouts (vLLM) then see identical pixels and the number of image tokens is
-known before any model runs: ``(h / 28) * (w / 28)``.
+dicts (the ``datasets`` Image feature undecoded) or PIL images.
+
+Two resize rules:
+- ``fit_image`` (RL data, ``vlrl predict``): converted to RGB and resized once, here, to the size Qwen2.5-VL's
+  processor would choose for the configured ``min_pixels``/``max_pixels`` (both sides multiples of 28, the area
+  within the bounds). Training (HF) and rollouts (vLLM) then see identical pixels and the number of image tokens is
+  known before any model runs: ``(h / 28) * (w / 28)``.
+- ``resize_like_llamafactory`` (SFT data, as LLaMA-Factory prepares images for Qwen2-VL-family templates): scaled
+  into ``[min_pixels, max_pixels]`` with each side truncated to whole pixels, then the processor's own rule (its
+  own bounds) rounds each side to the nearest multiple of 28, so the final area can exceed ``max_pixels`` a little
+  (1280x720 at 589824: 1036x588, 777 tokens, where ``fit_image`` gives 1008x560, 720 tokens).
 """
 
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +44,10 @@ def num_image_tokens(image: Image.Image) -> int:
     return (image.height // FACTOR) * (image.width // FACTOR)
 
 
-def load_image(value: Any, root: str | Path | None = None, where: str = "") -> Image.Image:
-    """Open ``value`` as an RGB PIL image or raise BadImageError naming ``where`` (e.g. "row 12 of train.jsonl")."""
+def load_image(value: Any, root: str | Path | None = None, where: str = "", rgb: bool = True) -> Image.Image:
+    """Open ``value`` as an RGB PIL image or raise BadImageError naming ``where`` (e.g. "row 12 of train.jsonl").
+
+    ``rgb=False`` keeps the file's own mode (palette, greyscale, RGBA ...): the caller converts."""
     try:
         if isinstance(value, Image.Image):
             image = value
@@ -67,7 +77,7 @@ def load_image(value: Any, root: str | Path | None = None, where: str = "") -> I
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImageError(f"{where}: cannot read image {_describe(value)}: {e}") from e
-    if image.mode != "RGB":
+    if rgb and image.mode != "RGB":
         source = image.info.get("vlrl_source")
         image = _to_rgb(image)
         if source:
@@ -86,6 +96,33 @@ def fit_image(image: Image.Image, min_pixels: int, max_pixels: int, where: str =
     if (h, w) != (image.height, image.width):
         image = image.resize((w, h), Image.Resampling.BICUBIC)
     return image
+
+
+def resize_like_llamafactory(image: Image.Image, min_pixels: int, max_pixels: int) -> Image.Image:
+    """LLaMA-Factory's preparation of an image for a Qwen2-VL-family processor (its ``image_min_pixels`` and
+    ``image_max_pixels``); the processor then applies its own resize rule. ``image`` in its file's own mode.
+
+    An area over ``max_pixels`` (under ``min_pixels``) is scaled by ``sqrt(bound / area)`` with each side truncated
+    to a whole pixel; Pillow's default filter (bicubic; nearest for palette and 1-bit images) resizes in the file's
+    own mode, then the image is converted to RGB (an alpha channel is dropped, not blended). A side under 28 pixels
+    is widened to 28, and an aspect ratio over 200 is squeezed to 180."""
+    if image.width * image.height > max_pixels:
+        image = _scale(image, math.sqrt(max_pixels / (image.width * image.height)))
+    if image.width * image.height < min_pixels:
+        image = _scale(image, math.sqrt(min_pixels / (image.width * image.height)))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if min(image.width, image.height) < FACTOR:
+        image = image.resize((max(image.width, FACTOR), max(image.height, FACTOR)))
+    if image.width / image.height > 200:
+        image = image.resize((image.height * 180, image.height))
+    if image.height / image.width > 200:
+        image = image.resize((image.width, image.width * 180))
+    return image
+
+
+def _scale(image: Image.Image, factor: float) -> Image.Image:
+    return image.resize((int(image.width * factor), int(image.height * factor)))  # Pillow's default filter
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

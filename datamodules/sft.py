@@ -11,8 +11,19 @@ Two ways to name the data:
   schemas (``vision_r1_llava_cot_full``: one ``image`` path per row, human/gpt; ``vision_r1_mulberry_sft_full``:
   ``images``, user/assistant).
 
-A ``<image>`` placeholder in a turn marks where the row's next image goes. Labels are -100 everywhere except the
-assistant replies (their text and the closing ``<|im_end|>``).
+By default the examples equal LLaMA-Factory's (0.9.5, template ``qwen2_vl``, ``train_on_prompt: false``) token
+for token, labels, image grids and pixel values included (``tests/datamodules/test_sft.py`` checks them against
+its own output, stored in ``tests/fixtures/llamafactory``):
+- A ``<image>`` placeholder in a turn marks where the row's next image goes; the text around it is kept as written
+  (``"<image>\\nWhat..."`` gives ``<|vision_end|>`` then ``"\\nWhat..."``).
+- The model's chat template renders the conversation, and each prompt (up to and including
+  ``<|im_start|>assistant\\n``) and each reply (through ``<|im_end|>\\n``) is tokenised on its own, as LLaMA-Factory
+  encodes turns: a reply that opens with a newline keeps it as its own token instead of merging it into the header's.
+- Labels are -100 everywhere except the assistant replies: their text, ``<|im_end|>`` and the newline after it.
+- Images: ``min_pixels``/``max_pixels`` are LLaMA-Factory's ``image_min_pixels``/``image_max_pixels`` (and take its
+  defaults): ``datamodules.images.resize_like_llamafactory`` scales the image into them, then the processor's own
+  rule (the checkpoint's bounds) rounds each side to the nearest multiple of 28, so an image can take a little more
+  than ``max_pixels / 784`` tokens (1280x720 at 589824: 777).
 
 Where this departs from LLaMA-Factory (and why):
 - Sequences longer than ``max_length`` are skipped and counted (or an error with ``skip_long=False``), where
@@ -27,7 +38,11 @@ Where this departs from LLaMA-Factory (and why):
 - Hub, script and cloud entries, tool/video/audio columns and formattings other than ``sharegpt`` are refused with
   an error naming the entry and key (LLaMA-Factory reads them; these recipes have no use for them).
 - ``num_samples`` draws its rows with the run's ``seed`` (LLaMA-Factory: numpy's global random state).
-- The newline after ``<|im_end|>`` is not a label (LLaMA-Factory's ``qwen2_vl`` template learns it too).
+
+Departures kept as options, off by default: ``mask_newline_after_reply`` (the newline after each reply's
+``<|im_end|>`` is not a label: generation stops at ``<|im_end|>``, so the model never produces it) and
+``image_resize="qwen"`` (Qwen's rule within ``[min_pixels, max_pixels]``, the area never over ``max_pixels``, as the
+RL data resizes).
 """
 
 from __future__ import annotations
@@ -38,14 +53,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from datasets import concatenate_datasets
 from lightning import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from datamodules.images import BadImageError, fit_image, load_image
+from datamodules.images import BadImageError, fit_image, load_image, resize_like_llamafactory
 from datamodules.model_path import require_model
 from datamodules.resumable import ResumableDataLoader
 from datamodules.tables import read_table
@@ -102,8 +117,8 @@ def to_chat_messages(row: dict[str, Any], fmt: ShareGPTFormat, num_images: int, 
             if j > 0:
                 content.append({"type": "image"})
                 placed += 1
-            if piece.strip():
-                content.append({"type": "text", "text": piece.strip() if role != "assistant" else piece})
+            if piece:  # as written: LLaMA-Factory keeps the whitespace around a placeholder
+                content.append({"type": "text", "text": piece})
         messages.append({"role": role, "content": content})
     if placed == 0 and num_images:
         first_user = next((m for m in messages if m["role"] == "user"), None)
@@ -127,24 +142,40 @@ def to_chat_messages(row: dict[str, Any], fmt: ShareGPTFormat, num_images: int, 
     return messages
 
 
-def assistant_mask(input_ids: list[int], start_ids: list[int], end_id: int) -> list[bool]:
-    """True on the tokens of each assistant reply: after ``<|im_start|>assistant\\n`` up to and including
-    ``<|im_end|>``. Pure, so it is tested without a model."""
-    mask = [False] * len(input_ids)
-    n, k = len(input_ids), len(start_ids)
-    i = 0
-    while i <= n - k:
-        if input_ids[i : i + k] == start_ids:
-            j = i + k
-            while j < n and input_ids[j] != end_id:
-                mask[j] = True
-                j += 1
-            if j < n:
-                mask[j] = True  # learn to stop
-            i = j + 1
-        else:
-            i += 1
-    return mask
+def conversation_pieces(processor: Any, messages: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    """The chat template's text cut where LLaMA-Factory cuts a conversation: each prompt up to and including the
+    assistant header (``False``), then that reply through its closing tokens (``True``)."""
+    render = partial(processor.apply_chat_template, tokenize=False)
+    pieces: list[tuple[str, bool]] = []
+    done = ""
+    for k, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt, whole = render(messages[:k], add_generation_prompt=True), render(messages[: k + 1])
+        if not (prompt.startswith(done) and whole.startswith(prompt)):
+            raise ValueError(
+                "the chat template does not render a conversation as its turns one after another; "
+                "the prompt and reply of each turn cannot be cut apart"
+            )
+        pieces += [(prompt[len(done) :], False), (whole[len(prompt) :], True)]
+        done = whole
+    return pieces
+
+
+def piece_labels(pieces: list[list[int]], replies: list[bool], end_id: int, mask_after_end: bool = False) -> list[int]:
+    """Labels for the concatenated token pieces: -100 on prompts, a reply's own ids on replies; with
+    ``mask_after_end``, -100 on a reply's tokens after its last ``end_id`` (the newline after ``<|im_end|>``).
+    Pure, so it is tested without a model."""
+    labels: list[int] = []
+    for ids, reply in zip(pieces, replies):
+        if not reply:
+            labels += [IGNORE_INDEX] * len(ids)
+            continue
+        keep = len(ids)
+        if mask_after_end and end_id in ids:
+            keep = len(ids) - ids[::-1].index(end_id)
+        labels += ids[:keep] + [IGNORE_INDEX] * (len(ids) - keep)
+    return labels
 
 
 @dataclass
@@ -267,7 +298,8 @@ class ShareGPTDataset(Dataset):
 
     ``source`` is a file or folder (``datamodules.tables``), or a list of files read as one table. ``name`` (a
     LLaMA-Factory entry) makes every column the format names required. ``num_samples`` draws that many rows
-    (a permutation, repeated rows beyond the table's size, as LLaMA-Factory does), with ``seed``."""
+    (a permutation, repeated rows beyond the table's size, as LLaMA-Factory does), with ``seed``. ``image_resize``
+    and ``mask_newline_after_reply``: see ``SFTDataModule``."""
 
     def __init__(
         self,
@@ -275,8 +307,8 @@ class ShareGPTDataset(Dataset):
         processor: Any,
         fmt: ShareGPTFormat | dict | None = None,
         split: str = "train",
-        min_pixels: int = 3136,
-        max_pixels: int = 12845056,
+        min_pixels: int = 1024,
+        max_pixels: int = 589824,
         max_length: int = 4096,
         image_root: str | Path | None = None,
         skip_long: bool = True,
@@ -284,6 +316,8 @@ class ShareGPTDataset(Dataset):
         name: str | None = None,
         num_samples: int | None = None,
         seed: int = 0,
+        image_resize: Literal["llamafactory", "qwen"] = "llamafactory",
+        mask_newline_after_reply: bool = False,
     ) -> None:
         sources = source if isinstance(source, list) else [source]
         self.source = ", ".join(str(s) for s in sources)
@@ -318,9 +352,10 @@ class ShareGPTDataset(Dataset):
         self.image_root = Path(image_root) if image_root else root
         self.min_pixels, self.max_pixels, self.max_length = min_pixels, max_pixels, max_length
         self.skip_long, self.skip_bad_rows = skip_long, skip_bad_rows
-        tok = processor.tokenizer
-        self.start_ids = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
-        self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
+        if image_resize not in ("llamafactory", "qwen"):
+            raise ValueError(f"image_resize must be 'llamafactory' or 'qwen', got {image_resize!r}")
+        self.image_resize, self.mask_newline_after_reply = image_resize, mask_newline_after_reply
+        self.end_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
 
     def __len__(self) -> int:
         return len(self.rows if self.rows is not None else self.table) + len(self.bad_lines)
@@ -339,34 +374,51 @@ class ShareGPTDataset(Dataset):
         where = self.where(row_index)
         try:
             raw = row.get(self.fmt.images) if self.fmt.images else None
-            raw = [] if raw is None else (raw if isinstance(raw, list) else [raw])
             images = [
-                fit_image(load_image(v, self.image_root, where), self.min_pixels, self.max_pixels, where) for v in raw
+                self.prepare_image(v, where) for v in ([] if raw is None else raw if isinstance(raw, list) else [raw])
             ]
             messages = to_chat_messages(row, self.fmt, len(images), where)
         except (BadImageError, ValueError) as e:
             if self.skip_bad_rows:
                 return SkippedRow("bad_row", index, str(e))
             raise
-        text = self.processor.apply_chat_template(messages, tokenize=False)
-        enc = self.processor(text=[text], images=images or None, return_tensors="pt")
-        ids = enc["input_ids"][0]
-        if len(ids) > self.max_length:
-            message = f"{where}: {len(ids)} tokens (images included) > max_length {self.max_length}"
+        out = self.encode(messages, images)
+        if len(out["input_ids"]) > self.max_length:
+            message = f"{where}: {len(out['input_ids'])} tokens (images included) > max_length {self.max_length}"
             if self.skip_long:
                 return SkippedRow("too_long", index, message)
             raise ValueError(message)
-        mask = torch.tensor(assistant_mask(ids.tolist(), self.start_ids, self.end_id))
+        return out
+
+    def prepare_image(self, value: Any, where: str) -> Any:
+        """One image, loaded and resized by ``image_resize``'s rule."""
+        if self.image_resize == "qwen":
+            return fit_image(load_image(value, self.image_root, where), self.min_pixels, self.max_pixels, where)
+        image = load_image(value, self.image_root, where, rgb=False)
+        try:
+            return resize_like_llamafactory(image, self.min_pixels, self.max_pixels)
+        except (ValueError, OSError) as e:  # a degenerate size, a mode Pillow cannot resample
+            name = f" {image.info['vlrl_source']}" if image.info.get("vlrl_source") else ""
+            raise BadImageError(f"{where}: image{name} of size {image.width}x{image.height} cannot be used: {e}") from e
+
+    def encode(self, messages: list[dict[str, Any]], images: list[Any]) -> dict[str, Any]:
+        """Tokens, labels and pixels of one conversation, each prompt and reply tokenised on its own."""
+        texts, replies = zip(*conversation_pieces(self.processor, messages))
+        # the template writes every special token itself; the images are spread over the pieces in order
+        enc = self.processor(text=list(texts), images=images or None, add_special_tokens=False)
+        pieces = [list(ids) for ids in enc["input_ids"]]
+        labels = piece_labels(pieces, list(replies), self.end_id, self.mask_newline_after_reply)
+        ids = torch.tensor([t for piece in pieces for t in piece])
         out = {
             "input_ids": ids,  # [T]
-            "attention_mask": enc["attention_mask"][0],  # [T]
-            "labels": torch.where(mask, ids, torch.full_like(ids, IGNORE_INDEX)),  # [T]
+            "attention_mask": torch.ones_like(ids),  # [T]
+            "labels": torch.tensor(labels),  # [T]
         }
         if "mm_token_type_ids" in enc:  # marks image tokens; M-RoPE position ids depend on it
-            out["mm_token_type_ids"] = enc["mm_token_type_ids"][0]  # [T]
+            out["mm_token_type_ids"] = torch.tensor([t for piece in enc["mm_token_type_ids"] for t in piece])  # [T]
         if images:
-            out["pixel_values"] = enc["pixel_values"]  # [patches, C*tp*p*p]
-            out["image_grid_thw"] = enc["image_grid_thw"]  # [num_images, 3]
+            out["pixel_values"] = torch.as_tensor(enc["pixel_values"])  # [patches, C*tp*p*p]
+            out["image_grid_thw"] = torch.as_tensor(enc["image_grid_thw"])  # [num_images, 3]
         return out
 
 
@@ -415,6 +467,17 @@ class SFTDataModule(LightningDataModule):
         model_name_or_path: checkpoint whose processor tokenises (linked to the model's in the CLI).
         format: column and tag names for ``train_data``/``val_data`` (LLaMA-Factory ``columns``/``tags`` merged into
             one mapping).
+        min_pixels, max_pixels: LLaMA-Factory's ``image_min_pixels``/``image_max_pixels`` (its defaults, 32 x 32 and
+            768 x 768, which Vision-R1's cold start leaves): an image is scaled into them, then the processor's own
+            rule (the checkpoint's bounds) rounds each side to the nearest multiple of 28, so an image can take a few
+            more than ``max_pixels / 784`` tokens. With ``image_resize="qwen"``: the bounds of Qwen's rule.
+        image_resize: ``"llamafactory"`` (default) as above. ``"qwen"``, a departure from LLaMA-Factory: Qwen's
+            resize rule within ``[min_pixels, max_pixels]`` applied here, as the RL data does; the area never
+            exceeds ``max_pixels`` (sides rounded down when the nearest multiple of 28 would go over), so large
+            images take fewer tokens than under LLaMA-Factory (1280x720 at 589824: 720, not 777).
+        mask_newline_after_reply: a departure from LLaMA-Factory, off by default: the newline after each reply's
+            ``<|im_end|>`` is not a label. LLaMA-Factory's ``qwen2_vl`` template learns it (its reply format is
+            ``{content}<|im_end|>\\n``); generation stops at ``<|im_end|>``, so the model never produces it.
         max_length: longer examples are skipped and counted.
         image_root: folder relative image paths are resolved against (default: the data file's folder, or
             ``dataset_dir`` for named datasets).
@@ -433,13 +496,15 @@ class SFTDataModule(LightningDataModule):
         val_datasets: list[str] | None = None,
         batch_size: int = 4,
         num_workers: int = 0,
-        min_pixels: int = 3136,
-        max_pixels: int = 12845056,
+        min_pixels: int = 1024,
+        max_pixels: int = 589824,
         max_length: int = 4096,
         image_root: str | None = None,
         skip_long: bool = True,
         skip_bad_rows: bool = False,
         seed: int = 0,
+        image_resize: Literal["llamafactory", "qwen"] = "llamafactory",
+        mask_newline_after_reply: bool = False,
     ) -> None:
         super().__init__()
         if train_data and datasets:
@@ -473,6 +538,8 @@ class SFTDataModule(LightningDataModule):
             max_length=h.max_length,
             skip_long=h.skip_long,
             skip_bad_rows=h.skip_bad_rows,
+            image_resize=h.image_resize,
+            mask_newline_after_reply=h.mask_newline_after_reply,
         )
         if isinstance(source, str):
             return ShareGPTDataset(source, fmt=h.format, image_root=h.image_root, **common)

@@ -1,16 +1,19 @@
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
-from datamodules.sft import IGNORE_INDEX, SFTDataModule, ShareGPTDataset, ShareGPTFormat, assistant_mask
+from datamodules.sft import IGNORE_INDEX, SFTDataModule, ShareGPTDataset, ShareGPTFormat, piece_labels
 
 
-def test_assistant_mask_by_hand():
-    # ids: 1 2 | S A N | 5 6 E | 7 | S A N | 8 E ; start sequence [S, A, N], end E
-    S, A, N, E = 90, 91, 92, 99
-    ids = [1, 2, S, A, N, 5, 6, E, 7, S, A, N, 8, E]
-    assert assistant_mask(ids, [S, A, N], E) == [False] * 5 + [True] * 3 + [False] * 4 + [True] * 2
+def test_piece_labels_by_hand():
+    # pieces: prompt [1 2 S] | reply [5 6 E N] | prompt [7 S] | reply [8 E N]; E = <|im_end|>, N = its newline
+    E, N, S, X = 99, 198, 90, IGNORE_INDEX
+    pieces, replies = [[1, 2, S], [5, 6, E, N], [7, S], [8, E, N]], [False, True, False, True]
+    assert piece_labels(pieces, replies, E) == [X, X, X, 5, 6, E, N, X, X, 8, E, N]  # LLaMA-Factory's labels
+    assert piece_labels(pieces, replies, E, mask_after_end=True) == [X, X, X, 5, 6, E, X, X, X, 8, E, X]
+    assert piece_labels([[1], [5, 6]], [False, True], E, mask_after_end=True) == [X, 5, 6]  # no end: all kept
 
 
 def test_labels_cover_only_assistant_replies(synthetic_dir, processor):
@@ -18,7 +21,7 @@ def test_labels_cover_only_assistant_replies(synthetic_dir, processor):
     item = ds[0]
     learned = processor.tokenizer.decode(item["input_ids"][item["labels"] != IGNORE_INDEX])
     row = json.loads((synthetic_dir / "train_sft_caption.jsonl").read_text().splitlines()[0])
-    assert learned == row["conversations"][1]["value"] + "<|im_end|>"
+    assert learned == row["conversations"][1]["value"] + "<|im_end|>\n"
     assert (item["input_ids"] == processor.image_token_id).sum().item() == 4  # 56x56 image -> 2x2 tokens
     assert item["image_grid_thw"].tolist() == [[1, 4, 4]]
 
@@ -48,7 +51,7 @@ def test_llama_factory_style_mapping_and_multi_turn(tmp_path, processor):
     )
     item = ShareGPTDataset(tmp_path / "d.jsonl", processor, fmt, min_pixels=56 * 56, max_pixels=56 * 56)[0]
     learned = processor.tokenizer.decode(item["input_ids"][item["labels"] != IGNORE_INDEX])
-    assert learned == "blue<|im_end|>yes<|im_end|>"
+    assert learned == "blue<|im_end|>\nyes<|im_end|>\n"
 
 
 def test_bad_rows_name_the_row(tmp_path, processor):
@@ -119,7 +122,7 @@ def test_vision_r1_cold_as_published_reads_both_files_each_with_its_own_mapping(
     for ds, name in ((llava, COLD_NAMES[0]), (mulberry, COLD_NAMES[1])):
         for i, row in enumerate(published[name]):
             item = ds[i]
-            assert learned_text(processor, item) == row["conversations"][1]["value"] + "<|im_end|>"
+            assert learned_text(processor, item) == row["conversations"][1]["value"] + "<|im_end|>\n"
             assert item["image_grid_thw"].tolist() == [[1, 4, 4]]  # 56x56 -> 2x2 tokens, resolved under dataset_dir
     batch = next(iter(dm.train_dataloader()))
     assert batch["num_examples"] == 6 and batch["skipped"] == {}
@@ -295,3 +298,84 @@ def test_a_broken_jsonl_line_is_named_or_skipped_and_counted(tmp_path, tiny_chec
     batch = next(iter(dm.train_dataloader()))
     assert batch["num_examples"] == 2 and batch["skipped"] == {"bad_row": 1}
     assert batch["skipped_messages"][0].startswith(f"{tmp_path / 'd.jsonl'}: line 2 is not valid JSON")
+
+
+LLAMAFACTORY = FIXTURES / "llamafactory"  # LLaMA-Factory's own output on hand-made rows: see its README.md
+
+
+@pytest.fixture(scope="module")
+def released_bounds_checkpoint(tmp_path_factory):
+    """Qwen's tokenizer and processor with Qwen2.5-VL's released pixel bounds (3136 to 12845056): the checkpoint
+    ``tests/fixtures/llamafactory/goldens.json`` was made with."""
+    from tools.tiny_model import write_random_checkpoint
+
+    return write_random_checkpoint(tmp_path_factory.mktemp("released"), min_pixels=3136, max_pixels=12845056)
+
+
+def pixel_digest(pixel_values) -> dict:
+    """As ``tests/fixtures/llamafactory/make_goldens.py`` digests LLaMA-Factory's pixel values."""
+    array = pixel_values.float().contiguous().numpy().astype("<f4")
+    return {
+        "shape": list(array.shape),
+        "sum": float(array.astype("float64").sum()),
+        "sha256": hashlib.sha256(array.tobytes()).hexdigest(),
+    }
+
+
+def llamafactory_rows(checkpoint, **options) -> tuple[SFTDataModule, dict[str, ShareGPTDataset]]:
+    """The fixture's rows through the cold-start path: ``dataset_dir`` + Vision-R1's two entries, our defaults."""
+    dm = SFTDataModule(
+        dataset_dir=str(LLAMAFACTORY / "vision_r1_cold"),
+        datasets=COLD_NAMES,
+        model_name_or_path=str(checkpoint),
+        max_length=16384,
+        **options,
+    )
+    dm.setup("fit")
+    return dm, dict(zip(COLD_NAMES, dm.datasets["train"].datasets))
+
+
+def test_cold_start_examples_equal_llamafactory_token_for_token(released_bounds_checkpoint):
+    goldens = json.loads((LLAMAFACTORY / "goldens.json").read_text())
+    made, settings = goldens["header"], goldens["header"]["settings"]
+    assert made["versions"]["llamafactory"] == "0.9.5" and settings["template"] == "qwen2_vl"
+    assert settings["train_on_prompt"] is False
+    dm, parts = llamafactory_rows(released_bounds_checkpoint)  # no options: the defaults are LLaMA-Factory's
+    assert (
+        dm.hparams.min_pixels == settings["image_min_pixels"] and dm.hparams.max_pixels == settings["image_max_pixels"]
+    )
+    assert dict(dm.processor.image_processor.size) == made["processor_size"]
+    assert len(goldens["rows"]) == sum(len(ds) for ds in parts.values()) == 8
+    for row in goldens["rows"]:
+        item, where = parts[row["dataset"]][row["index"]], f"{row['dataset']} row {row['index']}"
+        assert item["input_ids"].tolist() == row["input_ids"], where
+        assert item["labels"].tolist() == row["labels"], where
+        assert item["image_grid_thw"].tolist() == row["image_grid_thw"], where
+        assert pixel_digest(item["pixel_values"]) == row["pixel_values"], where
+        assert item["attention_mask"].tolist() == [1] * len(row["input_ids"])
+    image_tokens = {
+        (name, i): int((parts[name][i]["input_ids"] == dm.processor.image_token_id).sum())
+        for name, i in [(COLD_NAMES[0], 0), (COLD_NAMES[1], 0)]
+    }
+    # 1280x720 and 812x728 at image_max_pixels 589824: more than 589824 / 784 = 752 tokens, as LLaMA-Factory gives
+    assert image_tokens == {(COLD_NAMES[0], 0): 777, (COLD_NAMES[1], 0): 754}
+
+
+def test_the_departures_are_options_off_by_default(released_bounds_checkpoint):
+    _, default = llamafactory_rows(released_bounds_checkpoint)
+    dm, departed = llamafactory_rows(released_bounds_checkpoint, mask_newline_after_reply=True, image_resize="qwen")
+    tok, name = dm.processor.tokenizer, COLD_NAMES[1]
+    multi_turn = json.loads((LLAMAFACTORY / "vision_r1_cold" / f"{name}.json").read_text())[2]["conversations"]
+    replies = [turn["value"] for turn in multi_turn[1::2]]
+    assert tok.decode([t for t in default[name][2]["labels"].tolist() if t != IGNORE_INDEX]) == "".join(
+        r + "<|im_end|>\n" for r in replies
+    )
+    assert tok.decode([t for t in departed[name][2]["labels"].tolist() if t != IGNORE_INDEX]) == "".join(
+        r + "<|im_end|>" for r in replies
+    )
+    # Qwen's rule capped at max_pixels: 1280x720 -> 1008x560 (720 tokens), 812x728 -> 784x700 (700 tokens)
+    assert departed[COLD_NAMES[0]][0]["image_grid_thw"].tolist() == [[1, 40, 72]]
+    assert departed[name][0]["image_grid_thw"].tolist() == [[1, 50, 56]]
+    assert default[COLD_NAMES[0]][0]["image_grid_thw"].tolist() == [[1, 42, 74]]
+    with pytest.raises(ValueError, match="image_resize must be"):
+        ShareGPTDataset(LLAMAFACTORY / "vision_r1_cold" / f"{name}.json", dm.processor, image_resize="lf")
