@@ -16,37 +16,38 @@ Reading the reply (``model_answer``), in upstream's order:
 
 Comparing (``is_equal``), the reply against the answer and, for a question with options, against the text of the
 right option: both lower-cased; an empty side is wrong; equal text is right; tuples and lists ``(a, b)`` are
-compared element by element after evaluating each element to 2 decimals; otherwise both sides are parsed as LaTeX
-and evaluated, and are equal when they agree to 2 decimal places (``1/2`` and ``0.5``, ``\\frac{\\sqrt{3}}{2}`` and
+compared element by element after evaluating each element to 2 decimals; otherwise both sides are evaluated as
+LaTeX and are equal when they agree to 2 decimal places (``1/2`` and ``0.5``, ``\\frac{\\sqrt{3}}{2}`` and
 ``0.866``). So a multiple-choice question is right for its letter (``B``, ``(B)``, ``b``) or for its option's text.
+The value of a LaTeX text is by default the one upstream finds (``evaluation.latex``: its parser reads
+``3\\frac{1}{2}`` as 3 * 1/2 = 1.5 and gives no value to text with a character outside ASCII, such as ``−3`` with
+U+2212), so ``3\\frac{1}{2}`` is wrong for ``7/2`` and right for ``1.5``, as in MATH-V's own scores.
+``lenient=True`` (``vlrl score --lenient``) reads the mathematical value instead (``3\\frac{1}{2}`` = 7/2, ``−3`` =
+-3): closer to what the model meant, no longer the published metric.
 
 Per-category accuracy: ``subject`` and ``level`` (upstream also reports their combinations).
 
 Departures: the reply read is the ``<answer>`` block (whole reply without one), then the steps above. Upstream parses
-LaTeX with ``latex2sympy2`` and evaluates the printed expression with Python's ``eval`` (in the namespace of
-``math``); we parse with ``latex2sympy2_extended`` (math-verify's parser, already a dependency) and evaluate with
-sympy, never ``eval``: the results agree on numbers, fractions, roots and ``\\pi``; an expression upstream cannot
-``eval`` (one printed with sympy's ``E`` or ``oo``) may evaluate here, and a non-finite value counts as no value.
-Each parse is limited to a few seconds (in the main thread). A converted row has lost ``level`` (its ``category``
+LaTeX with ``latex2sympy2`` and runs the printed expression through Python's ``eval`` (in the namespace of ``math``);
+we parse with ``latex2sympy2_extended`` and compute the printed expression with an ``ast`` walk over arithmetic and
+``math``'s names, never ``eval``. The two parsers differ in more than the cases ``evaluation.latex`` brings into
+line (its docstring lists those known to remain), so an unusual answer can still be judged differently. Each
+evaluation is limited to a few seconds (in the main thread). A converted row has lost ``level`` (its ``category``
 is the subject).
 """
 
 from __future__ import annotations
 
-import math
 import re
-import signal
-import threading
 from collections.abc import Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from evaluation.latex import latex_value
 from evaluation.rows import SingleQuestion, is_converted, require
 
 FIELDS = ("subject", "level")
 ANSWER_FLAGS = ("the final answer is", "the answer is", "the correct answer is", "the answer should be")
-PARSE_TIMEOUT_S = 3
 
 
 @dataclass(frozen=True)
@@ -226,70 +227,39 @@ def _fix_a_slash_b(text: str) -> str:
     return f"\\frac{{{a}}}{{{b}}}" if text == f"{a}/{b}" else text
 
 
-@contextmanager
-def _time_limit(seconds: int):
-    """Raise TimeoutError after ``seconds`` (SIGALRM: main thread only; elsewhere no limit)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum, frame):
-        raise TimeoutError(f"LaTeX evaluation took over {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def evaluate(latex: str) -> int | float:
-    """The value of a LaTeX expression: an int for an integer (as Python's ``eval`` of ``"3"`` gives), else a float.
-    Raises for text that does not parse or has no finite real value (a free variable, an interval)."""
-    from latex2sympy2_extended import latex2sympy
-
-    with _time_limit(PARSE_TIMEOUT_S):
-        expr = latex2sympy(latex)
-        if getattr(expr, "is_Integer", False):
-            return int(expr)
-        value = float(expr.evalf())
-    if not math.isfinite(value):
-        raise ValueError(f"{latex!r} has no finite value")
-    return value
-
-
-def eval_tuple(text: str) -> str:
-    """``(a,b,...)`` / ``[a,b,...]`` with each element evaluated to 2 decimals (``infty``, ``a``, ``-a`` kept); any
-    other text, or one whose element does not evaluate, unchanged."""
+def eval_tuple(text: str, lenient: bool = False) -> str:
+    """``(a,b,...)`` / ``[a,b,...]`` with each element evaluated to 2 decimals (``infty``, ``a``, ``-a`` kept) and
+    printed as Python prints it (``3`` for an integer, ``3.0`` for a float); any other text, or one whose element has
+    no value, unchanged."""
     elements = text[1:-1].split(",")
     if len(text) < 2 or len(elements) < 2 or (text[0], text[-1]) not in (("(", ")"), ("[", "]")):
         return text
     try:
-        values = [e if "infty" in e or e in ("a", "-a") else str(round(evaluate(e), 2)) for e in elements]
+        values = [e if "infty" in e or e in ("a", "-a") else str(round(latex_value(e, lenient), 2)) for e in elements]
     except Exception:  # noqa: BLE001 - upstream returns the text unchanged on any failure
         return text
     return f"{text[0]}{','.join(values)}{text[-1]}"
 
 
-def is_equal(a: str, b: str) -> bool:
-    """Upstream's ``is_equal`` (see the module docstring)."""
+def is_equal(a: str, b: str, lenient: bool = False) -> bool:
+    """Upstream's ``is_equal`` (see the module docstring); ``lenient``: values read as ``evaluation.latex`` does
+    with ``lenient=True``."""
     a, b = a.lower(), b.lower()
     if not a.replace(" ", "") or not b.replace(" ", ""):
         return False
     if a.strip() == b.strip():
         return True
-    a, b = eval_tuple(a), eval_tuple(b)
+    a, b = eval_tuple(a, lenient), eval_tuple(b, lenient)
     if a == b:
         return True
     try:
-        return round(evaluate(a), 2) == round(evaluate(b), 2)
+        return round(latex_value(a, lenient), 2) == round(latex_value(b, lenient), 2)
     except Exception:  # noqa: BLE001 - a parse or evaluation failure means "not equal", as upstream
         return False
 
 
-def score(q: MathVisionQuestion, answer: str) -> tuple[bool, str]:
-    """(right, the answer as upstream reads it)."""
+def score(q: MathVisionQuestion, answer: str, lenient: bool = False) -> tuple[bool, str]:
+    """(right, the answer as upstream reads it). ``lenient``: LaTeX values read mathematically (mixed numbers,
+    U+2212 minus ...; ``evaluation.latex``), not as MATH-V's parser reads them."""
     read = model_answer(answer)
-    return is_equal(q.answer, read) or is_equal(q.answer_value, read), read
+    return is_equal(q.answer, read, lenient) or is_equal(q.answer_value, read, lenient), read

@@ -398,6 +398,17 @@ class GRPOModule(LightningModule):
         if self.trainer.is_global_zero:
             write_results(results, self.log_dir, stage.replace("/", "_"))
 
+    # Validation during fit leaves the random state as it found it: training takes the same steps whether or when it
+    # validates, and a run resumed from the checkpoint written just before a validation (which is not run again)
+    # continues exactly as the uninterrupted run did.
+    def on_validation_start(self) -> None:
+        self._rng_before_validation = capture_rng() if self.trainer.state.fn == "fit" else None
+
+    def on_validation_end(self) -> None:
+        if getattr(self, "_rng_before_validation", None) is not None:
+            restore_rng(self._rng_before_validation)
+            self._rng_before_validation = None
+
     def on_validation_epoch_start(self) -> None:
         for stage in self._val_stages():
             self._eval_tally.pop(stage, None)

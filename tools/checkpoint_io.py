@@ -150,7 +150,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class CommitAfterLogs(Callback):
     """Commits ``AtomicCheckpointIO``'s checkpoints once the logs of the batches they cover are written (see the module
     docstring). Lightning logs a batch's metrics after its ``on_train_batch_end`` hooks, where ``ModelCheckpoint``
-    saves; every hook below runs after that logging."""
+    saves; every hook below runs after that logging. A validation after a step is covered too (see below)."""
 
     def __init__(self) -> None:
         self.trainer = None
@@ -185,7 +185,9 @@ class CommitAfterLogs(Callback):
         if self.trainer is not None and isinstance(io, AtomicCheckpointIO):
             io.commit_ready()
 
-    on_train_batch_start = on_validation_start = on_train_epoch_end = on_train_end = on_exception = _commit
+    # not at ``on_validation_start``: a run resumed from the checkpoint of the step before a validation does not
+    # validate again, so that checkpoint also covers the validation's metrics (logged before ``on_validation_end``)
+    on_train_batch_start = on_validation_end = on_train_epoch_end = on_train_end = on_exception = _commit
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         io = trainer.strategy.checkpoint_io

@@ -127,3 +127,56 @@ def test_sigkill_between_a_checkpoint_and_its_step_s_logs_loses_nothing(tiny_che
     assert_same_steps(resumed, full)
     assert resumed_samples == full_samples  # no batch repeated or skipped
     assert_whole(killed / "ckpt")
+
+
+# One run killed at each of these moments in turn (``tests.e2e.kills``: point:global_step), resumed each time with the
+# README's command. Steps 0-6, a checkpoint after every step, validation after every third.
+CHAOS = (
+    "rollout:1",
+    "fit_start",  # a resumed run, its engine attached
+    "backward:2",
+    "checkpoint_write:3",
+    "after_checkpoint:3",
+    "validation:3",
+    "optimizer_step:4",
+    "rollout:5",
+    "checkpoint_write:6",
+    "backward:6",
+    "train_end",
+)
+
+
+def _rows(root: Path) -> list[dict]:
+    return list(csv.DictReader(open(root / "logs" / "version_0" / "metrics.csv")))
+
+
+def test_killed_at_eleven_moments_the_run_ends_as_if_never_stopped(tiny_checkpoint, tmp_path):
+    """Weights, every logged metric (training and validation) and every sample equal the uninterrupted run's; no step
+    is missing or logged twice; no partial file is left. The kills fall in the rollout, the backward pass, the
+    optimizer step, a checkpoint write, the window before a step's logs, validation, the engine's start and the end."""
+    steps, data = 7, tmp_path / "data"
+    validation = ["--trainer.limit_val_batches=1", "--trainer.val_check_interval=3"]
+
+    def args(root: Path) -> list[str]:
+        return [*fit_args(tiny_checkpoint, data, root, steps), *validation]
+
+    main(args(tmp_path / "full"))
+    killed = tmp_path / "killed"
+    for i, point in enumerate(CHAOS):
+        run_killed([*args(killed), *(["--ckpt_path=last"] if i else [])], point)
+    main([*args(killed), "--ckpt_path=last"])
+
+    full_rows, rows = _rows(tmp_path / "full"), _rows(killed)
+    train = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert train == list(range(steps))  # each step once, in order
+    val = [(r["step"], r["val/accuracy"]) for r in rows if r.get("val/accuracy")]
+    assert val == [(r["step"], r["val/accuracy"]) for r in full_rows if r.get("val/accuracy")] and len(val) == 2
+    assert_same_steps(logged(killed)[0], logged(tmp_path / "full")[0])
+    assert logged(killed)[1] == logged(tmp_path / "full")[1]  # samples
+    weights = torch.load(killed / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    expected = torch.load(tmp_path / "full" / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert weights.keys() == expected["state_dict"].keys()
+    for name, value in expected["state_dict"].items():
+        torch.testing.assert_close(weights[name], value, rtol=0, atol=1e-6, msg=name)
+    assert [p.name for p in (killed / "logs").iterdir()] == ["version_0"]
+    assert_whole(killed / "ckpt")
