@@ -44,6 +44,11 @@ class EpochOrderSampler(DistributedSampler):
     def __iter__(self) -> Iterator[int]:
         yield from self.order(self.epoch)[self.start :]
 
+    def set_epoch(self, epoch: int) -> None:
+        """Ignored: ``ResumableDataLoader`` sets the epoch it iterates. Lightning calls this with its own epoch count,
+        which a run resumed from the checkpoint of an epoch's last batch sets one too high (it counts the empty rest
+        of that epoch as an epoch); the order, drawn lazily at the first batch, would then be the wrong epoch's."""
+
     def __len__(self) -> int:
         return self.num_samples - self.start
 

@@ -398,9 +398,9 @@ class GRPOModule(LightningModule):
         if self.trainer.is_global_zero:
             write_results(results, self.log_dir, stage.replace("/", "_"))
 
-    # Validation during fit leaves the random state as it found it: training takes the same steps whether or when it
-    # validates, and a run resumed from the checkpoint written just before a validation (which is not run again)
-    # continues exactly as the uninterrupted run did.
+    # Validation during fit leaves the global random state as it found it: the checkpoint written just before a
+    # validation holds that state, and a run resumed from it (which does not validate again) must draw what the
+    # uninterrupted run drew after its validation (tests/e2e/test_resume.py kills a run during validation).
     def on_validation_start(self) -> None:
         self._rng_before_validation = capture_rng() if self.trainer.state.fn == "fit" else None
 
