@@ -31,8 +31,8 @@ from datamodules.prompts import build_messages
 from datamodules.synthetic import make_row
 from lightning_modules.logprobs import completion_logps
 from lightning_modules.policy import load_policy
-from rollout.batch import RolloutBatch
-from rollout.engine import VISION_TOKENS, SamplingConfig
+from rollout.batch import parity_batch
+from rollout.engine import SamplingConfig
 from rollout.vllm import VLLMEngine
 from tools.memory import GIB
 from tools.tiny_model import write_random_checkpoint
@@ -65,19 +65,8 @@ def parity(policy, processor, engine: VLLMEngine, prompt: str, image) -> float:
     """The largest |policy - engine| log-prob over the sampled tokens of 4 completions (vision tokens a random policy
     samples, and what follows them, left out, as the rollout callback masks them)."""
     out = engine.generate([prompt], [[image]], 4, SamplingConfig(temperature=1.0, max_new_tokens=16))
-    tok = processor.tokenizer
-    n = out.completion_ids.shape[0]
-    batch = RolloutBatch.from_rollout(
-        out,
-        advantages=torch.zeros(n),
-        rewards=torch.zeros(n),
-        temperature=1.0,
-        truncated_sampling=False,
-        vision_token_ids=tok.convert_tokens_to_ids(list(VISION_TOKENS)),
-        pad_token_id=tok.pad_token_id,
-    )
-    valid = out.completion_mask.bool() & ~((batch.completion_mask != out.completion_mask).long().cumsum(1) > 0)
-    rows = batch.rows(0, n)
+    batch, valid = parity_batch(out, processor.tokenizer)
+    rows = batch.rows(0, batch.num_rows)
     device = next(policy.parameters()).device
     with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
         logps, _ = completion_logps(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from rollout.engine import Rollout, mask_vision_tokens
+from rollout.engine import VISION_TOKENS, Rollout, mask_vision_tokens
 
 
 @dataclass
@@ -206,3 +206,22 @@ class RolloutBatch:
             ref_logps=pick(self.ref_logps),
             engine_logps=pick(self.engine_logps),
         )
+
+
+def parity_batch(out: Rollout, tokenizer) -> tuple[RolloutBatch, torch.Tensor]:
+    """A rollout as the rollout callback hands it to the module (zero advantages and rewards), for comparing the
+    policy's log-probs with the engine's, and ``valid`` [N, C]: the completion positions both computed from the same
+    text. A vision special token sampled inside a completion is replaced by padding (``from_rollout``), so every
+    position from the first replaced one on is left out: the policy then sees other text than the engine did."""
+    n = out.completion_ids.shape[0]
+    batch = RolloutBatch.from_rollout(
+        out,
+        advantages=torch.zeros(n),
+        rewards=torch.zeros(n),
+        temperature=1.0,
+        truncated_sampling=False,
+        vision_token_ids=tokenizer.convert_tokens_to_ids(list(VISION_TOKENS)),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    replaced = (batch.completion_mask != out.completion_mask).long().cumsum(1) > 0  # [N, C]: at or after a replaced
+    return batch, out.completion_mask.bool() & ~replaced

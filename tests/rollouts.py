@@ -9,8 +9,8 @@ from PIL import Image
 
 from lightning_modules.logprobs import completion_logps
 from lightning_modules.policy import load_policy
-from rollout.batch import RolloutBatch
-from rollout.engine import VISION_TOKENS, Rollout, SamplingConfig
+from rollout.batch import RolloutBatch, parity_batch
+from rollout.engine import Rollout, SamplingConfig
 from rollout.hf import HFEngine
 
 
@@ -36,25 +36,9 @@ def tiny_rollout(
 
 
 def policy_inputs(out: Rollout, tokenizer) -> tuple[RolloutBatch, torch.Tensor]:
-    """A rollout as the rollout callback hands it to the module (``RolloutBatch.from_rollout``, zero advantages), and
-    ``valid`` [N, C], the completion positions whose log-probs both sides computed from the same text.
-
-    A random policy over the small task vocabulary samples a vision special token now and then (4 of 768 entries);
-    fed back, an image-pad token claims image features that do not exist. As the rollout callback does, such tokens
-    are replaced by padding; every position from the first one on is left out of ``valid``, since the policy then
-    sees other text than the engine did."""
-    n = out.completion_ids.shape[0]
-    batch = RolloutBatch.from_rollout(
-        out,
-        advantages=torch.zeros(n),
-        rewards=torch.zeros(n),
-        temperature=1.0,
-        truncated_sampling=False,
-        vision_token_ids=tokenizer.convert_tokens_to_ids(list(VISION_TOKENS)),
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    replaced = (batch.completion_mask != out.completion_mask).long().cumsum(1) > 0  # [N, C]: at or after a replaced
-    valid = out.completion_mask.bool() & ~replaced
+    """``rollout.batch.parity_batch``, checked to leave positions to compare: a random policy over the small task
+    vocabulary samples a vision special token now and then (4 of 768 entries)."""
+    batch, valid = parity_batch(out, tokenizer)
     assert valid.any(), "every sampled row starts with a vision token: sample more rows"
     return batch, valid
 

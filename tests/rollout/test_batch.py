@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rollout.batch import RolloutBatch
+from rollout.batch import RolloutBatch, parity_batch
 from rollout.engine import Rollout
 from tests.rollouts import tiny_rollout
 
@@ -185,3 +185,22 @@ def test_a_real_rollout_keeps_each_prompt_once(tiny_checkpoint, processor):
     assert torch.equal(picked.groups(0, 4)["image_grid_thw"], grids[[2, 0]])
     want = torch.cat([batch.rows(4, 6)["pixel_values"], batch.rows(0, 2)["pixel_values"]])
     assert torch.equal(picked.rows(0, 4)["pixel_values"], want)
+
+
+def test_parity_batch_compares_only_the_text_both_sides_saw(tokenizer):
+    """A vision token sampled mid-completion is padded for the policy; from there on the two texts differ."""
+    v = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    out = Rollout(
+        prompt_ids=torch.tensor([[5, 6]]),  # [1, 2]
+        prompt_mask=torch.tensor([[1, 1]]),
+        completion_ids=torch.tensor([[3, v, 4, 8], [4, 8, 9, 9]]),  # [2, 4]
+        completion_mask=torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]),
+        texts=["a", "b"],
+        truncated=torch.tensor([False, False]),
+        group_size=2,
+        images_per_prompt=[0],
+        engine_logps=torch.zeros(2, 4),
+    )
+    batch, valid = parity_batch(out, tokenizer)
+    assert batch.completion_ids[0, 1] == tokenizer.pad_token_id and batch.advantages.tolist() == [0.0, 0.0]
+    assert valid.tolist() == [[True, False, False, False], [True, True, True, False]]
