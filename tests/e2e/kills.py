@@ -1,6 +1,8 @@
 """A GRPO module that kills its own process (SIGKILL, no cleanup) at a chosen moment, for the resume tests: the moment
 is named by ``VLRL_TEST_KILL=<point>[:<step>]`` (the step as ``global_step`` counts it at that point; without it, the
-first time the point is reached). Points, in the order a step reaches them:
+first time the point is reached). Under several processes ``VLRL_TEST_KILL_RANK`` picks the one that dies (default:
+every rank), and ``VLRL_TEST_KILL_MARK`` names a file that gets the time of death. Points, in the order a step
+reaches them:
 
 - ``fit_start``: the engine attached (the rollout callback's ``on_fit_start`` runs first), nothing trained yet;
 - ``rollout``: the step's rollout and rewards done (the rollout callback's ``on_train_batch_start``), before the update;
@@ -18,6 +20,10 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
+
+import torch
 
 from lightning_modules.grpo import GRPOModule
 
@@ -34,13 +40,21 @@ POINTS = (
 
 
 def _die() -> None:
+    mark = os.environ.get("VLRL_TEST_KILL_MARK")
+    if mark:
+        Path(mark).write_text(str(time.time()))
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _chosen(point: str, step: int) -> bool:
+    name, _, at = os.environ.get("VLRL_TEST_KILL", "").partition(":")
+    rank = os.environ.get("VLRL_TEST_KILL_RANK")
+    here = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    return name == point and (not at or int(at) == step) and (rank is None or int(rank) == here)
+
+
 def maybe_die(point: str, step: int) -> None:
-    wanted = os.environ.get("VLRL_TEST_KILL", "")
-    name, _, at = wanted.partition(":")
-    if name == point and (not at or int(at) == step):
+    if _chosen(point, step):
         _die()
 
 
@@ -76,8 +90,7 @@ class KillableGRPOModule(GRPOModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        name, _, at = os.environ.get("VLRL_TEST_KILL", "").partition(":")
-        if name == "checkpoint_write" and (not at or int(at) == self.global_step):
+        if _chosen("checkpoint_write", self.global_step):
             checkpoint["zzz_dies_when_pickled"] = _DiesWhenPickled()  # last key: most of the file is written first
 
     def on_train_end(self) -> None:

@@ -266,3 +266,47 @@ def test_fsdp2_lora_trains_the_adapters_against_the_adapters_off_reference(tiny_
     first, second = torch.load(root / "step1.pt"), torch.load(root / "step2.pt")
     assert first and all("lora_" in name for name in first)  # only the adapters train
     assert any(not torch.equal(first[name], second[name]) for name in first)
+
+
+def _alive(session: int) -> list[int]:
+    """Processes of a session (the run's main process and the ranks it launched)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":  # the session id; zombies are gone but for their parent
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_killed_rank_takes_the_other_down_within_a_minute(tiny_checkpoint, tmp_path, rank):
+    """SIGKILL one of the two FSDP2 processes in its second step: the other exits too, within 60 s, rather than
+    waiting in a collective for the process group's 30-minute timeout. Rank 1 killed: rank 0's gloo collective fails
+    at once; rank 0 (the launcher) killed: rank 1's does."""
+    import os
+    import time
+
+    root = tmp_path / "run"
+    root.mkdir()
+    mark = tmp_path / "died"
+    args = [
+        *grpo_args(tiny_checkpoint, root, devices=2, steps=4),
+        "--model.class_path=tests.e2e.kills.KillableGRPOModule",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VLRL_TEST_KILL": "rollout:1", "VLRL_TEST_KILL_RANK": str(rank)}
+    env["VLRL_TEST_KILL_MARK"] = str(mark)
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        proc.wait(timeout=600)  # the launcher: killed, or exiting after its rank died
+        assert mark.is_file(), "the chosen rank never reached its second step"
+        while _alive(proc.pid) and time.time() - float(mark.read_text()) < 60:
+            time.sleep(0.5)
+        assert not _alive(proc.pid), f"still running 60 s after rank {rank} died: {_alive(proc.pid)}"
+    finally:
+        for pid in _alive(proc.pid):
+            os.kill(pid, 9)
