@@ -13,6 +13,8 @@ models' servers send, chosen by the request's ``model``:
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -53,7 +55,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802 - http.server API
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append(body)
+        with self.server.lock:
+            self.server.requests.append(body)
+            kill = self.server.kill_at is not None and len(self.server.requests) == self.server.kill_at[0]
+        if kill:  # the client dies with this request in flight
+            os.kill(self.server.kill_at[1], signal.SIGKILL)
+            return
         message, finish = message_for(body["model"])
         payload = json.dumps(
             {
@@ -73,13 +80,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 class ChatServer(ThreadingHTTPServer):
     """``with ChatServer() as server:`` serves on ``server.url`` (``http://127.0.0.1:PORT/v1``) in a thread;
-    ``server.requests`` holds the request bodies received."""
+    ``server.requests`` holds the request bodies received. ``server.kill_at = (n, pid)``: the n-th request received
+    (counting from 1, over the server's life) SIGKILLs process ``pid`` instead of being answered."""
 
     daemon_threads = True
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.requests: list[dict[str, Any]] = []
+        self.kill_at: tuple[int, int] | None = None
+        self.lock = threading.Lock()
         self.url = f"http://127.0.0.1:{self.server_address[1]}/v1"
 
     def __enter__(self) -> ChatServer:

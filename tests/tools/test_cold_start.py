@@ -308,3 +308,31 @@ def test_shipped_config_parses_and_carries_the_default_prompts():
     assert cfg.vlm.init_args.keep_reasoning and cfg.reasoner.init_args.keep_reasoning  # the filters need the <think>
     assert cfg.prompts.reasoning == Prompts().reasoning and cfg.filters.max_words == 6000
     assert cfg.vlm.init_args.kv_cache_gib is None  # a GPU recipe; on CPU the client fixes 1 GiB
+
+
+@pytest.mark.slow
+def test_killed_at_seeded_moments_the_command_resumes_without_redoing_work(answer_b_rows, tmp_path):
+    """``vlrl-cold-start`` SIGKILLed with a request in flight, at a seeded request of each run (the server kills it),
+    then run again with the same command until it finishes: its outputs equal an uninterrupted run's, and what was
+    asked again is at most the batch in flight at each kill (2 requests)."""
+    import random
+
+    with ChatServer() as server:
+        config = _http_config(tmp_path / "cold.yaml", server.url)
+        args = [str(COMMAND), "--config", str(config), "--data", str(answer_b_rows), "--batch_size", "2", "--out"]
+        whole = subprocess.run([*args, str(tmp_path / "whole")], cwd=tmp_path, capture_output=True, timeout=600)
+        assert whole.returncode == 0, whole.stderr[-3000:]
+        needed, schedule, kills = len(server.requests), random.Random(0), 0
+        while True:
+            proc = subprocess.Popen([*args, str(tmp_path / "killed")], cwd=tmp_path, stdout=subprocess.DEVNULL)
+            # the 3rd to 6th request of this run: at least one batch of 2 answered first, so each run gets further
+            server.kill_at = (len(server.requests) + schedule.randint(3, 6), proc.pid)
+            if proc.wait(timeout=600) == 0:
+                break
+            assert proc.returncode == -9
+            kills += 1
+        asked = len(server.requests) - needed
+    assert kills >= 4 and asked <= needed + 2 * kills, (kills, asked, needed)
+    for name in ("cold_start.jsonl", "rejected.jsonl", *(f"stages/{s}.jsonl" for s in STAGES)):
+        lines = sorted((tmp_path / "killed" / name).read_text().splitlines())
+        assert lines == sorted((tmp_path / "whole" / name).read_text().splitlines()), name
