@@ -195,3 +195,53 @@ def test_logged_validations_count_updates_not_pools_without_one(tmp_path):
         {"step": 2, "batch": 3, "val/hard/accuracy": 0.25},
         {"step": 4, "batch": 6, "val/hard/accuracy": 0.5},
     ]
+
+
+def _session_alive(session: int) -> bool:
+    from pathlib import Path
+
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            return True
+    return False
+
+
+@pytest.mark.slow
+def test_a_killed_study_keeps_its_finished_units_and_ends_as_an_uninterrupted_one(tmp_path):
+    """``vlrl study`` and its unit processes SIGKILLed twice: once in the cold start, once in the GRPO run after the
+    cold start finished. Whatever the moment, the same command then keeps the finished units (the SFT export is not
+    made again) and ends with the uninterrupted study's curves and rows."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    args = ["--smoke", "--jobs", "2", "--methods", "vanilla_grpo"]
+    whole = main(["--out", str(tmp_path / "whole"), *args])
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "vlrl_cli", "study", "--out", str(out), *args]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    sft_done = out / "seed0" / "sft_think" / "seconds.json"
+    for ready in (lambda: (out / "seed0" / "logs" / "sft_think.log").exists(), sft_done.exists):
+        proc = subprocess.Popen(command, cwd=root, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+        while not ready():  # when to kill changes nothing that is checked below
+            assert proc.poll() is None, "the study ended before the moment to kill it"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        while _session_alive(proc.pid):
+            time.sleep(0.2)
+    made = sft_done.stat().st_mtime
+    again = main(["--out", str(out), *args])
+    assert sft_done.stat().st_mtime == made  # the finished cold start was kept
+    assert (out / "seed0" / "vanilla_grpo" / "result.json").stat().st_mtime > made  # the killed GRPO run ran again
+    assert json.loads(json.dumps(again["curves"])) == json.loads(json.dumps(whole["curves"]))
+    saved = [json.loads((tmp_path / name / "results.json").read_text()) for name in ("killed", "whole")]
+    assert saved[0]["rows"] == saved[1]["rows"] and saved[0]["summary"] == saved[1]["summary"]
