@@ -458,7 +458,9 @@ class GRPOModule(LightningModule):
         return records
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["vlrl_rng"] = capture_rng()
+        # saved during a validation (ModelCheckpoint at validation end): the state the run continues from after it
+        before = getattr(self, "_rng_before_validation", None)
+        checkpoint["vlrl_rng"] = before if before is not None else capture_rng()
         checkpoint["vlrl_nonfinite_skipped"] = self.skipped_steps
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -101,13 +101,15 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO with crash-safe local writes (see the module docstring). With ``logs`` set (by
-    ``CommitAfterLogs``) a checkpoint waits, written aside, until the logs of every batch it covers are on disk."""
+    ``CommitAfterLogs``) a checkpoint waits, written aside, until the logs of every batch it covers are on disk, and
+    a file ``ModelCheckpoint`` rotates out meanwhile is deleted only once the waiting ones are committed."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stale_partials_removed = 0
         self.logs: CommitAfterLogs | None = None
         self.pending: dict[Path, tuple[Path, int]] = {}  # target -> (its partial file, batches it covers)
+        self.deletions: list[Any] = []  # files to remove once nothing is pending
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if not _is_local(path):
@@ -120,52 +122,67 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if self.logs is None:
             return atomic_torch_save(checkpoint, path)
         self.pending[path] = (write_aside(checkpoint, path), self.logs.processed())
-        self.commit_ready()
+        self.commit_ready(self.logs.logged())
 
     def remove_checkpoint(self, path: Any) -> None:
         pending = self.pending.pop(Path(str(path).removeprefix("file://")), None)
         if pending:
             pending[0].unlink(missing_ok=True)
-        super().remove_checkpoint(path)
+        if self.pending and not pending:  # the older file stays until the newer one is committed
+            self.deletions.append(path)
+        else:
+            super().remove_checkpoint(path)
 
-    def commit_ready(self) -> int:
-        """Commit the pending checkpoints whose batches are all logged, the logs flushed first; returns how many."""
-        logged = self.logs.logged() if self.logs else 0
-        ready = [(path, tmp) for path, (tmp, covers) in self.pending.items() if covers <= logged]
-        if ready:
+    def commit_ready(self, logged: int) -> int:
+        """Commit the pending checkpoints that cover at most ``logged`` batches, the logs flushed first; then, once
+        nothing is pending, remove the rotated-out files. Returns how many were committed."""
+        ready = [(path, tmp) for path, (tmp, covers) in list(self.pending.items()) if covers <= logged]
+        if ready and self.logs is not None:
             self.logs.flush()
         for path, tmp in ready:
             commit(tmp, path)
-            del self.pending[path]
+            self.pending.pop(path, None)
+        if not self.pending:
+            for path in self.deletions:
+                super().remove_checkpoint(path)
+            self.deletions = []
         return len(ready)
 
     def abandon(self) -> list[Path]:
-        """Delete the partial files of checkpoints that can no longer be committed; returns their targets."""
+        """Delete the partial files of checkpoints that can no longer be committed (the files they would have
+        replaced or rotated out stay); returns their targets."""
         for tmp, _ in self.pending.values():
             tmp.unlink(missing_ok=True)
-        targets, self.pending = list(self.pending), {}
+        targets, self.pending, self.deletions = list(self.pending), {}, []
         return targets
 
 
 class CommitAfterLogs(Callback):
     """Commits ``AtomicCheckpointIO``'s checkpoints once the logs of the batches they cover are written (see the module
     docstring). Lightning logs a batch's metrics after its ``on_train_batch_end`` hooks, where ``ModelCheckpoint``
-    saves; every hook below runs after that logging. A validation after a step is covered too (see below)."""
+    saves, and an epoch's metrics after its ``on_train_epoch_end`` hooks. The hooks below run after both: each marks
+    the batches processed so far as logged. Not ``on_validation_start``: a run resumed from the checkpoint of the step
+    before a validation does not validate again, so that checkpoint covers the validation's metrics too; not the
+    ``on_validation_end`` of an epoch's last batch, whose epoch metrics are still to come."""
 
     def __init__(self) -> None:
         self.trainer = None
+        self.logged_through = 0  # batches whose logs (and any validation after them) are written
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         io = trainer.strategy.checkpoint_io
-        if stage == "fit" and isinstance(io, AtomicCheckpointIO):
-            self.trainer, io.logs = trainer, self
+        if stage != "fit" or not isinstance(io, AtomicCheckpointIO):
+            return
+        if any(getattr(c, "save_last", None) == "link" for c in trainer.checkpoint_callbacks):
+            log.warning("save_last='link': checkpoints are committed as soon as written (a link needs its target)")
+            return
+        self.trainer, io.logs, self.logged_through = trainer, self, 0
 
     def processed(self) -> int:
         return self.trainer.fit_loop.epoch_loop.batch_progress.total.processed
 
     def logged(self) -> int:
-        """Batches whose metrics the loggers have received (a batch is completed just before they are logged)."""
-        return self.trainer.fit_loop.epoch_loop.batch_progress.total.completed
+        return self.logged_through
 
     def flush(self) -> None:
         """Every logger's buffered metrics and events to its files, and the files to disk."""
@@ -180,20 +197,31 @@ class CommitAfterLogs(Callback):
                     with path.open("rb") as f:
                         os.fsync(f.fileno())
 
-    def _commit(self, trainer, *args: Any) -> None:
+    def _logged(self, trainer, *args: Any) -> None:
         io = trainer.strategy.checkpoint_io
         if self.trainer is not None and isinstance(io, AtomicCheckpointIO):
-            io.commit_ready()
+            self.logged_through = self.processed()
+            io.commit_ready(self.logged_through)
 
-    # not at ``on_validation_start``: a run resumed from the checkpoint of the step before a validation does not
-    # validate again, so that checkpoint also covers the validation's metrics (logged before ``on_validation_end``)
-    on_train_batch_start = on_validation_end = on_train_epoch_end = on_train_end = on_exception = _commit
+    on_train_batch_start = on_train_epoch_start = on_train_end = _logged
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._logged(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """Commit what the logged batches cover (a batch is completed just before its metrics are logged), then drop
+        the rest: Lightning calls no ``teardown`` after an exception."""
+        io = trainer.strategy.checkpoint_io
+        if self.trainer is not None and isinstance(io, AtomicCheckpointIO):
+            io.commit_ready(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
+            self.teardown(trainer, pl_module, "fit")
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         io = trainer.strategy.checkpoint_io
         if self.trainer is None or not isinstance(io, AtomicCheckpointIO):
             return
-        io.commit_ready()
+        io.commit_ready(self.logged_through)
         for target in io.abandon():
             log.warning("%s was not committed: the run stopped before the logs of its last step were written", target)
         io.logs, self.trainer = None, None
