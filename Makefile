@@ -1,7 +1,7 @@
 # The two commands a newcomer needs:  make demo   and   make test
 PY := .venv/bin/python
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo test test-fast lint lock clean
 
 setup:
 	bash scripts/setup.sh
@@ -20,6 +20,10 @@ test-fast: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q -n 2 -m "not slow"
+
+# re-resolve requirements/lock-{cpu,gpu}.txt (existing pins kept; UPGRADE=1 moves them to the newest allowed)
+lock: setup
+	bash scripts/lock.sh
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -132,6 +132,7 @@ CROSS_CUTTING = {
     "tests/rollout/test_vllm_sharded.py": "vllm.py syncing from an FSDP-sharded policy across processes",
     "tests/scripts/slurm/test_train.py": "scripts/slurm/train.sbatch, a shell script run up to srun",
     "tests/bench/test_device_check.py": "bench/device_check.sh and the two scripts it runs, in their dry mode",
+    "tests/scripts/test_lock.py": "requirements/lock-*.txt from scripts/lock.sh, installed by setup.sh",
 }
 
 
