@@ -10,9 +10,11 @@ that start with an option (``vlrl -c recipe.yaml fit``) go there too. Every othe
 (``vlrl_cli.main(["fit", ...])`` returns the CLI object).
 
 Exit status: 0 after a finished run; a tool's own status where it returns one (``vlrl score``, ``vlrl cold-start``);
-1 with the traceback after a failure; 2 after a bad argument (the parser's message) or an unknown command (the
-message names the known ones). The old console scripts ``vlrl-demo``, ``vlrl-cold-start`` and ``vlrl-score`` remain
-as aliases of ``vlrl demo``, ``vlrl cold-start`` and ``vlrl score``.
+1 with the traceback after a failure (a bug of ours); 2 after a user's mistake, with one line and no traceback: a bad
+argument (the parser's message), an unknown command (the message names the known ones), or a ``UserError`` (a path
+that is not there, an option that cannot work, unusable data: ``datamodules.errors``). The old console scripts
+``vlrl-demo``, ``vlrl-cold-start`` and ``vlrl-score`` remain as aliases of ``vlrl demo``, ``vlrl cold-start`` and
+``vlrl score``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from datamodules.errors import UserError
 from tools.lightning_cli import main
 
 __all__ = ["BENCHMARKS", "COMMANDS", "LIGHTNING_COMMANDS", "bench", "command_main", "entry", "main", "usage"]
@@ -43,6 +46,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "eval-throughput": ("bench.eval_throughput:main", "questions per second of vlrl test, HF engine and vLLM"),
     "memory": ("tools.memory:main", "memory per GPU on paper (weights, gradients, optimizer, activations)"),
     "lm-head-logps": ("bench.lm_head_logps:main", "fused LM-head log-probs against autograd"),
+    "data-scan": ("bench.data_scan:main", "rows per second of the data scan at datamodule setup (100k rows)"),
 }
 
 
@@ -108,12 +112,16 @@ def entry(argv: Sequence[str] | None = None) -> int:
         print(usage(), file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
     command = args[0]
-    if command in LIGHTNING_COMMANDS or command.startswith("-"):
-        main(args)
-        return 0
-    if command not in COMMANDS:
+    if command not in LIGHTNING_COMMANDS and command not in COMMANDS and not command.startswith("-"):
         return _unknown("vlrl", command, {**LIGHTNING_COMMANDS, **COMMANDS})
-    status = command_main(COMMANDS[command][0])(args[1:])
+    try:
+        if command in LIGHTNING_COMMANDS or command.startswith("-"):
+            main(args)
+            return 0
+        status = command_main(COMMANDS[command][0])(args[1:])
+    except UserError as e:  # the user's mistake: one line, no traceback
+        print(f"vlrl {command}: error: {e}", file=sys.stderr)
+        return 2
     return status if isinstance(status, int) else 0
 
 

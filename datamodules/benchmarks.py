@@ -54,6 +54,7 @@ from typing import Any
 
 from PIL import Image
 
+from datamodules.errors import MissingPathError
 from datamodules.vqa import VQADataModule
 
 LETTERS = "ABCDEFGHI"
@@ -316,7 +317,7 @@ def read_published(benchmark: str, source: str | Path) -> list[tuple[str, dict[s
         raise ValueError(f"unknown benchmark {benchmark!r}; choose from {sorted(READERS)}")
     source = Path(source)
     if not source.is_file():
-        raise FileNotFoundError(f"{benchmark}: no file at {source}")
+        raise MissingPathError(f"{benchmark}: no file at {source}")
     read, key = READERS[benchmark]
     return [(str(record.get(key, i)), record) for i, record in enumerate(read(source))]
 
@@ -353,7 +354,7 @@ def convert_benchmark(benchmark: str, source: str | Path, out_dir: str | Path | 
         raise ValueError(f"unknown benchmark {benchmark!r}; choose from {sorted(CONVERTERS)}")
     source = Path(source)
     if not source.is_file():
-        raise FileNotFoundError(f"{benchmark}: no file at {source}")
+        raise MissingPathError(f"{benchmark}: no file at {source}")
     out = Path(out_dir) if out_dir is not None else default_cache_dir(benchmark, source)
     stamp = _stamp(benchmark, source)
     target, stamp_file = out / f"{benchmark}.jsonl", out / f"{benchmark}.stamp.json"

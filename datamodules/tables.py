@@ -20,6 +20,8 @@ from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
 
+from datamodules.errors import MissingPathError
+
 _BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".tsv": "csv", ".arrow": "arrow"}
 
 
@@ -63,7 +65,7 @@ def read_table(source: str | Path, split: str = "train", skip_bad_lines: bool = 
         named = [p for p in files if p.stem == split or p.stem.startswith(f"{split}-")]
         files = named or files
         if not files:
-            raise FileNotFoundError(f"{path}: no data files ({', '.join(sorted(_BUILDERS))}) in this folder")
+            raise MissingPathError(f"{path}: no data files ({', '.join(sorted(_BUILDERS))}) in this folder")
         kinds = {_BUILDERS[p.suffix.lower()] for p in files}
         if len(kinds) != 1:
             raise ValueError(f"{path}: mixed data file types {sorted(kinds)}; keep one kind per folder")
@@ -77,11 +79,11 @@ def read_table(source: str | Path, split: str = "train", skip_bad_lines: bool = 
         dataset = parts[0][0] if len(parts) == 1 else concatenate_datasets([part[0] for part in parts])
         return Table(dataset, path, [b for part in parts for b in part[2]])
     if str(source).startswith((".", "/", "~")) or path.suffix:
-        raise FileNotFoundError(f"data source not found: {source}")
+        raise MissingPathError(f"data source not found: {source}")
     try:
         return Table(load_dataset(str(source), split=split), None)
     except Exception as e:  # noqa: BLE001 - no hub here, or a wrong name: say both
-        raise FileNotFoundError(f"{source!r} is neither a local file/folder nor a loadable hub dataset: {e}") from e
+        raise MissingPathError(f"{source!r} is neither a local file/folder nor a loadable hub dataset: {e}") from e
 
 
 def _read_file(path: Path, skip_bad_lines: bool) -> tuple[Dataset, Path, list[BadLine]]:

@@ -109,6 +109,7 @@ HELP = {
     "bench eval-throughput": "--questions",
     "bench memory": "--gpus",
     "bench lm-head-logps": "--positions",
+    "bench data-scan": "--images",
 }
 
 
@@ -159,3 +160,31 @@ def test_every_command_names_a_main_that_exists():
     """Commands load on use: each ``module:function`` entry must import and be callable."""
     for target, _ in [*COMMANDS.values(), *BENCHMARKS.values()]:
         assert callable(command_main(target)), target
+
+
+def _one_error_line(capsys, prefix: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith(prefix) and not any("Traceback" in line for line in err), err[-10:]
+    return err[-1]
+
+
+def test_users_mistakes_end_in_one_line_and_exit_2(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    """A missing model folder, checkpoint or config, and a resume with nothing to resume: one line each, exit 2."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "demo" / "sft").mkdir(parents=True)
+    (tmp_path / "runs" / "demo" / "sft" / "export").symlink_to(tiny_checkpoint, target_is_directory=True)
+    args = fit_args(tiny_checkpoint, tmp_path / "data", tmp_path / "run", 1)
+    model = "--model.init_args.policy.model_name_or_path=runs/demo_sft/export"
+    assert entry([*args, model]) == 2
+    line = _one_error_line(capsys, "vlrl fit: error: model folder not found: runs/demo_sft/export")
+    assert line.endswith("did you mean runs/demo/sft/export?")
+    assert entry([*args, "--ckpt_path=last"]) == 2
+    assert "no last checkpoint yet" in _one_error_line(capsys, "vlrl fit: error: --ckpt_path=last")
+    assert entry([*args, f"--ckpt_path={tmp_path / 'nope.ckpt'}"]) == 2
+    _one_error_line(capsys, f"vlrl fit: error: --ckpt_path: checkpoint not found: {tmp_path / 'nope.ckpt'}")
+    assert entry(["export", "runs/nope.ckpt", "out"]) == 2
+    _one_error_line(capsys, "vlrl export: error: checkpoint not found: runs/nope.ckpt")
+    (tmp_path / "orphan.ckpt").write_bytes(b"")
+    assert entry(["export", "orphan.ckpt", "out"]) == 2
+    _one_error_line(capsys, "vlrl export: error: no config.yaml in the folders above orphan.ckpt")
+    assert not (tmp_path / "run").exists() or not list((tmp_path / "run").rglob("*.ckpt"))  # nothing ran

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from datamodules.errors import MissingPathError
 from lightning_modules.policy import export_policy
 from tools.lightning_cli import main as lightning_cli
 
@@ -33,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
         "default: the training dtype (fp32 master weights in the recipes)",
     )
     args = parser.parse_args(argv)
+    if not Path(args.checkpoint).is_file():
+        raise MissingPathError(f"checkpoint not found: {args.checkpoint}")
+    if args.config and not Path(args.config).is_file():
+        raise MissingPathError(f"--config: file not found: {args.config}")
     config = yaml.safe_load(Path(args.config or _find_config(Path(args.checkpoint))).read_text())
     # saved run configs carry fit-level keys (ckpt_path, weights_only); rebuilding the module needs only these
     config = {k: v for k, v in config.items() if k in ("seed_everything", "trainer", "model", "data")}
@@ -58,7 +63,7 @@ def _find_config(checkpoint: Path) -> str:
         found = sorted(parent.glob("config.yaml"))
         if found:
             return str(found[0])
-    raise FileNotFoundError(f"no config.yaml above {checkpoint}; pass --config")
+    raise MissingPathError(f"no config.yaml in the folders above {checkpoint}: pass the run's --config")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
+from datamodules.errors import MissingPathError
 from tools.checkpoint_io import AtomicCheckpointIO, CommitAfterLogs
 from tools.plan import check_fit
 
@@ -272,7 +273,7 @@ class VLRLCLI(LightningCLI):
         if ckpt_path == "last":
             found, searched = find_last_checkpoint(self.trainer)
             if found is None:
-                raise FileNotFoundError(
+                raise MissingPathError(
                     "--ckpt_path=last: this run has no last checkpoint yet (searched "
                     + ", ".join(str(p) for p in searched)
                     + "). Drop --ckpt_path=last to start a new run, or pass a checkpoint file: --ckpt_path=PATH."
@@ -286,7 +287,15 @@ class VLRLCLI(LightningCLI):
             for lg in _versioned_loggers(self.trainer):
                 keep_metrics_before(lg, step)
 
+    def _check_checkpoint_path(self) -> None:
+        """A ``--ckpt_path`` file that is not there is named before anything runs (one line, exit 2)."""
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        if ckpt_path in (None, "last", "best", "hpc") or "://" in str(ckpt_path) or Path(ckpt_path).is_file():
+            return
+        raise MissingPathError(f"--ckpt_path: checkpoint not found: {ckpt_path}")
+
     def _run_subcommand(self, subcommand: str) -> None:
+        self._check_checkpoint_path()
         if subcommand != "fit":
             return super()._run_subcommand(subcommand)
         self._resolve_resume()
@@ -302,9 +311,35 @@ class VLRLCLI(LightningCLI):
             raise
 
 
+DEFAULT_CLASSES = {"model": "lightning_modules.grpo.GRPOModule", "data": "datamodules.vqa.VQADataModule"}
+
+
+def expand_nested_help(args: list[str]) -> list[str]:
+    """``--model.rollout.help`` as users type it. jsonargparse prints an argument group's help only once the class is
+    known (``--model.help CLASS --model.rollout.help``); here the class is the one the ``-c`` configs name, else
+    ``DEFAULT_CLASSES``'s, and ``--model.help CLASS`` is put in front. Other arguments pass unchanged. Reads files."""
+    nested = [a for a in args if a.startswith(("--model.", "--data.")) and a.endswith(".help") and a.count(".") >= 2]
+    if not nested or any(a in ("--model.help", "--data.help") for a in args):
+        return args
+    key = nested[0][2:].split(".")[0]
+    chosen = DEFAULT_CLASSES[key]
+    for flag, value in zip(args, args[1:]):
+        if flag in ("-c", "--config") and Path(value).is_file():
+            import yaml
+
+            section = (yaml.safe_load(Path(value).read_text()) or {}).get(key) or {}
+            chosen = section.get("class_path", chosen) if isinstance(section, dict) else chosen
+    at = args.index(nested[0])
+    return [*args[:at], f"--{key}.help", chosen, *args[at:]]
+
+
 def main(args: list[str] | None = None, run: bool = True) -> VLRLCLI:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    # the vlrl command passes its own arguments as ``args``; LightningCLI's warning about both is not the user's
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    if args is not None:
+        args = expand_nested_help(list(args))
     return VLRLCLI(
         LightningModule,
         LightningDataModule,

@@ -47,8 +47,8 @@ def test_installed_command_exits_0_after_a_finished_run_and_non_zero_after_a_fai
     assert (tmp_path / "export" / "config.json").exists(), "the run really trained and exported"
 
     missing = run(*sft_args(tiny_checkpoint, tmp_path / "no_such.jsonl", tmp_path), cwd=tmp_path)
-    assert missing.returncode == 1
-    assert "no_such.jsonl" in missing.stderr
+    assert missing.returncode == 2  # the user's mistake: one line, no traceback
+    assert "no_such.jsonl" in missing.stderr and "Traceback" not in missing.stderr, missing.stderr[-3000:]
 
     bad_key = run("fit", "-c", str(DEMO), "--model.init_args.no_such_option=1", cwd=tmp_path)
     assert bad_key.returncode == 2

@@ -220,9 +220,9 @@ def test_installed_command_exits_0_on_success_and_non_zero_on_failure(answer_b_r
     missing = _command(
         "--config", str(config), "--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o3"), cwd=tmp_path
     )
-    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.returncode == 2 and missing.stdout == ""  # the user's mistake: one line, no traceback
     assert missing.stderr.strip().splitlines()[-1] == (
-        f"vlrl-cold-start: error: FileNotFoundError: data source not found: {tmp_path / 'nope.jsonl'}"
+        f"vlrl-cold-start: error: data source not found: {tmp_path / 'nope.jsonl'}"
     )
 
     # the server is gone: every request fails, the report is still written, and the status says to rerun

@@ -40,6 +40,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from clients.base import ChatClient, ChatRequest
+from datamodules.errors import UserError
 from datamodules.prompts import sharegpt_row as sft_example
 from datamodules.vqa import SkippedRow, VQADataset
 from rewards.templates import get_template
@@ -160,12 +161,12 @@ def run_pipeline(
         skip_bad_rows=skip_bad_rows,
         limit=limit,
     )
-    rows, bad = [], []
+    rows, bad = [], list(dataset.dropped)  # the rows the scan left out (skip_bad_rows), then those unreadable
     for i in range(len(dataset)):
         item = dataset[i]
         (bad if isinstance(item, SkippedRow) else rows).append(item)
     caches = {stage: StageCache(root / "stages" / f"{stage}.jsonl") for stage in STAGES}
-    report: dict[str, Any] = {"rows": len(dataset), "bad_rows": len(bad), "stages": {}}
+    report: dict[str, Any] = {"rows": len(dataset) + len(dataset.dropped), "bad_rows": len(bad), "stages": {}}
     for stage in STAGES:
         client = reasoner if stage == "reasoning" else vlm
         previous = STAGES[STAGES.index(stage) - 1] if stage != STAGES[0] else None
@@ -210,7 +211,9 @@ def run_pipeline(
     (root / "bad_rows.txt").write_text("".join(b.message + "\n" for b in bad))
     report.update(kept=len(kept), rejected=dict(sorted(reasons.items())))
     (root / "report.json").write_text(json.dumps(report, indent=2))
-    log.info("cold start: %d rows, %d kept, rejected %s, bad rows %d", len(dataset), len(kept), dict(reasons), len(bad))
+    log.info(
+        "cold start: %d rows, %d kept, rejected %s, bad rows %d", report["rows"], len(kept), dict(reasons), len(bad)
+    )
     return report
 
 
@@ -233,7 +236,7 @@ def main(args: list[str] | None = None) -> int:
 
     0: every row went through every stage. 1: a request failed (the outputs hold the rows that finished; rerun to
     retry the rest), or the data, a model or an output folder could not be used (one line on stderr). 2: bad
-    arguments (jsonargparse's usage message).
+    arguments (jsonargparse's usage message), or a path that is not there (a ``UserError``, one line on stderr).
     """
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("[vlrl-cold-start] %(message)s"))
@@ -243,6 +246,9 @@ def main(args: list[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.INFO)
     try:
         report = run_cli(args)
+    except UserError as e:
+        print(f"vlrl-cold-start: error: {e}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, KeyError) as e:
         log.debug("cold start failed", exc_info=True)
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
