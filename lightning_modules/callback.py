@@ -19,6 +19,7 @@ from lightning import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from lightning_modules.phases import PhaseClock
+from lightning_modules.reward_watch import DeadRewardWatch
 from lightning_modules.run_state import resolve_log_dir
 from rollout.advantages import group_advantages, informative_groups
 from rollout.batch import RolloutBatch
@@ -51,6 +52,8 @@ class RolloutSettings:
             informative one); unused without it.
         max_uninformative_in_a_row: with ``dynamic_sampling``, stop the run with an error after more than this many
             pools in a row without an informative group (DAPO's bound on draws).
+        dead_reward_steps: warn once when a reward has given every rollout the same value for this many steps in a
+            row (it teaches nothing; ``rollout/dead_rewards`` counts such rewards). 0: off.
     """
 
     group_size: int = 8
@@ -65,6 +68,7 @@ class RolloutSettings:
     dynamic_sampling: bool = False
     prompts_per_step: int | None = None
     max_uninformative_in_a_row: int = 20
+    dead_reward_steps: int = 20
 
     def __post_init__(self) -> None:
         if self.prompts_per_step is not None and self.prompts_per_step < 1:
@@ -168,6 +172,7 @@ class RolloutCallback(Callback):
         self.counter_keys: set[str] = set()  # reward counters seen so far (logged every step from then on)
         self.uninformative_steps = 0  # dynamic sampling: steps whose pool had no informative group
         self.uninformative_in_a_row = 0
+        self.reward_watch = DeadRewardWatch(settings.dead_reward_steps)
 
     # The policy is built in configure_model, after Callback.setup, so the engine is attached at these starts.
     def _attach(self, pl_module, step: StepShape | None = None) -> None:
@@ -338,6 +343,9 @@ class RolloutCallback(Callback):
         }
         if settings.dynamic_sampling:
             metrics["rollout/uninformative_steps"] = float(self.uninformative_steps)
+        for warning in self.reward_watch.update(info["components"]):
+            rank_zero_warn(warning)
+        metrics["rollout/dead_rewards"] = float(len(self.reward_watch.dead))
         if len(kept) < rollout.num_groups:
             rollout = rollout.select_groups(kept) if kept else None
         if rollout is None:
@@ -383,10 +391,11 @@ class RolloutCallback(Callback):
         return int(count)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"uninformative_steps": self.uninformative_steps}
+        return {"uninformative_steps": self.uninformative_steps, "reward_watch": self.reward_watch.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.uninformative_steps = state_dict.get("uninformative_steps", 0)
+        self.reward_watch.load_state_dict(state_dict.get("reward_watch", {}))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if batch["rollout"].status == "train":  # loaded at the engine's next wake (the next rollout or validation)
