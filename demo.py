@@ -27,7 +27,6 @@ from pathlib import Path
 from lightning import seed_everything
 
 from datamodules.synthetic import write_synthetic_dataset
-from lightning_modules.policy import export_policy
 from tools.lightning_cli import main as vlrl
 from tools.tiny_model import write_random_checkpoint
 
@@ -63,6 +62,7 @@ def evaluate(
             f"--trainer.default_root_dir={out / 'eval' / name}",
             f"--trainer.logger.init_args.save_dir={out / 'eval' / name}",
             "--trainer.enable_progress_bar=false",
+            "--verbose=false",  # the demo prints its own table at the end
         ]
     )
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
@@ -99,6 +99,14 @@ def plot_rewards(metrics_csv: Path, out_png: Path) -> None:
     fig.savefig(out_png, dpi=120)
 
 
+def _stage(number: int, text: str) -> None:
+    print(f"[demo {number}/5] {text}", flush=True)
+
+
+# one progress bar per training stage: no model table, no sanity-check bar (the stages are evaluated on their own)
+QUIET_FIT = ["--trainer.enable_model_summary=false", "--trainer.num_sanity_val_steps=0"]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="vlrl demo",
@@ -132,8 +140,10 @@ def main(argv: list[str] | None = None) -> None:
         f"--data.init_args.train_size={args.rl_rows}",
     ]
 
+    _stage(1, f"evaluating the random-weight model on {args.eval_rows} held-out rows")
     stages = [evaluate(str(tiny), out, "start", args.eval_rows, data, tasks, px, sampled=False)]
     sft_export = out / "sft" / "export"
+    _stage(2, f"cold-start SFT, {args.sft_steps} steps on {args.sft_rows} chain-of-thought rows")
     vlrl(
         [
             "fit",
@@ -148,10 +158,13 @@ def main(argv: list[str] | None = None) -> None:
             f"--trainer.logger.init_args.save_dir={out / 'sft'}",
             f"--data.init_args.min_pixels={px * px}",
             f"--data.init_args.max_pixels={px * px}",
+            *QUIET_FIT,
             *args.sft_args.split(),
         ]
     )
+    _stage(3, "evaluating the cold-start model")
     stages.append(evaluate(str(sft_export), out, "after_sft", args.eval_rows, data, tasks, px))
+    _stage(4, f"GRPO, {args.grpo_steps} steps, rollouts from the colocated vLLM engine")
     grpo = vlrl(
         [
             "fit",
@@ -162,12 +175,14 @@ def main(argv: list[str] | None = None) -> None:
             f"--trainer.default_root_dir={out / 'grpo'}",
             f"--trainer.logger.init_args.save_dir={out / 'grpo'}",
             "--trainer.limit_val_batches=0",
+            f"--model.init_args.export_dir={out / 'grpo' / 'export'}",
             *data_args,
+            *QUIET_FIT,
             *args.grpo_args.split(),
         ]
     )
-    rl_export = export_policy(grpo.model.policy, str(sft_export), out / "grpo" / "export")
-    stages.append(evaluate(str(rl_export), out, "after_rl", args.eval_rows, data, tasks, px))
+    _stage(5, "evaluating the GRPO model")
+    stages.append(evaluate(str(grpo.model.exported_to), out, "after_rl", args.eval_rows, data, tasks, px))
 
     summary = {"stages": stages, "seconds": round(time.monotonic() - start, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

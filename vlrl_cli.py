@@ -26,6 +26,7 @@ from typing import Any
 
 from datamodules.errors import UserError
 from tools.lightning_cli import main
+from tools.quiet import quiet_third_party
 
 __all__ = ["BENCHMARKS", "COMMANDS", "LIGHTNING_COMMANDS", "bench", "command_main", "entry", "main", "usage"]
 
@@ -112,6 +113,7 @@ def entry(argv: Sequence[str] | None = None) -> int:
         print(usage(), file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
     command = args[0]
+    quiet_third_party()  # VLRL_VERBOSE=1: everything
     if command not in LIGHTNING_COMMANDS and command not in COMMANDS and not command.startswith("-"):
         return _unknown("vlrl", command, {**LIGHTNING_COMMANDS, **COMMANDS})
     try:

@@ -34,7 +34,10 @@ Where this departs from LLaMA-Factory (and why):
 - A row whose roles are unknown or do not alternate user/assistant (after an optional leading system turn) is an
   error naming the file and row index (from 0), or a counted skip with ``skip_bad_rows``; LLaMA-Factory drops it
   with a log line.
-  An unreadable image is the same kind of error or counted skip (LLaMA-Factory stops).
+  A missing or unreadable image (its file and header: ``datamodules.scan``, for every row when the data loads) is
+  one error naming the file, row and column, or with ``skip_bad_rows`` the row is left out and logged (LLaMA-Factory
+  stops when it reaches the row); an image whose body turns out corrupt when read is the same kind of error, or a
+  counted skip.
 - Hub, script and cloud entries, tool/video/audio columns and formattings other than ``sharegpt`` are refused with
   an error naming the entry and key (LLaMA-Factory reads them; these recipes have no use for them).
 - ``num_samples`` draws its rows with the run's ``seed`` (LLaMA-Factory: numpy's global random state).
@@ -60,9 +63,11 @@ from datasets import concatenate_datasets
 from lightning import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from datamodules.images import BadImageError, fit_image, load_image, resize_like_llamafactory
+from datamodules.errors import MissingPathError
+from datamodules.images import BadImageError, fit_image, load_image, resize_like_llamafactory, smart_resize_hw
 from datamodules.model_path import require_model
 from datamodules.resumable import ResumableDataLoader
+from datamodules.scan import ImageCheck, keep_rows, scan_table
 from datamodules.tables import read_table
 from datamodules.vqa import SkippedRow, bad_line_skips
 
@@ -211,7 +216,7 @@ def read_dataset_info(dataset_dir: str | Path, names: list[str]) -> list[LlamaFa
     """The named entries of ``<dataset_dir>/dataset_info.json``; every problem is an error naming the file and key."""
     info_path = Path(dataset_dir).expanduser() / "dataset_info.json"
     if not info_path.is_file():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{info_path}: not found; dataset_dir must be a LLaMA-Factory data folder with a "
             f"dataset_info.json naming the datasets"
         )
@@ -289,7 +294,7 @@ def _lf_entry(info_path: Path, info: dict[str, Any], name: str) -> LlamaFactoryE
     elif path.is_file():
         files = [path]
     else:
-        raise FileNotFoundError(f"{where}: file_name {attr['file_name']!r} not found ({path})")
+        raise MissingPathError(f"{where}: file_name {attr['file_name']!r} not found ({path})")
     return LlamaFactoryEntry(name, files, fmt, num_samples)
 
 
@@ -356,6 +361,25 @@ class ShareGPTDataset(Dataset):
             raise ValueError(f"image_resize must be 'llamafactory' or 'qwen', got {image_resize!r}")
         self.image_resize, self.mask_newline_after_reply = image_resize, mask_newline_after_reply
         self.end_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.dropped = self._scan(label)
+
+    def _scan(self, label: str) -> list[SkippedRow]:
+        """Every row's images checked before use (``datamodules.scan``): a bad one is a ``BadDataError``; with
+        ``skip_bad_rows`` its row is left out (of the rows ``num_samples`` drew too) and returned as a skip."""
+        if not self.fmt.images or self.fmt.images not in self.table.column_names:
+            return []
+        size_rule = (
+            partial(smart_resize_hw, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+            if self.image_resize == "qwen"
+            else None
+        )
+        check = ImageCheck(self.image_root, required=False, size_rule=size_rule)
+        self.scan = scan_table(self.table, {self.fmt.images: check}, label, where=self.where)
+        kept = keep_rows(self.scan, self.skip_bad_rows)
+        if self.scan.bad:
+            bad = {b.row for b in self.scan.bad}
+            self.rows = [r for r in self.rows if r not in bad] if self.rows is not None else kept
+        return [SkippedRow(b.reason, b.row, b.line()) for b in self.scan.bad]
 
     def __len__(self) -> int:
         return len(self.rows if self.rows is not None else self.table) + len(self.bad_lines)
@@ -566,6 +590,12 @@ class SFTDataModule(LightningDataModule):
         for split, source in (("train", h.train_data or h.datasets), ("val", h.val_data or h.val_datasets)):
             if source and split not in self.datasets:
                 self.datasets[split] = self._dataset(source if isinstance(source, str) else list(source), split)
+
+    def dropped_rows(self, split: str) -> list[SkippedRow]:
+        """The rows the scan left out of ``split`` (``train`` or ``val``) with ``skip_bad_rows``."""
+        ds = self.datasets.get(split)
+        parts = ds.datasets if isinstance(ds, ConcatDataset) else [ds] if ds is not None else []
+        return [r for part in parts for r in part.dropped]
 
     def train_dataloader(self) -> DataLoader:
         """Resumable: a run restarted from a checkpoint continues at the next batch in the same order."""

@@ -12,13 +12,18 @@ Accepted rows (column names remappable with ``columns``):
   problem type column, ``default_problem_type`` applies.
 Images may be paths (relative to the data file's folder or ``image_root``), bytes, or PIL images.
 
-Checked when the data loads (an error names the source and column): missing columns, unknown problem types, an
-empty dataset, a JSON file that does not parse (the error names the file and the line; with ``skip_bad_rows`` the
-unreadable lines of a JSON Lines file are skipped, logged, and counted as ``bad_row`` skips like any other). Checked
-per row when it is read: unreadable images (error naming the file and the row index, counted from 0 as in
-``dataset[i]``; or a counted skip with ``skip_bad_rows``) and prompts longer than ``max_prompt_length`` (counted
-skip, or an error with ``skip_long_prompts=False``). A prompt is never cut: cutting would split an image's tokens
-from its pixels.
+Checked when the data loads (an error names the source and column): missing columns, an empty dataset, a JSON
+file that does not parse (the error names the file and the line; with ``skip_bad_rows`` the unreadable lines of a
+JSON Lines file are skipped, logged, and counted as ``bad_row`` skips like any other). Then every row is scanned
+(``datamodules.scan``): missing or unreadable images (the file and its header; an image too elongated to resize),
+empty or non-text problems, unknown problem types and solutions the accuracy reward cannot score. A bad row stops
+the load with one ``BadDataError`` naming the file, the row index (the row's place in the table, from 0), the column
+and the problem; with ``skip_bad_rows`` the bad rows are left out of the dataset, logged in one line, and listed in
+``dropped`` (the training modules log their count per reason, ``data/skipped_<reason>``, each epoch). Checked per
+row when it is read: what only decoding shows (a truncated image body: an error naming the file and the row index,
+or a counted ``bad_row`` skip with ``skip_bad_rows``) and prompts longer than ``max_prompt_length`` (counted skip,
+or an error with ``skip_long_prompts=False``). A prompt is never cut: cutting would split an image's tokens from its
+pixels.
 """
 
 from __future__ import annotations
@@ -26,16 +31,18 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.images import BadImageError, fit_image, load_image, num_image_tokens
+from datamodules.images import BadImageError, fit_image, load_image, num_image_tokens, smart_resize_hw
 from datamodules.model_path import require_model
 from datamodules.prompts import build_messages
 from datamodules.resumable import ResumableDataLoader
+from datamodules.scan import Check, ImageCheck, Problem, keep_rows, problem_type_check, scan_table, solution_check
 from datamodules.synthetic import TASKS, write_synthetic_dataset
 from datamodules.tables import BadLine, read_table
 from rewards.problem_types import canonical_problem_type
@@ -157,8 +164,8 @@ class VQADataset(Dataset):
         self.max_prompt_length = max_prompt_length
         self.skip_long_prompts, self.skip_bad_rows = skip_long_prompts, skip_bad_rows
         self.answer_hints = answer_hints
-        self.bad_problem_types: dict[Any, str] = {}  # unknown problem types, when skip_bad_rows
         self.problem_types = self._problem_types(default_problem_type)
+        self.rows, self.dropped = self._scan()  # the table rows used; the rows the scan left out (skip_bad_rows)
 
     def _problem_types(self, default: str | None) -> list[str | None]:
         col = self.columns["problem_type"]
@@ -171,30 +178,50 @@ class VQADataset(Dataset):
                     f"(one of numerical, multiple_choice, math, ocr, free_form)"
                 )
             return [canonical_problem_type(default)] * len(self.table)
-        raw = self.table[col]
+        raw = self.table[col][:]  # a list (iterating the column would read rows one by one)
         canon: dict[Any, str | None] = {}
         for value in set(map(_hashable, raw)):
             try:
                 canon[value] = canonical_problem_type(value)
-            except ValueError as e:
-                if not self.skip_bad_rows:
-                    row = list(map(_hashable, raw)).index(value)
-                    raise ValueError(f"{self.source}: row index {row}, column {col!r}: {e}") from e
-                canon[value] = None  # those rows are skipped and counted when read
-                self.bad_problem_types[value] = str(e)
+            except ValueError:
+                canon[value] = None  # unknown: the scan names the rows (a row without one, in predict data, is kept)
         return [canon[_hashable(v)] for v in raw]
 
+    def scan_checks(self) -> dict[str, Check]:
+        """The scan's check per column (``datamodules.scan``); unlabelled rows (predict) may lack a problem type."""
+        c = self.columns
+        checks: dict[str, Check] = {
+            c["image"]: ImageCheck(
+                self.image_root,
+                size_rule=partial(smart_resize_hw, min_pixels=self.min_pixels, max_pixels=self.max_pixels),
+            ),
+            c["problem"]: problem_check,
+        }
+        if c["problem_type"]:
+            checks[c["problem_type"]] = problem_type_check if self.labelled else _unless_none(problem_type_check)
+        if c["solution"] and self.labelled:
+            checks[c["solution"]] = solution_check
+        return checks
+
+    def _scan(self) -> tuple[list[int], list[SkippedRow]]:
+        """Every row scanned before use: a bad row is a ``BadDataError``, or with ``skip_bad_rows`` left out (and
+        returned as a skip, to be counted)."""
+        self.scan = scan_table(self.table, self.scan_checks(), self.source)
+        rows = keep_rows(self.scan, self.skip_bad_rows)
+        return rows, [SkippedRow(b.reason, b.row, b.line()) for b in self.scan.bad]
+
     def __len__(self) -> int:
-        return len(self.table) + len(self.bad_lines)
+        return len(self.rows) + len(self.bad_lines)
 
     def prompt_length(self, prompt: str, images: Sequence[Any]) -> int:
         """Tokens of the prompt once each image placeholder is expanded to its image tokens."""
         text_tokens = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
         return text_tokens - len(images) + sum(num_image_tokens(im) for im in images)
 
-    def __getitem__(self, index: int) -> dict[str, Any] | SkippedRow:
-        if index >= len(self.table):  # an unreadable line of a JSON Lines file (skip_bad_rows)
-            return self.bad_lines[index - len(self.table)]
+    def __getitem__(self, position: int) -> dict[str, Any] | SkippedRow:
+        if position >= len(self.rows):  # an unreadable line of a JSON Lines file (skip_bad_rows)
+            return self.bad_lines[position - len(self.rows)]
+        index = self.rows[position]  # the table row: messages, ids and records name it
         row = self.table[index]
         where = f"{self.source} row index {index}"
         value = row[self.columns["image"]]
@@ -215,11 +242,6 @@ class VQADataset(Dataset):
             if solution is None and self.labelled:
                 raise BadImageError(f"{where}: missing solution")
             problem_type = self.problem_types[index]
-            if problem_type is None and self.bad_problem_types:
-                column = self.columns["problem_type"]
-                value = _hashable(row[column])
-                if value in self.bad_problem_types:
-                    raise ValueError(f"{where}: column {column!r}: {self.bad_problem_types[value]}")
             messages = build_messages(problem, len(images), self.template, problem_type, self.answer_hints)
         except (BadImageError, ValueError) as e:
             if self.skip_bad_rows:
@@ -280,6 +302,21 @@ def _hashable(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, type(None))) else repr(value)
 
 
+def problem_check(value: Any) -> Problem | None:
+    """The scan's check of a problem cell: text, or a conversation whose last user turn has text."""
+    try:
+        question = question_from_conversation(value, "prompt") if isinstance(value, list) else value
+    except (ValueError, TypeError, AttributeError) as e:
+        return "bad_problem", str(e)
+    if not isinstance(question, str) or not question.strip():
+        return "bad_problem", f"empty or non-text problem {value!r}"[:200]
+    return None
+
+
+def _unless_none(check: Check) -> Check:
+    return lambda value: None if value is None else check(value)
+
+
 class VQADataModule(LightningDataModule):
     """RL prompts for GRPO from local files (or a hub name when online).
 
@@ -295,7 +332,8 @@ class VQADataModule(LightningDataModule):
         max_prompt_length: prompts over this many tokens (images included) are skipped and counted.
         columns: our field -> dataset column (fields: image, problem, solution, problem_type, id).
         default_problem_type: for datasets without a problem type column (e.g. ``math`` for geometry3k).
-        skip_bad_rows: skip and count unreadable rows instead of stopping with an error naming the row.
+        skip_bad_rows: leave out the rows the scan at setup finds bad (``datamodules.scan``), and skip rows found
+            unreadable when read, counting both, instead of stopping with an error naming the row.
     """
 
     def __init__(
@@ -368,6 +406,11 @@ class VQADataModule(LightningDataModule):
                     limit=self.hparams.limit_val if kind == "val" else None,
                     **self.dataset_kwargs(),
                 )
+
+    def dropped_rows(self, split: str) -> list[SkippedRow]:
+        """The rows the scan left out of ``split`` (``train``, ``val`` (every validation set), ``test``, ``predict``)
+        with ``skip_bad_rows``; empty before ``setup``."""
+        return [r for name, ds in self.datasets.items() if name.split("/")[0] == split for r in ds.dropped]
 
     @property
     def val_names(self) -> list[str]:

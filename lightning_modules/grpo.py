@@ -17,6 +17,7 @@ for GRPO/Dr.GRPO/GSPO and makes DAPO's token mean a per-micro-batch token mean.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -39,9 +40,9 @@ from lightning_modules.logprobs import completion_logps, grouped_completion_logp
 from lightning_modules.losses import GRPOLoss, PolicyLoss, masked_mean
 from lightning_modules.metrics import EngineParity, EvalScorers
 from lightning_modules.optim import beta_at, finite_everywhere
-from lightning_modules.outputs import JSONLPredictionWriter, SkippedRowsReport, gather_rows
+from lightning_modules.outputs import JSONLPredictionWriter, SkippedRowsReport, dropped_rows, gather_rows
 from lightning_modules.phases import PhaseClock
-from lightning_modules.policy import FrozenReference, reference_context
+from lightning_modules.policy import FrozenReference, export_at_end, reference_context
 from lightning_modules.preflight import check_run, check_templates, evaluation_fallbacks
 from lightning_modules.run_state import capture_rng, resolve_log_dir, restore_rng
 from lightning_modules.sharding import gathered_root, mixed_precision_policy, shard_model
@@ -71,6 +72,11 @@ class GRPOModule(LightningModule):
             check.
         evaluation: generation length and sampling in validation, test and predict; where predictions go; the
             shortcut diagnostics.
+        export_dir: where ``save_pretrained`` writes the trained model (LoRA merged) and processor when training
+            ends, for transformers and vLLM to load. Default ``"auto"``: ``export`` in the run's log folder; null: no
+            export (``vlrl export`` writes one from any checkpoint).
+        export_dtype: the exported weights' dtype (default: the training dtype); ``bfloat16`` as published
+            checkpoints.
     """
 
     def __init__(
@@ -85,6 +91,8 @@ class GRPOModule(LightningModule):
         optim: OptimConfig = OptimConfig(),
         update: UpdateConfig = UpdateConfig(),
         evaluation: EvalConfig = EvalConfig(),
+        export_dir: str | None = "auto",
+        export_dtype: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["rewards", "loss", "engine"])
@@ -101,6 +109,7 @@ class GRPOModule(LightningModule):
         self.rollout_settings = from_plain(RolloutSettings, rollout) or RolloutSettings()
         self.rollout_stages = [from_plain(RolloutStage, stage) for stage in rollout_stages or []] or None
         self.policy = None
+        self.exported_to = None  # the export folder, once training ended
         self.processor = None
         self.reference: FrozenReference | None = None
         self.skipped_steps = 0
@@ -243,6 +252,14 @@ class GRPOModule(LightningModule):
         """Rows the datamodule dropped from this batch (unreadable, too long), by reason."""
         for reason, count in skipped.items():
             self.log(f"data/skipped_{reason}", float(count), reduce_fx="sum", on_step=False, on_epoch=True)
+
+    def on_train_end(self) -> None:
+        self.exported_to = export_at_end(self, self.hparams.export_dir, self.hparams.export_dtype)
+
+    def on_train_epoch_start(self) -> None:
+        """The rows the data scan left out at setup (``datamodules.scan``), by reason, in each epoch's skip counts:
+        like the rows skipped from batches, they are rows the epoch did not use."""
+        self._log_skips(Counter(row.reason for row in dropped_rows(self.trainer, "train")))
 
     def _parity_check(self, batch: RolloutBatch) -> EngineParity | None:
         """An accumulator of the policy's distance to the engine's log-probs, on the steps the check runs. Under

@@ -12,7 +12,8 @@ across ranks.
 ``batch["skipped_reasons"]`` (aligned with the messages). The modules log the counts as metrics; this callback keeps
 the rows themselves: each skip is appended to ``<log dir>/skipped_rows.jsonl`` (stage, step, reason, message) as it
 happens, so a killed run loses nothing, and when fit/validate/test ends a summary is printed:
-``skipped 7 rows (train: bad_row 5, prompt_too_long 2); details: runs/x/logs/version_0/skipped_rows.jsonl``.
+``skipped 7 rows (train: bad_row 5, prompt_too_long 2); details: runs/x/logs/version_0/skipped_rows.jsonl``. The rows
+the data scan left out at setup (``datamodules.scan``; ``dropped_rows``) are recorded first, once per run, by rank 0.
 """
 
 from __future__ import annotations
@@ -81,6 +82,17 @@ class JSONLPredictionWriter(BasePredictionWriter):
         print(f"wrote {self.written} predictions to {self.output_path(trainer)}")
 
 
+def dropped_rows(trainer, split: str) -> list[Any]:
+    """The rows the datamodule's scan left out of ``split`` at setup (``SkippedRow``: reason, index, message); empty
+    for a datamodule without a scan or when the loaders were passed directly."""
+    datamodule = getattr(trainer, "datamodule", None)
+    return list(datamodule.dropped_rows(split)) if hasattr(datamodule, "dropped_rows") else []
+
+
+# the datamodule's splits whose scans a stage reports
+_SCANNED = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+
+
 class SkippedRowsReport(Callback):
     def __init__(self) -> None:
         self.counts: dict[str, Counter] = {}
@@ -88,6 +100,9 @@ class SkippedRowsReport(Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.counts = {}
         self.log_dir = resolve_log_dir(trainer)  # a collective under DDP/FSDP: every rank, here
+        if trainer.global_rank == 0:  # every rank scanned the same rows
+            for split in _SCANNED.get(stage, ()):
+                self.record_rows(trainer, split, dropped_rows(trainer, split))
 
     def path(self, trainer) -> Path:
         name = "skipped_rows.jsonl" if trainer.global_rank == 0 else f"skipped_rows.rank{trainer.global_rank}.jsonl"
@@ -96,12 +111,20 @@ class SkippedRowsReport(Callback):
     def record(self, trainer, stage: str, batch: Any) -> None:
         if not isinstance(batch, dict) or not batch.get("skipped"):
             return
-        counts = self.counts.setdefault(stage, Counter())
-        counts.update(batch["skipped"])
+        self.counts.setdefault(stage, Counter()).update(batch["skipped"])
         messages, reasons = batch.get("skipped_messages") or [], batch.get("skipped_reasons") or []
         if len(reasons) != len(messages):  # a datamodule that reports counts only
             reasons = [r for r, n in batch["skipped"].items() for _ in range(n)]
             messages = [""] * len(reasons)
+        self._write(trainer, stage, reasons, messages)
+
+    def record_rows(self, trainer, stage: str, rows: list[Any]) -> None:
+        """Skipped rows given as ``SkippedRow`` (the scan's)."""
+        if rows:
+            self.counts.setdefault(stage, Counter()).update(r.reason for r in rows)
+            self._write(trainer, stage, [r.reason for r in rows], [r.message for r in rows])
+
+    def _write(self, trainer, stage: str, reasons: list[str], messages: list[str]) -> None:
         path = self.path(trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:

@@ -21,7 +21,8 @@ from torch import nn
 from transformers import AutoProcessor
 
 from datamodules.model_path import require_model
-from lightning_modules.sharding import full_state_dict
+from lightning_modules.run_state import resolve_log_dir
+from lightning_modules.sharding import full_state_dict, is_sharded
 from rollout.weights import is_peft
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,8 @@ def export_policy(
     out.mkdir(parents=True, exist_ok=True)
     if is_peft(policy) and merge_lora:
         policy = copy.deepcopy(policy).merge_and_unload()
+    if is_peft(policy):  # an adapter (--keep-lora): it names its base model, absolutely when that is a folder
+        _point_adapter_at(policy, source)
     if dtype is None:
         policy.save_pretrained(out)
     else:
@@ -216,6 +219,31 @@ def export_policy(
         if (out / "config.json").exists():
             _record_dtype(out / "config.json", dtype)
     AutoProcessor.from_pretrained(source).save_pretrained(out)
+    return out
+
+
+def _point_adapter_at(policy: nn.Module, source: str) -> None:
+    """Record ``source`` as the adapter's base model, made absolute when it is a local folder: a relative path (as
+    the run was configured, e.g. ``runs/demo/sft/export``) breaks once the adapter is moved or loaded from elsewhere.
+    A hub id is kept as it is."""
+    base = Path(source).expanduser()
+    name = str(base.resolve()) if base.exists() else source
+    for config in policy.peft_config.values():
+        config.base_model_name_or_path = name
+
+
+def export_at_end(module: Any, export_dir: str | None, dtype: str | None) -> Path | None:
+    """A training module's model at the end of fit: ``export_dir`` (``"auto"``: ``<the run's log folder>/export``;
+    None or empty: no export) in ``dtype``. A collective under FSDP: every rank calls it, rank 0 writes. Returns the
+    folder (on every rank), or None."""
+    if not export_dir:
+        return None
+    out = resolve_log_dir(module.trainer) / "export" if export_dir == "auto" else Path(export_dir)
+    config = module.policy_config
+    if is_sharded(module.policy):
+        export_sharded(module.policy, config, out, write=module.trainer.is_global_zero, dtype=dtype)
+    elif module.trainer.is_global_zero:
+        export_policy(module.policy, config.model_name_or_path, out, dtype=dtype)
     return out
 
 

@@ -8,6 +8,7 @@ strategy can wrap it.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import torch
@@ -16,8 +17,8 @@ from lightning import LightningModule
 from datamodules.resumable import mark_batch_consumed
 from lightning_modules.config import OptimConfig, PolicyConfig, from_plain, plain_hparams
 from lightning_modules.logprobs import backbone_and_head, selective_logps
-from lightning_modules.outputs import SkippedRowsReport
-from lightning_modules.policy import export_policy, export_sharded
+from lightning_modules.outputs import SkippedRowsReport, dropped_rows
+from lightning_modules.policy import export_at_end
 from lightning_modules.preflight import check_run
 from lightning_modules.run_state import capture_rng, restore_rng
 from lightning_modules.sharding import is_sharded, mixed_precision_policy, shard_model
@@ -43,7 +44,8 @@ class SFTModule(LightningModule):
         optim: AdamW's learning rate, weight decay, warm-up and schedule.
         logps_chunk_size: labelled positions per LM-head and log-softmax chunk (extra memory is about chunk x vocab
             floats).
-        export_dir: where ``save_pretrained`` writes the model (LoRA merged) and processor when training ends.
+        export_dir: where ``save_pretrained`` writes the model (LoRA merged) and processor when training ends, for
+            transformers and vLLM to load. Default ``"auto"``: ``export`` in the run's log folder; null: no export.
         export_dtype: the exported weights' dtype (default: the training dtype); ``bfloat16`` as published
             checkpoints.
     """
@@ -53,7 +55,7 @@ class SFTModule(LightningModule):
         policy: PolicyConfig,
         optim: OptimConfig = OptimConfig(lr=1e-5),
         logps_chunk_size: int = 1024,
-        export_dir: str | None = None,
+        export_dir: str | None = "auto",
         export_dtype: str | None = None,
     ) -> None:
         super().__init__()
@@ -61,6 +63,7 @@ class SFTModule(LightningModule):
         plain_hparams(self.hparams)  # checkpoints hold plain values: they load with torch.load(weights_only=True)
         self.policy_config, self.optim_config = from_plain(PolicyConfig, policy), from_plain(OptimConfig, optim)
         self.policy = None
+        self.exported_to = None  # the export folder, once training ended
 
     def setup(self, stage: str) -> None:
         check_run(self.trainer, stage, self.policy_config.attn_implementation)  # before the model loads
@@ -72,9 +75,16 @@ class SFTModule(LightningModule):
         if self.device_mesh is not None:  # FSDP2 (configs/strategy/fsdp.yaml)
             shard_model(self.policy, self.device_mesh["data_parallel"], mixed_precision_policy(self.trainer.precision))
 
-    def _loss(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
-        for reason, count in batch.get("skipped", {}).items():
+    def _log_skips(self, skipped: dict[str, int], stage: str) -> None:
+        for reason, count in skipped.items():
             self.log(f"{stage}/skipped_{reason}", float(count), reduce_fx="sum", on_step=False, on_epoch=True)
+
+    def on_train_epoch_start(self) -> None:
+        """The rows the data scan left out at setup (``datamodules.scan``), in each epoch's skip counts."""
+        self._log_skips(Counter(row.reason for row in dropped_rows(self.trainer, "train")), "train")
+
+    def _loss(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
+        self._log_skips(batch.get("skipped", {}), stage)
         if batch.get("num_examples", 0) == 0:
             return None  # every row of the batch was skipped (counted above)
         inputs = {
@@ -113,15 +123,7 @@ class SFTModule(LightningModule):
             self.policy.reshard()
 
     def on_train_end(self) -> None:
-        h = self.hparams
-        if not h.export_dir:
-            return
-        if is_sharded(self.policy):  # a collective: every rank gathers, rank 0 writes
-            export_sharded(
-                self.policy, self.policy_config, h.export_dir, write=self.trainer.is_global_zero, dtype=h.export_dtype
-            )
-        elif self.trainer.is_global_zero:
-            export_policy(self.policy, self.policy_config.model_name_or_path, h.export_dir, dtype=h.export_dtype)
+        self.exported_to = export_at_end(self, self.hparams.export_dir, self.hparams.export_dtype)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vlrl_rng"] = capture_rng()

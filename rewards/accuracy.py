@@ -15,6 +15,7 @@ code took the first number and tested exact float equality); answers longer than
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,6 +111,25 @@ class AccuracyReward(Reward):
             self.score_answer(extract_answer(text, self.answer_fallbacks), sol, kind, opts, prec)
             for text, sol, kind, opts, prec in zip(completions, solutions, kinds, choices, precisions)
         ]
+
+
+def solution_error(solution: Any) -> str | None:
+    """Why ``AccuracyReward`` could never give credit against ``solution`` (one line), or None when it can: no
+    solution (None, NaN), one that is neither text nor a number, one whose ``<answer>`` tags ``strip_answer_tags``
+    cannot take off (unbalanced), or one that is empty once they are off (``score_answer`` scores 0 for every answer
+    then, counted as ``empty_solution``). The data scan (``datamodules.scan``) asks this of every row before
+    training. Math solutions are not parsed with math-verify here: a millisecond or more each, minutes over 100k
+    rows, and it turns almost any non-empty text into something."""
+    if solution is None or (isinstance(solution, float) and math.isnan(solution)):
+        return "no solution"
+    if not isinstance(solution, (str, int, float)):
+        return f"the solution is a {type(solution).__name__}, not text or a number: {str(solution)[:80]!r}"
+    truth = strip_answer_tags(str(solution))
+    if "<answer>" in truth.lower() or "</answer>" in truth.lower():
+        return f"unbalanced <answer> tags in the solution {str(solution)[:80]!r}"
+    if not truth:
+        return f"empty solution {solution!r}"
+    return None
 
 
 def _precision(value: Any) -> int | None:

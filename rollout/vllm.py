@@ -288,8 +288,9 @@ class VLLMEngine(RolloutEngine):
         lora_dir: where adapter versions are written (default: a temporary folder removed at exit).
         seed: vLLM's own seed. Sampling does not depend on it: every prompt carries a seed drawn from torch's generator,
             which checkpoints save and restore.
-        log_level: vLLM's log level. Default ``"WARNING"`` (or the ``VLLM_LOGGING_LEVEL`` environment variable when set)
-            hides its start-up and configuration INFO lines; ``"INFO"`` or ``"DEBUG"`` shows them.
+        log_level: vLLM's log level. Default: the ``VLLM_LOGGING_LEVEL`` environment variable, which the ``vlrl``
+            command sets to ``"ERROR"`` (its start-up warnings are not the user's to act on; ``VLRL_VERBOSE=1``
+            leaves it unset), else ``"WARNING"``; ``"INFO"`` or ``"DEBUG"`` show its configuration lines.
     """
 
     def __init__(
@@ -361,6 +362,7 @@ class VLLMEngine(RolloutEngine):
         from vllm import LLM
 
         kwargs = self._engine_kwargs(policy)
+        kwargs["use_tqdm_on_load"] = self.log_level != "ERROR"  # its weight-loading bar, when it may speak at all
         if step is not None and step.max_pixels:  # vLLM sizes its memory profile for the data's largest image
             kwargs["mm_processor_kwargs"] = {"min_pixels": step.min_pixels, "max_pixels": step.max_pixels}
         log.info("starting vLLM on %s", kwargs["model"])

@@ -55,6 +55,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 from datamodules.errors import MissingPathError
 from tools.checkpoint_io import AtomicCheckpointIO, CommitAfterLogs
 from tools.plan import check_fit
+from tools.quiet import quiet_third_party
 
 MANUAL_OPTIMIZATION_WARNING = "Using ModelCheckpoint with manual optimization"
 
@@ -228,6 +229,22 @@ class MemoryPlanCheck(Callback):
             check_before_fit(self.cfg, trainer)
 
 
+def where_it_went(trainer, model) -> list[str]:
+    """The end of a fit, said once: the step reached, the checkpoint to resume from, the exported model and the
+    logs (only those that exist)."""
+    lines = [f"fit done at step {trainer.global_step}" + (f" of {trainer.max_steps}" if trainer.max_steps > 0 else "")]
+    callback = trainer.checkpoint_callback
+    checkpoint = callback and (callback.last_model_path or callback.best_model_path)
+    if checkpoint:
+        lines.append(f"  checkpoint: {checkpoint}  (resume: the same command with --ckpt_path=last)")
+    exported = getattr(model, "exported_to", None)
+    if exported:
+        lines.append(f"  model:      {exported}  (transformers and vLLM load it)")
+    if trainer.loggers:
+        lines.append(f"  logs:       {trainer.loggers[0].log_dir}")
+    return lines
+
+
 def check_before_fit(cfg: dict, trainer) -> None:
     """``vlrl fit``'s memory check on GPUs (``tools.plan``), with the device's memory and the world size."""
     device = trainer.strategy.root_device
@@ -309,6 +326,8 @@ class VLRLCLI(LightningCLI):
                     if remove_if_unused(folder):
                         logging.getLogger(__name__).info("removed %s: the run stopped before its first step", folder)
             raise
+        for line in where_it_went(self.trainer, self.model):
+            rank_zero_info(line)
 
 
 DEFAULT_CLASSES = {"model": "lightning_modules.grpo.GRPOModule", "data": "datamodules.vqa.VQADataModule"}
@@ -318,10 +337,19 @@ def expand_nested_help(args: list[str]) -> list[str]:
     """``--model.rollout.help`` as users type it. jsonargparse prints an argument group's help only once the class is
     known (``--model.help CLASS --model.rollout.help``); here the class is the one the ``-c`` configs name, else
     ``DEFAULT_CLASSES``'s, and ``--model.help CLASS`` is put in front. Other arguments pass unchanged. Reads files."""
-    nested = [a for a in args if a.startswith(("--model.", "--data.")) and a.endswith(".help") and a.count(".") >= 2]
-    if not nested or any(a in ("--model.help", "--data.help") for a in args):
+    nested = [
+        i
+        for i, a in enumerate(args)
+        if a.startswith(("--model.", "--data."))
+        and a.endswith(".help")
+        and a.count(".") >= 2
+        and (i + 1 == len(args) or args[i + 1].startswith("-"))  # a group's help; ``--model.engine.help CLASS`` is not
+    ]
+    if not nested:
         return args
-    key = nested[0][2:].split(".")[0]
+    key = args[nested[0]][2:].split(".")[0]
+    if any(a == f"--{key}" or a.startswith((f"--{key}=", f"--{key}.help", f"--{key}.class_path")) for a in args):
+        return args  # the class is named already
     chosen = DEFAULT_CLASSES[key]
     for flag, value in zip(args, args[1:]):
         if flag in ("-c", "--config") and Path(value).is_file():
@@ -329,12 +357,12 @@ def expand_nested_help(args: list[str]) -> list[str]:
 
             section = (yaml.safe_load(Path(value).read_text()) or {}).get(key) or {}
             chosen = section.get("class_path", chosen) if isinstance(section, dict) else chosen
-    at = args.index(nested[0])
-    return [*args[:at], f"--{key}.help", chosen, *args[at:]]
+    return [*args[: nested[0]], f"--{key}.help", chosen, *args[nested[0] :]]
 
 
 def main(args: list[str] | None = None, run: bool = True) -> VLRLCLI:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_third_party()  # VLRL_VERBOSE=1: everything
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     # the vlrl command passes its own arguments as ``args``; LightningCLI's warning about both is not the user's
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")

@@ -1,7 +1,9 @@
-"""Fuzzed RL data: every malformed row is a counted skip naming its row (or an error naming it without
-``skip_bad_rows``); odd but valid images (tiny, huge, grey, palette, 16-bit, CMYK, RGBA) load as RGB."""
+"""Fuzzed RL data: every malformed row is left out at load by the scan, or (a truncated image body, seen only when
+decoded) a counted skip when read, each naming its row; without ``skip_bad_rows``, an error naming it. Odd but valid
+images (tiny, huge, grey, palette, 16-bit, CMYK, RGBA) load as RGB."""
 
 import json
+from collections import Counter
 
 import pytest
 from PIL import Image
@@ -16,33 +18,54 @@ def _write(tmp_path, rows):
     return path
 
 
+# what the scan at load calls each bad kind; a truncated body is seen only when the row is read
+SCAN_REASONS = {
+    "missing_file": "missing_image",
+    "corrupt": "bad_image",
+    "bomb": "bad_image",
+    "sliver": "bad_image",
+    "image_wrong_type": "bad_image",
+    "missing_solution": "bad_solution",
+    "empty_problem": "bad_problem",
+    "problem_not_text": "bad_problem",
+    "unknown_problem_type": "unknown_problem_type",
+    "null_problem_type": "unknown_problem_type",
+}
+
+
 def test_each_bad_kind_is_an_error_naming_its_row(tmp_path, tokenizer):
     images = write_odd_images(tmp_path / "images")
     for kind in BAD_KINDS:
         rows = [{**bad_row(kind, images), "id": "x"}]
         try:
             ds = VQADataset(_write(tmp_path, rows), tokenizer)
-        except ValueError as e:  # problem types are checked when the data loads
-            assert "row index 0" in str(e), (kind, e)
+        except ValueError as e:  # the scan at load (datamodules.scan)
+            assert "row index 0, column" in str(e) and kind in SCAN_REASONS, (kind, e)
             continue
         except KeyError as e:  # a column no row has (here: the only row lacks a solution) names file and column
             assert kind == "missing_solution" and "fuzz.jsonl" in str(e) and "'solution'" in str(e)
             continue
+        assert kind == "truncated"
         with pytest.raises(ValueError, match="row index 0") as err:
             ds[0]
         if kind in ("missing_file", "corrupt", "truncated", "bomb", "sliver"):
             assert rows[0]["image"].split("/")[-1] in str(err.value), kind
 
 
-def test_fuzzed_rows_are_skipped_and_counted_exactly(tmp_path, tokenizer):
+def test_fuzzed_rows_are_dropped_or_skipped_and_counted_exactly(tmp_path, tokenizer):
     images = write_odd_images(tmp_path / "images")
     rows, injected, bad = fuzzed_rows(300, 0.3, images, seed=1)
     assert set(injected) == set(BAD_KINDS)  # every kind appears at this size
     ds = VQADataset(_write(tmp_path, rows), tokenizer, skip_bad_rows=True, min_pixels=56 * 56, max_pixels=112 * 112)
+    scanned = Counter()
+    for kind, n in injected.items():
+        scanned[SCAN_REASONS.get(kind, "read")] += n
+    assert Counter(r.reason for r in ds.dropped) == {k: n for k, n in scanned.items() if k != "read"}
     batch = collate_rows([ds[i] for i in range(len(ds))])
-    assert batch["skipped"] == {"bad_row": sum(injected.values())}
+    assert batch["skipped"] == {"bad_row": injected["truncated"]} and len(ds) == len(rows) - len(ds.dropped)
     assert len(batch["prompt"]) == len(rows) - sum(injected.values())
-    named = sorted(int(m.split(" row index ")[1].split(":")[0].split(",")[0]) for m in batch["skipped_messages"])
+    messages = [r.message for r in ds.dropped] + batch["skipped_messages"]
+    named = sorted(int(m.split(" row index ")[1].split(":")[0].split(",")[0]) for m in messages)
     kept = {int(i.split("-")[1]) for i in batch["id"]}
     assert set(named) == {int(i.split("-")[1]) for i in bad} and len(named) == len(bad)
     assert kept.isdisjoint(named) and len(kept) + len(named) == len(rows)

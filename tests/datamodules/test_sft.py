@@ -67,6 +67,32 @@ def test_bad_rows_name_the_row(tmp_path, processor):
         ds[1]
 
 
+def test_missing_or_unreadable_images_stop_the_load_or_drop_their_rows(tmp_path, processor):
+    """The scan at load (``datamodules.scan``) checks every row's images; the rows kept give the same tokens."""
+    from PIL import Image
+
+    from datamodules.errors import BadDataError
+
+    Image.new("RGB", (56, 56), "blue").save(tmp_path / "x.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    turns = [{"from": "human", "value": "<image>colour?"}, {"from": "gpt", "value": "blue"}]
+    rows = [{"conversations": turns, "images": images} for images in (["x.png"], ["gone.png"], ["x.png", "bad.png"])]
+    rows.append({"conversations": [{"from": "human", "value": "no image?"}, {"from": "gpt", "value": "none"}]})
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(BadDataError) as error:
+        ShareGPTDataset(tmp_path / "d.jsonl", processor, min_pixels=56 * 56, max_pixels=56 * 56)
+    assert str(error.value) == (
+        f"{tmp_path / 'd.jsonl'} row index 1, column 'images': image file not found: gone.png (under {tmp_path}) "
+        "(and 1 more bad row: missing_image 1, bad_image 1; skip_bad_rows=true skips them)"
+    )
+    ds = ShareGPTDataset(tmp_path / "d.jsonl", processor, min_pixels=56 * 56, max_pixels=56 * 56, skip_bad_rows=True)
+    assert len(ds) == 2 and [(r.reason, r.index) for r in ds.dropped] == [("missing_image", 1), ("bad_image", 2)]
+    (tmp_path / "good.jsonl").write_text("".join(json.dumps(rows[i]) + "\n" for i in (0, 3)))
+    clean = ShareGPTDataset(tmp_path / "good.jsonl", processor, min_pixels=56 * 56, max_pixels=56 * 56)
+    for kept, expected in zip((ds[0], ds[1]), (clean[0], clean[1])):
+        assert kept.keys() == expected.keys() and all((kept[k] == expected[k]).all() for k in kept)
+
+
 def test_datamodule_batches_pad_right_and_skip_long(synthetic_dir, tiny_checkpoint):
     dm = SFTDataModule(
         str(synthetic_dir / "train_sft_think.jsonl"),

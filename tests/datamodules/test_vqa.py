@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from datamodules.errors import BadDataError
 from datamodules.images import BadImageError, load_image
 from datamodules.vqa import SyntheticVQADataModule, VQADataset, collate_rows
 
@@ -66,30 +67,34 @@ def test_column_mapping_and_missing_columns(tmp_path, tokenizer):
 
 
 def test_unknown_problem_type_fails_at_load_naming_the_row(tmp_path, tokenizer):
+    Image.new("RGB", (56, 56)).save(tmp_path / "a.png")
     rows = [
         {"image": "a.png", "problem": "q", "solution": "1", "problem_type": "numerical"},
         {"image": "a.png", "problem": "q", "solution": "1", "problem_type": "astrology"},
     ]
-    with pytest.raises(ValueError, match=r"row index 1.*astrology"):
+    with pytest.raises(BadDataError, match=r"d\.jsonl row index 1, column 'problem_type': unknown problem_type 'astro"):
         VQADataset(write_jsonl(tmp_path / "d.jsonl", rows), tokenizer)
 
 
-def test_bad_image_error_names_row_and_file_or_is_skipped(tmp_path, tokenizer):
+def test_bad_images_are_found_at_load_and_a_corrupt_body_when_read(tmp_path, tokenizer):
+    """Missing and unreadable files: found by the scan (``datamodules.scan``), before any row is read; a file whose
+    header reads but whose body is cut off: found when its row is read, an error or a counted skip."""
+    Image.new("RGB", (56, 56), "red").save(tmp_path / "good.png")
     (tmp_path / "corrupt.png").write_bytes(b"not a png")
-    rows = [
-        {"image": "missing.png", "problem": "q", "solution": "1", "problem_type": "ocr"},
-        {"image": "corrupt.png", "problem": "q", "solution": "1", "problem_type": "ocr"},
-    ]
-    path = write_jsonl(tmp_path / "d.jsonl", rows)
-    ds = VQADataset(path, tokenizer)
-    with pytest.raises(BadImageError, match=r"row index 0.*missing\.png"):
-        ds[0]
-    with pytest.raises(BadImageError, match=r"row index 1.*corrupt\.png"):
-        ds[1]
+    (tmp_path / "cut.png").write_bytes((tmp_path / "good.png").read_bytes()[:-30])  # header intact, body cut
+    row = {"problem": "q", "solution": "1", "problem_type": "ocr"}
+    images = ["missing.png", "corrupt.png", "good.png", "cut.png"]
+    path = write_jsonl(tmp_path / "d.jsonl", [{"image": image, **row} for image in images])
+    with pytest.raises(BadDataError, match=r"row index 0, column 'image': image file not found: missing\.png") as e:
+        VQADataset(path, tokenizer)
+    assert "(and 1 more bad row: missing_image 1, bad_image 1;" in str(e.value)
     skipping = VQADataset(path, tokenizer, skip_bad_rows=True)
+    assert len(skipping) == 2 and [r.reason for r in skipping.dropped] == ["missing_image", "bad_image"]
     batch = collate_rows([skipping[0], skipping[1]])
-    assert batch["skipped"] == {"bad_row": 2} and batch["prompt"] == []
-    assert "missing.png" in batch["skipped_messages"][0]
+    assert batch["index"] == [2] and batch["skipped"] == {"bad_row": 1}
+    assert batch["skipped_messages"][0].startswith(f"{path} row index 3: cannot read image cut.png")
+    with pytest.raises(BadImageError, match=r"e\.jsonl row index 0: cannot read image cut\.png"):
+        VQADataset(write_jsonl(tmp_path / "e.jsonl", [{"image": "cut.png", **row}]), tokenizer)[0]
 
 
 def test_long_prompts_are_skipped_and_counted_never_cut(synthetic_dir, tokenizer):

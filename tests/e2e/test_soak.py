@@ -132,7 +132,9 @@ def test_soak_200_steps_with_bad_rows_crashing_and_nan_rewards(tiny_checkpoint, 
         ]
     )
 
-    batches = [rows[i : i + 2] for i in range(0, len(rows), 2)]  # shuffle off: the sampler's order
+    truncated = {r["id"] for r in rows if r["image"] == images["truncated"]}  # bad bodies: seen only when read
+    used = [r for r in rows if r["id"] not in bad or r["id"] in truncated]  # the scan at setup left the rest out
+    batches = [used[i : i + 2] for i in range(0, len(used), 2)]  # shuffle off: the sampler's order
     kept = [[r for r in b if r["id"] not in bad] for b in batches]
     nan_batches = sum(any(_number(r["id"]) % 11 == 0 for r in b) for b in kept if b)
     steps = sum(1 for b in kept if b) - nan_batches
@@ -141,11 +143,12 @@ def test_soak_200_steps_with_bad_rows_crashing_and_nan_rewards(tiny_checkpoint, 
 
     assert len(bad) == sum(injected.values())
     report = [json.loads(line) for line in (Path(cli.trainer.log_dir) / "skipped_rows.jsonl").read_text().splitlines()]
-    assert len(report) == len(bad) and all(r["reason"] == "bad_row" and r["stage"] == "train" for r in report)
+    assert len(report) == len(bad) and all(r["stage"] == "train" for r in report)
+    assert [r["reason"] for r in report].count("bad_row") == len(truncated) > 0  # the others: the scan's reasons
     named = {int(r["message"].split(" row index ")[1].split(":")[0].split(",")[0]) for r in report}
     assert named == {_number(i) for i in bad}  # each skip names its row
     metrics = _metrics(cli)
-    skipped_logged = sum(float(r["data/skipped_bad_row"]) for r in metrics if r.get("data/skipped_bad_row"))
+    skipped_logged = sum(float(v) for r in metrics for k, v in r.items() if k.startswith("data/skipped_") and v)
     assert skipped_logged == len(bad)
     crashes = sum(_number(r["id"]) % 7 == 0 for b in kept for r in b)
     assert sum(float(r["crashy/errors"]) for r in metrics if r.get("crashy/errors")) == G * crashes

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from rewards import AccuracyReward
+from rewards.accuracy import solution_error
 
 
 def score(completion, solution, problem_type, choices=None, **kwargs):
@@ -173,6 +174,19 @@ def test_empty_solution_rewards_nothing(kind):
     )
     assert out.tolist() == [0.0, 0.0]
     assert reward.metrics() == {"accuracy/empty_solution": 2.0}
+
+
+def test_solution_error_names_the_solutions_no_answer_can_match():
+    # the data scan asks this of every row (datamodules.scan): a solution the reward scores 0 for any answer
+    assert [
+        solution_error(s) for s in ("<answer> 12 </answer>", "Yes", 12, 0.5, "<answer>B</answer> <answer>C</answer>")
+    ] == [None] * 5
+    assert solution_error(None) == solution_error(float("nan")) == "no solution"
+    assert solution_error("<answer> </answer>") == "empty solution '<answer> </answer>'"
+    assert solution_error("  ") == "empty solution '  '"
+    assert solution_error("<answer> 3") == "unbalanced <answer> tags in the solution '<answer> 3'"
+    assert solution_error({"a": 1}) == "the solution is a dict, not text or a number: \"{'a': 1}\""
+    assert score("<answer> </answer>", "<answer> </answer>", "ocr") == 0.0  # what "empty" costs in training
 
 
 def test_unknown_problem_type_raises():

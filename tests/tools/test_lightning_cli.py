@@ -29,3 +29,10 @@ def test_model_rollout_help_prints_the_group(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "--model.rollout.group_size GROUP_SIZE" in out and "completions per prompt (G)" in out
+
+
+def test_a_help_that_takes_a_class_or_a_named_model_is_left_alone():
+    engine = ["fit", "--model", "lightning_modules.grpo.GRPOModule", "--model.engine.help", "rollout.hf.HFEngine"]
+    assert expand_nested_help(engine) == engine
+    named = ["fit", "--model=lightning_modules.sft.SFTModule", "--model.optim.help"]
+    assert expand_nested_help(named) == named
