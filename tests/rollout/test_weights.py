@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lightning_modules.policy import LoRAConfig, load_policy
-from rollout.weights import checkpoint_name, iter_named_weights, merged_lora_weights
+from rollout.weights import checkpoint_name, iter_named_weights, lora_layers, merged_lora_weights
 from tests.distributed import run_on_ranks
 
 
@@ -90,8 +90,9 @@ def _sharded_lora_worker(rank: int, checkpoint: str, out: str) -> None:
     shard_model(policy, init_device_mesh("cpu", (2,)))
     vision = {n: t.clone() for n, t in merged_lora_weights(policy, lambda n: n.startswith("model.visual."))}
     adapters = {k: full_tensor(v.detach()).clone() for k, v in get_peft_model_state_dict(policy).items()}
+    adapted = {n: t.clone() for n, t in merged_lora_weights(policy, set(lora_layers(policy)).__contains__)}
     if rank == 0:
-        torch.save({"vision": vision, "adapters": adapters}, out)
+        torch.save({"vision": vision, "adapters": adapters, "adapted": adapted}, out)
 
 
 def _lora_policy(checkpoint: str):
@@ -106,8 +107,9 @@ def _lora_policy(checkpoint: str):
 
 @pytest.mark.slow
 def test_fsdp2_sharded_lora_policy_streams_merged_vision_and_whole_adapters(tiny_checkpoint, tmp_path):
-    """What the vLLM engine's LoRA sync reads from a sharded policy: the vision weights with their adapter merged and
-    the language adapter tensors, each gathered whole, equal to the unsharded policy's."""
+    """What the vLLM engine's LoRA syncs read from a sharded policy: the vision weights with their adapter merged and
+    the language adapter tensors (``lora_sync=adapter``), or every adapted layer merged (``merged``), each gathered
+    whole, equal to the unsharded policy's."""
     from peft import get_peft_model_state_dict
 
     out = tmp_path / "streamed.pt"
@@ -122,3 +124,8 @@ def test_fsdp2_sharded_lora_policy_streams_merged_vision_and_whole_adapters(tiny
     assert streamed["adapters"].keys() == adapters.keys() and any("lora_B" in k for k in adapters)
     for name, tensor in adapters.items():
         assert torch.equal(streamed["adapters"][name], tensor), name
+    adapted = dict(merged_lora_weights(policy, set(lora_layers(policy)).__contains__))
+    assert streamed["adapted"].keys() == adapted.keys() == lora_layers(policy).keys()
+    assert {n.split(".")[1] for n in adapted} == {"language_model", "visual"}
+    for name, tensor in adapted.items():
+        torch.testing.assert_close(streamed["adapted"][name], tensor, rtol=0, atol=1e-6, msg=name)
