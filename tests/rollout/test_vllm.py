@@ -4,6 +4,8 @@ engine serves the module (start-up is ~30 s)."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -122,18 +124,21 @@ def lora_sync(engine):
     engine.lora_sync = "auto"
 
 
+def _perturb_lora(policy) -> None:
+    """Move every LoRA weight by noise (lora_B starts at 0: the adapters then change both towers' outputs)."""
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_lora_sync_serves_adapter_and_merges_vision(engine, lora_sync, tiny_checkpoint, processor, prompts):
     lora_sync("adapter")
     policy = load_policy(str(tiny_checkpoint), "float32", lora=LoRAConfig(r=4, alpha=8, dropout=0.0, vision=True))
     torch.manual_seed(0)
-
-    def perturb():
-        with torch.no_grad():
-            for name, p in policy.named_parameters():
-                if "lora_" in name:
-                    p.add_(torch.randn_like(p) * 0.3)
+    perturb = functools.partial(_perturb_lora, policy)
 
     perturb()  # lora_B starts at 0: give the adapters an effect on both towers
     engine.setup(policy, processor)  # the base weights (the previous test changed them) and the adapter, at the wake
@@ -155,12 +160,7 @@ def test_lora_merged_sync_matches_policy(engine, lora_sync, tiny_checkpoint, pro
     lora_sync("merged")
     policy = load_policy(str(tiny_checkpoint), "float32", lora=LoRAConfig(r=4, alpha=8, dropout=0.0, vision=True))
     torch.manual_seed(0)
-
-    def perturb():
-        with torch.no_grad():
-            for name, p in policy.named_parameters():
-                if "lora_" in name:
-                    p.add_(torch.randn_like(p) * 0.3)
+    perturb = functools.partial(_perturb_lora, policy)
 
     perturb()
     engine.setup(policy, processor)  # every weight, the adapted ones merged (the previous test served an adapter)
