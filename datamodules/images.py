@@ -4,14 +4,15 @@ Images may arrive as paths (absolute or relative to the data file), raw bytes, `
 dicts (the ``datasets`` Image feature undecoded) or PIL images.
 
 Two resize rules:
-- ``fit_image`` (RL data, ``vlrl predict``): converted to RGB and resized once, here, to the size Qwen2.5-VL's
-  processor would choose for the configured ``min_pixels``/``max_pixels`` (both sides multiples of 28, the area
-  within the bounds). Training (HF) and rollouts (vLLM) then see identical pixels and the number of image tokens is
-  known before any model runs: ``(h / 28) * (w / 28)``.
+- ``fit_image`` (RL data, ``vlrl predict``): converted to RGB and resized once, here, to the size the model's
+  processor would choose for the configured ``min_pixels``/``max_pixels`` (both sides multiples of the image token's
+  side ``factor``: 28 for Qwen2-VL and Qwen2.5-VL, 32 for Qwen3-VL; the area within the bounds). Training (HF) and
+  rollouts (vLLM) then see identical pixels and the number of image tokens is known before any model runs:
+  ``(h / factor) * (w / factor)``. ``image_factor`` reads the factor from the checkpoint's image processor.
 - ``resize_like_llamafactory`` (SFT data, as LLaMA-Factory prepares images for Qwen2-VL-family templates): scaled
   into ``[min_pixels, max_pixels]`` with each side truncated to whole pixels, then the processor's own rule (its
-  own bounds) rounds each side to the nearest multiple of 28, so the final area can exceed ``max_pixels`` a little
-  (1280x720 at 589824: 1036x588, 777 tokens, where ``fit_image`` gives 1008x560, 720 tokens).
+  own bounds) rounds each side to the nearest multiple of ``factor``, so the final area can exceed ``max_pixels`` a
+  little (1280x720 at 589824: 1036x588, 777 tokens, where ``fit_image`` gives 1008x560, 720 tokens).
 """
 
 from __future__ import annotations
@@ -25,23 +26,36 @@ from PIL import Image, UnidentifiedImageError
 
 PATCH = 14
 MERGE = 2
-FACTOR = PATCH * MERGE  # 28: each image token covers a 28x28 pixel block
+FACTOR = PATCH * MERGE  # 28: each image token of Qwen2-VL and Qwen2.5-VL covers a 28x28 pixel block
 
 
 class BadImageError(ValueError):
     """An image that cannot be used; the message names the row and the file."""
 
 
-def smart_resize_hw(height: int, width: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """Qwen2-VL's resize rule: sides multiples of 28, area within [min_pixels, max_pixels], aspect kept."""
+def image_factor(image_processor: Any) -> int:
+    """The side in pixels of one image token: the processor's patch size times its merge size (28 for Qwen2-VL and
+    Qwen2.5-VL, 32 for Qwen3-VL)."""
+    return int(getattr(image_processor, "patch_size", PATCH)) * int(getattr(image_processor, "merge_size", MERGE))
+
+
+def checkpoint_image_factor(model_name_or_path: str | Path) -> int:
+    """``image_factor`` of a checkpoint's image processor (its ``preprocessor_config.json``)."""
+    from transformers import AutoImageProcessor
+
+    return image_factor(AutoImageProcessor.from_pretrained(model_name_or_path))
+
+
+def smart_resize_hw(height: int, width: int, min_pixels: int, max_pixels: int, factor: int = FACTOR) -> tuple[int, int]:
+    """Qwen2-VL's resize rule: sides multiples of ``factor``, area within [min_pixels, max_pixels], aspect kept."""
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
-    return smart_resize(height, width, factor=FACTOR, min_pixels=min_pixels, max_pixels=max_pixels)
+    return smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
 
 
-def num_image_tokens(image: Image.Image) -> int:
+def num_image_tokens(image: Image.Image, factor: int = FACTOR) -> int:
     """Tokens an already-resized image occupies in the prompt."""
-    return (image.height // FACTOR) * (image.width // FACTOR)
+    return (image.height // factor) * (image.width // factor)
 
 
 def load_image(value: Any, root: str | Path | None = None, where: str = "", rgb: bool = True) -> Image.Image:
@@ -85,10 +99,12 @@ def load_image(value: Any, root: str | Path | None = None, where: str = "", rgb:
     return image
 
 
-def fit_image(image: Image.Image, min_pixels: int, max_pixels: int, where: str = "") -> Image.Image:
+def fit_image(
+    image: Image.Image, min_pixels: int, max_pixels: int, where: str = "", factor: int = FACTOR
+) -> Image.Image:
     """Resize to the processor's target size (a no-op when it already has it)."""
     try:
-        h, w = smart_resize_hw(image.height, image.width, min_pixels, max_pixels)
+        h, w = smart_resize_hw(image.height, image.width, min_pixels, max_pixels, factor)
     except ValueError as e:  # aspect ratio over 200, or a degenerate size
         source = image.info.get("vlrl_source")
         name = f" {source}" if source else ""
@@ -98,22 +114,22 @@ def fit_image(image: Image.Image, min_pixels: int, max_pixels: int, where: str =
     return image
 
 
-def resize_like_llamafactory(image: Image.Image, min_pixels: int, max_pixels: int) -> Image.Image:
+def resize_like_llamafactory(image: Image.Image, min_pixels: int, max_pixels: int, factor: int = FACTOR) -> Image.Image:
     """LLaMA-Factory's preparation of an image for a Qwen2-VL-family processor (its ``image_min_pixels`` and
     ``image_max_pixels``); the processor then applies its own resize rule. ``image`` in its file's own mode.
 
     An area over ``max_pixels`` (under ``min_pixels``) is scaled by ``sqrt(bound / area)`` with each side truncated
     to a whole pixel; Pillow's default filter (bicubic; nearest for palette and 1-bit images) resizes in the file's
-    own mode, then the image is converted to RGB (an alpha channel is dropped, not blended). A side under 28 pixels
-    is widened to 28, and an aspect ratio over 200 is squeezed to 180."""
+    own mode, then the image is converted to RGB (an alpha channel is dropped, not blended). A side under ``factor``
+    pixels is widened to ``factor``, and an aspect ratio over 200 is squeezed to 180."""
     if image.width * image.height > max_pixels:
         image = _scale(image, math.sqrt(max_pixels / (image.width * image.height)))
     if image.width * image.height < min_pixels:
         image = _scale(image, math.sqrt(min_pixels / (image.width * image.height)))
     if image.mode != "RGB":
         image = image.convert("RGB")
-    if min(image.width, image.height) < FACTOR:
-        image = image.resize((max(image.width, FACTOR), max(image.height, FACTOR)))
+    if min(image.width, image.height) < factor:
+        image = image.resize((max(image.width, factor), max(image.height, factor)))
     if image.width / image.height > 200:
         image = image.resize((image.height * 180, image.height))
     if image.height / image.width > 200:

@@ -64,7 +64,14 @@ from lightning import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from datamodules.errors import MissingPathError
-from datamodules.images import BadImageError, fit_image, load_image, resize_like_llamafactory, smart_resize_hw
+from datamodules.images import (
+    BadImageError,
+    fit_image,
+    image_factor,
+    load_image,
+    resize_like_llamafactory,
+    smart_resize_hw,
+)
 from datamodules.model_path import require_model
 from datamodules.resumable import ResumableDataLoader
 from datamodules.scan import ImageCheck, keep_rows, scan_table
@@ -354,6 +361,7 @@ class ShareGPTDataset(Dataset):
             self.rows = (order + extra)[:num_samples]
         self.bad_lines = bad_line_skips([b for t in tables for b in t.bad_lines], len(self.rows or self.table))
         self.processor = processor
+        self.factor = image_factor(processor.image_processor)
         self.image_root = Path(image_root) if image_root else root
         self.min_pixels, self.max_pixels, self.max_length = min_pixels, max_pixels, max_length
         self.skip_long, self.skip_bad_rows = skip_long, skip_bad_rows
@@ -369,7 +377,7 @@ class ShareGPTDataset(Dataset):
         if not self.fmt.images or self.fmt.images not in self.table.column_names:
             return []
         size_rule = (
-            partial(smart_resize_hw, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+            partial(smart_resize_hw, min_pixels=self.min_pixels, max_pixels=self.max_pixels, factor=self.factor)
             if self.image_resize == "qwen"
             else None
         )
@@ -417,10 +425,11 @@ class ShareGPTDataset(Dataset):
     def prepare_image(self, value: Any, where: str) -> Any:
         """One image, loaded and resized by ``image_resize``'s rule."""
         if self.image_resize == "qwen":
-            return fit_image(load_image(value, self.image_root, where), self.min_pixels, self.max_pixels, where)
+            image = load_image(value, self.image_root, where)
+            return fit_image(image, self.min_pixels, self.max_pixels, where, self.factor)
         image = load_image(value, self.image_root, where, rgb=False)
         try:
-            return resize_like_llamafactory(image, self.min_pixels, self.max_pixels)
+            return resize_like_llamafactory(image, self.min_pixels, self.max_pixels, self.factor)
         except (ValueError, OSError) as e:  # a degenerate size, a mode Pillow cannot resample
             name = f" {image.info['vlrl_source']}" if image.info.get("vlrl_source") else ""
             raise BadImageError(f"{where}: image{name} of size {image.width}x{image.height} cannot be used: {e}") from e

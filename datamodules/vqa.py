@@ -38,7 +38,15 @@ from typing import Any
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.images import BadImageError, fit_image, load_image, num_image_tokens, smart_resize_hw
+from datamodules.images import (
+    FACTOR,
+    BadImageError,
+    checkpoint_image_factor,
+    fit_image,
+    load_image,
+    num_image_tokens,
+    smart_resize_hw,
+)
 from datamodules.model_path import require_model
 from datamodules.prompts import build_messages
 from datamodules.resumable import ResumableDataLoader
@@ -141,9 +149,10 @@ class VQADataset(Dataset):
         answer_hints: bool = True,
         limit: int | None = None,
         labelled: bool = True,
+        image_factor: int = FACTOR,
     ) -> None:
         """``labelled=False`` (prediction): no solution or problem type needed; rows without a problem type get no
-        answer hint."""
+        answer hint. ``image_factor``: the side in pixels of one image token (``datamodules.images.image_factor``)."""
         self.source = str(source)
         self.labelled = labelled
         loaded = read_table(source, split, skip_bad_lines=skip_bad_rows)
@@ -160,7 +169,7 @@ class VQADataset(Dataset):
         self.image_root = Path(image_root) if image_root else root
         self.tokenizer = tokenizer
         self.template = get_template(template).name
-        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.min_pixels, self.max_pixels, self.factor = min_pixels, max_pixels, image_factor
         self.max_prompt_length = max_prompt_length
         self.skip_long_prompts, self.skip_bad_rows = skip_long_prompts, skip_bad_rows
         self.answer_hints = answer_hints
@@ -193,7 +202,9 @@ class VQADataset(Dataset):
         checks: dict[str, Check] = {
             c["image"]: ImageCheck(
                 self.image_root,
-                size_rule=partial(smart_resize_hw, min_pixels=self.min_pixels, max_pixels=self.max_pixels),
+                size_rule=partial(
+                    smart_resize_hw, min_pixels=self.min_pixels, max_pixels=self.max_pixels, factor=self.factor
+                ),
             ),
             c["problem"]: problem_check,
         }
@@ -216,7 +227,7 @@ class VQADataset(Dataset):
     def prompt_length(self, prompt: str, images: Sequence[Any]) -> int:
         """Tokens of the prompt once each image placeholder is expanded to its image tokens."""
         text_tokens = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        return text_tokens - len(images) + sum(num_image_tokens(im) for im in images)
+        return text_tokens - len(images) + sum(num_image_tokens(im, self.factor) for im in images)
 
     def __getitem__(self, position: int) -> dict[str, Any] | SkippedRow:
         if position >= len(self.rows):  # an unreadable line of a JSON Lines file (skip_bad_rows)
@@ -230,7 +241,7 @@ class VQADataset(Dataset):
             if not values or any(v is None for v in values):
                 raise BadImageError(f"{where}: no image")
             images = [
-                fit_image(load_image(v, self.image_root, where), self.min_pixels, self.max_pixels, where)
+                fit_image(load_image(v, self.image_root, where), self.min_pixels, self.max_pixels, where, self.factor)
                 for v in values
             ]
             problem = row[self.columns["problem"]]
@@ -365,11 +376,13 @@ class VQADataModule(LightningDataModule):
         self.save_hyperparameters()
         self.datasets: dict[str, VQADataset] = {}
         self.tokenizer = None
+        self.image_factor = FACTOR
 
     def dataset_kwargs(self) -> dict[str, Any]:
         h = self.hparams
         return dict(
             tokenizer=self.tokenizer,
+            image_factor=self.image_factor,
             template=h.template,
             columns=h.columns,
             default_problem_type=h.default_problem_type,
@@ -387,6 +400,7 @@ class VQADataModule(LightningDataModule):
 
         if self.tokenizer is None:
             self.tokenizer = AutoTokenizer.from_pretrained(require_model(self.hparams.model_name_or_path))
+            self.image_factor = checkpoint_image_factor(self.hparams.model_name_or_path)
         h = self.hparams
         sources = {"train": h.train_data, "test": h.test_data, "predict": h.predict_data}
         sources.update(

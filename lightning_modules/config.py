@@ -138,8 +138,9 @@ class UpdateConfig:
             prompt's images through the vision tower once and its tokens through the language model once, the G
             completions attending to the shared keys and values; ``grouped``: images once, prompt and completion
             together per row (what ``shared_prefix`` falls back to under gradient checkpointing); ``per_row``: the
-            model's own forward on every (prompt, completion) row. The three give the same log-probs; models outside
-            the Qwen2-VL family always use ``per_row``. Measured in ``bench/grpo_update.py``.
+            model's own forward on every (prompt, completion) row. The three give the same log-probs on Qwen2-VL and
+            Qwen2.5-VL; Qwen3-VL always uses ``per_row`` (DeepStack: ``models.families``), said once at the start.
+            Measured in ``bench/grpo_update.py``.
         tis_cap: truncated importance sampling (off when None): each token's policy-gradient term is weighted by
             ``min(exp(old_logps - engine_logps), tis_cap)``, correcting for the engine's sampling distribution
             differing from the trained policy's (precision, kernels). Needs engine log-probs.

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from lightning import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoProcessor
 
 from datamodules.resumable import mark_batch_consumed
@@ -46,6 +47,7 @@ from lightning_modules.policy import FrozenReference, export_at_end, reference_c
 from lightning_modules.preflight import check_run, check_templates, evaluation_fallbacks
 from lightning_modules.run_state import capture_rng, resolve_log_dir, restore_rng
 from lightning_modules.sharding import gathered_root, mixed_precision_policy, shard_model
+from models.families import family_of
 from rewards import AccuracyReward, CombinedReward, Reward
 from rollout.batch import RolloutBatch
 from rollout.engine import RolloutEngine
@@ -153,6 +155,9 @@ class GRPOModule(LightningModule):
     def on_fit_start(self) -> None:
         if self.reference is not None:
             self.reference.to(self.device)
+        family = family_of(self.policy)
+        if self.update_config.logps_forward != "per_row" and not family.grouped_forward:
+            rank_zero_info(f"update.logps_forward: per_row for {family.name} ({family.per_row_reason})")
 
     def _total_steps(self) -> int:
         """Optimizer steps in the run (what ``global_step`` counts under manual optimisation): ``max_steps``, or

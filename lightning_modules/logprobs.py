@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.families import family_of
+
 
 def selective_logps(
     hidden: torch.Tensor,
@@ -209,14 +211,11 @@ def masked_logps(
     return logps, entropy
 
 
-GROUPED_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")  # image features enter only at the placeholder tokens
-
-
 def supports_grouped_forward(model: nn.Module) -> bool:
-    """Whether ``grouped_completion_logps`` knows the model's layout (the Qwen2-VL family: image features replace
-    placeholder embeddings, M-RoPE positions from ``get_rope_index``). Others use ``completion_logps``."""
-    backbone, _ = backbone_and_head(model)
-    return getattr(backbone.config, "model_type", None) in GROUPED_MODEL_TYPES
+    """Whether ``grouped_completion_logps`` equals a plain forward for the model's family (image features only
+    replace placeholder embeddings, M-RoPE positions from ``get_rope_index``: Qwen2-VL, Qwen2.5-VL). Others use
+    ``completion_logps``; ``models.families`` says why."""
+    return family_of(model).grouped_forward
 
 
 def _checkpointing(module: nn.Module) -> bool:

@@ -23,19 +23,19 @@ from transformers import AutoProcessor
 from datamodules.model_path import require_model
 from lightning_modules.run_state import resolve_log_dir
 from lightning_modules.sharding import full_state_dict, is_sharded
+from models.families import Family, family, family_of
 from rollout.weights import is_peft
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-LANGUAGE_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-VISION_TARGETS = r".*visual\.blocks.*\.(attn\.qkv|attn\.proj|mlp\.gate_proj|mlp\.up_proj|mlp\.down_proj)"
 
 
 @dataclass
 class LoRAConfig:
     """LoRA settings (peft ``LoraConfig``). ``target_modules``: a regex over module names; the default covers the
-    language model's attention and MLP projections, and ``vision=True`` adds the vision blocks'."""
+    language model's attention and MLP projections, and ``vision=True`` adds the vision blocks' (named per family,
+    ``models.families``)."""
 
     r: int = 16
     alpha: int = 32
@@ -44,12 +44,10 @@ class LoRAConfig:
     vision: bool = False
     extra: dict = field(default_factory=dict)
 
-    def to_peft(self):
+    def to_peft(self, family: Family):
         from peft import LoraConfig
 
-        target = self.target_modules or (
-            f"({LANGUAGE_TARGETS})|({VISION_TARGETS})" if self.vision else LANGUAGE_TARGETS
-        )
+        target = self.target_modules or family.lora_targets(self.vision)
         return LoraConfig(
             r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=target, bias="none", **self.extra
         )
@@ -110,6 +108,7 @@ def load_policy(
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    check_family(model_name_or_path, trust_remote_code)
     model = AutoModelForImageTextToText.from_pretrained(
         require_model(model_name_or_path),
         dtype=DTYPES[dtype],
@@ -122,7 +121,7 @@ def load_policy(
     if lora is not None:
         from peft import get_peft_model
 
-        model = get_peft_model(model, lora.to_peft())
+        model = get_peft_model(model, lora.to_peft(family_of(model)))
     if freeze_vision_tower:
         for name, param in model.named_parameters():
             if ".visual." in f".{name}":
@@ -132,6 +131,15 @@ def load_policy(
         model.get_output_embeddings().weight.requires_grad_(False)
     model.train()
     return model
+
+
+def check_family(model_name_or_path: str, trust_remote_code: bool = False) -> Family:
+    """The checkpoint's family from its config alone (``models.families``), before any weight is read: a model
+    vlrl does not train stops here with the supported families and what a new one needs."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(require_model(model_name_or_path), trust_remote_code=trust_remote_code)
+    return family(getattr(config, "model_type", None), model_name_or_path)
 
 
 class FrozenReference:

