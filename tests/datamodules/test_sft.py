@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from datamodules.sft import IGNORE_INDEX, SFTDataModule, ShareGPTDataset, ShareGPTFormat, piece_labels
+from tests.conftest import FAMILIES
 
 
 def test_piece_labels_by_hand():
@@ -16,14 +17,24 @@ def test_piece_labels_by_hand():
     assert piece_labels([[1], [5, 6]], [False, True], E, mask_after_end=True) == [X, 5, 6]  # no end: all kept
 
 
-def test_labels_cover_only_assistant_replies(synthetic_dir, processor):
-    ds = ShareGPTDataset(synthetic_dir / "train_sft_caption.jsonl", processor, min_pixels=56 * 56, max_pixels=56 * 56)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_labels_cover_only_assistant_replies(synthetic_dir, family_checkpoint, family):
+    from transformers import AutoProcessor
+
+    from datamodules.images import checkpoint_image_factor
+
+    processor = AutoProcessor.from_pretrained(family_checkpoint(family))
+    side = checkpoint_image_factor(family_checkpoint(family)) * 2  # 56, or 64 for Qwen3-VL: 2x2 image tokens
+    ds = ShareGPTDataset(synthetic_dir / "train_sft_caption.jsonl", processor, min_pixels=side**2, max_pixels=side**2)
     item = ds[0]
     learned = processor.tokenizer.decode(item["input_ids"][item["labels"] != IGNORE_INDEX])
     row = json.loads((synthetic_dir / "train_sft_caption.jsonl").read_text().splitlines()[0])
     assert learned == row["conversations"][1]["value"] + "<|im_end|>\n"
-    assert (item["input_ids"] == processor.image_token_id).sum().item() == 4  # 56x56 image -> 2x2 tokens
+    assert (item["input_ids"] == processor.image_token_id).sum().item() == 4  # one image -> 2x2 tokens
     assert item["image_grid_thw"].tolist() == [[1, 4, 4]]
+    assert item["attention_mask"].all() and len(item["attention_mask"]) == len(item["input_ids"]) == len(item["labels"])
+    prompt = processor.tokenizer.decode(item["input_ids"][item["labels"] == IGNORE_INDEX])
+    assert prompt.startswith("<|im_start|>system\n")  # the row's own system turn (a system prompt in every row)
 
 
 def test_llama_factory_style_mapping_and_multi_turn(tmp_path, processor):

