@@ -28,7 +28,7 @@ from lightning import seed_everything
 
 from datamodules.synthetic import write_synthetic_dataset
 from tools.lightning_cli import main as vlrl
-from tools.tiny_model import write_random_checkpoint
+from tools.tiny_model import FAMILIES, patch_size, write_random_checkpoint
 
 CONFIGS = Path(__file__).parent / "configs"
 # The task a 2-layer model learns from 56 px images in minutes. Measured: 64 cold-start rows teach shape colour to
@@ -119,7 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-rows", type=int, default=96, help="held-out rows scored at each stage")
     parser.add_argument("--sft-rows", type=int, default=64, help="size of the cold-start chain-of-thought set")
     parser.add_argument("--rl-rows", type=int, default=1024, help="size of the RL set (question + answer only)")
-    parser.add_argument("--image-size", type=int, default=56, help="side of the synthetic images, in pixels")
+    parser.add_argument("--family", default="qwen2_5_vl", choices=FAMILIES, help="the tiny model's family")
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="synthetic image side in pixels (default: 2x2 image tokens)"
+    )
     parser.add_argument("--tasks", default=",".join(DEMO_TASKS), help="comma-separated synthetic tasks")
     parser.add_argument("--sft-args", default="", help="extra CLI overrides for the SFT stage, space-separated")
     parser.add_argument("--grpo-args", default="", help="extra CLI overrides for the GRPO stage, space-separated")
@@ -128,8 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     start = time.monotonic()
     out = Path(args.out)
     tiny, data = out / "tiny", out / "data"
-    px = args.image_size
-    write_random_checkpoint(tiny, min_pixels=px * px, max_pixels=px * px, vocab="task")
+    px = args.image_size or 4 * patch_size(args.family)  # 56, or 64 for Qwen3-VL's 16-pixel patches
+    write_random_checkpoint(tiny, min_pixels=px * px, max_pixels=px * px, vocab="task", family=args.family)
     write_synthetic_dataset(data, args.rl_rows, 0, "train", px, tasks)
     write_synthetic_dataset(data, 96, 10_000, "val", px, tasks)
     write_synthetic_dataset(data, args.sft_rows, 20_000, "cold", px, tasks)

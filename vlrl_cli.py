@@ -69,7 +69,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict-one": ("tools.predict:main", "answer one question about one image; prints the record as JSON"),
     "score": ("evaluation.score:main", "score vlrl predict output on a benchmark by its official rules"),
     "cold-start": ("tools.cold_start.pipeline:main", "Vision-R1 cold-start data by modality bridging"),
-    "tiny-model": ("tools.tiny_model:main", "write a random-weight Qwen2.5-VL checkpoint (tiny, 3b or 7b shapes)"),
+    "tiny-model": ("tools.tiny_model:main", "write a random-weight checkpoint of a supported model family"),
     "demo": ("demo:main", "the embedded demo: tiny model, cold-start SFT, GRPO and evaluation on this machine"),
     "study": ("experiments.shortcut_study:main", "the shortcut study: GRPO and Visionary-R1 on a benchmark with a cue"),
     "bench": ("vlrl_cli:bench", "performance benchmarks: vlrl bench <name> (vlrl bench -h lists them)"),

@@ -54,6 +54,7 @@ while asleep and the allocator's fragmentation are ``tools.plan``'s allowances, 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import inspect
 import json
@@ -94,8 +95,10 @@ def _linear(name: str, rows: int, cols: int, bias: bool) -> dict[str, tuple[int,
 
 
 def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """Every parameter of ``Qwen2_5_VLForConditionalGeneration``, named as ``named_parameters()`` names it (a tied
-    LM head is the embedding, listed once)."""
+    """Every parameter of the model, named as ``named_parameters()`` names it (a tied LM head is the embedding,
+    listed once): written out for Qwen2.5-VL, built on the meta device for the other families."""
+    if config.get("model_type", "qwen2_5_vl") != "qwen2_5_vl":
+        return dict(_meta_shapes(json.dumps(config, sort_keys=True)))
     t, v = text_config(config), config["vision_config"]
     h, f, vocab, hd = t["hidden_size"], t["intermediate_size"], t["vocab_size"], head_dim(t)
     q, kv = t["num_attention_heads"] * hd, t["num_key_value_heads"] * hd
@@ -129,6 +132,18 @@ def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     if not tie_word_embeddings(config):
         shapes["lm_head.weight"] = (vocab, h)
     return shapes
+
+
+@functools.lru_cache(maxsize=8)
+def _meta_shapes(config_json: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """The model a config.json describes, built on the meta device (no memory), as (name, shape) pairs."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    config = json.loads(config_json)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(**config))
+    return tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
 
 
 def lora_shapes(config: dict, rank: int) -> dict[str, tuple[int, ...]]:
@@ -215,7 +230,8 @@ def activation_bytes(config: dict, w: Workload, lora_rank: int | None = None) ->
     t, v = text_config(config), config["vision_config"]
     h, f, vocab, layers = t["hidden_size"], t["intermediate_size"], t["vocab_size"], t["num_hidden_layers"]
     kv = t["num_key_value_heads"] * head_dim(t)
-    d, fv, depth = v["hidden_size"], v["intermediate_size"], v["depth"]
+    d = v.get("embed_dim") or v["hidden_size"]  # Qwen2-VL names the vision width embed_dim
+    fv, depth = v.get("intermediate_size") or d * v["mlp_ratio"], v["depth"]
     m, p, c = w.micro_batch_size, w.prompt_tokens, w.completion_tokens
     prompts = math.ceil(m / w.group_size)
     patches = prompts * 4 * w.image_tokens

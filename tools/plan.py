@@ -33,8 +33,8 @@ from pathlib import Path
 import yaml
 
 from rollout.engine import StepShape
+from tools import tiny_model
 from tools.memory import GIB, Workload, activation_bytes, head_dim, parameter_shapes, state_bytes, text_config
-from tools.tiny_model import qwen2_5_vl_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -45,8 +45,11 @@ VLLM_ASLEEP_GIB = 1.0  # what a sleeping vLLM keeps (CUDA graphs, its context): 
 ALLOCATOR_SLACK = 0.05  # the caching allocator's fragmentation, as a share of the peak: an allowance
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 KNOWN = {  # released checkpoints the recipes name -> tools.tiny_model's shapes (config.json of the release)
-    "Qwen/Qwen2.5-VL-3B-Instruct": "3b",
-    "Qwen/Qwen2.5-VL-7B-Instruct": "7b",
+    "Qwen/Qwen2.5-VL-3B-Instruct": ("qwen2_5_vl", "3b"),
+    "Qwen/Qwen2.5-VL-7B-Instruct": ("qwen2_5_vl", "7b"),
+    "Qwen/Qwen2-VL-7B-Instruct": ("qwen2_vl", "7b"),
+    "Qwen/Qwen3-VL-4B-Instruct": ("qwen3_vl", "4b"),
+    "Qwen/Qwen3-VL-8B-Instruct": ("qwen3_vl", "8b"),
 }
 # what the planner suggests, alone or together, when a run does not fit
 OVERLAYS = ("configs/memory/adamw_8bit.yaml", "configs/strategy/fsdp.yaml", "configs/lora.yaml")
@@ -92,7 +95,7 @@ def model_shapes(path: str) -> tuple[dict, str]:
     if (local / "config.json").is_file():
         return json.loads((local / "config.json").read_text()), f"{local / 'config.json'}"
     if path in KNOWN:
-        return qwen2_5_vl_config(KNOWN[path]).to_dict(), f"{path} (known shapes)"
+        return tiny_model.model_config(*KNOWN[path]).to_dict(), f"{path} (known shapes)"
     for recipe in sorted(CONFIGS.glob("*.yaml")):
         init = (yaml.safe_load(recipe.read_text()).get("model") or {}).get("init_args") or {}
         if init.get("export_dir") and Path(init["export_dir"]) == local:
@@ -109,15 +112,22 @@ def _args(section: dict | None) -> dict:
     return dict((section or {}).get("init_args") or {})
 
 
-def workloads(cfg: dict) -> list[Workload]:
-    """One workload per rollout stage (GRPO) or one (SFT), from a parsed ``vlrl fit`` configuration."""
+def image_factor(model_config: dict) -> int:
+    """The side in pixels of one image token: the vision patch times the spatial merge."""
+    v = model_config["vision_config"]
+    return int(v.get("patch_size", 14)) * int(v.get("spatial_merge_size", 2))
+
+
+def workloads(cfg: dict, factor: int = 28) -> list[Workload]:
+    """One workload per rollout stage (GRPO) or one (SFT), from a parsed ``vlrl fit`` configuration; an image
+    token covers ``factor`` x ``factor`` pixels (28, or 32 for Qwen3-VL)."""
     model, data = _args(cfg["model"]), _args(cfg["data"])
     policy = model["policy"]
     checkpointing, chunk = bool(policy.get("gradient_checkpointing")), 1024
-    pixels = data.get("max_pixels") or 28 * 28 * 1280
+    pixels = data.get("max_pixels") or 28 * 28 * 1280  # the processors' default bound
     if "rollout" not in model:  # SFT: a micro-batch of full-length rows, every token after the image labelled
         length = data.get("max_length", 4096)
-        image = min(length, pixels // (28 * 28))
+        image = min(length, pixels // (factor * factor))
         rows, chunk = data.get("batch_size", 1), model.get("logps_chunk_size", chunk)
         return [Workload("sft", image, image, length - image, 1, rows, checkpointing, chunk, None)]
     engine = model.get("engine") or {"class_path": "rollout.hf.HFEngine"}
@@ -131,7 +141,7 @@ def workloads(cfg: dict) -> list[Workload]:
         Workload(
             f"stage {i + 1}" if len(stages) > 1 else "grpo",
             prompt,
-            min(prompt, pixels // (28 * 28)),
+            min(prompt, pixels // (factor * factor)),
             stage["max_new_tokens"],
             stage["group_size"],
             update.get("micro_batch_size", 8),
@@ -179,7 +189,7 @@ def plan(cfg: dict, gpus: int, gpu_bytes: int, model_config: dict | None = None,
     # (FSDP2 instead gathers bf16 units one at a time: tools.memory's ``gathered``)
     casts = s["gathered"] if sharded else 2 * s["numel"]
     phases: dict[str, int] = {"fixed": fixed}
-    for w in workloads(cfg):
+    for w in workloads(cfg, image_factor(model_config)):
         awake, asleep = _engine_bytes(cfg, model_config, w, gpu_bytes)
         phases["fixed"] = max(phases["fixed"], fixed + asleep)
         a = activation_bytes(model_config, w, rank)
@@ -205,7 +215,7 @@ def kv_cache_shortfall(cfg: dict, model_config: dict, gpu_bytes: int) -> str | N
     weights = 2 * sum(math.prod(shape) for shape in parameter_shapes(model_config).values())
     prompts = _args(cfg["data"]).get("batch_size") or 1
     engine = _args(_args(cfg["model"]).get("engine"))
-    for w in workloads(cfg):
+    for w in workloads(cfg, image_factor(model_config)):
         if w.vllm_gpu_memory_utilization is None:
             continue
         kv_gib = engine.get("kv_cache_gib")

@@ -156,6 +156,69 @@ TINY: dict[str, dict[str, Any]] = {
     ),
 }
 
+# Qwen3-VL's released dense shapes (their config.json), for the memory plan; written only at the tiny size here.
+QWEN3_VL_SIZES: dict[str, dict[str, Any]] = {
+    "4b": dict(
+        text=dict(
+            hidden_size=2560,
+            intermediate_size=9728,
+            num_hidden_layers=36,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=128,
+            mrope_section=[24, 20, 20],
+        ),
+        vision=dict(
+            depth=24,
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_heads=16,
+            out_hidden_size=2560,
+            num_position_embeddings=2304,
+            deepstack_visual_indexes=[5, 11, 17],
+        ),
+        tie=True,
+    ),
+    "8b": dict(
+        text=dict(
+            hidden_size=4096,
+            intermediate_size=12288,
+            num_hidden_layers=36,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=128,
+            mrope_section=[24, 20, 20],
+        ),
+        vision=dict(
+            depth=27,
+            hidden_size=1152,
+            intermediate_size=4304,
+            num_heads=16,
+            out_hidden_size=4096,
+            num_position_embeddings=2304,
+            deepstack_visual_indexes=[8, 16, 24],
+        ),
+        tie=False,
+    ),
+}
+
+# Qwen2-VL-7B's released shapes, for the memory plan (its language model is Qwen2.5-VL-7B's).
+QWEN2_VL_SIZES: dict[str, dict[str, Any]] = {
+    "7b": dict(
+        text=dict(
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            mrope_section=[16, 24, 24],
+        ),
+        vision=dict(depth=32, embed_dim=1280, hidden_size=3584, num_heads=16, mlp_ratio=4),
+        tie=False,
+    ),
+}
+RELEASED = {"qwen2_vl": QWEN2_VL_SIZES, "qwen3_vl": QWEN3_VL_SIZES}
+
 
 def patch_size(family: str = "qwen2_5_vl") -> int:
     """The vision patch side in pixels: 14 for Qwen2-VL and Qwen2.5-VL, 16 for Qwen3-VL."""
@@ -237,27 +300,29 @@ def qwen2_5_vl_config(size: str = "tiny", vocab: str = "qwen"):
 
 
 def model_config(family: str = "qwen2_5_vl", size: str = "tiny", vocab: str = "qwen"):
-    """The config of a ``family`` checkpoint: Qwen2.5-VL in every size of ``SIZES``, the others tiny."""
+    """The config of a ``family`` checkpoint: Qwen2.5-VL in every size of ``SIZES``, the others tiny or in a
+    released size of ``RELEASED``."""
     from transformers import AutoConfig
 
     if family == "qwen2_5_vl":
         return qwen2_5_vl_config(size, vocab)
     if family not in TINY:
         raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
-    if size != "tiny":
-        raise ValueError(f"{family}: only the tiny size is written; the 3b and 7b shapes are Qwen2.5-VL's")
+    released = RELEASED.get(family, {})
+    if size != "tiny" and size not in released:
+        raise ValueError(f"{family}: sizes {['tiny', *released]}")
     first_special_id, rows = vocab_layout(vocab, family)
     ids = special_token_ids(first_special_id)
-    shapes = TINY[family]
+    shapes = dict(TINY[family], **released[size]) if size != "tiny" else TINY[family]
     text = dict(shapes["text"])
     rope = {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": text.pop("mrope_section")}
     if family in QWEN3:
-        rope["mrope_interleaved"] = True
+        rope.update(mrope_interleaved=True, rope_theta=5_000_000.0 if size != "tiny" else 1_000_000.0)
     text_config = dict(
         vocab_size=rows,
         rms_norm_eps=1e-6,
         hidden_act="silu",
-        max_position_embeddings=4096,
+        max_position_embeddings=4096 if size == "tiny" else 262144,
         rope_parameters=rope,
         bos_token_id=ids["bos_token_id"],
         eos_token_id=ids["eos_token_id"],
@@ -265,7 +330,9 @@ def model_config(family: str = "qwen2_5_vl", size: str = "tiny", vocab: str = "q
         **text,
     )
     vision = dict(shapes["vision"], patch_size=shapes["patch"], spatial_merge_size=2, temporal_patch_size=2)
-    return AutoConfig.for_model(family, text_config=text_config, vision_config=vision, tie_word_embeddings=True, **ids)
+    tie = shapes.get("tie", True)
+    text_config["tie_word_embeddings"] = tie  # transformers copies the text config's flag to the top when it is set
+    return AutoConfig.for_model(family, text_config=text_config, vision_config=vision, tie_word_embeddings=tie, **ids)
 
 
 @functools.lru_cache(maxsize=1)

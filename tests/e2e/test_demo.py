@@ -1,6 +1,6 @@
 """``vlrl demo`` as ``make demo`` runs it, at a tiny size: quiet (at most 40 lines: stage headers, one bar per
 training stage, where each model went, the result table) and every stage's output on disk, the GRPO model exported
-by the run itself."""
+by the run itself; on the default family and on Qwen3-VL (``--family``)."""
 
 import json
 import os
@@ -36,9 +36,11 @@ def _on_a_terminal(command: list[str], cwd: Path) -> tuple[int, list[str]]:
     return proc.wait(timeout=60), [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
 
 
-def test_the_demo_prints_at_most_40_lines_and_leaves_every_stage_s_files(tmp_path):
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_the_demo_prints_at_most_40_lines_and_leaves_every_stage_s_files(tmp_path, family):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--sft-steps", "3", "--grpo-steps", "2", "--eval-rows", "4", "--sft-rows", "8"]
+    args = ["demo", "--family", family, "--out", str(out), "--sft-steps", "3", "--grpo-steps", "2"]
+    args += ["--eval-rows", "4", "--sft-rows", "8"]
     args += ["--rl-rows", "16", "--grpo-args=--model.init_args.rollout.dynamic_sampling=false"]
     returncode, printed = _on_a_terminal([str(VLRL), *args], tmp_path)
     assert returncode == 0, "\n".join(printed[-40:])
@@ -53,3 +55,4 @@ def test_the_demo_prints_at_most_40_lines_and_leaves_every_stage_s_files(tmp_pat
         "after_rl",
     ]
     assert (out / "grpo" / "export" / "config.json").exists() and (out / "rewards.png").stat().st_size > 0
+    assert json.loads((out / "grpo" / "export" / "config.json").read_text())["model_type"] == family

@@ -124,3 +124,22 @@ def test_main_prints_a_table_for_a_checkpoint(tiny_checkpoint, capsys):
     out = capsys.readouterr().out
     assert out.count(f"| {tiny_checkpoint.name} | full |") == 3  # two GPU counts, one activation row
     assert "| LoRA r16 |" in out
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
+def test_the_other_families_inventory_is_the_model_s(family_checkpoint, family):
+    """Built on the meta device from config.json: the same names and shapes as the loaded tiny model."""
+    from lightning_modules.policy import load_policy
+
+    config = json.loads((family_checkpoint(family) / "config.json").read_text())
+    model = load_policy(str(family_checkpoint(family)), "float32")
+    assert parameter_shapes(config) == {n: tuple(p.shape) for n, p in model.named_parameters()}
+
+
+def test_released_shapes_of_the_other_families_count_their_parameters():
+    from tools.tiny_model import model_config
+
+    # the published checkpoints' parameter counts (their model cards: 8.29B, 4.44B, 8.77B)
+    for family, size, billions in (("qwen2_vl", "7b", 8.29), ("qwen3_vl", "4b", 4.44), ("qwen3_vl", "8b", 8.77)):
+        numel = state_bytes(model_config(family, size).to_dict())["numel"]
+        assert abs(numel / 1e9 - billions) < 0.01, (family, size, numel)

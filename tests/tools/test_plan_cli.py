@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tools.plan_cli import main
 
@@ -32,6 +33,24 @@ def _documented_fits() -> list[tuple[str, str]]:
             if line.startswith("#   vlrl plan "):
                 found.append((recipe.name, line.removeprefix("#   vlrl plan ")))
     return found
+
+
+@pytest.mark.parametrize("overlay", sorted(Path("configs/models").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_model_overlay_documents_plans_that_fit_with_their_peaks(overlay, capsys):
+    """Each family's overlay names a released checkpoint whose shapes the planner knows, and the plans its header
+    quotes fit, with the peak it quotes."""
+    from models.families import family_of_checkpoint
+    from tools.plan import KNOWN
+
+    documented = [line for line in overlay.read_text().splitlines() if line.startswith("#   vlrl plan ")]
+    assert documented, overlay
+    config = yaml.safe_load(overlay.read_text())
+    checkpoint = config["model"]["init_args"]["policy"]["model_name_or_path"]
+    assert checkpoint in KNOWN and overlay.stem.startswith(family_of_checkpoint(checkpoint).model_type)
+    for line in documented:
+        command, quoted = re.fullmatch(r"#   vlrl plan (.+)  \(peak ([0-9.]+) GiB\)", line).groups()
+        assert main(command.split()) == 0, command
+        assert re.search(r"peak +([0-9.]+) GiB", capsys.readouterr().out).group(1) == quoted, command
 
 
 def test_every_gpu_recipe_documents_gpu_counts_that_fit(capsys):

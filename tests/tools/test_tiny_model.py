@@ -119,3 +119,18 @@ def test_task_vocabulary_is_the_same_in_another_process():
     assert build_tokenizer("task").get_vocab() == build_tokenizer("task").get_vocab()
     with pytest.raises(ValueError, match="unknown vocab"):
         vocab_layout("gpt2")
+
+
+def test_the_command_writes_each_family_and_refuses_a_released_size_it_does_not_have(tmp_path, capsys):
+    import json
+
+    from tools.tiny_model import main
+
+    main([str(tmp_path / "q3"), "--family", "qwen3_vl", "--vocab", "task"])
+    config = json.loads((tmp_path / "q3" / "config.json").read_text())
+    assert config["model_type"] == "qwen3_vl" and config["vision_config"]["patch_size"] == 16
+    assert config["vision_config"]["deepstack_visual_indexes"] == [0]
+    assert "wrote tiny qwen3_vl checkpoint" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "q3big"), "--family", "qwen3_vl", "--size", "7b"])
+    assert "only Qwen2.5-VL is written at released sizes" in capsys.readouterr().err
