@@ -37,13 +37,17 @@ LANGUAGE_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|
 class Family:
     """One model family. ``vision_mlp``: the vision blocks' MLP projections (LoRA targets with ``vision=True``);
     ``grouped_forward``: whether the grouped and shared-prefix log-prob forwards equal a plain forward, and
-    ``per_row_reason`` why not; ``released``: the instruct checkpoints on the hub, smallest first."""
+    ``per_row_reason`` why not; ``released``: the instruct checkpoints on the hub, smallest first; ``patch_size``
+    and ``pixels``: the released processor's patch side and (min, max) image area in pixels (an image token covers
+    ``2 * patch_size`` pixels a side, the 2x2 merge)."""
 
     model_type: str
     name: str
     vision_mlp: tuple[str, ...]
     grouped_forward: bool
     released: tuple[str, ...]
+    patch_size: int = 14
+    pixels: tuple[int, int] = (56 * 56, 28 * 28 * 16384)
     per_row_reason: str = ""
 
     @property
@@ -81,6 +85,8 @@ FAMILIES: dict[str, Family] = {
             ("linear_fc1", "linear_fc2"),
             False,
             ("Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"),
+            patch_size=16,
+            pixels=(65536, 16777216),
             per_row_reason=DEEPSTACK,
         ),
     )

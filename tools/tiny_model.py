@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from models import families
 from tools.task_vocab import train_task_bpe
 
 # Special tokens of Qwen2.5(-VL) in id order from 151643; the first 14 are "special" (skipped when decoding).
@@ -133,16 +134,14 @@ FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 QWEN3 = ("qwen3_vl",)
 
 # The tiny architecture of each family other than Qwen2.5-VL (whose shapes are SIZES["tiny"]): real module types,
-# small sizes. ``patch``: the vision patch side in pixels.
+# small sizes; the patch side is the family's (models.families).
 TINY_TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2)
 TINY: dict[str, dict[str, Any]] = {
     "qwen2_vl": dict(
-        patch=14,
         text=dict(TINY_TEXT, num_key_value_heads=1, mrope_section=[8, 12, 12]),
         vision=dict(depth=2, embed_dim=128, hidden_size=128, num_heads=2, mlp_ratio=2),
     ),
     "qwen3_vl": dict(
-        patch=16,
         text=dict(TINY_TEXT, num_key_value_heads=1, head_dim=64, mrope_section=[12, 10, 10]),
         vision=dict(
             depth=2,
@@ -222,7 +221,7 @@ RELEASED = {"qwen2_vl": QWEN2_VL_SIZES, "qwen3_vl": QWEN3_VL_SIZES}
 
 def patch_size(family: str = "qwen2_5_vl") -> int:
     """The vision patch side in pixels: 14 for Qwen2-VL and Qwen2.5-VL, 16 for Qwen3-VL."""
-    return TINY[family]["patch"] if family in TINY else 14
+    return families.FAMILIES[family].patch_size
 
 
 def default_pixels(family: str = "qwen2_5_vl") -> tuple[int, int]:
@@ -329,7 +328,7 @@ def model_config(family: str = "qwen2_5_vl", size: str = "tiny", vocab: str = "q
         pad_token_id=ids["pad_token_id"],
         **text,
     )
-    vision = dict(shapes["vision"], patch_size=shapes["patch"], spatial_merge_size=2, temporal_patch_size=2)
+    vision = dict(shapes["vision"], patch_size=patch_size(family), spatial_merge_size=2, temporal_patch_size=2)
     tie = shapes.get("tie", True)
     text_config["tie_word_embeddings"] = tie  # transformers copies the text config's flag to the top when it is set
     return AutoConfig.for_model(family, text_config=text_config, vision_config=vision, tie_word_embeddings=tie, **ids)
