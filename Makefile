@@ -9,17 +9,18 @@ setup:
 demo: setup
 	.venv/bin/vlrl demo
 
-# two pytest workers: on the 2-core CI machine the suite takes 14 min 45 s instead of 20 min 25 s one at a time
+# two pytest workers, one thread each (two threads per worker on 2 cores spent a fifth of the CPU time waiting on each
+# other), the slow tests first and idle workers stealing from busy ones (tests/conftest.py)
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q -n 2
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist worksteal
 
 # everything but the tests marked slow (Lightning fits, vLLM engines, CLI subprocesses, notebooks)
 test-fast: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q -n 2 -m "not slow"
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist worksteal -m "not slow"
 
 # re-resolve requirements/lock-{cpu,gpu}.txt (existing pins kept; UPGRADE=1 moves them to the newest allowed)
 lock: setup
