@@ -135,10 +135,15 @@ def load_policy(
 
 def check_family(model_name_or_path: str, trust_remote_code: bool = False) -> Family:
     """The checkpoint's family from its config alone (``models.families``), before any weight is read: a model
-    vlrl does not train stops here with the supported families and what a new one needs."""
+    vlrl does not train stops here with the supported families and what a new one needs. An adapter folder
+    (``vlrl export --keep-lora``: ``adapter_config.json``, no ``config.json``) is checked by its base model."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(require_model(model_name_or_path), trust_remote_code=trust_remote_code)
+    path = require_model(model_name_or_path)
+    adapter = Path(path) / "adapter_config.json"
+    if adapter.is_file() and not (Path(path) / "config.json").is_file():
+        path = json.loads(adapter.read_text())["base_model_name_or_path"]
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     return family(getattr(config, "model_type", None), model_name_or_path)
 
 

@@ -1,8 +1,11 @@
 """The model families vlrl trains, and what the rest of the code needs to know of each. No other file names a model
-class: FSDP units, LoRA targets, the log-prob forward, the image grid and the released checkpoints come from here.
+class (``tools/tiny_model.py`` names the config and processor classes it writes): FSDP units, LoRA targets, the
+log-prob forward, the image grid and the released checkpoints come from here.
 
-A family is keyed by its ``config.json`` ``model_type``. Adding one is one ``Family`` entry below plus a tiny-model
-config in ``tools/tiny_model.py`` (``TINY``); ``tests/models/test_families.py`` then runs every path on it.
+A family is keyed by its ``config.json`` ``model_type``. Adding one is one ``Family`` entry below, its tiny-model
+config in ``tools/tiny_model.py`` (``FAMILIES``, ``TINY``, ``PROCESSORS``) and its name in ``tests/conftest.py``
+(``FAMILIES``; ``tests/models/test_families.py`` fails until the three agree), after which every family-parametrised
+test runs on it; released shapes for ``vlrl plan`` go in ``tiny_model.RELEASED`` and ``tools/plan.py`` ``KNOWN``.
 
 - FSDP units: the model class's own ``_no_split_modules`` (a decoder layer and a vision block for every family here),
   read from the loaded model, so a family's entry does not repeat them.
@@ -92,8 +95,8 @@ FAMILIES: dict[str, Family] = {
     )
 }
 NEW_FAMILY = (
-    "a new family needs a Family entry in models/families.py (its model_type, vision MLP names, whether the grouped "
-    "log-prob forward is exact) and a tiny-model config in tools/tiny_model.py"
+    "a new family needs a Family entry in models/families.py (its model_type, vision MLP names, patch size, whether "
+    "the grouped log-prob forward is exact) and a tiny-model config in tools/tiny_model.py"
 )
 
 

@@ -1,6 +1,7 @@
 """``vlrl plan``: will this run fit the GPUs, before anything loads? Memory per GPU, by phase, from the run's own
 configuration (the same ``-c`` files and ``--key=value`` overrides as ``vlrl fit``) and the model's shapes, which come
-from a local ``config.json``, from the released checkpoints vlrl knows (Qwen2.5-VL 3B and 7B, no network), or, for a
+from a local ``config.json``, from the released checkpoints vlrl knows (``KNOWN``: Qwen2.5-VL 3B and 7B, Qwen2-VL 7B,
+Qwen3-VL 4B and 8B; no network), or, for a
 folder a shipped recipe exports (the PTST recipe starts from the cold start's export), from that recipe's own start.
 
     vlrl plan -c configs/visionary_r1.yaml --gpus 1 --gpu-memory-gib 79.6          # exit 1: does not fit

@@ -94,3 +94,13 @@ def test_vlrl_fit_on_an_unsupported_model_stops_before_training_with_one_line(ti
     assert err[-1].startswith(f"vlrl fit: error: {other} is a qwen2, which vlrl does not train; supported: Qwen2-VL")
     assert not any("Traceback" in line for line in err)
     assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+def test_an_adapter_folder_is_checked_by_its_base_model(tiny_checkpoint, tmp_path):
+    """``vlrl export --keep-lora`` writes adapters only (no config.json): the family comes from the base they name,
+    and the folder still loads."""
+    policy = load_policy(str(tiny_checkpoint), "float32", lora=LoRAConfig(r=4))
+    policy.save_pretrained(tmp_path / "adapter")
+    assert not (tmp_path / "adapter" / "config.json").exists()
+    assert check_family(str(tmp_path / "adapter")).model_type == "qwen2_5_vl"
+    assert family_of(load_policy(str(tmp_path / "adapter"), "float32")).model_type == "qwen2_5_vl"
