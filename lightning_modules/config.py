@@ -29,7 +29,7 @@ class PolicyConfig:
     """The trained policy: which checkpoint, in which dtype, what is trained.
 
     Args:
-        model_name_or_path: Qwen2.5-VL checkpoint folder or hub id.
+        model_name_or_path: checkpoint folder or hub id of a supported family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL).
         dtype: the policy's weights (the optimizer's master weights): ``float32``. Compute in bf16 with the trainer's
             ``precision: bf16-mixed``. ``bfloat16`` weights cannot take a fine-tuning step: bf16 keeps ~3 significant
             digits and an Adam update is about lr (5e-7), so almost every update rounds away.

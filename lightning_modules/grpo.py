@@ -1,4 +1,4 @@
-"""GRPOModule: the Qwen2.5-VL policy, its frozen reference, rewards and one policy-gradient loss.
+"""GRPOModule: the policy (a family of models.families), its frozen reference, rewards and one policy-gradient loss.
 
 The rollout callback (``lightning_modules.callback.RolloutCallback``, added by ``configure_callbacks``)
 puts a ``RolloutStep`` into each training batch; ``training_step`` then computes the frozen log-probs (reference,

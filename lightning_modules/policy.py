@@ -1,4 +1,4 @@
-"""Loading the Qwen2.5-VL policy (full fine-tune or LoRA) and its frozen reference.
+"""Loading the policy (any family of models.families; full fine-tune or LoRA) and its frozen reference.
 
 - Full fine-tune: the reference is a frozen copy (eval, no grad). It is held by ``FrozenReference``, a plain object,
   so Lightning does not register it as a submodule: it is not an optimizer parameter and not in checkpoints.
