@@ -137,24 +137,29 @@ def _perturb_lora(policy, scale: float = 0.3) -> None:
                 p.add_(torch.randn_like(p) * scale)
 
 
+def _assert_the_served_adapter_follows_the_policy(engine, policy, processor, prompts) -> None:
+    """Perturb the adapters, start the engine (``lora_sync="adapter"``): in step with the policy; perturb again: stale;
+    sync: in step. Perturbations of 0.1: at 0.3 the merged vision weights grow so large that float32 rounding alone
+    reached 2.3e-4 nats on some sampled tokens (which ones depends on the engine's sampling stream, so on the tests
+    run before)."""
+    _perturb_lora(policy, 0.1)  # lora_B starts at 0: give the adapters an effect on both towers
+    engine.setup(policy, processor)
+    assert _logp_gap(policy, _generate(engine, prompts)) < SYNCED
+    assert engine.lora_request is not None
+    _perturb_lora(policy, 0.1)
+    assert _logp_gap(policy, _generate(engine, prompts)) > STALE
+    engine.sync_weights(policy)
+    assert _logp_gap(policy, _generate(engine, prompts)) < SYNCED
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_lora_sync_serves_adapter_and_merges_vision(engine, lora_sync, tiny_checkpoint, processor, prompts):
     lora_sync("adapter")
     policy = load_policy(str(tiny_checkpoint), "float32", lora=LoRAConfig(r=4, alpha=8, dropout=0.0, vision=True))
     torch.manual_seed(0)
-    # 0.1: at 0.3 the merged vision weights grow so large that float32 rounding alone reached 2.3e-4 nats on some
-    # sampled tokens (which ones depends on the engine's sampling stream, so on the tests run before this one)
-    perturb = functools.partial(_perturb_lora, policy, 0.1)
-
-    perturb()  # lora_B starts at 0: give the adapters an effect on both towers
-    engine.setup(policy, processor)  # the base weights (the previous test changed them) and the adapter, at the wake
-    assert _logp_gap(policy, _generate(engine, prompts)) < SYNCED
-    assert engine.lora_request is not None
-    perturb()
-    assert _logp_gap(policy, _generate(engine, prompts)) > STALE
-    engine.sync_weights(policy)
-    assert _logp_gap(policy, _generate(engine, prompts)) < SYNCED
+    # the base weights (the previous test changed them) and the adapter, at the wake
+    _assert_the_served_adapter_follows_the_policy(engine, policy, processor, prompts)
     with policy.disable_adapter():  # the base weights in the engine were not touched by the adapter pushes
         base_gap = _logp_gap(policy, _generate(engine, prompts))
     assert base_gap > STALE
@@ -423,15 +428,7 @@ def test_each_family_s_adapter_is_served_and_its_vision_adapter_merged(engine, l
     engine.close()
     lora_sync("adapter")
     torch.manual_seed(0)
-    _perturb_lora(policy, 0.1)
-    prompts = _prompts(processor)
     try:
-        engine.setup(policy, processor)
-        assert _logp_gap(policy, _generate(engine, prompts)) < SYNCED
-        assert engine.lora_request is not None
-        _perturb_lora(policy, 0.1)
-        assert _logp_gap(policy, _generate(engine, prompts)) > STALE
-        engine.sync_weights(policy)
-        assert _logp_gap(policy, _generate(engine, prompts)) < SYNCED
+        _assert_the_served_adapter_follows_the_policy(engine, policy, processor, _prompts(processor))
     finally:
         engine.close()
