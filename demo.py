@@ -54,7 +54,7 @@ def evaluate(
             "-c",
             str(CONFIGS / "demo_grpo.yaml"),
             f"--model.init_args.policy.model_name_or_path={model_path}",
-            f"--data.init_args.limit_val={limit_val}",
+            f"--data.init_args.loader.limit_val={limit_val}",
             f"--data.init_args.data_dir={data_dir}",
             f"--data.init_args.tasks={json.dumps(tasks)}",
             f"--data.init_args.image_size={image_size}",
@@ -73,7 +73,7 @@ def evaluate(
         sampling = replace(
             module.eval_config.sampling, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k
         )
-        module.eval_config = replace(module.eval_config, sampling=sampling)
+        module.evaluator.config = replace(module.eval_config, sampling=sampling)
         seed_everything(0, verbose=False)
         cli.trainer.validate(module, datamodule=cli.datamodule, verbose=False)
         stage["sampled_accuracy"] = float(cli.trainer.callback_metrics["val/accuracy"])
@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> None:
             f"--trainer.max_steps={args.sft_steps}",
             f"--trainer.default_root_dir={out / 'sft'}",
             f"--trainer.logger.init_args.save_dir={out / 'sft'}",
-            f"--data.init_args.min_pixels={px * px}",
-            f"--data.init_args.max_pixels={px * px}",
+            f"--data.init_args.examples.min_pixels={px * px}",
+            f"--data.init_args.examples.max_pixels={px * px}",
             *QUIET_FIT,
             *args.sft_args.split(),
         ]

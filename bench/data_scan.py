@@ -23,6 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from bench.results import append_result
+from datamodules.config import PromptConfig
 from datamodules.scan import scan_table
 from datamodules.vqa import VQADataset
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = write_rows(Path(tmp), args.rows, args.images, args.image_size)
         start = time.perf_counter()
-        dataset = VQADataset(path, None, min_pixels=args.image_size**2, max_pixels=args.image_size**2)
+        dataset = VQADataset(path, None, PromptConfig(min_pixels=args.image_size**2, max_pixels=args.image_size**2))
         build = time.perf_counter() - start
         start = time.perf_counter()
         report = scan_table(dataset.table, dataset.scan_checks(), str(path))  # fresh checks: an empty image cache

@@ -119,7 +119,7 @@ def run_test(args: argparse.Namespace, engine: str, checkpoint: Path, source: Pa
         f"--data.init_args.source={source}",
         f"--model.init_args.evaluation.max_new_tokens={args.new_tokens}",
         "--model.init_args.evaluation.sampling={temperature: 0.0, ignore_eos: true}",
-        f"--data.init_args.val_batch_size={args.batch_size}",
+        f"--data.init_args.loader.val_batch_size={args.batch_size}",
         "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={out}",
         '--trainer.callbacks=[{"class_path": "bench.eval_throughput.PhaseTimer"}]',

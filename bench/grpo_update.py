@@ -42,11 +42,11 @@ from transformers import AutoConfig, AutoProcessor, TrainerCallback
 
 from bench.flops import UpdateShape, peak_tflops, update_flops
 from bench.results import RESULTS, append_result
+from datamodules.config import LoaderConfig, PromptConfig
 from datamodules.prompts import build_messages
 from datamodules.synthetic import write_synthetic_dataset
 from datamodules.vqa import VQADataModule, VQADataset
-from lightning_modules.callback import RolloutSettings
-from lightning_modules.config import OptimConfig, PolicyConfig, UpdateConfig
+from lightning_modules.config import OptimConfig, PolicyConfig, RolloutSettings, UpdateConfig
 from lightning_modules.grpo import GRPOModule
 from lightning_modules.losses import GRPOLoss
 from lightning_modules.policy import load_policy
@@ -126,11 +126,8 @@ def run_ours(mode: str, checkpoint: Path, data_dir: Path, args) -> dict[str, lis
     data = VQADataModule(
         train_data=str(data_dir),
         model_name_or_path=str(checkpoint),
-        template="caption",
-        batch_size=args.prompts,
-        min_pixels=px,
-        max_pixels=px,
-        shuffle=False,
+        prompts=PromptConfig(template="caption", min_pixels=px, max_pixels=px),
+        loader=LoaderConfig(batch_size=args.prompts, shuffle=False),
     )
     strategy = "auto"
     if args.strategy == "fsdp":
@@ -162,7 +159,7 @@ def run_trl(checkpoint: Path, data_dir: Path, args) -> dict[str, list[float]]:
     from datasets import Dataset
 
     px = args.image_size * args.image_size
-    source = VQADataset(str(data_dir), tokenizer=None, template="caption", min_pixels=px, max_pixels=px)
+    source = VQADataset(str(data_dir), None, PromptConfig(template="caption", min_pixels=px, max_pixels=px))
     items = [source[i] for i in range(len(source))]
     dataset = Dataset.from_list(
         [

@@ -379,7 +379,7 @@ class BenchmarkDataModule(VQADataModule):
         source: the benchmark file as published (TSV / JSON / JSONL).
         cache_dir: where the converted rows and images go (default: a folder under ``$VLRL_CACHE/benchmarks`` or
             ``~/.cache/vlrl/benchmarks``, keyed by the source file; never beside the source).
-        kwargs: other arguments as ``VQADataModule`` (template, pixels, batch sizes, limit_val ...).
+        kwargs: ``VQADataModule``'s other arguments (``model_name_or_path``, ``prompts``, ``loader``, ``predict_data``).
     """
 
     def __init__(self, benchmark: str, source: str, cache_dir: str | None = None, **kwargs: Any) -> None:

@@ -20,13 +20,13 @@ its own output, stored in ``tests/fixtures/llamafactory``):
   ``<|im_start|>assistant\\n``) and each reply (through ``<|im_end|>\\n``) is tokenised on its own, as LLaMA-Factory
   encodes turns: a reply that opens with a newline keeps it as its own token instead of merging it into the header's.
 - Labels are -100 everywhere except the assistant replies: their text, ``<|im_end|>`` and the newline after it.
-- Images: ``min_pixels``/``max_pixels`` are LLaMA-Factory's ``image_min_pixels``/``image_max_pixels`` (and take its
-  defaults): ``datamodules.images.resize_like_llamafactory`` scales the image into them, then the processor's own
-  rule (the checkpoint's bounds) rounds each side to the nearest multiple of 28, so an image can take a little more
-  than ``max_pixels / 784`` tokens (1280x720 at 589824: 777).
+- Images: ``examples.min_pixels``/``examples.max_pixels`` are LLaMA-Factory's ``image_min_pixels``/
+  ``image_max_pixels`` (and take its defaults): ``datamodules.images.resize_like_llamafactory`` scales the image into
+  them, then the processor's own rule (the checkpoint's bounds) rounds each side to the nearest multiple of 28, so an
+  image can take a little more than ``max_pixels / 784`` tokens (1280x720 at 589824: 777).
 
 Where this departs from LLaMA-Factory (and why):
-- Sequences longer than ``max_length`` are skipped and counted (or an error with ``skip_long=False``), where
+- Sequences longer than ``examples.max_length`` are skipped and counted (or an error with ``skip_long=False``), where
   LLaMA-Factory cuts them to ``cutoff_len`` (the prompt, the reply, or both in proportion): cutting can split an
   image's tokens from its pixels or drop the final answer and ``<|im_end|>`` the model should learn to stop with.
 - A row with images but no ``<image>`` placeholder gets them at the start of its first user turn (LLaMA-Factory
@@ -40,12 +40,15 @@ Where this departs from LLaMA-Factory (and why):
   counted skip.
 - Hub, script and cloud entries, tool/video/audio columns and formattings other than ``sharegpt`` are refused with
   an error naming the entry and key (LLaMA-Factory reads them; these recipes have no use for them).
-- ``num_samples`` draws its rows with the run's ``seed`` (LLaMA-Factory: numpy's global random state).
+- ``num_samples`` draws its rows with the run's ``loader.seed`` (LLaMA-Factory: numpy's global random state).
 
 Departures kept as options, off by default: ``mask_newline_after_reply`` (the newline after each reply's
 ``<|im_end|>`` is not a label: generation stops at ``<|im_end|>``, so the model never produces it) and
 ``image_resize="qwen"`` (Qwen's rule within ``[min_pixels, max_pixels]``, the area never over ``max_pixels``, as the
 RL data resizes).
+
+How a conversation becomes an example is one group of settings, ``datamodules.config.SFTExampleConfig``
+(``ShareGPTDataset`` and ``SFTDataModule`` both take it); how examples are batched another, ``SFTLoaderConfig``.
 """
 
 from __future__ import annotations
@@ -53,16 +56,17 @@ from __future__ import annotations
 import json
 from bisect import bisect_right
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from datasets import concatenate_datasets
 from lightning import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from datamodules.config import SFTExampleConfig, SFTLoaderConfig, from_plain, plain_hparams
 from datamodules.errors import MissingPathError
 from datamodules.images import (
     BadImageError,
@@ -83,7 +87,20 @@ IGNORE_INDEX = -100
 
 @dataclass
 class ShareGPTFormat:
-    """Column and tag names, as in a LLaMA-Factory ``dataset_info.json`` entry with ``formatting: sharegpt``."""
+    """Column and tag names, as in a LLaMA-Factory ``dataset_info.json`` entry with ``formatting: sharegpt``.
+
+    Args:
+        messages: the column of the conversation (a list of turns).
+        images: the column of the row's images (a list, or one path); None: the rows have none.
+        system: the column of the system prompt; None: none (a leading system turn still counts).
+        role_tag: the key of a turn's role.
+        content_tag: the key of a turn's text.
+        user_tag: the role of a user turn.
+        assistant_tag: the role of an assistant turn.
+        system_tag: the role of a system turn (the first turn only).
+        extra_user_tags: more roles read as user turns (OpenAI-style ``user``).
+        extra_assistant_tags: more roles read as assistant turns (OpenAI-style ``assistant``).
+    """
 
     messages: str = "conversations"
     images: str | None = "images"
@@ -310,30 +327,23 @@ class ShareGPTDataset(Dataset):
 
     ``source`` is a file or folder (``datamodules.tables``), or a list of files read as one table. ``name`` (a
     LLaMA-Factory entry) makes every column the format names required. ``num_samples`` draws that many rows
-    (a permutation, repeated rows beyond the table's size, as LLaMA-Factory does), with ``seed``. ``image_resize``
-    and ``mask_newline_after_reply``: see ``SFTDataModule``."""
+    (a permutation, repeated rows beyond the table's size, as LLaMA-Factory does), with ``seed``. ``examples``: how
+    a conversation becomes an example (``datamodules.config.SFTExampleConfig``)."""
 
     def __init__(
         self,
         source: str | Path | list[Path],
         processor: Any,
         fmt: ShareGPTFormat | dict | None = None,
+        examples: SFTExampleConfig = SFTExampleConfig(),
         split: str = "train",
-        min_pixels: int = 1024,
-        max_pixels: int = 589824,
-        max_length: int = 4096,
-        image_root: str | Path | None = None,
-        skip_long: bool = True,
-        skip_bad_rows: bool = False,
         name: str | None = None,
         num_samples: int | None = None,
         seed: int = 0,
-        image_resize: Literal["llamafactory", "qwen"] = "llamafactory",
-        mask_newline_after_reply: bool = False,
     ) -> None:
         sources = source if isinstance(source, list) else [source]
         self.source = ", ".join(str(s) for s in sources)
-        tables = [read_table(s, split, skip_bad_lines=skip_bad_rows) for s in sources]
+        tables = [read_table(s, split, skip_bad_lines=examples.skip_bad_rows) for s in sources]
         self.files = [str(s) for s in sources]
         self.offsets = [0]
         for t in tables:
@@ -362,12 +372,11 @@ class ShareGPTDataset(Dataset):
         self.bad_lines = bad_line_skips([b for t in tables for b in t.bad_lines], len(self.rows or self.table))
         self.processor = processor
         self.factor = image_factor(processor.image_processor)
-        self.image_root = Path(image_root) if image_root else root
-        self.min_pixels, self.max_pixels, self.max_length = min_pixels, max_pixels, max_length
-        self.skip_long, self.skip_bad_rows = skip_long, skip_bad_rows
-        if image_resize not in ("llamafactory", "qwen"):
-            raise ValueError(f"image_resize must be 'llamafactory' or 'qwen', got {image_resize!r}")
-        self.image_resize, self.mask_newline_after_reply = image_resize, mask_newline_after_reply
+        self.image_root = Path(examples.image_root) if examples.image_root else root
+        self.min_pixels, self.max_pixels = examples.min_pixels, examples.max_pixels
+        self.max_length = examples.max_length
+        self.skip_long, self.skip_bad_rows = examples.skip_long, examples.skip_bad_rows
+        self.image_resize, self.mask_newline_after_reply = examples.image_resize, examples.mask_newline_after_reply
         self.end_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.dropped = self._scan(label)
 
@@ -493,29 +502,18 @@ class SFTDataModule(LightningDataModule):
     """ShareGPT SFT data (Vision-R1 cold start, the SFT baseline).
 
     Args:
-        train_data, val_data: ShareGPT files/folders (see ``datamodules.tables.load_table``), read with ``format``.
-        dataset_dir: a LLaMA-Factory data folder (``dataset_info.json``, the data files, the images).
-        datasets, val_datasets: entry names in ``<dataset_dir>/dataset_info.json``, each read with its own mapping
-            (instead of ``train_data`` / ``val_data``).
+        train_data: a ShareGPT file or folder (see ``datamodules.tables.load_table``), read with ``format``.
+        val_data: the validation conversations (as ``train_data``); None: no validation.
         model_name_or_path: checkpoint whose processor tokenises (linked to the model's in the CLI).
         format: column and tag names for ``train_data``/``val_data`` (LLaMA-Factory ``columns``/``tags`` merged into
-            one mapping).
-        min_pixels, max_pixels: LLaMA-Factory's ``image_min_pixels``/``image_max_pixels`` (its defaults, 32 x 32 and
-            768 x 768, which Vision-R1's cold start leaves): an image is scaled into them, then the processor's own
-            rule (the checkpoint's bounds) rounds each side to the nearest multiple of 28, so an image can take a few
-            more than ``max_pixels / 784`` tokens. With ``image_resize="qwen"``: the bounds of Qwen's rule.
-        image_resize: ``"llamafactory"`` (default) as above. ``"qwen"``, a departure from LLaMA-Factory: Qwen's
-            resize rule within ``[min_pixels, max_pixels]`` applied here, as the RL data does; the area never
-            exceeds ``max_pixels`` (sides rounded down when the nearest multiple of 28 would go over), so large
-            images take fewer tokens than under LLaMA-Factory (1280x720 at 589824: 720, not 777).
-        mask_newline_after_reply: a departure from LLaMA-Factory, off by default: the newline after each reply's
-            ``<|im_end|>`` is not a label. LLaMA-Factory's ``qwen2_vl`` template learns it (its reply format is
-            ``{content}<|im_end|>\\n``); generation stops at ``<|im_end|>``, so the model never produces it.
-        max_length: longer examples are skipped and counted.
-        image_root: folder relative image paths are resolved against (default: the data file's folder, or
-            ``dataset_dir`` for named datasets).
-        skip_bad_rows: skip and count unreadable rows (and unreadable JSON Lines lines) instead of stopping.
-        seed: the shuffle order, and the rows an entry's ``num_samples`` draws.
+            one mapping; default ``ShareGPTFormat()``: columns conversations, images and system; keys from and
+            value; roles human, gpt and system, user and assistant too).
+        dataset_dir: a LLaMA-Factory data folder (``dataset_info.json``, the data files, the images).
+        datasets: entry names in ``<dataset_dir>/dataset_info.json`` to train on, each read with its own mapping and
+            then concatenated (instead of ``train_data``).
+        val_datasets: entry names in ``<dataset_dir>/dataset_info.json`` to validate on (instead of ``val_data``).
+        examples: how a conversation becomes a tokenised example (``datamodules.config.SFTExampleConfig``).
+        loader: how the examples are batched (``datamodules.config.SFTLoaderConfig``).
     """
 
     def __init__(
@@ -527,17 +525,8 @@ class SFTDataModule(LightningDataModule):
         dataset_dir: str | None = None,
         datasets: list[str] | None = None,
         val_datasets: list[str] | None = None,
-        batch_size: int = 4,
-        num_workers: int = 0,
-        min_pixels: int = 1024,
-        max_pixels: int = 589824,
-        max_length: int = 4096,
-        image_root: str | None = None,
-        skip_long: bool = True,
-        skip_bad_rows: bool = False,
-        seed: int = 0,
-        image_resize: Literal["llamafactory", "qwen"] = "llamafactory",
-        mask_newline_after_reply: bool = False,
+        examples: SFTExampleConfig = SFTExampleConfig(),
+        loader: SFTLoaderConfig = SFTLoaderConfig(),
     ) -> None:
         super().__init__()
         if train_data and datasets:
@@ -558,33 +547,34 @@ class SFTDataModule(LightningDataModule):
                 "from dataset_info.json"
             )
         self.save_hyperparameters()
+        # a checkpoint's or a notebook's groups are dicts: rebuilt (and checked) here
+        self.format = from_plain(ShareGPTFormat, format)
+        self.example_config = from_plain(SFTExampleConfig, examples)
+        self.loader_config = from_plain(SFTLoaderConfig, loader)
+        plain_hparams(self.hparams)  # checkpoints hold plain values: they load with torch.load(weights_only=True)
         self.processor = None
         self.datasets: dict[str, Dataset] = {}
 
+    @property
+    def batch_size(self) -> int:
+        """Examples per micro-batch per device (``loader.batch_size``)."""
+        return self.loader_config.batch_size
+
     def _dataset(self, source: str | list[str], split: str) -> Dataset:
-        h = self.hparams
-        common = dict(
-            processor=self.processor,
-            split=split,
-            min_pixels=h.min_pixels,
-            max_pixels=h.max_pixels,
-            max_length=h.max_length,
-            skip_long=h.skip_long,
-            skip_bad_rows=h.skip_bad_rows,
-            image_resize=h.image_resize,
-            mask_newline_after_reply=h.mask_newline_after_reply,
-        )
+        h, examples = self.hparams, self.example_config
         if isinstance(source, str):
-            return ShareGPTDataset(source, fmt=h.format, image_root=h.image_root, **common)
+            return ShareGPTDataset(source, self.processor, self.format, examples, split=split)
+        named = replace(examples, image_root=examples.image_root or h.dataset_dir)  # LLaMA-Factory's media_dir
         parts = [
             ShareGPTDataset(
                 entry.files,
-                fmt=entry.fmt,
-                image_root=h.image_root or h.dataset_dir,
+                self.processor,
+                entry.fmt,
+                named,
+                split=split,
                 name=entry.name,
                 num_samples=entry.num_samples,
-                seed=h.seed,
-                **common,
+                seed=self.loader_config.seed,
             )
             for entry in read_dataset_info(h.dataset_dir, source)
         ]
@@ -609,12 +599,13 @@ class SFTDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Resumable: a run restarted from a checkpoint continues at the next batch in the same order."""
         pad_id = self.processor.tokenizer.pad_token_id
+        loader = self.loader_config
         return ResumableDataLoader(
             self.datasets["train"],
-            batch_size=self.hparams.batch_size,
+            batch_size=loader.batch_size,
             shuffle=True,
-            seed=self.hparams.seed,
-            num_workers=self.hparams.num_workers,
+            seed=loader.seed,
+            num_workers=loader.num_workers,
             collate_fn=partial(collate_sft, pad_id=pad_id),
         )
 
@@ -624,8 +615,8 @@ class SFTDataModule(LightningDataModule):
         pad_id = self.processor.tokenizer.pad_token_id
         return DataLoader(
             self.datasets["val"],
-            batch_size=self.hparams.batch_size,
+            batch_size=self.loader_config.batch_size,
             shuffle=False,
-            num_workers=self.hparams.num_workers,
+            num_workers=self.loader_config.num_workers,
             collate_fn=partial(collate_sft, pad_id=pad_id),
         )

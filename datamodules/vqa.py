@@ -1,16 +1,19 @@
 """RL data: image-question rows with a verifiable solution, turned into chat prompts for rollouts.
 
-Accepted rows (column names remappable with ``columns``):
+Accepted rows (column names remappable with ``prompts.columns``):
 - Visionary-R1 style: ``image`` (one), ``problem``, ``solution`` (``<answer> X </answer>`` or plain),
   ``problem_type`` (numerical | multiple_choice | math | OCR | free-form, aliases accepted);
 - Visionary-R1 as its README shows a row: ``prompt`` (a chat conversation: system turn, then a user turn of
   ``{"type": "image"}`` and ``{"type": "text", "text": question}`` parts), ``solution``, ``problem_type``, with the
   image in ``image``. Without a ``problem`` column the question is the text of the conversation's last user turn;
   the conversation's own system turn is not used (Visionary-R1's training script also rebuilds the prompt from
-  the question, with its system prompt; ours comes from ``template``);
+  the question, with its system prompt; ours comes from ``prompts.template``);
 - geometry3k style: ``images`` (a list), ``problem`` (may hold ``<image>`` placeholders), ``answer``; with no
-  problem type column, ``default_problem_type`` applies.
-Images may be paths (relative to the data file's folder or ``image_root``), bytes, or PIL images.
+  problem type column, ``prompts.default_problem_type`` applies.
+Images may be paths (relative to the data file's folder or ``prompts.image_root``), bytes, or PIL images.
+
+How a row becomes a prompt is one group of settings, ``datamodules.config.PromptConfig`` (``VQADataset`` and
+``VQADataModule`` both take it); how rows are batched another, ``LoaderConfig``.
 
 Checked when the data loads (an error names the source and column): missing columns, an empty dataset, a JSON
 file that does not parse (the error names the file and the line; with ``skip_bad_rows`` the unreadable lines of a
@@ -38,6 +41,15 @@ from typing import Any
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.config import (
+    DEFAULT_COLUMNS,
+    MAX_PIXELS,
+    MIN_PIXELS,
+    LoaderConfig,
+    PromptConfig,
+    from_plain,
+    plain_hparams,
+)
 from datamodules.images import (
     FACTOR,
     BadImageError,
@@ -58,14 +70,6 @@ from rewards.templates import get_template
 
 log = logging.getLogger(__name__)
 
-# Our field -> the column names tried in order when ``columns`` does not name one.
-DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "image": ("image", "images"),
-    "problem": ("problem", "question", "query", "prompt"),  # prompt: a conversation (Visionary-R1's README)
-    "solution": ("solution", "answer"),
-    "problem_type": ("problem_type",),
-    "id": ("id",),
-}
 REQUIRED = ("image", "problem", "solution")
 
 
@@ -136,26 +140,20 @@ class VQADataset(Dataset):
         self,
         source: str | Path,
         tokenizer: Any,
-        template: str = "caption",
+        prompts: PromptConfig = PromptConfig(),
         split: str = "train",
-        columns: dict[str, str] | None = None,
-        default_problem_type: str | None = None,
-        image_root: str | Path | None = None,
-        min_pixels: int = 56 * 56,
-        max_pixels: int = 112 * 112,
-        max_prompt_length: int = 1024,
-        skip_long_prompts: bool = True,
-        skip_bad_rows: bool = False,
-        answer_hints: bool = True,
         limit: int | None = None,
         labelled: bool = True,
         image_factor: int = FACTOR,
     ) -> None:
-        """``labelled=False`` (prediction): no solution or problem type needed; rows without a problem type get no
+        """``prompts``: how a row becomes a prompt (an unset image bound: ``PromptConfig``'s default). ``tokenizer``
+        None: rows only, no prompt text (the cold-start pipeline renders its own). ``limit``: the first rows only.
+        ``labelled=False`` (prediction): no solution or problem type needed; rows without a problem type get no
         answer hint. ``image_factor``: the side in pixels of one image token (``datamodules.images.image_factor``)."""
+        prompts = prompts.with_image_bounds(MIN_PIXELS, MAX_PIXELS)
         self.source = str(source)
         self.labelled = labelled
-        loaded = read_table(source, split, skip_bad_lines=skip_bad_rows)
+        loaded = read_table(source, split, skip_bad_lines=prompts.skip_bad_rows)
         self.table, root = loaded.dataset, loaded.root
         if limit is not None:
             self.table = self.table.select(range(min(limit, len(self.table))))
@@ -165,15 +163,15 @@ class VQADataset(Dataset):
         if limit is not None:  # the first rows only: which bad lines fall among them is unknown, so none count
             self.bad_lines = []
         required = REQUIRED if labelled else ("image", "problem")
-        self.columns = resolve_columns(self.table.column_names, columns, self.source, required)
-        self.image_root = Path(image_root) if image_root else root
+        self.columns = resolve_columns(self.table.column_names, prompts.columns, self.source, required)
+        self.image_root = Path(prompts.image_root) if prompts.image_root else root
         self.tokenizer = tokenizer
-        self.template = get_template(template).name
-        self.min_pixels, self.max_pixels, self.factor = min_pixels, max_pixels, image_factor
-        self.max_prompt_length = max_prompt_length
-        self.skip_long_prompts, self.skip_bad_rows = skip_long_prompts, skip_bad_rows
-        self.answer_hints = answer_hints
-        self.problem_types = self._problem_types(default_problem_type)
+        self.template = get_template(prompts.template).name
+        self.min_pixels, self.max_pixels, self.factor = prompts.min_pixels, prompts.max_pixels, image_factor
+        self.max_prompt_length = prompts.max_prompt_length
+        self.skip_long_prompts, self.skip_bad_rows = prompts.skip_long_prompts, prompts.skip_bad_rows
+        self.answer_hints = prompts.answer_hints
+        self.problem_types = self._problem_types(prompts.default_problem_type)
         self.rows, self.dropped = self._scan()  # the table rows used; the rows the scan left out (skip_bad_rows)
 
     def _problem_types(self, default: str | None) -> list[str | None]:
@@ -332,19 +330,16 @@ class VQADataModule(LightningDataModule):
     """RL prompts for GRPO from local files (or a hub name when online).
 
     Args:
-        train_data, val_data, test_data: a JSON/JSONL/parquet/CSV file, a folder of them, a ``save_to_disk``
-            folder, or a hub name. ``val_data`` may also map names to sources: one validation set per name, each
-            logged under ``val/<name>/...`` (e.g. in-distribution and held-out splits tracked over training).
+        train_data: the training rows: a JSON/JSONL/parquet/CSV file, a folder of them, a ``save_to_disk`` folder, or
+            a hub name (the row shapes: ``datamodules.vqa``).
+        val_data: the validation rows (as ``train_data``), or a mapping of names to sources: one validation set per
+            name, each logged under ``val/<name>/...`` (e.g. in-distribution and held-out splits tracked over
+            training). None: a fit trains without validation.
+        test_data: the rows ``vlrl test`` scores (as ``train_data``).
         predict_data: rows for ``vlrl predict`` (same shapes; solution and problem type optional).
         model_name_or_path: checkpoint whose tokenizer renders and counts prompts (linked to the model's in the CLI).
-        template: ``caption`` (Visionary-R1), ``think`` (R1/Vision-R1) or ``plain``.
-        batch_size: prompts per step per device (each gets G completions in the rollout).
-        min_pixels, max_pixels: image area bounds, as in Qwen2.5-VL's processor; images are resized here.
-        max_prompt_length: prompts over this many tokens (images included) are skipped and counted.
-        columns: our field -> dataset column (fields: image, problem, solution, problem_type, id).
-        default_problem_type: for datasets without a problem type column (e.g. ``math`` for geometry3k).
-        skip_bad_rows: leave out the rows the scan at setup finds bad (``datamodules.scan``), and skip rows found
-            unreadable when read, counting both, instead of stopping with an error naming the row.
+        prompts: how a row becomes a prompt (``datamodules.config.PromptConfig``).
+        loader: how the rows are batched (``datamodules.config.LoaderConfig``).
     """
 
     def __init__(
@@ -354,46 +349,45 @@ class VQADataModule(LightningDataModule):
         test_data: str | None = None,
         predict_data: str | None = None,
         model_name_or_path: str = "Qwen/Qwen2.5-VL-3B-Instruct",
-        template: str = "caption",
-        batch_size: int = 8,
-        val_batch_size: int | None = None,
-        num_workers: int = 0,
-        min_pixels: int = 3136,
-        max_pixels: int = 12845056,
-        max_prompt_length: int = 1024,
-        columns: dict[str, str] | None = None,
-        default_problem_type: str | None = None,
-        image_root: str | None = None,
-        skip_long_prompts: bool = True,
-        skip_bad_rows: bool = False,
-        answer_hints: bool = True,
-        shuffle: bool = True,
-        seed: int = 0,
-        limit_val: int | None = None,
+        prompts: PromptConfig = PromptConfig(),
+        loader: LoaderConfig = LoaderConfig(),
     ) -> None:
         super().__init__()
-        get_template(template)  # an unknown template fails here, naming the known ones
         self.save_hyperparameters()
+        # a checkpoint's or a notebook's groups are dicts: rebuilt (and checked) here; an unset image bound: the default
+        self.prompt_config = from_plain(PromptConfig, prompts).with_image_bounds(MIN_PIXELS, MAX_PIXELS)
+        self.loader_config = from_plain(LoaderConfig, loader)
+        self.hparams.update(prompts=self.prompt_config, loader=self.loader_config)
+        plain_hparams(self.hparams)  # checkpoints hold plain values: they load with torch.load(weights_only=True)
         self.datasets: dict[str, VQADataset] = {}
         self.tokenizer = None
         self.image_factor = FACTOR
 
-    def dataset_kwargs(self) -> dict[str, Any]:
-        h = self.hparams
-        return dict(
-            tokenizer=self.tokenizer,
-            image_factor=self.image_factor,
-            template=h.template,
-            columns=h.columns,
-            default_problem_type=h.default_problem_type,
-            image_root=h.image_root,
-            min_pixels=h.min_pixels,
-            max_pixels=h.max_pixels,
-            max_prompt_length=h.max_prompt_length,
-            skip_long_prompts=h.skip_long_prompts,
-            skip_bad_rows=h.skip_bad_rows,
-            answer_hints=h.answer_hints,
-        )
+    # what the training modules read of the data (the rollout engine's step shape, the template the rewards check)
+    @property
+    def template(self) -> str:
+        """The output template the prompts ask for (``prompts.template``)."""
+        return self.prompt_config.template
+
+    @property
+    def batch_size(self) -> int:
+        """Prompts per training step per device (``loader.batch_size``)."""
+        return self.loader_config.batch_size
+
+    @property
+    def max_prompt_length(self) -> int:
+        """The most tokens a prompt takes, images included (``prompts.max_prompt_length``)."""
+        return self.prompt_config.max_prompt_length
+
+    @property
+    def min_pixels(self) -> int:
+        """The smallest image area in pixels (``prompts.min_pixels``, an unset one resolved)."""
+        return self.prompt_config.min_pixels
+
+    @property
+    def max_pixels(self) -> int:
+        """The largest image area in pixels (``prompts.max_pixels``, an unset one resolved)."""
+        return self.prompt_config.max_pixels
 
     def setup(self, stage: str | None = None) -> None:
         from transformers import AutoTokenizer
@@ -415,10 +409,12 @@ class VQADataModule(LightningDataModule):
                 kind = "val" if split.startswith("val") else "test" if split == "predict" else split
                 self.datasets[split] = VQADataset(
                     sources[split],
+                    self.tokenizer,
+                    self.prompt_config,
                     split=kind,
+                    limit=self.loader_config.limit_val if kind == "val" else None,
                     labelled=split != "predict",
-                    limit=self.hparams.limit_val if kind == "val" else None,
-                    **self.dataset_kwargs(),
+                    image_factor=self.image_factor,
                 )
 
     def dropped_rows(self, split: str) -> list[SkippedRow]:
@@ -438,24 +434,26 @@ class VQADataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Resumable: a run restarted from a checkpoint continues at the next batch in the same order."""
+        loader = self.loader_config
         return ResumableDataLoader(
             self._dataset("train"),
-            batch_size=self.hparams.batch_size,
-            shuffle=self.hparams.shuffle,
-            seed=self.hparams.seed,
-            num_workers=self.hparams.num_workers,
+            batch_size=loader.batch_size,
+            shuffle=loader.shuffle,
+            seed=loader.seed,
+            num_workers=loader.num_workers,
             collate_fn=collate_rows,
-            persistent_workers=self.hparams.num_workers > 0,
+            persistent_workers=loader.num_workers > 0,
         )
 
     def _eval_loader(self, split: str) -> DataLoader:
+        loader = self.loader_config
         return DataLoader(
             self._dataset(split),
-            batch_size=self.hparams.val_batch_size or self.hparams.batch_size,
+            batch_size=loader.val_batch_size or loader.batch_size,
             shuffle=False,
-            num_workers=self.hparams.num_workers,
+            num_workers=loader.num_workers,
             collate_fn=collate_rows,
-            persistent_workers=self.hparams.num_workers > 0,
+            persistent_workers=loader.num_workers > 0,
         )
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
@@ -472,9 +470,26 @@ class VQADataModule(LightningDataModule):
         return self._eval_loader("predict")
 
 
+# The synthetic module's default prompts: the image bounds unset, so that they follow ``image_size``.
+SYNTHETIC_PROMPTS = PromptConfig(min_pixels=None, max_pixels=None)
+
+
 class SyntheticVQADataModule(VQADataModule):
     """The embedded default: the synthetic task of ``datamodules.synthetic`` written to ``data_dir`` on first use,
-    then read back through the same file path as any user dataset."""
+    then read back through the same file path as any user dataset.
+
+    Args:
+        data_dir: where the rows (``train.jsonl``, ``val.jsonl``, also the validation, test and default predict
+            data) and their images are written; rows already there with the same settings are not rewritten.
+        train_size: training rows.
+        val_size: validation rows (drawn with ``data_seed + 10000``: held out from training).
+        data_seed: the seed the rows are drawn from.
+        image_size: the side in pixels of the square images.
+        tasks: the synthetic tasks drawn from (default: all of ``datamodules.synthetic.TASKS``).
+        prompts: how a row becomes a prompt, as ``VQADataModule``'s, except that the image bounds are unset by
+            default: an unset bound is ``image_size``², so the images are read at the size they were drawn.
+        kwargs: ``VQADataModule``'s other arguments (``model_name_or_path``, ``loader``; its data paths are set here).
+    """
 
     def __init__(
         self,
@@ -484,11 +499,12 @@ class SyntheticVQADataModule(VQADataModule):
         data_seed: int = 0,
         image_size: int = 112,
         tasks: list[str] | None = None,
+        prompts: PromptConfig = SYNTHETIC_PROMPTS,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("min_pixels", image_size * image_size)
-        kwargs.setdefault("max_pixels", image_size * image_size)
-        super().__init__(**kwargs)
+        area = image_size * image_size
+        prompts = from_plain(PromptConfig, prompts, SYNTHETIC_PROMPTS).with_image_bounds(area, area)
+        super().__init__(prompts=prompts, **kwargs)
         self.synthetic = dict(
             data_dir=data_dir,
             train_size=train_size,

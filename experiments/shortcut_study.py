@@ -93,8 +93,8 @@ def _grpo_args(args, seed: int, method: str, model: Path, data: Path, out: Path)
         f"--model.init_args.policy.model_name_or_path={model}",
         f"--data.init_args.train_data={data / 'train.jsonl'}",
         f"--data.init_args.val_data={json.dumps(val)}",
-        f"--data.init_args.limit_val={args.eval_rows}",
-        f"--data.init_args.seed={seed}",
+        f"--data.init_args.loader.limit_val={args.eval_rows}",
+        f"--data.init_args.loader.seed={seed}",
         f"--trainer.default_root_dir={out}",
         f"--trainer.logger.init_args.save_dir={out}",
         f"--trainer.max_steps={args.grpo_steps}",
@@ -171,8 +171,8 @@ def cold_start(args, seed: int, template: str) -> None:
             f"--model.init_args.export_dir={run / 'export'}",
             f"--data.init_args.train_data={out / 'data' / f'train_sft_{template}.jsonl'}",
             "--data.init_args.val_data=null",
-            f"--data.init_args.min_pixels={px * px}",
-            f"--data.init_args.max_pixels={px * px}",
+            f"--data.init_args.examples.min_pixels={px * px}",
+            f"--data.init_args.examples.max_pixels={px * px}",
             f"--trainer.max_steps={args.sft_steps}",
             "--trainer.limit_val_batches=0",
             f"--trainer.default_root_dir={run}",
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.grpo_args = (
             '--model.init_args.engine={"class_path":"rollout.hf.HFEngine"} '
             "--model.init_args.rollout.group_size=2 --model.init_args.rollout.max_new_tokens=8 "
-            "--model.init_args.rollout.dynamic_sampling=false --data.init_args.batch_size=2 "
+            "--model.init_args.rollout.dynamic_sampling=false --data.init_args.loader.batch_size=2 "
             "--model.init_args.evaluation.max_new_tokens=8 --trainer.enable_progress_bar=false " + args.grpo_args
         )
     out = Path(args.out)

@@ -18,74 +18,14 @@ import torch
 from lightning import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from lightning_modules.config import RolloutSettings, RolloutStage
 from lightning_modules.phases import PhaseClock
 from lightning_modules.reward_watch import DeadRewardWatch
 from lightning_modules.run_state import resolve_log_dir
+from rewards import CombinedReward
 from rollout.advantages import group_advantages, informative_groups
 from rollout.batch import RolloutBatch
-from rollout.engine import VISION_TOKENS, Rollout, RolloutEngine, SamplingConfig, StepShape
-
-
-@dataclass
-class RolloutSettings:
-    """How completions are sampled for a training step and turned into advantages.
-
-    Args:
-        group_size: completions per prompt (G).
-        max_new_tokens: longest completion, in tokens.
-        temperature: sampling temperature (the log-probs of the loss are taken at the same temperature).
-        top_p: nucleus sampling threshold (1: off).
-        top_k: keep the k most likely tokens (0: off).
-        scale_std: divide advantages by the group's std (False for Dr. GRPO).
-        advantage_eps: added to the group's std before dividing (bounds the advantages of near-equal rewards).
-        log_samples_every_n_steps: write prompts, completions and rewards to ``samples.jsonl`` in the log dir
-            (0: never).
-        num_logged_samples: completions written per logged step (the batch's first ones).
-        dynamic_sampling: DAPO's dynamic sampling. The data batch is the pool of prompts drawn for a step; groups
-            whose rewards are all equal (no advantage, nothing to learn) are dropped, and the step trains on at most
-            ``prompts_per_step`` of the others, in pool order. Oversample by making the data batch larger than
-            ``prompts_per_step`` (DAPO draws about 3x). Where we depart from DAPO: one draw per step, bounded by the
-            pool, where DAPO keeps drawing generation batches until the train batch is full; a step with no
-            informative group takes no update and is counted in ``rollout/uninformative_steps``. Under DDP/FSDP
-            every rank trains on the fewest groups any rank kept.
-        prompts_per_step: with ``dynamic_sampling``, the most prompts (groups) trained on per step (default: every
-            informative one); unused without it.
-        max_uninformative_in_a_row: with ``dynamic_sampling``, stop the run with an error after more than this many
-            pools in a row without an informative group (DAPO's bound on draws).
-        dead_reward_steps: warn once when a reward has given every rollout the same value for this many steps in a
-            row (it teaches nothing; ``rollout/dead_rewards`` counts such rewards). 0: off.
-    """
-
-    group_size: int = 8
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    scale_std: bool = True
-    advantage_eps: float = 1e-4
-    log_samples_every_n_steps: int = 50
-    num_logged_samples: int = 4
-    dynamic_sampling: bool = False
-    prompts_per_step: int | None = None
-    max_uninformative_in_a_row: int = 20
-    dead_reward_steps: int = 20
-
-    def __post_init__(self) -> None:
-        if self.prompts_per_step is not None and self.prompts_per_step < 1:
-            raise ValueError(f"prompts_per_step must be >= 1 or None, got {self.prompts_per_step}")
-
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.temperature, self.top_p, self.top_k, self.max_new_tokens)
-
-
-@dataclass
-class RolloutStage:
-    """One stage of a staged rollout schedule: for ``steps`` optimizer steps, sample ``group_size`` completions of at
-    most ``max_new_tokens``. Vision-R1's progressive thinking suppression (PTST) is 4K/G16 -> 8K/G8 -> 16K/G4."""
-
-    steps: int
-    max_new_tokens: int
-    group_size: int
+from rollout.engine import VISION_TOKENS, Rollout, RolloutEngine, StepShape
 
 
 def settings_at(step: int, base: RolloutSettings, stages: list[RolloutStage] | None) -> RolloutSettings:
@@ -156,17 +96,21 @@ class RolloutStep:
 
 
 class RolloutCallback(Callback):
-    """See the module docstring. ``clock`` receives the rollout's phases (``lightning_modules.phases``); the module
-    that owns it adds its own phases and logs them."""
+    """See the module docstring. The callback is given what it uses: the engine, the rewards, the settings, and
+    (``attach``) the policy and its processor once the module that owns them has built them. It reads nothing else
+    of the module. ``clock`` receives the rollout's phases (``lightning_modules.phases``); the module that owns it
+    adds its own phases and logs them."""
 
     def __init__(
         self,
         engine: RolloutEngine,
+        rewards: CombinedReward,
         settings: RolloutSettings,
         stages: list[RolloutStage] | None = None,
         clock: PhaseClock | None = None,
     ) -> None:
-        self.engine, self.settings, self.stages = engine, settings, stages
+        self.engine, self.rewards, self.settings, self.stages = engine, rewards, settings, stages
+        self.policy, self.processor = None, None  # given by attach
         self.clock = clock if clock is not None else PhaseClock()
         self.stage: int | None = None  # the rollout stage announced last
         self.counter_keys: set[str] = set()  # reward counters seen so far (logged every step from then on)
@@ -174,11 +118,18 @@ class RolloutCallback(Callback):
         self.uninformative_in_a_row = 0
         self.reward_watch = DeadRewardWatch(settings.dead_reward_steps)
 
-    # The policy is built in configure_model, after Callback.setup, so the engine is attached at these starts.
-    def _attach(self, pl_module, step: StepShape | None = None) -> None:
-        self.engine.setup(pl_module.policy, pl_module.processor, step)
-        for judge in pl_module.rewards.judges:  # judges that answer with the policy's own engine bind to it
-            judge.bind(self.engine, pl_module.processor)
+    def attach(self, policy, processor) -> None:
+        """The policy the engine samples from (and syncs weights from) and its processor. The module builds them in
+        ``configure_model``, after the callbacks are configured, and hands them over there."""
+        self.policy, self.processor = policy, processor
+
+    # The engine starts at these hooks, once the policy is attached.
+    def _start_engine(self, step: StepShape | None = None) -> None:
+        if self.policy is None:
+            raise RuntimeError("RolloutCallback: no policy attached (the module calls attach in configure_model)")
+        self.engine.setup(self.policy, self.processor, step)
+        for judge in self.rewards.judges:  # judges that answer with the policy's own engine bind to it
+            judge.bind(self.engine, self.processor)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.log_dir = resolve_log_dir(trainer)  # a collective under DDP/FSDP: every rank, here
@@ -186,24 +137,20 @@ class RolloutCallback(Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         for problem in stage_schedule_problems(trainer.max_steps, self.stages):
             rank_zero_warn(problem)
-        self._attach(pl_module, self.step_shape(trainer.datamodule))
+        self._start_engine(self.step_shape(trainer.datamodule))
 
     def step_shape(self, datamodule) -> StepShape | None:
         """The largest rollout of a training step (the stage with the most tokens), from the rollout settings and the
-        datamodule's batch size, prompt length and pixel bounds; None when the datamodule does not say them."""
-        data = getattr(datamodule, "hparams", {}) or {}
-        if "batch_size" not in data or "max_prompt_length" not in data:
+        datamodule's batch size, prompt length and pixel bounds (``VQADataModule``'s properties); None when the
+        datamodule does not say them."""
+        batch_size = getattr(datamodule, "batch_size", None)
+        prompt = getattr(datamodule, "max_prompt_length", None)
+        if batch_size is None or prompt is None:
             return None
         stages = self.stages or [RolloutStage(0, self.settings.max_new_tokens, self.settings.group_size)]
-        largest = max(stages, key=lambda stage: stage.group_size * (data["max_prompt_length"] + stage.max_new_tokens))
-        return StepShape(
-            data["batch_size"],
-            largest.group_size,
-            data["max_prompt_length"],
-            largest.max_new_tokens,
-            data.get("min_pixels"),
-            data.get("max_pixels"),
-        )
+        largest = max(stages, key=lambda stage: stage.group_size * (prompt + stage.max_new_tokens))
+        pixels = getattr(datamodule, "min_pixels", None), getattr(datamodule, "max_pixels", None)
+        return StepShape(batch_size, largest.group_size, prompt, largest.max_new_tokens, *pixels)
 
     def on_train_start(self, trainer, pl_module) -> None:
         # a run resumed into its own log folder logs the steps after the checkpoint again: drop the killed run's
@@ -219,21 +166,21 @@ class RolloutCallback(Callback):
     # per batch.
     def on_validation_start(self, trainer, pl_module) -> None:
         if trainer.state.fn != "fit":  # attached at fit start; re-attaching would re-sync a vLLM engine for nothing
-            self._attach(pl_module)
+            self._start_engine()
         self.engine.wake_up()
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self.engine.go_to_sleep()
 
     def on_test_start(self, trainer, pl_module) -> None:
-        self._attach(pl_module)
+        self._start_engine()
         self.engine.wake_up()
 
     def on_test_end(self, trainer, pl_module) -> None:
         self.engine.go_to_sleep()
 
     def on_predict_start(self, trainer, pl_module) -> None:
-        self._attach(pl_module)
+        self._start_engine()
         self.engine.wake_up()
 
     def on_predict_end(self, trainer, pl_module) -> None:
@@ -245,26 +192,25 @@ class RolloutCallback(Callback):
         self.engine.close()
 
     # -- one step's rollout ----------------------------------------------------------------------------------------
-    @staticmethod
-    def reward_columns(pl_module, batch: dict[str, Any], group_size: int) -> dict[str, list]:
+    def reward_columns(self, batch: dict[str, Any], group_size: int) -> dict[str, list]:
         """The dataset columns the rewards declare that the batch has, each value repeated for its G completions."""
-        declared = pl_module.rewards.columns
+        declared = self.rewards.columns
         return {key: [value for value in batch[key] for _ in range(group_size)] for key in declared if key in batch}
 
-    def make_rollout(self, pl_module, batch: dict[str, Any], settings: RolloutSettings) -> tuple[RolloutBatch, dict]:
+    def make_rollout(self, batch: dict[str, Any], settings: RolloutSettings) -> tuple[RolloutBatch, dict]:
         """Sample G completions per prompt, score them, group-normalise the rewards. Returns the rollout batch and
         ``{"metrics", "texts", "components"}`` (the last two for ``samples.jsonl``)."""
         g = settings.group_size
         with self.clock.phase("rollout"):
             out = self.engine.generate(batch["prompt"], batch["images"], g, settings.sampling())
         with self.clock.phase("rewards"):
-            total, components = pl_module.rewards(out.texts, **self.reward_columns(pl_module, batch, g))  # [N], {..}
-        judge = pl_module.rewards.judge_seconds()  # the judge's wait, inside the rewards phase: charged apart
+            total, components = self.rewards(out.texts, **self.reward_columns(batch, g))  # [N], {..}
+        judge = self.rewards.judge_seconds()  # the judge's wait, inside the rewards phase: charged apart
         if judge:
             self.clock.add("judge", judge)
             self.clock.add("rewards", -min(judge, self.clock.seconds["rewards"]))
         advantages, zero_var = group_advantages(total, g, settings.scale_std, settings.advantage_eps)  # [N]
-        tok = pl_module.processor.tokenizer
+        tok = self.processor.tokenizer
         rollout = RolloutBatch.from_rollout(
             out,
             advantages=advantages,
@@ -278,7 +224,7 @@ class RolloutCallback(Callback):
             **self._rollout_metrics(out, total, components, zero_var),
             "perf/completion_tokens_per_s": float(out.lengths.sum()) / max(self.clock.seconds["rollout"], 1e-9),
             "rollout/vision_tokens_masked": float(rollout.vision_tokens_masked),
-            **self._counter_metrics(pl_module),
+            **self._counter_metrics(),
         }
         return rollout, {"metrics": metrics, "texts": out.texts, "components": components}
 
@@ -300,27 +246,27 @@ class RolloutCallback(Callback):
             metrics["rollout/weight_version"] = float(self.engine.weight_version)
         return metrics
 
-    def _counter_metrics(self, pl_module) -> dict[str, float]:
+    def _counter_metrics(self) -> dict[str, float]:
         """This step's reward counters (judge failures, reward errors, ...). Every counter seen so far is logged every
         step (0 when quiet): Lightning repeats a key's last value at steps where it is not logged, which would
         multiply counts that only appear now and then."""
-        counters = pl_module.rewards.metrics()
+        counters = self.rewards.metrics()
         self.counter_keys.update(counters)
         return {key: counters.get(key, 0.0) for key in sorted(self.counter_keys)}
 
     def on_train_batch_start(self, trainer, pl_module, batch: dict[str, Any], batch_idx: int) -> None:
         # one wake per step, shared by the rollout and the judge, on every rank (a pending weight load gathers)
         self.clock.start_step()
-        pl_module.rewards.judge_seconds()  # from this step on: judge time charged outside a step is dropped
+        self.rewards.judge_seconds()  # from this step on: judge time charged outside a step is dropped
         with self.clock.phase("weight_sync"):
             self.engine.wake_up()
         try:
-            self._rollout_step(trainer, pl_module, batch)
+            self._rollout_step(trainer, batch)
         finally:
             with self.clock.phase("weight_sync"):
                 self.engine.go_to_sleep()
 
-    def _rollout_step(self, trainer, pl_module, batch: dict[str, Any]) -> None:
+    def _rollout_step(self, trainer, batch: dict[str, Any]) -> None:
         settings = settings_at(trainer.global_step, self.settings, self.stages)
         stage = stage_index(trainer.global_step, self.stages)
         if stage is not None and stage != self.stage:  # a PTST stage begins (or a resumed run is inside one)
@@ -330,11 +276,11 @@ class RolloutCallback(Callback):
                 f"max_new_tokens {settings.max_new_tokens}, group size {settings.group_size}"
             )
         if not batch["prompt"]:  # every row skipped: the module counts the skips and does nothing else
-            self._join_the_other_ranks(trainer, pl_module, settings)
+            self._join_the_other_ranks(trainer, settings)
             batch["rollout"] = RolloutStep("empty")
             return
-        rollout, info = self.make_rollout(pl_module, batch, settings)
-        kept = self._kept_groups(trainer, pl_module, rollout, settings)
+        rollout, info = self.make_rollout(batch, settings)
+        kept = self._kept_groups(trainer, rollout, settings)
         metrics = {
             **info["metrics"],
             "rollout/group_size": float(settings.group_size),
@@ -351,25 +297,25 @@ class RolloutCallback(Callback):
         if rollout is None:
             batch["rollout"] = RolloutStep("uninformative", metrics=metrics)
         else:
-            batch["rollout"] = RolloutStep("train", rollout.to(pl_module.device), metrics)
+            batch["rollout"] = RolloutStep("train", rollout.to(trainer.strategy.root_device), metrics)
         every = self.settings.log_samples_every_n_steps
         if every and trainer.global_step % every == 0 and trainer.is_global_zero:
             self._write_samples(trainer, batch, info, settings.group_size)
 
-    def _join_the_other_ranks(self, trainer, pl_module, settings: RolloutSettings) -> None:
+    def _join_the_other_ranks(self, trainer, settings: RolloutSettings) -> None:
         """A rank without rows still takes part in the step's collectives, so that the others do not wait forever."""
         if self.engine.collective:  # an FSDP policy: join the other ranks' generation and judge forwards
             out = self.engine.generate([], [], settings.group_size, settings.sampling())
-            pl_module.rewards(out.texts, **{key: [] for key in pl_module.rewards.columns})
-        self._fewest_across_ranks(trainer, pl_module, 0)  # the other ranks wait for this rank's count: all skip
+            self.rewards(out.texts, **{key: [] for key in self.rewards.columns})
+        self._fewest_across_ranks(trainer, 0)  # the other ranks wait for this rank's count: all skip
 
-    def _kept_groups(self, trainer, pl_module, rollout: RolloutBatch, settings: RolloutSettings) -> list[int]:
+    def _kept_groups(self, trainer, rollout: RolloutBatch, settings: RolloutSettings) -> list[int]:
         """The groups trained on: all of them, or with dynamic sampling the informative ones (at most
         ``prompts_per_step``); under DDP/FSDP no more on any rank than the fewest any rank kept."""
         if not settings.dynamic_sampling:  # rows skipped at loading can leave ranks with different numbers of groups
-            return list(range(self._fewest_across_ranks(trainer, pl_module, rollout.num_groups)))
+            return list(range(self._fewest_across_ranks(trainer, rollout.num_groups)))
         kept = informative_groups(rollout.rewards, settings.group_size)[: settings.prompts_per_step]
-        kept = kept[: self._fewest_across_ranks(trainer, pl_module, len(kept))]
+        kept = kept[: self._fewest_across_ranks(trainer, len(kept))]
         self.uninformative_steps += not kept
         self.uninformative_in_a_row = 0 if kept else self.uninformative_in_a_row + 1
         if self.uninformative_in_a_row > settings.max_uninformative_in_a_row:
@@ -381,12 +327,12 @@ class RolloutCallback(Callback):
         return kept
 
     @staticmethod
-    def _fewest_across_ranks(trainer, pl_module, kept: int) -> int:
+    def _fewest_across_ranks(trainer, kept: int) -> int:
         """The smallest kept-group count over all ranks: every rank trains on as many groups, so DDP and FSDP run
         the same number of forwards and backwards (their collectives would otherwise wait forever)."""
         if trainer.world_size == 1 or not torch.distributed.is_initialized():
             return kept
-        count = torch.tensor(kept, device=pl_module.device)
+        count = torch.tensor(kept, device=trainer.strategy.root_device)
         torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MIN)
         return int(count)
 
@@ -399,7 +345,7 @@ class RolloutCallback(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if batch["rollout"].status == "train":  # loaded at the engine's next wake (the next rollout or validation)
-            self.engine.sync_weights(pl_module.policy)
+            self.engine.sync_weights(self.policy)
 
     def _write_samples(self, trainer, batch: dict[str, Any], info: dict[str, Any], g: int) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

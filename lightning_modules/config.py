@@ -1,8 +1,10 @@
 """The argument groups of the training modules, one documented dataclass each.
 
-``GRPOModule(policy=PolicyConfig, optim=OptimConfig, update=UpdateConfig, evaluation=EvalConfig, ...)`` and
-``SFTModule(policy=PolicyConfig, optim=OptimConfig, ...)``; in YAML ``model.init_args.policy.model_name_or_path``,
-``model.init_args.optim.lr``, ``model.init_args.update.micro_batch_size``, ``model.init_args.evaluation.sampling``.
+``GRPOModule(policy=PolicyConfig, optim=OptimConfig, update=UpdateConfig, rollout=RolloutSettings,
+rollout_stages=[RolloutStage, ...], evaluation=EvalConfig, ...)`` and ``SFTModule(policy=PolicyConfig,
+optim=OptimConfig, ...)``; in YAML ``model.init_args.policy.model_name_or_path``, ``model.init_args.optim.lr``,
+``model.init_args.update.micro_batch_size``, ``model.init_args.rollout.group_size``,
+``model.init_args.evaluation.sampling``.
 jsonargparse reads each class's ``Args:`` section for ``--help``. Each dataclass checks its own values when it is
 built (``__post_init__``), so a typo stops the run before a model loads. They are frozen: a module's defaults are
 shared instances.
@@ -191,6 +193,68 @@ class EvalConfig:
     predictions_path: str | None = None
     shortcut_diagnostics: bool = False
     short_reasoning_words: int = 10
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """How completions are sampled for a training step and turned into advantages.
+
+    Args:
+        group_size: completions per prompt (G).
+        max_new_tokens: longest completion, in tokens.
+        temperature: sampling temperature (the log-probs of the loss are taken at the same temperature).
+        top_p: nucleus sampling threshold (1: off).
+        top_k: keep the k most likely tokens (0: off).
+        scale_std: divide advantages by the group's std (False for Dr. GRPO).
+        advantage_eps: added to the group's std before dividing (bounds the advantages of near-equal rewards).
+        log_samples_every_n_steps: write prompts, completions and rewards to ``samples.jsonl`` in the log dir
+            (0: never).
+        num_logged_samples: completions written per logged step (the batch's first ones).
+        dynamic_sampling: DAPO's dynamic sampling. The data batch is the pool of prompts drawn for a step; groups
+            whose rewards are all equal (no advantage, nothing to learn) are dropped, and the step trains on at most
+            ``prompts_per_step`` of the others, in pool order. Oversample by making the data batch larger than
+            ``prompts_per_step`` (DAPO draws about 3x). Where we depart from DAPO: one draw per step, bounded by the
+            pool, where DAPO keeps drawing generation batches until the train batch is full; a step with no
+            informative group takes no update and is counted in ``rollout/uninformative_steps``. Under DDP/FSDP
+            every rank trains on the fewest groups any rank kept.
+        prompts_per_step: with ``dynamic_sampling``, the most prompts (groups) trained on per step (default: every
+            informative one); unused without it.
+        max_uninformative_in_a_row: with ``dynamic_sampling``, stop the run with an error after more than this many
+            pools in a row without an informative group (DAPO's bound on draws).
+        dead_reward_steps: warn once when a reward has given every rollout the same value for this many steps in a
+            row (it teaches nothing; ``rollout/dead_rewards`` counts such rewards). 0: off.
+    """
+
+    group_size: int = 8
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    scale_std: bool = True
+    advantage_eps: float = 1e-4
+    log_samples_every_n_steps: int = 50
+    num_logged_samples: int = 4
+    dynamic_sampling: bool = False
+    prompts_per_step: int | None = None
+    max_uninformative_in_a_row: int = 20
+    dead_reward_steps: int = 20
+
+    def __post_init__(self) -> None:
+        if self.prompts_per_step is not None and self.prompts_per_step < 1:
+            raise ValueError(f"prompts_per_step must be >= 1 or None, got {self.prompts_per_step}")
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.temperature, self.top_p, self.top_k, self.max_new_tokens)
+
+
+@dataclass(frozen=True)
+class RolloutStage:
+    """One stage of a staged rollout schedule: for ``steps`` optimizer steps, sample ``group_size`` completions of at
+    most ``max_new_tokens``. Vision-R1's progressive thinking suppression (PTST) is 4K/G16 -> 8K/G8 -> 16K/G4."""
+
+    steps: int
+    max_new_tokens: int
+    group_size: int
 
 
 def plain(value: Any) -> Any:

@@ -6,9 +6,12 @@ and old when mu > 1) in micro-batches and steps the optimizer ``num_iterations``
 a forward and backward per micro-batch. Optimisation is manual so that mu and micro-batching are explicit. A step
 whose loss or gradient is not finite is skipped, counted and logged; weights stay untouched.
 
-Arguments come in groups (``lightning_modules.config``): ``policy``, ``optim``, ``update``, ``evaluation``, beside
-the rewards, the loss, the engine and the rollout settings. Validation, test and predict score with evaluation
-copies of the configured rewards (``Reward.evaluation_copy``), so their counters never mix with training's.
+Arguments come in groups (``lightning_modules.config``): ``policy``, ``optim``, ``update``, ``rollout``,
+``evaluation``, beside the rewards, the loss and the engine. The module trains; validation, test and predict hand
+their batches to one ``Evaluator`` (``lightning_modules.evaluator``), which generates, scores with evaluation copies
+of the configured rewards (their counters never mix with training's), tallies and writes the results files. The
+rollout callback is given the engine, the rewards and the settings when the module makes it, and the policy once it
+is built (``configure_model``).
 
 Departures from the papers: the KL coefficient can follow a cosine schedule to 0 (Visionary-R1 anneals it; the
 paper gives no exact shape, cosine is our choice); micro-batches are weighted by their share of rows, which is exact
@@ -18,7 +21,6 @@ for GRPO/Dr.GRPO/GSPO and makes DAPO's token mean a per-micro-batch token mean.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -27,21 +29,23 @@ from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoProcessor
 
 from datamodules.resumable import mark_batch_consumed
-from evaluation.diagnostics import blank_like, gather_tallies, length_vs_correctness
-from evaluation.records import (
-    completion_record,
-    question_rows,
-    write_benchmark_results,
-    write_question_rows,
-    write_results,
+from lightning_modules.callback import RolloutCallback, RolloutStep
+from lightning_modules.config import (
+    EvalConfig,
+    OptimConfig,
+    PolicyConfig,
+    RolloutSettings,
+    RolloutStage,
+    UpdateConfig,
+    from_plain,
+    plain_hparams,
 )
-from lightning_modules.callback import RolloutCallback, RolloutSettings, RolloutStage, RolloutStep
-from lightning_modules.config import EvalConfig, OptimConfig, PolicyConfig, UpdateConfig, from_plain, plain_hparams
+from lightning_modules.evaluator import Evaluator, val_stages
 from lightning_modules.logprobs import completion_logps, grouped_completion_logps, supports_grouped_forward
 from lightning_modules.losses import GRPOLoss, PolicyLoss, masked_mean
 from lightning_modules.metrics import EngineParity, EvalScorers
 from lightning_modules.optim import beta_at, finite_everywhere
-from lightning_modules.outputs import JSONLPredictionWriter, SkippedRowsReport, dropped_rows, gather_rows
+from lightning_modules.outputs import JSONLPredictionWriter, SkippedRowsReport, dropped_rows
 from lightning_modules.phases import PhaseClock
 from lightning_modules.policy import FrozenReference, export_at_end, reference_context
 from lightning_modules.preflight import check_run, check_templates, evaluation_fallbacks
@@ -66,7 +70,7 @@ class GRPOModule(LightningModule):
         loss: a ``lightning_modules.losses`` class (GRPOLoss, DAPOLoss, DrGRPOLoss, GSPOLoss); its beta is the
             initial KL coefficient (default: ``GRPOLoss()``).
         engine: the rollout engine: ``rollout.hf.HFEngine`` (default) or ``rollout.vllm.VLLMEngine``.
-        rollout: group size, sampling and advantage settings (``lightning_modules.callback.RolloutSettings``).
+        rollout: group size, sampling and advantage settings (``lightning_modules.config.RolloutSettings``).
         rollout_stages: a staged schedule of (steps, max_new_tokens, group_size) overriding ``rollout``, e.g.
             Vision-R1's PTST.
         optim: AdamW's learning rate, weight decay, warm-up and schedule.
@@ -101,28 +105,39 @@ class GRPOModule(LightningModule):
         plain_hparams(self.hparams)  # checkpoints hold plain values: they load with torch.load(weights_only=True)
         # a checkpoint's hyperparameters hold the groups as dicts (load_from_checkpoint): rebuilt here
         self.policy_config, self.optim_config = from_plain(PolicyConfig, policy), from_plain(OptimConfig, optim)
-        self.update_config, self.eval_config = from_plain(UpdateConfig, update), from_plain(EvalConfig, evaluation)
+        self.update_config = from_plain(UpdateConfig, update)
         self.automatic_optimization = False
         self.rewards = CombinedReward(rewards, reward_weights)
-        self.scorers = EvalScorers.of(self.rewards)
         self.loss_fn = loss if loss is not None else GRPOLoss()
         self.beta0 = self.loss_fn.beta
         self.engine = engine if engine is not None else HFEngine()
         self.rollout_settings = from_plain(RolloutSettings, rollout) or RolloutSettings()
         self.rollout_stages = [from_plain(RolloutStage, stage) for stage in rollout_stages or []] or None
-        self.policy = None
+        scorers, max_new_tokens = EvalScorers.of(self.rewards), self.rollout_settings.max_new_tokens
+        self.evaluator = Evaluator(from_plain(EvalConfig, evaluation), scorers, self.engine, max_new_tokens, self.log)
+        self.rollout_callback: RolloutCallback | None = None  # made by configure_callbacks
+        self.policy, self.processor = None, None  # built in configure_model
         self.exported_to = None  # the export folder, once training ended
-        self.processor = None
         self.reference: FrozenReference | None = None
         self.skipped_steps = 0
         self.clock = PhaseClock()  # each step's time and memory by phase (the rollout callback's phases too)
-        self._eval_tally: dict[str, dict[str, list]] = {}  # stage -> category -> [score sum, rows]
-        self._eval_rows: dict[str, list[dict[str, Any]]] = {}  # stage -> one record per question (this rank's)
+
+    @property
+    def eval_config(self) -> EvalConfig:
+        return self.evaluator.config
+
+    @property
+    def scorers(self) -> EvalScorers:
+        return self.evaluator.scorers
 
     # -- model -----------------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
-        if self.policy is not None:
-            return
+        if self.policy is None:
+            self._load_policy()
+        if self.rollout_callback is not None:  # the callbacks of this trainer entry are configured by now
+            self.rollout_callback.attach(self.policy, self.processor)
+
+    def _load_policy(self) -> None:
         p = self.policy_config
         self.policy = p.load()
         self.processor = AutoProcessor.from_pretrained(p.model_name_or_path, trust_remote_code=p.trust_remote_code)
@@ -146,11 +161,10 @@ class GRPOModule(LightningModule):
             self.scorers.accuracy = AccuracyReward(answer_fallbacks=fallbacks)
 
     def configure_callbacks(self):
-        return [
-            RolloutCallback(self.engine, self.rollout_settings, self.rollout_stages, self.clock),
-            JSONLPredictionWriter(self.eval_config.predictions_path),
-            SkippedRowsReport(),
-        ]
+        self.rollout_callback = RolloutCallback(
+            self.engine, self.rewards, self.rollout_settings, self.rollout_stages, self.clock
+        )
+        return [self.rollout_callback, JSONLPredictionWriter(self.eval_config.predictions_path), SkippedRowsReport()]
 
     def on_fit_start(self) -> None:
         if self.reference is not None:
@@ -335,90 +349,9 @@ class GRPOModule(LightningModule):
         for key, value in metrics.items():
             self.log(key, value, prog_bar=key in ("reward/total", "train/loss"))
 
-    # -- evaluation ------------------------------------------------------------------------------------------------
-    def _eval_generate(self, batch: dict[str, Any]):
-        max_new = self.eval_config.max_new_tokens or self.rollout_settings.max_new_tokens
-        sampling = replace(self.eval_config.sampling, max_new_tokens=max_new)
-        return self.engine.generate(batch["prompt"], batch["images"], 1, sampling)
-
-    def _log_eval(self, key: str, value, **kwargs) -> None:
-        """Evaluation keys already name their validation set (``val/<name>/...``): no ``/dataloader_idx_N`` suffix."""
-        self.log(key, value, add_dataloader_idx=False, **kwargs)
-
+    # -- evaluation (``lightning_modules.evaluator``) -------------------------------------------------------------
     def _val_stages(self) -> list[str]:
-        """``val``, or ``val/<name>`` per named validation set (``VQADataModule(val_data={name: source})``)."""
-        names = getattr(self.trainer.datamodule, "val_names", None) if self.trainer.datamodule is not None else None
-        return [f"val/{name}" for name in names] if names else ["val"]
-
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
-        """Completions for held-out rows (greedy unless ``evaluation.sampling`` says otherwise): accuracy, format rate
-        (if a format reward is configured), length, and the shortcut diagnostics when they are on."""
-        if not batch["prompt"]:
-            return
-        out = self._eval_generate(batch)
-        columns = self.scorers.columns(batch)
-        size = len(out.texts)
-        correct = self.scorers.accuracy(out.texts, **columns)  # [n]
-        self._log_eval(f"{stage}/accuracy", correct.mean(), batch_size=size, prog_bar=True)
-        self._record_questions(batch, out.texts, correct, stage)
-        if self.eval_config.shortcut_diagnostics:
-            self._shortcut_diagnostics(batch, out.texts, correct, columns, stage)
-        fmt = self.scorers.format
-        if fmt is not None:
-            key = "format_rate" if fmt.name == "format" else fmt.name
-            self._log_eval(f"{stage}/{key}", fmt(out.texts, **columns).mean(), batch_size=size)
-        self._log_eval(f"{stage}/completion_length", out.lengths.float().mean(), batch_size=size)
-
-    def _record_questions(self, batch: dict[str, Any], texts: list[str], correct: torch.Tensor, stage: str) -> None:
-        """Each question's record for ``results_{stage}_questions.jsonl`` and its score in the per-category tally."""
-        rows = question_rows(batch, texts, correct.tolist(), self.scorers.accuracy.answer_fallbacks)
-        self._eval_rows.setdefault(stage, []).extend(rows)
-        tally = self._eval_tally.setdefault(stage, {})
-        for category, score in zip(batch.get("category") or ["all"] * len(texts), correct.tolist()):
-            for key in {"all", str(category)}:
-                total = tally.setdefault(key, [0.0, 0])
-                total[0], total[1] = total[0] + score, total[1] + 1
-
-    def _shortcut_diagnostics(
-        self, batch: dict[str, Any], texts: list[str], correct: torch.Tensor, columns: dict[str, Any], stage: str
-    ) -> None:
-        """See ``evaluation.diagnostics``: image-blind accuracy and visual dependency, caption sufficiency,
-        reasoning length against correctness."""
-        size = len(texts)
-        blind = self._eval_generate({**batch, "images": blank_like(batch["images"])})
-        blind_correct = self.scorers.accuracy(blind.texts, **columns)  # [n]
-        self._log_eval(f"{stage}/blind_accuracy", blind_correct.mean(), batch_size=size)
-        self._log_eval(f"{stage}/visual_dependency", (correct - blind_correct).mean(), batch_size=size)
-        if self.scorers.format is not None and self.scorers.format.name == "format":  # blind replies still answers?
-            blind_format = self.scorers.format(blind.texts, **columns).mean()
-            self._log_eval(f"{stage}/blind_format_rate", blind_format, batch_size=size)
-        if self.scorers.caption is not None:
-            sufficiency = self.scorers.caption(texts, **columns).mean()
-            self._log_eval(f"{stage}/caption_sufficiency", sufficiency, batch_size=size)
-        short = self.eval_config.short_reasoning_words
-        for name, (value, count) in length_vs_correctness(texts, correct, short).items():
-            self._log_eval(f"{stage}/{name}", value, batch_size=count)
-
-    def _report_categories(self, stage: str) -> None:
-        """Per-question records of the epoch, merged across ranks, as ``results_{stage}_questions.jsonl``; on a
-        benchmark its official score as ``results_{stage}.json``, otherwise per-category accuracy (logged as
-        ``{stage}/accuracy/<category>``, written as ``results_{stage}.json`` / ``.csv``) when there are categories."""
-
-        tally = gather_tallies(self._eval_tally.pop(stage, {}))
-        rows = gather_rows(self._eval_rows.pop(stage, []))  # a collective, like the tallies' gather
-        if self.trainer.is_global_zero:
-            write_question_rows(rows, self.log_dir, stage.replace("/", "_"))
-            official = write_benchmark_results(self.trainer.datamodule, rows, self.log_dir, stage.replace("/", "_"))
-            if official is not None:  # a benchmark: its official accuracy replaces the reward's per category
-                self.log(f"{stage}/benchmark_accuracy", official["accuracy"], rank_zero_only=True)
-        if len(tally) <= 1 or getattr(self.trainer.datamodule, "benchmark", None) is not None:
-            return
-        results = {key: {"accuracy": score / count, "count": count} for key, (score, count) in sorted(tally.items())}
-        for key, value in results.items():
-            if key != "all":
-                self.log(f"{stage}/accuracy/{key}", value["accuracy"], rank_zero_only=True)
-        if self.trainer.is_global_zero:
-            write_results(results, self.log_dir, stage.replace("/", "_"))
+        return val_stages(self.trainer.datamodule)
 
     # Validation during fit leaves the global random state as it found it: the checkpoint written just before a
     # validation holds that state, and a run resumed from it (which does not validate again) must draw what the
@@ -432,52 +365,29 @@ class GRPOModule(LightningModule):
             self._rng_before_validation = None
 
     def on_validation_epoch_start(self) -> None:
-        for stage in self._val_stages():
-            self._eval_tally.pop(stage, None)
-            self._eval_rows.pop(stage, None)
+        self.evaluator.start(self._val_stages())
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             for stage in self._val_stages():  # the same names on every rank: the tallies' gathers pair up
-                self._report_categories(stage)
-        self._log_scorer_counts("val")
+                self.evaluator.report(stage, self.trainer.datamodule, self.log_dir, self.trainer.is_global_zero)
+        self.evaluator.log_counts("val")
 
     def on_test_epoch_start(self) -> None:
-        self._eval_tally.pop("test", None)
-        self._eval_rows.pop("test", None)
+        self.evaluator.start(["test"])
 
     def on_test_epoch_end(self) -> None:
-        self._report_categories("test")
-        self._log_scorer_counts("test")
-
-    def _log_scorer_counts(self, stage: str) -> None:
-        """The evaluation scorers' counters of the epoch (e.g. ``val/counts/caption/judge_failed``), summed over
-        ranks; the training rewards' counters are logged per step under their own names."""
-        for key, value in self.scorers.metrics().items():
-            self.log(f"{stage}/counts/{key}", value, reduce_fx="sum", sync_dist=True)
+        self.evaluator.report("test", self.trainer.datamodule, self.log_dir, self.trainer.is_global_zero)
+        self.evaluator.log_counts("test")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(batch, self._val_stages()[dataloader_idx])
+        self.evaluator.evaluate(batch, self._val_stages()[dataloader_idx])
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self.evaluator.evaluate(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """One record per prompt (see ``evaluation.records``); rows with a solution are also scored."""
-        if not batch["prompt"]:
-            return []
-        out = self._eval_generate(batch)
-        accuracy = self.scorers.accuracy
-        records = []
-        for i, text in enumerate(out.texts):
-            record = {"id": batch["id"][i], "problem": batch["problem"][i]}
-            record.update(completion_record(out, i, accuracy.answer_fallbacks))
-            if batch["solution"][i] and batch["problem_type"][i]:
-                record["solution"] = batch["solution"][i]
-                columns = {key: [values[i]] for key, values in self.scorers.columns(batch).items()}
-                record["score"] = float(accuracy([text], **columns)[0])
-            records.append(record)
-        return records
+        return self.evaluator.predict(batch)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # saved during a validation (ModelCheckpoint at validation end): the state the run continues from after it

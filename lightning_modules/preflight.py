@@ -80,7 +80,7 @@ def check_run(trainer: Any, stage: str, attn_implementation: str | None = None, 
 
 def data_template(datamodule: Any) -> str | None:
     """The output template the datamodule's prompts ask for (``rewards.templates``), or None for data without one."""
-    return getattr(getattr(datamodule, "hparams", None), "template", None)
+    return getattr(datamodule, "template", None)
 
 
 def check_templates(datamodule: Any, rewards: CombinedReward) -> None:
@@ -90,8 +90,8 @@ def check_templates(datamodule: Any, rewards: CombinedReward) -> None:
     for reward_name, reward in zip(rewards.names, rewards.rewards):
         if name is not None and reward.template is not None and reward.template != name:
             raise ValueError(
-                f"data.init_args.template is {name!r} but the {reward_name} reward checks template "
-                f"{reward.template!r}: set its init_args.template: {name} (or ${{data.init_args.template}})"
+                f"data.init_args.prompts.template is {name!r} but the {reward_name} reward checks template "
+                f"{reward.template!r}: set its init_args.template: {name} (or ${{data.init_args.prompts.template}})"
             )
 
 
@@ -105,7 +105,7 @@ def evaluation_fallbacks(datamodule: Any, rewards: CombinedReward, accuracy: Rew
         return None
     if "accuracy" in rewards.names:
         raise ValueError(
-            f"data.init_args.template is {name!r} (no <answer> tags) but rewards.AccuracyReward reads "
+            f"data.init_args.prompts.template is {name!r} (no <answer> tags) but rewards.AccuracyReward reads "
             "the <answer> block only: set its init_args.answer_fallbacks: [text]"
         )
     return get_template(name).answer_fallbacks

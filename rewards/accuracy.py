@@ -5,7 +5,7 @@ truncated or untagged completion earns nothing). ``answer_fallbacks`` can also r
 text, for evaluating models that were not trained on the tag template; never set them for training.
 
 Where this departs from Visionary-R1's released ``accuracy_reward`` (``src/open_r1/grpo_vllm_caption.py``), and
-why, is listed in the README's "Departures from the published code". In short: the problem type is read per sample
+why, is listed in docs/recipes.md ("Departures from the published code"). In short: the problem type is read per sample
 (that code applied the first row's type to the whole batch); the last ``<answer>`` block counts (that code took
 the first); a solution without ``<answer>`` tags is used as written (that code read it as an empty string, which
 an answerless completion then matched); numbers are compared by the answer's last number within a tolerance (that

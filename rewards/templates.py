@@ -36,7 +36,7 @@ ANSWER_HINTS: Mapping[str, str] = MappingProxyType(
 class Template:
     """One output template.
 
-    name: the key users write (``data.init_args.template``, ``FormatReward(template=...)``).
+    name: the key users write (``data.init_args.prompts.template``, ``FormatReward(template=...)``).
     blocks: the tags of the completion, in order (``()`` for a bare answer).
     system_prompt: the system instruction that asks for that format.
     answer_hints: problem type -> the sentence appended to the question (``question``).

@@ -249,8 +249,8 @@ def check_kv_cache(capacity_tokens: int | None, step: StepShape, shared_prompt: 
         how = f"{step.prompts} prompts x G {step.group_size} x ({step.prompt_tokens} prompt + {step.new_tokens} new)"
     raise RuntimeError(
         f"vLLM's KV cache holds {capacity_tokens:,} tokens, but one step needs {need:,}: {how} tokens. Raise the "
-        "engine's gpu_memory_utilization (or kv_cache_gib), or lower data.init_args.batch_size, the group size or "
-        "max_new_tokens (vlrl plan shows what the GPUs hold)."
+        "engine's gpu_memory_utilization (or kv_cache_gib), or lower data.init_args.loader.batch_size, the group size "
+        "or max_new_tokens (vlrl plan shows what the GPUs hold)."
     )
 
 

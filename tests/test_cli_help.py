@@ -1,5 +1,5 @@
-"""``vlrl fit --model.help`` and ``--model.engine.help`` describe every option (jsonargparse reads the "Args:" section
-of each class's docstring), and the engine choices list both engines."""
+"""``vlrl fit --model.help``, ``--model.engine.help`` and ``--data.help`` describe every option (jsonargparse reads the
+"Args:" section of each class's docstring), and the engine choices list both engines."""
 
 from __future__ import annotations
 
@@ -22,10 +22,12 @@ def cli_help(capsys, *args: str) -> str:
 
 def undescribed(help_text: str, prefix: str, cls: type) -> list[str]:
     """``cls.__init__``'s parameters whose ``--{prefix}.{name}`` entry has no text before its ``(type: ...)``; a
-    parameter typed as a dataclass (an argument group such as ``policy``) is checked field by field."""
+    parameter typed as a dataclass (an argument group such as ``policy``) is checked field by field; ``**kwargs``
+    (passed on to the parent class, whose options the help lists) is left to a check of that class."""
     missing = []
     hints = typing.get_type_hints(cls.__init__)
-    for name in list(inspect.signature(cls.__init__).parameters)[1:]:
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    for name in [p.name for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]:
         if dataclasses.is_dataclass(hints.get(name)):
             missing += [f"{name}.{field}" for field in undescribed(help_text, f"{prefix}.{name}", hints[name])]
             continue
@@ -50,6 +52,30 @@ def test_model_help_describes_every_option_and_lists_both_engines(capsys) -> Non
     assert "rollout.hf.HFEngine" in engine.group(1) and "rollout.vllm.VLLMEngine" in engine.group(1)
 
 
+@pytest.mark.parametrize(
+    "class_path",
+    [
+        "datamodules.vqa.VQADataModule",
+        "datamodules.vqa.SyntheticVQADataModule",
+        "datamodules.benchmarks.BenchmarkDataModule",
+        "datamodules.sft.SFTDataModule",
+    ],
+)
+def test_data_help_describes_every_option(capsys, class_path: str) -> None:
+    """Each data module's options, its argument groups' fields included; a module that passes ``**kwargs`` on to
+    ``VQADataModule`` lists that module's options too, each described."""
+    import importlib
+
+    from datamodules.vqa import VQADataModule
+
+    module, name = class_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    text = cli_help(capsys, "--data.help", class_path)
+    assert undescribed(text, "data", cls) == []
+    if issubclass(cls, VQADataModule):
+        assert undescribed(text, "data", VQADataModule) == []
+
+
 def test_importing_the_module_does_not_import_vllm() -> None:
     import subprocess
     import sys
@@ -70,7 +96,10 @@ def test_engine_help_describes_every_option(capsys, class_path: str) -> None:
     assert undescribed(text, "engine", getattr(importlib.import_module(module), name)) == []
 
 
-@pytest.mark.parametrize("class_path", ["lightning_modules.callback.RolloutSettings", "rollout.engine.SamplingConfig"])
+@pytest.mark.parametrize(
+    "class_path",
+    ["lightning_modules.config.RolloutSettings", "rollout.engine.SamplingConfig", "datamodules.sft.ShareGPTFormat"],
+)
 def test_settings_help_describes_every_option(class_path: str) -> None:
     """Dataclass init args: the CLI cannot print their help on their own inside ``--model`` (jsonargparse offers
     ``--model.rollout.help`` but rejects it in subclass mode), so the same parser builds it here."""

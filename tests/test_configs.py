@@ -50,7 +50,7 @@ def cpu_overrides(config: Path, tiny_checkpoint, synthetic_dir, tmp_path) -> lis
         args += [
             f"--data.init_args.train_data={synthetic_dir / 'train_sft_think.jsonl'}",
             "--data.init_args.val_data=null",
-            "--data.init_args.batch_size=2",
+            "--data.init_args.loader.batch_size=2",
         ]
     elif "Synthetic" in spec["data"]["class_path"]:
         args += [
@@ -58,7 +58,7 @@ def cpu_overrides(config: Path, tiny_checkpoint, synthetic_dir, tmp_path) -> lis
             "--data.init_args.train_size=4",
             "--data.init_args.val_size=2",
             "--data.init_args.image_size=56",
-            "--data.init_args.batch_size=2",
+            "--data.init_args.loader.batch_size=2",
         ]
     if is_sft:
         if spec["model"]["init_args"].get("export_dir"):
@@ -151,7 +151,7 @@ def test_lora_switch_composes_with_a_recipe(tiny_checkpoint, synthetic_dir, tmp_
 def test_interpolation_keeps_template_in_step(tiny_checkpoint, synthetic_dir, tmp_path):
     config = CONFIGS / "visionary_r1.yaml"
     overrides = cpu_overrides(config, tiny_checkpoint, synthetic_dir, tmp_path)
-    cli = main(["-c", str(config), "--data.init_args.template=think", *overrides], run=False)
+    cli = main(["-c", str(config), "--data.init_args.prompts.template=think", *overrides], run=False)
     format_reward = cli.model.rewards.rewards[1]
     assert format_reward.template == "think"
     assert cli.model.rewards.rewards[2].judge is not None
@@ -236,10 +236,10 @@ def test_eval_recipe_parses_with_its_engine_and_greedy_sampling(config, tiny_che
     ]
     cli = main(args, run=False)
     model, data = cli.model, cli.datamodule
-    assert data.benchmark == config.stem and data.hparams.val_batch_size == 64 and data.hparams.template == "caption"
-    assert not data.hparams.skip_long_prompts  # a question is never dropped from the count
+    assert data.benchmark == config.stem and data.loader_config.val_batch_size == 64 and data.template == "caption"
+    assert not data.prompt_config.skip_long_prompts  # a question is never dropped from the count
     assert isinstance(model.engine, VLLMEngine) and model.eval_config.sampling.temperature == 0.0
-    assert model.engine.kwargs["max_model_len"] >= data.hparams.max_prompt_length + model.eval_config.max_new_tokens
+    assert model.engine.kwargs["max_model_len"] >= data.max_prompt_length + model.eval_config.max_new_tokens
     assert model.beta0 == 0.0 and cli.trainer.precision == "bf16-true"
     assert cli.trainer.log_dir == str(tmp_path / "logs" / "version_0")  # where results_test.json lands
     preset = main([*args, "--model.init_args.evaluation.sampling={temperature: 0.6, top_p: 0.95}"], run=False)

@@ -1,4 +1,4 @@
-"""The package layering of the README's "Architecture" section, checked on the source: imports only point down,
+"""The package layering of docs/architecture.md ("Layers"), checked on the source: imports only point down,
 no import cycles between packages, project imports at the top of each file, and short functions on the training
 path. Reads the files with ``ast``; nothing is imported."""
 

@@ -64,6 +64,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from datamodules.config import PromptConfig
 from lightning_modules.config import PolicyConfig, UpdateConfig
 from tools.tiny_model import qwen2_5_vl_config
 
@@ -259,12 +260,12 @@ def _init_args(section: dict) -> dict[str, Any]:
 
 
 def _group(init_args: dict, name: str) -> dict[str, Any]:
-    """A dataclass argument group of a module (``policy``, ``update``): the YAML's values over the group's defaults
-    (the default instance in the module's signature)."""
+    """A dataclass argument group of a module (``policy``, ``update``, the data's ``prompts``): the YAML's values over
+    the group's defaults (the default instance in the module's signature)."""
     value = init_args[name]
     if is_dataclass(value):
         return asdict(value)
-    cls = {"policy": PolicyConfig, "update": UpdateConfig}[name]
+    cls = {"policy": PolicyConfig, "update": UpdateConfig, "prompts": PromptConfig}[name]
     defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
     return {**defaults, **value}
 
@@ -276,15 +277,15 @@ def recipe_workloads(path: str | Path, patch_tokens: int = 28 * 28) -> list[Work
     import yaml
 
     recipe = yaml.safe_load(Path(path).read_text())
-    model, data = _init_args(recipe["model"]), _init_args(recipe["data"])
+    model, prompts = _init_args(recipe["model"]), _group(_init_args(recipe["data"]), "prompts")
     engine = model["engine"]
     vllm = _init_args(engine)["gpu_memory_utilization"] if engine["class_path"].endswith("VLLMEngine") else None
     rollout = model["rollout"]
     stages = model.get("rollout_stages") or [
         dict(max_new_tokens=rollout["max_new_tokens"], group_size=rollout["group_size"])
     ]
-    prompt = data["max_prompt_length"]
-    image = min(prompt, data["max_pixels"] // patch_tokens)
+    prompt = prompts["max_prompt_length"]
+    image = min(prompt, prompts["max_pixels"] // patch_tokens)
     name = Path(path).stem
     return [
         Workload(

@@ -113,6 +113,16 @@ def _args(section: dict | None) -> dict:
     return dict((section or {}).get("init_args") or {})
 
 
+def _data(cfg: dict) -> dict:
+    """The datamodule's settings that size a step, one flat mapping: its argument groups' fields (``prompts`` or
+    ``examples``, and ``loader``: ``datamodules.config``)."""
+    data = _args(cfg["data"])
+    flat = {**(data.get("prompts") or {}), **(data.get("examples") or {}), **(data.get("loader") or {})}
+    if "image_size" in data and flat.get("max_pixels") is None:  # SyntheticVQADataModule: image_size^2 when unset
+        flat["max_pixels"] = data["image_size"] ** 2
+    return flat
+
+
 def image_factor(model_config: dict) -> int:
     """The side in pixels of one image token: the vision patch times the spatial merge."""
     v = model_config["vision_config"]
@@ -122,7 +132,7 @@ def image_factor(model_config: dict) -> int:
 def workloads(cfg: dict, factor: int = 28) -> list[Workload]:
     """One workload per rollout stage (GRPO) or one (SFT), from a parsed ``vlrl fit`` configuration; an image
     token covers ``factor`` x ``factor`` pixels (28, or 32 for Qwen3-VL)."""
-    model, data = _args(cfg["model"]), _args(cfg["data"])
+    model, data = _args(cfg["model"]), _data(cfg)
     policy = model["policy"]
     checkpointing, chunk = bool(policy.get("gradient_checkpointing")), 1024
     pixels = data.get("max_pixels") or 28 * 28 * 1280  # the processors' default bound
@@ -214,7 +224,7 @@ def kv_cache_shortfall(cfg: dict, model_config: dict, gpu_bytes: int) -> str | N
     t = text_config(model_config)
     per_token = 2 * 2 * t["num_hidden_layers"] * t["num_key_value_heads"] * head_dim(t)  # K and V in bf16
     weights = 2 * sum(math.prod(shape) for shape in parameter_shapes(model_config).values())
-    prompts = _args(cfg["data"]).get("batch_size") or 1
+    prompts = _data(cfg).get("batch_size") or 1
     engine = _args(_args(cfg["model"]).get("engine"))
     for w in workloads(cfg, image_factor(model_config)):
         if w.vllm_gpu_memory_utilization is None:
@@ -242,7 +252,7 @@ def _engine_bytes(cfg: dict, model_config: dict, w: Workload, gpu_bytes: int) ->
     engine = model.get("engine") or {"class_path": "rollout.hf.HFEngine"}
     if w.vllm_gpu_memory_utilization is None:  # the HF engine: the policy itself, plus its KV cache
         t = text_config(model_config)
-        rows = (_args(cfg["data"]).get("batch_size") or 1) * w.group_size
+        rows = (_data(cfg).get("batch_size") or 1) * w.group_size
         kv = 2 * 2 * t["num_hidden_layers"] * t["num_key_value_heads"] * head_dim(t)  # K and V, bf16, per token
         return rows * (w.prompt_tokens + w.completion_tokens) * kv, 0
     settings = _args(engine)

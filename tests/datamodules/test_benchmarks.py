@@ -288,9 +288,16 @@ def test_vlrl_test_writes_per_category_and_per_question_results(tiny_checkpoint,
     source_dir.mkdir()
     tsv = write_tsv(source_dir / "mmbench.tsv")
     source_dir.chmod(0o555)
-    data = (
-        '{"class_path": "datamodules.benchmarks.BenchmarkDataModule", "init_args": {"benchmark": "mmbench", '
-        f'"source": "{tsv}", "min_pixels": 3136, "max_pixels": 3136, "val_batch_size": 2}}}}'
+    data = json.dumps(
+        {
+            "class_path": "datamodules.benchmarks.BenchmarkDataModule",
+            "init_args": {
+                "benchmark": "mmbench",
+                "source": str(tsv),
+                "prompts": {"min_pixels": 3136, "max_pixels": 3136},
+                "loader": {"val_batch_size": 2},
+            },
+        }
     )
     try:
         cli = main(
@@ -345,9 +352,16 @@ def test_vlrl_test_on_two_ranks_merges_the_per_question_file(tiny_checkpoint, tm
     import sys
 
     tsv = write_tsv(tmp_path / "mmbench.tsv")
-    data = (
-        '{"class_path": "datamodules.benchmarks.BenchmarkDataModule", "init_args": {"benchmark": "mmbench", '
-        f'"source": "{tsv}", "min_pixels": 3136, "max_pixels": 3136, "val_batch_size": 1}}}}'
+    data = json.dumps(
+        {
+            "class_path": "datamodules.benchmarks.BenchmarkDataModule",
+            "init_args": {
+                "benchmark": "mmbench",
+                "source": str(tsv),
+                "prompts": {"min_pixels": 3136, "max_pixels": 3136},
+                "loader": {"val_batch_size": 1},
+            },
+        }
     )
     args = [
         sys.executable,

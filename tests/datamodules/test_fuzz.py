@@ -8,8 +8,12 @@ from collections import Counter
 import pytest
 from PIL import Image
 
+from datamodules.config import PromptConfig
 from datamodules.vqa import VQADataset, collate_rows
 from tests.datamodules.fuzzing import BAD_KINDS, ODD_GOOD_IMAGES, bad_row, fuzzed_rows, write_odd_images
+
+# the image bounds these tests were written for (VQADataset's own defaults until the settings became PromptConfig)
+BOUNDS = dict(min_pixels=56 * 56, max_pixels=112 * 112)
 
 
 def _write(tmp_path, rows):
@@ -38,7 +42,7 @@ def test_each_bad_kind_is_an_error_naming_its_row(tmp_path, tokenizer):
     for kind in BAD_KINDS:
         rows = [{**bad_row(kind, images), "id": "x"}]
         try:
-            ds = VQADataset(_write(tmp_path, rows), tokenizer)
+            ds = VQADataset(_write(tmp_path, rows), tokenizer, PromptConfig(**BOUNDS))
         except ValueError as e:  # the scan at load (datamodules.scan)
             assert "row index 0, column" in str(e) and kind in SCAN_REASONS, (kind, e)
             continue
@@ -56,7 +60,7 @@ def test_fuzzed_rows_are_dropped_or_skipped_and_counted_exactly(tmp_path, tokeni
     images = write_odd_images(tmp_path / "images")
     rows, injected, bad = fuzzed_rows(300, 0.3, images, seed=1)
     assert set(injected) == set(BAD_KINDS)  # every kind appears at this size
-    ds = VQADataset(_write(tmp_path, rows), tokenizer, skip_bad_rows=True, min_pixels=56 * 56, max_pixels=112 * 112)
+    ds = VQADataset(_write(tmp_path, rows), tokenizer, PromptConfig(skip_bad_rows=True, **BOUNDS))
     scanned = Counter()
     for kind, n in injected.items():
         scanned[SCAN_REASONS.get(kind, "read")] += n
@@ -80,5 +84,5 @@ def test_fuzzed_rows_are_dropped_or_skipped_and_counted_exactly(tmp_path, tokeni
 def test_odd_but_valid_images_load(tmp_path, tokenizer, kind):
     images = write_odd_images(tmp_path / "images")
     row = {"id": "odd", "image": images[kind], "problem": "Colour?", "solution": "A", "problem_type": "multiple_choice"}
-    item = VQADataset(_write(tmp_path, [row]), tokenizer, min_pixels=56 * 56, max_pixels=112 * 112)[0]
+    item = VQADataset(_write(tmp_path, [row]), tokenizer, PromptConfig(**BOUNDS))[0]
     assert item["images"][0].mode == "RGB"

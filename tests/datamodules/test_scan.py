@@ -15,6 +15,7 @@ import yaml
 from PIL import Image
 
 from datamodules import scan
+from datamodules.config import LoaderConfig, PromptConfig
 from datamodules.errors import BadDataError
 from datamodules.scan import BadRow, ImageCheck, keep_rows, problem_type_check, scan_rows, scan_table, solution_check
 from datamodules.vqa import VQADataModule
@@ -201,10 +202,12 @@ def test_the_rl_datamodule_drops_bad_rows_at_setup_or_stops(tmp_path, tiny_check
     _png(tmp_path / "imgs" / "good.png")
     rows = [_row(), _row("imgs/x.png"), _row(problem_type="astro"), _row()]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    args = dict(train_data=str(tmp_path / "train.jsonl"), model_name_or_path=str(tiny_checkpoint), batch_size=4)
+    args = dict(train_data=str(tmp_path / "train.jsonl"), model_name_or_path=str(tiny_checkpoint))
     with pytest.raises(BadDataError, match=r"train\.jsonl row index 1, column 'image': image file not found"):
-        VQADataModule(**args).setup("fit")
-    dm = VQADataModule(**args, skip_bad_rows=True, shuffle=False)
+        VQADataModule(**args, loader=LoaderConfig(batch_size=4)).setup("fit")
+    dm = VQADataModule(
+        **args, prompts=PromptConfig(skip_bad_rows=True), loader=LoaderConfig(batch_size=4, shuffle=False)
+    )
     dm.setup("fit")
     assert [(r.reason, r.index) for r in dm.dropped_rows("train")] == [
         ("missing_image", 1),
@@ -232,11 +235,8 @@ def _fit_config(tmp_path: Path, skip_bad_rows: bool) -> Path:
         "class_path": "datamodules.vqa.VQADataModule",
         "init_args": {
             "train_data": str(tmp_path / "train.jsonl"),
-            "batch_size": 3,
-            "min_pixels": 56 * 56,
-            "max_pixels": 56 * 56,
-            "skip_bad_rows": skip_bad_rows,
-            "shuffle": False,
+            "prompts": {"min_pixels": 56 * 56, "max_pixels": 56 * 56, "skip_bad_rows": skip_bad_rows},
+            "loader": {"batch_size": 3, "shuffle": False},
         },
     }
     config["trainer"].update(

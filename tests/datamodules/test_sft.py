@@ -4,8 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from datamodules.config import SFTExampleConfig, SFTLoaderConfig
 from datamodules.sft import IGNORE_INDEX, SFTDataModule, ShareGPTDataset, ShareGPTFormat, piece_labels
 from tests.conftest import FAMILIES
+
+PIXELS_56 = SFTExampleConfig(min_pixels=56 * 56, max_pixels=56 * 56)  # one 56 x 56 image: 2 x 2 image tokens
 
 
 def test_piece_labels_by_hand():
@@ -25,7 +28,8 @@ def test_labels_cover_only_assistant_replies(synthetic_dir, family_checkpoint, f
 
     processor = AutoProcessor.from_pretrained(family_checkpoint(family))
     side = checkpoint_image_factor(family_checkpoint(family)) * 2  # 56, or 64 for Qwen3-VL: 2x2 image tokens
-    ds = ShareGPTDataset(synthetic_dir / "train_sft_caption.jsonl", processor, min_pixels=side**2, max_pixels=side**2)
+    examples = SFTExampleConfig(min_pixels=side**2, max_pixels=side**2)
+    ds = ShareGPTDataset(synthetic_dir / "train_sft_caption.jsonl", processor, examples=examples)
     item = ds[0]
     learned = processor.tokenizer.decode(item["input_ids"][item["labels"] != IGNORE_INDEX])
     row = json.loads((synthetic_dir / "train_sft_caption.jsonl").read_text().splitlines()[0])
@@ -60,7 +64,7 @@ def test_llama_factory_style_mapping_and_multi_turn(tmp_path, processor):
         user_tag="user",
         assistant_tag="assistant",
     )
-    item = ShareGPTDataset(tmp_path / "d.jsonl", processor, fmt, min_pixels=56 * 56, max_pixels=56 * 56)[0]
+    item = ShareGPTDataset(tmp_path / "d.jsonl", processor, fmt, PIXELS_56)[0]
     learned = processor.tokenizer.decode(item["input_ids"][item["labels"] != IGNORE_INDEX])
     assert learned == "blue<|im_end|>\nyes<|im_end|>\n"
 
@@ -91,15 +95,16 @@ def test_missing_or_unreadable_images_stop_the_load_or_drop_their_rows(tmp_path,
     rows.append({"conversations": [{"from": "human", "value": "no image?"}, {"from": "gpt", "value": "none"}]})
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(BadDataError) as error:
-        ShareGPTDataset(tmp_path / "d.jsonl", processor, min_pixels=56 * 56, max_pixels=56 * 56)
+        ShareGPTDataset(tmp_path / "d.jsonl", processor, examples=PIXELS_56)
     assert str(error.value) == (
         f"{tmp_path / 'd.jsonl'} row index 1, column 'images': image file not found: gone.png (under {tmp_path}) "
         "(and 1 more bad row: missing_image 1, bad_image 1; skip_bad_rows=true skips them)"
     )
-    ds = ShareGPTDataset(tmp_path / "d.jsonl", processor, min_pixels=56 * 56, max_pixels=56 * 56, skip_bad_rows=True)
+    skipping = SFTExampleConfig(min_pixels=56 * 56, max_pixels=56 * 56, skip_bad_rows=True)
+    ds = ShareGPTDataset(tmp_path / "d.jsonl", processor, examples=skipping)
     assert len(ds) == 2 and [(r.reason, r.index) for r in ds.dropped] == [("missing_image", 1), ("bad_image", 2)]
     (tmp_path / "good.jsonl").write_text("".join(json.dumps(rows[i]) + "\n" for i in (0, 3)))
-    clean = ShareGPTDataset(tmp_path / "good.jsonl", processor, min_pixels=56 * 56, max_pixels=56 * 56)
+    clean = ShareGPTDataset(tmp_path / "good.jsonl", processor, examples=PIXELS_56)
     for kept, expected in zip((ds[0], ds[1]), (clean[0], clean[1])):
         assert kept.keys() == expected.keys() and all((kept[k] == expected[k]).all() for k in kept)
 
@@ -108,9 +113,8 @@ def test_datamodule_batches_pad_right_and_skip_long(synthetic_dir, tiny_checkpoi
     dm = SFTDataModule(
         str(synthetic_dir / "train_sft_think.jsonl"),
         model_name_or_path=str(tiny_checkpoint),
-        batch_size=3,
-        min_pixels=56 * 56,
-        max_pixels=56 * 56,
+        examples=PIXELS_56,
+        loader=SFTLoaderConfig(batch_size=3),
     )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -122,10 +126,8 @@ def test_datamodule_batches_pad_right_and_skip_long(synthetic_dir, tiny_checkpoi
     short = SFTDataModule(
         str(synthetic_dir / "train_sft_think.jsonl"),
         model_name_or_path=str(tiny_checkpoint),
-        batch_size=3,
-        max_length=10,
-        min_pixels=56 * 56,
-        max_pixels=56 * 56,
+        examples=SFTExampleConfig(min_pixels=56 * 56, max_pixels=56 * 56, max_length=10),
+        loader=SFTLoaderConfig(batch_size=3),
     )
     short.setup("fit")
     assert next(iter(short.train_dataloader()))["skipped"] == {"too_long": 3}
@@ -145,10 +147,8 @@ def test_vision_r1_cold_as_published_reads_both_files_each_with_its_own_mapping(
         dataset_dir=str(COLD),
         datasets=COLD_NAMES,
         model_name_or_path=str(tiny_checkpoint),
-        batch_size=6,
-        min_pixels=56 * 56,
-        max_pixels=56 * 56,
-        max_length=1024,
+        examples=SFTExampleConfig(min_pixels=56 * 56, max_pixels=56 * 56, max_length=1024),
+        loader=SFTLoaderConfig(batch_size=6),
     )
     dm.setup("fit")
     llava, mulberry = dm.datasets["train"].datasets
@@ -237,7 +237,7 @@ def test_a_column_the_entry_names_must_exist(tmp_path, processor):
     )
     entry = read_dataset_info(root, [COLD_NAMES[0]])[0]
     with pytest.raises(KeyError, match=r"vision_r1_llava_cot_full.*columns\.system names 'system'"):
-        ShareGPTDataset(entry.files, processor, entry.fmt, name=entry.name, image_root=root)
+        ShareGPTDataset(entry.files, processor, entry.fmt, SFTExampleConfig(image_root=str(root)), name=entry.name)
 
 
 def test_mulberry_images_as_one_path_string_also_load(tmp_path, processor):
@@ -249,9 +249,8 @@ def test_mulberry_images_as_one_path_string_also_load(tmp_path, processor):
     from datamodules.sft import read_dataset_info
 
     entry = read_dataset_info(root, [COLD_NAMES[1]])[0]
-    ds = ShareGPTDataset(
-        entry.files, processor, entry.fmt, image_root=root, name=entry.name, min_pixels=56 * 56, max_pixels=56 * 56
-    )
+    examples = SFTExampleConfig(min_pixels=56 * 56, max_pixels=56 * 56, image_root=str(root))
+    ds = ShareGPTDataset(entry.files, processor, entry.fmt, examples, name=entry.name)
     assert ds[0]["image_grid_thw"].tolist() == [[1, 4, 4]]
 
 
@@ -264,11 +263,9 @@ def test_num_samples_draws_every_row_then_repeats(tmp_path, processor):
         entry.files,
         processor,
         entry.fmt,
-        image_root=root,
+        SFTExampleConfig(min_pixels=56 * 56, max_pixels=56 * 56, image_root=str(root)),
         name=entry.name,
         num_samples=entry.num_samples,
-        min_pixels=56 * 56,
-        max_pixels=56 * 56,
     )
     assert len(ds) == 5 and sorted(ds.rows[:3]) == [0, 1, 2] and all(0 <= r < 3 for r in ds.rows)
 
@@ -323,11 +320,15 @@ def test_a_broken_jsonl_line_is_named_or_skipped_and_counted(tmp_path, tiny_chec
     good = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
     lines = [json.dumps(good), '{"conversations": [{"from": "human", "val', json.dumps(good)]
     (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
-    strict = SFTDataModule(str(tmp_path / "d.jsonl"), model_name_or_path=str(tiny_checkpoint), batch_size=3)
+    three = SFTLoaderConfig(batch_size=3)
+    strict = SFTDataModule(str(tmp_path / "d.jsonl"), model_name_or_path=str(tiny_checkpoint), loader=three)
     with pytest.raises(ValueError, match=r"d\.jsonl: cannot be read as json: line 2 is not valid JSON"):
         strict.setup("fit")
     dm = SFTDataModule(
-        str(tmp_path / "d.jsonl"), model_name_or_path=str(tiny_checkpoint), batch_size=3, skip_bad_rows=True
+        str(tmp_path / "d.jsonl"),
+        model_name_or_path=str(tiny_checkpoint),
+        examples=SFTExampleConfig(skip_bad_rows=True),
+        loader=three,
     )
     with caplog.at_level("WARNING"):
         dm.setup("fit")
@@ -365,8 +366,7 @@ def llamafactory_rows(checkpoint, **options) -> tuple[SFTDataModule, dict[str, S
         dataset_dir=str(LLAMAFACTORY / "vision_r1_cold"),
         datasets=COLD_NAMES,
         model_name_or_path=str(checkpoint),
-        max_length=16384,
-        **options,
+        examples=SFTExampleConfig(max_length=16384, **options),
     )
     dm.setup("fit")
     return dm, dict(zip(COLD_NAMES, dm.datasets["train"].datasets))
@@ -378,8 +378,10 @@ def test_cold_start_examples_equal_llamafactory_token_for_token(released_bounds_
     assert made["versions"]["llamafactory"] == "0.9.5" and settings["template"] == "qwen2_vl"
     assert settings["train_on_prompt"] is False
     dm, parts = llamafactory_rows(released_bounds_checkpoint)  # no options: the defaults are LLaMA-Factory's
+    examples = dm.hparams.examples  # as a checkpoint holds it
     assert (
-        dm.hparams.min_pixels == settings["image_min_pixels"] and dm.hparams.max_pixels == settings["image_max_pixels"]
+        examples["min_pixels"] == settings["image_min_pixels"]
+        and examples["max_pixels"] == settings["image_max_pixels"]
     )
     assert dict(dm.processor.image_processor.size) == made["processor_size"]
     assert len(goldens["rows"]) == sum(len(ds) for ds in parts.values()) == 8
@@ -415,4 +417,4 @@ def test_the_departures_are_options_off_by_default(released_bounds_checkpoint):
     assert departed[name][0]["image_grid_thw"].tolist() == [[1, 50, 56]]
     assert default[COLD_NAMES[0]][0]["image_grid_thw"].tolist() == [[1, 42, 74]]
     with pytest.raises(ValueError, match="image_resize must be"):
-        ShareGPTDataset(LLAMAFACTORY / "vision_r1_cold" / f"{name}.json", dm.processor, image_resize="lf")
+        SFTExampleConfig(image_resize="lf")

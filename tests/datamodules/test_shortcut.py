@@ -75,12 +75,13 @@ def test_rows_are_reproducible_and_splits_differ():
 
 
 def test_written_benchmark_loads_as_rl_data_with_categories(tmp_path, tokenizer):
+    from datamodules.config import PromptConfig
     from datamodules.vqa import VQADataset
 
     files = write_shortcut_benchmark(tmp_path, n_train=8, n_eval=4, seed=0, image_size=56)
     assert set(files) == set(SPLITS) and (tmp_path / "train_sft_caption.jsonl").exists()
     for split, path in files.items():
-        ds = VQADataset(path, tokenizer, min_pixels=56 * 56, max_pixels=56 * 56)
+        ds = VQADataset(path, tokenizer, PromptConfig(min_pixels=56 * 56, max_pixels=56 * 56))
         item = ds[0]
         assert isinstance(item["images"][0], Image.Image) and item["category"]
         assert len(ds) == (8 if split == "train" else 4)

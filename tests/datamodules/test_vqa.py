@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from datamodules.config import LoaderConfig, PromptConfig
 from datamodules.errors import BadDataError
 from datamodules.images import BadImageError, load_image
 from datamodules.vqa import SyntheticVQADataModule, VQADataset, collate_rows
@@ -22,9 +23,10 @@ def test_synthetic_datamodule_yields_image_batches(tmp_path, tiny_checkpoint):
         val_size=4,
         image_size=56,
         model_name_or_path=str(tiny_checkpoint),
-        batch_size=4,
-        template="caption",
+        prompts={"template": "caption"},  # as a notebook writes it: the image bounds stay unset, so image_size^2
+        loader=LoaderConfig(batch_size=4),
     )
+    assert (dm.template, dm.batch_size, dm.min_pixels, dm.max_pixels) == ("caption", 4, 56 * 56, 56 * 56)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert len(batch["prompt"]) == 4 and batch["skipped"] == {}
@@ -35,7 +37,7 @@ def test_synthetic_datamodule_yields_image_batches(tmp_path, tiny_checkpoint):
 
 
 def test_prompt_length_matches_the_processor(synthetic_dir, tokenizer, processor):
-    ds = VQADataset(synthetic_dir / "train.jsonl", tokenizer, min_pixels=56 * 56, max_pixels=112 * 112)
+    ds = VQADataset(synthetic_dir / "train.jsonl", tokenizer, PromptConfig(min_pixels=56 * 56, max_pixels=112 * 112))
     item = ds[0]
     enc = processor(text=[item["prompt"]], images=item["images"], return_tensors="pt")
     assert item["prompt_length"] == enc["input_ids"].shape[1]
@@ -49,7 +51,7 @@ def test_geometry3k_row_with_images_list_and_default_type(tmp_path, tokenizer):
     path = write_jsonl(tmp_path / "geo.jsonl", rows)
     with pytest.raises(KeyError, match="default_problem_type"):
         VQADataset(path, tokenizer)
-    ds = VQADataset(path, tokenizer, default_problem_type="math", template="think")
+    ds = VQADataset(path, tokenizer, PromptConfig(default_problem_type="math", template="think"))
     item = ds[0]
     assert item["problem_type"] == "math" and item["solution"] == "3" and item["images"][0].mode == "RGB"
     assert item["images"][0].size[0] % 28 == 0 and item["images"][0].size[1] % 28 == 0
@@ -60,10 +62,11 @@ def test_column_mapping_and_missing_columns(tmp_path, tokenizer):
     path = write_jsonl(tmp_path / "d.jsonl", [{"pic": "a.png", "q": "How many?", "gt": "2", "kind": "numerical"}])
     with pytest.raises(KeyError, match="'image'"):
         VQADataset(path, tokenizer)
-    ds = VQADataset(path, tokenizer, columns={"image": "pic", "problem": "q", "solution": "gt", "problem_type": "kind"})
+    columns = {"image": "pic", "problem": "q", "solution": "gt", "problem_type": "kind"}
+    ds = VQADataset(path, tokenizer, PromptConfig(columns=columns))
     assert ds[0]["problem"] == "How many?"
     with pytest.raises(KeyError, match="'nope'"):
-        VQADataset(path, tokenizer, columns={"image": "nope"})
+        VQADataset(path, tokenizer, PromptConfig(columns={"image": "nope"}))
 
 
 def test_unknown_problem_type_fails_at_load_naming_the_row(tmp_path, tokenizer):
@@ -88,7 +91,7 @@ def test_bad_images_are_found_at_load_and_a_corrupt_body_when_read(tmp_path, tok
     with pytest.raises(BadDataError, match=r"row index 0, column 'image': image file not found: missing\.png") as e:
         VQADataset(path, tokenizer)
     assert "(and 1 more bad row: missing_image 1, bad_image 1;" in str(e.value)
-    skipping = VQADataset(path, tokenizer, skip_bad_rows=True)
+    skipping = VQADataset(path, tokenizer, PromptConfig(skip_bad_rows=True))
     assert len(skipping) == 2 and [r.reason for r in skipping.dropped] == ["missing_image", "bad_image"]
     batch = collate_rows([skipping[0], skipping[1]])
     assert batch["index"] == [2] and batch["skipped"] == {"bad_row": 1}
@@ -99,17 +102,23 @@ def test_bad_images_are_found_at_load_and_a_corrupt_body_when_read(tmp_path, tok
 
 def test_long_prompts_are_skipped_and_counted_never_cut(synthetic_dir, tokenizer):
     ds = VQADataset(
-        synthetic_dir / "train.jsonl", tokenizer, min_pixels=56 * 56, max_pixels=56 * 56, max_prompt_length=20
+        synthetic_dir / "train.jsonl",
+        tokenizer,
+        PromptConfig(min_pixels=56 * 56, max_pixels=56 * 56, max_prompt_length=20),
     )
     batch = collate_rows([ds[i] for i in range(3)])
     assert batch["skipped"] == {"prompt_too_long": 3}
-    strict = VQADataset(synthetic_dir / "train.jsonl", tokenizer, max_prompt_length=20, skip_long_prompts=False)
+    strict = VQADataset(
+        synthetic_dir / "train.jsonl", tokenizer, PromptConfig(max_prompt_length=20, skip_long_prompts=False)
+    )
     with pytest.raises(ValueError, match="max_prompt_length"):
         strict[0]
 
 
 def test_max_pixels_bounds_image_tokens(synthetic_dir, tokenizer):
-    small = VQADataset(synthetic_dir / "train.jsonl", tokenizer, min_pixels=28 * 28, max_pixels=28 * 28 * 4)
+    small = VQADataset(
+        synthetic_dir / "train.jsonl", tokenizer, PromptConfig(min_pixels=28 * 28, max_pixels=28 * 28 * 4)
+    )
     assert small[0]["images"][0].size == (56, 56)
 
 
@@ -139,7 +148,7 @@ def test_visionary_r1_rows_as_its_readme_shows_them_load_without_mapping(tokeniz
     path = FIXTURES / "visionary_r1" / "train.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert {"prompt", "solution", "problem_type", "image"} == set(rows[0])  # no problem column: it is in the prompt
-    ds = VQADataset(path, tokenizer, min_pixels=56 * 56, max_pixels=56 * 56)
+    ds = VQADataset(path, tokenizer, PromptConfig(min_pixels=56 * 56, max_pixels=56 * 56))
     batch = collate_rows([ds[i] for i in range(len(ds))])
     assert batch["skipped"] == {}
     assert batch["problem"] == [r["prompt"][1]["content"][1]["text"] for r in rows]
@@ -157,7 +166,7 @@ def test_visionary_r1_rows_with_embedded_images_load(tmp_path, tokenizer):
     for row in rows:
         row["image"] = str(src / row["image"])
     Dataset.from_list(rows).cast_column("image", ImageFeature()).to_parquet(tmp_path / "train.parquet")
-    item = VQADataset(tmp_path / "train.parquet", tokenizer, min_pixels=56 * 56, max_pixels=56 * 56)[1]
+    item = VQADataset(tmp_path / "train.parquet", tokenizer, PromptConfig(min_pixels=56 * 56, max_pixels=56 * 56))[1]
     assert item["images"][0].size == (56, 56) and item["problem_type"] == "multiple_choice"
 
 
@@ -165,10 +174,7 @@ def test_vision_r1_rl_rows_in_geometry3k_shape_load(tokenizer):
     ds = VQADataset(
         FIXTURES / "vision_r1_rl" / "train.jsonl",
         tokenizer,
-        template="think",
-        default_problem_type="math",
-        min_pixels=56 * 56,
-        max_pixels=56 * 56,
+        PromptConfig(template="think", default_problem_type="math", min_pixels=56 * 56, max_pixels=56 * 56),
     )
     assert [ds[i]["solution"] for i in range(len(ds))] == ["70", "12"]
 
@@ -184,7 +190,7 @@ def test_a_broken_jsonl_line_is_named_or_skipped_and_counted(tmp_path, tokenizer
     ):
         VQADataset(tmp_path / "d.jsonl", tokenizer)
     with caplog.at_level("WARNING"):
-        ds = VQADataset(tmp_path / "d.jsonl", tokenizer, skip_bad_rows=True)
+        ds = VQADataset(tmp_path / "d.jsonl", tokenizer, PromptConfig(skip_bad_rows=True))
     assert "skipping 2 unreadable line(s)" in caplog.text
     batch = collate_rows([ds[i] for i in range(len(ds))])
     assert len(ds) == 5 and len(batch["prompt"]) == 3 and batch["skipped"] == {"bad_row": 2}

@@ -60,7 +60,7 @@ def test_two_process_ddp_splits_rollouts_and_agrees_on_gradients(tiny_checkpoint
         "--data.init_args.train_size=8",
         "--data.init_args.val_size=2",
         "--data.init_args.image_size=56",
-        "--data.init_args.batch_size=2",
+        "--data.init_args.loader.batch_size=2",
         "--trainer.max_steps=2",
         "--trainer.limit_val_batches=0",
         "--trainer.enable_progress_bar=false",

@@ -13,7 +13,7 @@ import pytest
 from datamodules.benchmarks import read_published
 from evaluation.score import main as vlrl_score
 from evaluation.score import score_predictions
-from lightning_modules.grpo import GRPOModule
+from lightning_modules.evaluator import Evaluator
 from tests.conftest import FAMILIES
 from tests.e2e import HF_ENGINE
 from tests.evaluation import test_mathverse, test_mathvision, test_mathvista, test_vlmevalkit
@@ -46,14 +46,14 @@ def user_cache(tmp_path, monkeypatch):
 def canned_replies(monkeypatch, replies: dict[str, str]) -> list[int]:
     """The engine generates as usual; a question with a canned reply gets it instead of the model's. Returns the
     list the number of prompts of each engine call is appended to."""
-    generate, calls = GRPOModule._eval_generate, []
+    generate, calls = Evaluator.generate, []
 
     def eval_generate(self, batch):
         out = generate(self, batch)
         calls.append(len(batch["prompt"]))
         return replace(out, texts=[replies.get(id, text) for id, text in zip(batch["id"], out.texts)])
 
-    monkeypatch.setattr(GRPOModule, "_eval_generate", eval_generate)
+    monkeypatch.setattr(Evaluator, "generate", eval_generate)
     return calls
 
 

@@ -102,7 +102,7 @@ def grpo_args(checkpoint, root: Path, devices: int, steps: int, resume: Path | N
         "--data.init_args.train_size=4",
         "--data.init_args.val_size=2",
         "--data.init_args.image_size=56",
-        f"--data.init_args.batch_size={4 // devices}",  # the same global batch: every training row, every step
+        f"--data.init_args.loader.batch_size={4 // devices}",  # the same global batch: every training row, every step
         f"--trainer.max_steps={steps}",
         "--trainer.limit_val_batches=0",
         "--trainer.enable_progress_bar=false",
@@ -202,9 +202,9 @@ def test_fsdp2_sft_export_equals_the_trained_weights(tiny_checkpoint, synthetic_
         f"--model.init_args.export_dir={export}",
         f"--data.init_args.train_data={synthetic_dir / 'train_sft_caption.jsonl'}",
         "--data.init_args.val_data=null",
-        "--data.init_args.batch_size=2",
-        "--data.init_args.min_pixels=3136",
-        "--data.init_args.max_pixels=3136",
+        "--data.init_args.loader.batch_size=2",
+        "--data.init_args.examples.min_pixels=3136",
+        "--data.init_args.examples.max_pixels=3136",
         "--trainer.max_steps=2",
         "--trainer.enable_progress_bar=false",
         "--trainer.accelerator=cpu",

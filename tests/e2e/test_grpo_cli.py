@@ -47,8 +47,8 @@ def test_grpo_fit_two_steps(tiny_checkpoint, tmp_path):
             "--data.init_args.train_size=8",
             "--data.init_args.val_size=4",
             "--data.init_args.image_size=56",
-            "--data.init_args.batch_size=2",
-            "--data.init_args.limit_val=2",
+            "--data.init_args.loader.batch_size=2",
+            "--data.init_args.loader.limit_val=2",
             "--trainer.max_steps=2",
             "--trainer.val_check_interval=2",
             "--trainer.enable_progress_bar=false",
@@ -132,7 +132,7 @@ def test_grpo_lora_changes_only_adapter_weights(tiny_checkpoint, tmp_path):
             "--data.init_args.train_size=4",
             "--data.init_args.val_size=2",
             "--data.init_args.image_size=56",
-            "--data.init_args.batch_size=2",
+            "--data.init_args.loader.batch_size=2",
             "--trainer.max_steps=1",
             "--trainer.limit_val_batches=0",
             "--trainer.enable_progress_bar=false",
@@ -191,7 +191,7 @@ class SomeGroupsReward(Reward):
 
 @pytest.mark.slow
 def test_dynamic_sampling_trains_on_informative_groups_only(tiny_checkpoint, tmp_path):
-    from lightning_modules.callback import RolloutSettings
+    from lightning_modules.config import RolloutSettings
 
     with pytest.raises(ValueError, match="prompts_per_step must be >= 1"):
         RolloutSettings(dynamic_sampling=True, prompts_per_step=0)
@@ -211,7 +211,7 @@ def test_dynamic_sampling_trains_on_informative_groups_only(tiny_checkpoint, tmp
             f"--data.init_args.data_dir={tmp_path / 'data'}",
             "--data.init_args.train_size=16",
             "--data.init_args.image_size=56",
-            "--data.init_args.batch_size=4",
+            "--data.init_args.loader.batch_size=4",
             "--trainer.max_steps=3",
             "--trainer.limit_val_batches=0",
             "--trainer.enable_progress_bar=false",
@@ -260,7 +260,7 @@ def test_dynamic_sampling_stops_when_no_group_ever_differs(tiny_checkpoint, tmp_
                 f"--data.init_args.data_dir={tmp_path / 'data'}",
                 "--data.init_args.train_size=8",
                 "--data.init_args.image_size=56",
-                "--data.init_args.batch_size=2",
+                "--data.init_args.loader.batch_size=2",
                 "--trainer.max_steps=2",
                 "--trainer.limit_val_batches=0",
                 "--trainer.enable_progress_bar=false",
@@ -289,7 +289,7 @@ def test_a_step_without_an_informative_group_after_an_update_logs_like_the_other
             f"--data.init_args.data_dir={tmp_path / 'data'}",
             "--data.init_args.train_size=8",
             "--data.init_args.image_size=56",
-            "--data.init_args.batch_size=2",
+            "--data.init_args.loader.batch_size=2",
             "--trainer.max_steps=2",
             "--trainer.limit_val_batches=0",
             "--trainer.enable_progress_bar=false",
@@ -315,7 +315,7 @@ def test_plain_template_evaluation_reads_the_whole_reply(tiny_checkpoint, tmp_pa
         "--data.init_args.train_size=4",
         "--data.init_args.val_size=2",
         "--data.init_args.image_size=56",
-        "--data.init_args.template=plain",
+        "--data.init_args.prompts.template=plain",
         "--trainer.enable_progress_bar=false",
         "--trainer.logger=false",
         "--trainer.limit_val_batches=1",

@@ -49,7 +49,7 @@ def test_grpo_raises_mean_reward(tiny_checkpoint, tmp_path):
             "--data.init_args.train_size=64",
             "--data.init_args.val_size=2",
             "--data.init_args.image_size=56",
-            "--data.init_args.batch_size=2",
+            "--data.init_args.loader.batch_size=2",
             "--trainer.max_steps=12",
             "--trainer.limit_val_batches=0",
             "--trainer.enable_progress_bar=false",

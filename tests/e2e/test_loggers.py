@@ -46,7 +46,7 @@ def fit_one_step(tiny_checkpoint, tmp_path: Path, logger: str):
             f"--data.init_args.data_dir={tmp_path / 'data'}",
             "--data.init_args.train_size=4",
             "--data.init_args.val_size=2",
-            "--data.init_args.batch_size=2",
+            "--data.init_args.loader.batch_size=2",
             "--trainer.max_steps=1",
             "--trainer.limit_val_batches=0",
             "--trainer.enable_progress_bar=false",

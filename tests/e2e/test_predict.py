@@ -30,7 +30,7 @@ def _predict(tiny_checkpoint, tmp_path, predict_data: Path) -> list[dict]:
             "--data.init_args.val_size=4",
             "--data.init_args.image_size=56",
             f"--data.init_args.predict_data={predict_data}",
-            "--data.init_args.val_batch_size=2",
+            "--data.init_args.loader.val_batch_size=2",
             f"--trainer.default_root_dir={tmp_path}",
             "--trainer.logger=false",
             "--trainer.enable_progress_bar=false",

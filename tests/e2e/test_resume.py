@@ -6,16 +6,14 @@ recipe's own checkpoint layout through the installed command)."""
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.e2e import HF_ENGINE
+from tests.forked import run_vlrl_forked
 from tools.lightning_cli import checkpoint_step
 from vlrl_cli import main
 
@@ -51,7 +49,7 @@ def fit_args(tiny_checkpoint, data_dir, root, steps) -> list[str]:
         "--data.init_args.train_size=10",
         "--data.init_args.val_size=2",
         "--data.init_args.image_size=56",
-        "--data.init_args.batch_size=2",
+        "--data.init_args.loader.batch_size=2",
         "--trainer.max_steps=" + str(steps),
         "--trainer.limit_val_batches=0",
         "--trainer.enable_progress_bar=false",
@@ -86,16 +84,11 @@ def test_resume_reproduces_the_next_step(tiny_checkpoint, tmp_path):
 
 
 def run_killed(args: list[str], point: str, timeout: float = 600) -> None:
-    """``vlrl fit`` in a subprocess that SIGKILLs itself at ``point`` (``tests.e2e.kills``)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "vlrl_cli", *args, "--model.class_path=tests.e2e.kills.KillableGRPOModule"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "VLRL_TEST_KILL": point},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        timeout=timeout,
-    )
-    assert proc.returncode == -signal.SIGKILL, (point, proc.stderr.decode()[-3000:])
+    """``vlrl fit`` in a process of its own (forked: ``tests.forked``) that SIGKILLs itself at ``point``
+    (``tests.e2e.kills``)."""
+    args = [*args, "--model.class_path=tests.e2e.kills.KillableGRPOModule"]
+    proc = run_vlrl_forked(args, {"VLRL_TEST_KILL": point}, timeout)
+    assert proc.returncode == -signal.SIGKILL, (point, proc.stderr[-3000:])
 
 
 def assert_whole(ckpt_dir: Path) -> None:

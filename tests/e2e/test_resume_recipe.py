@@ -44,7 +44,7 @@ def command(tiny_checkpoint, synthetic_dir, root: Path, engine: str) -> list[str
         EVERY_STEP,
         f"--trainer.max_steps={STEPS}",
         "--trainer.max_epochs=-1",
-        "--data.init_args.batch_size=2",  # two steps an epoch from the 4-row fixture: the resume crosses an epoch
+        "--data.init_args.loader.batch_size=2",  # 2 steps an epoch from the 4-row fixture: the resume crosses an epoch
         "--model.init_args.optim.lr=1e-3",
         "--model.init_args.rollout.log_samples_every_n_steps=1",
         "--model.init_args.rollout.num_logged_samples=4",

@@ -62,11 +62,8 @@ def _config(tmp_path: Path, train_data: Path, rewards: list[dict], steps: int) -
         "class_path": "datamodules.vqa.VQADataModule",
         "init_args": {
             "train_data": str(train_data),
-            "batch_size": 2,
-            "min_pixels": 56 * 56,
-            "max_pixels": 56 * 56,
-            "skip_bad_rows": True,
-            "shuffle": False,
+            "prompts": {"min_pixels": 56 * 56, "max_pixels": 56 * 56, "skip_bad_rows": True},
+            "loader": {"batch_size": 2, "shuffle": False},
         },
     }
     config["trainer"].update(

@@ -28,7 +28,7 @@ def test_visionary_r1_two_steps_with_vllm(family_checkpoint, family, synthetic_d
         "--trainer.max_steps=2",
         f"--trainer.logger={json.dumps(logger)}",
         "--model.init_args.optim.lr=1e-3",
-        "--data.init_args.batch_size=2",  # two steps from the 4-row fixture
+        "--data.init_args.loader.batch_size=2",  # two steps from the 4-row fixture
         "--model.init_args.engine.init_args.enforce_eager=true",  # faster start on CPU
         "--model.init_args.rollout.max_new_tokens=8",
         "--model.init_args.rollout.group_size=3",
@@ -120,7 +120,7 @@ def test_demo_with_lora_samples_from_the_merged_adapter(family_checkpoint, famil
         "--data.init_args.train_size=8",
         "--data.init_args.val_size=2",
         "--data.init_args.image_size=56",
-        "--data.init_args.batch_size=2",
+        "--data.init_args.loader.batch_size=2",
         "--trainer.max_steps=2",
         "--trainer.limit_val_batches=0",
         "--trainer.enable_checkpointing=false",

@@ -62,9 +62,9 @@ def _validate(checkpoint, tmp_path, name):
             "--model.init_args.evaluation.max_new_tokens=12",
             f"--data.init_args.data_dir={tmp_path / 'data'}",
             "--data.init_args.val_size=8",
-            "--data.init_args.limit_val=8",
+            "--data.init_args.loader.limit_val=8",
             "--data.init_args.train_size=8",
-            "--data.init_args.val_batch_size=4",
+            "--data.init_args.loader.val_batch_size=4",
             "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={tmp_path / name}",
             f"--trainer.logger.init_args.save_dir={tmp_path / name}",
@@ -126,6 +126,6 @@ def test_category_tallies_merge_across_ranks(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_gather_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    mp.start_processes(_gather_worker, args=(port, str(tmp_path)), nprocs=2, start_method="fork")  # no re-import
     merged = [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
     assert merged[0] == merged[1] == {"all": [3.0, 5], "colour": [1.0, 2], "shape": [2.0, 3]}

@@ -1,6 +1,6 @@
 """RolloutCallback: the rewards receive the columns they declare, the module receives one ``RolloutStep`` whose status
 says what to do, and a staged schedule picks the settings of the current step. The rollouts are real (the tiny model
-through the HF engine); the trainer and module are the few attributes the callback reads."""
+through the HF engine); the trainer is the few attributes the callback reads, and it reads none of the module's."""
 
 from __future__ import annotations
 
@@ -10,13 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_modules.callback import (
-    RolloutCallback,
-    RolloutSettings,
-    RolloutStage,
-    RolloutStep,
-    settings_at,
-)
+from lightning_modules.callback import RolloutCallback, RolloutStep, settings_at
+from lightning_modules.config import RolloutSettings, RolloutStage
 from lightning_modules.policy import load_policy
 from rewards import AccuracyReward, CombinedReward, Reward
 from rollout.hf import HFEngine
@@ -67,15 +62,14 @@ def data_batch(processor, n: int) -> dict:
 
 def rollout_for(policy_and_processor, rewards: list[Reward], settings: RolloutSettings, batch: dict) -> RolloutStep:
     policy, processor = policy_and_processor
-    engine = HFEngine()
-    callback = RolloutCallback(engine, settings)
-    module = SimpleNamespace(
-        policy=policy, processor=processor, rewards=CombinedReward(rewards), device=torch.device("cpu")
+    callback = RolloutCallback(HFEngine(), CombinedReward(rewards), settings)
+    callback.attach(policy, processor)
+    callback._start_engine()
+    trainer = SimpleNamespace(
+        global_step=0, world_size=1, is_global_zero=True, strategy=SimpleNamespace(root_device=torch.device("cpu"))
     )
-    callback._attach(module)
-    trainer = SimpleNamespace(global_step=0, world_size=1, is_global_zero=True)
     torch.manual_seed(0)
-    callback.on_train_batch_start(trainer, module, batch, 0)
+    callback.on_train_batch_start(trainer, None, batch, 0)  # the callback reads nothing of the module
     return batch["rollout"]
 
 
@@ -139,23 +133,22 @@ def test_step_shape_is_the_largest_stage_at_the_data_s_bounds():
     sequences take the most tokens (PTST: 16 x (4096 + 4096) per prompt in stage 1, more than 8 x (4096 + 8192))."""
     from types import SimpleNamespace
 
-    from lightning_modules.callback import RolloutCallback, RolloutSettings, RolloutStage
     from rollout.engine import StepShape
     from rollout.hf import HFEngine
 
-    data = SimpleNamespace(
-        hparams={"batch_size": 4, "max_prompt_length": 4096, "min_pixels": 3136, "max_pixels": 10**6}
-    )
+    data = SimpleNamespace(batch_size=4, max_prompt_length=4096, min_pixels=3136, max_pixels=10**6)
     stages = [RolloutStage(300, 4096, 16), RolloutStage(300, 8192, 8)]
-    callback = RolloutCallback(HFEngine(), RolloutSettings(), stages)
+    callback = RolloutCallback(HFEngine(), CombinedReward([AccuracyReward()]), RolloutSettings(), stages)
     assert callback.step_shape(data) == StepShape(4, 16, 4096, 4096, 3136, 10**6)
-    plain = RolloutCallback(HFEngine(), RolloutSettings(group_size=8, max_new_tokens=256))
+    plain = RolloutCallback(
+        HFEngine(), CombinedReward([AccuracyReward()]), RolloutSettings(group_size=8, max_new_tokens=256)
+    )
     assert plain.step_shape(data) == StepShape(4, 8, 4096, 256, 3136, 10**6)
-    assert plain.step_shape(SimpleNamespace(hparams={})) is None  # a datamodule that does not say
+    assert plain.step_shape(SimpleNamespace()) is None  # a datamodule that does not say
 
 
 def test_stage_index_and_the_schedule_problems_both_ways():
-    from lightning_modules.callback import RolloutStage, stage_index, stage_schedule_problems
+    from lightning_modules.callback import stage_index, stage_schedule_problems
 
     stages = [RolloutStage(2, 64, 8), RolloutStage(2, 128, 4)]
     assert [stage_index(step, stages) for step in range(6)] == [0, 0, 1, 1, 1, 1]  # the last continues

@@ -8,9 +8,9 @@ import pytest
 import torch
 from lightning import Trainer
 
+from datamodules.config import LoaderConfig, PromptConfig
 from datamodules.vqa import VQADataModule
-from lightning_modules.callback import RolloutSettings
-from lightning_modules.config import EvalConfig, OptimConfig, PolicyConfig, UpdateConfig
+from lightning_modules.config import EvalConfig, OptimConfig, PolicyConfig, RolloutSettings, UpdateConfig
 from lightning_modules.grpo import GRPOModule
 from rewards import AccuracyReward, FormatReward, Reward
 from tests.probes import TextChecksumReward, moved_fraction
@@ -48,9 +48,7 @@ def fit(module: GRPOModule, checkpoint, synthetic_dir, tmp_path, steps: int = 1)
         train_data=str(synthetic_dir / "train.jsonl"),
         val_data=str(synthetic_dir / "train.jsonl"),
         model_name_or_path=str(checkpoint),
-        batch_size=2,
-        limit_val=2,
-        shuffle=False,
+        loader=LoaderConfig(batch_size=2, limit_val=2, shuffle=False),
     )
     trainer = Trainer(
         accelerator="cpu",
@@ -140,7 +138,9 @@ def test_evaluation_leaves_the_training_rewards_counters_alone(tiny_checkpoint, 
         evaluation=EvalConfig(shortcut_diagnostics=True),
     )
     data = VQADataModule(
-        val_data=str(synthetic_dir / "train.jsonl"), model_name_or_path=str(tiny_checkpoint), batch_size=2, limit_val=2
+        val_data=str(synthetic_dir / "train.jsonl"),
+        model_name_or_path=str(tiny_checkpoint),
+        loader=LoaderConfig(batch_size=2, limit_val=2),
     )
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     trainer.validate(module, datamodule=data, verbose=False)
@@ -153,7 +153,9 @@ def test_evaluation_leaves_the_training_rewards_counters_alone(tiny_checkpoint, 
 def test_a_format_reward_checking_another_template_than_the_prompts_stops_the_run(tiny_checkpoint, synthetic_dir):
     module = grpo(tiny_checkpoint, [AccuracyReward(), FormatReward(template="caption")])
     data = VQADataModule(
-        val_data=str(synthetic_dir / "train.jsonl"), model_name_or_path=str(tiny_checkpoint), template="think"
+        val_data=str(synthetic_dir / "train.jsonl"),
+        model_name_or_path=str(tiny_checkpoint),
+        prompts=PromptConfig(template="think"),
     )
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     with pytest.raises(ValueError, match="template is 'think' but the format reward checks template 'caption'"):

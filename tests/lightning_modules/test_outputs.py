@@ -3,6 +3,7 @@
 import json
 from types import SimpleNamespace
 
+from datamodules.config import PromptConfig
 from datamodules.vqa import SkippedRow, VQADataset, collate_rows
 from lightning_modules.outputs import SkippedRowsReport
 
@@ -16,15 +17,10 @@ def test_each_skipped_row_keeps_its_own_reason(synthetic_dir, tokenizer, tmp_pat
     rows[2]["image"] = str(tmp_path / "gone.png")  # after a row that is too long
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ds = VQADataset(
-        path,
-        tokenizer,
-        image_root=synthetic_dir,
-        skip_bad_rows=True,
-        max_prompt_length=20,
-        min_pixels=56 * 56,
-        max_pixels=56 * 56,
+    prompts = PromptConfig(
+        image_root=str(synthetic_dir), skip_bad_rows=True, max_prompt_length=20, min_pixels=56 * 56, max_pixels=56 * 56
     )
+    ds = VQADataset(path, tokenizer, prompts)
     batch = collate_rows([ds[i] for i in range(3)])
     assert batch["skipped"] == {"bad_row": 2, "prompt_too_long": 1}
     report = SkippedRowsReport()

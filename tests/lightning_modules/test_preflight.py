@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from datamodules.config import PromptConfig
 from datamodules.sft import SFTDataModule
 from datamodules.vqa import VQADataModule
 from lightning_modules.preflight import check_templates, config_problems, evaluation_fallbacks
@@ -63,7 +64,7 @@ def test_validate_without_val_data_fails_before_the_model_loads(tiny_checkpoint,
 
 
 def _data(template: str) -> VQADataModule:
-    return VQADataModule(val_data="unused.jsonl", template=template)
+    return VQADataModule(val_data="unused.jsonl", prompts=PromptConfig(template=template))
 
 
 def test_a_reward_checking_another_template_than_the_prompts_is_named():

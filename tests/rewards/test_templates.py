@@ -35,7 +35,7 @@ def test_a_template_is_frozen():
     [
         get_template,
         get_tagged_template,
-        lambda name: VQADataModule(template=name),
+        lambda name: VQADataModule(prompts={"template": name}),
         FormatReward,
         HardFormatResultReward,
         lambda name: parse_template("<think>a</think><answer>b</answer>", name),

@@ -92,6 +92,7 @@ def test_pipeline_runs_every_stage_and_resumes_without_redoing_rows(rows, model_
 
 
 def test_kept_rows_load_in_the_sft_datamodule(rows, model_client, tmp_path, tiny_checkpoint):
+    from datamodules.config import SFTExampleConfig, SFTLoaderConfig
     from datamodules.sft import SFTDataModule
 
     cache = tmp_path / "stages"
@@ -113,9 +114,8 @@ def test_kept_rows_load_in_the_sft_datamodule(rows, model_client, tmp_path, tiny
     dm = SFTDataModule(
         train_data=str(tmp_path / "cold_start.jsonl"),
         model_name_or_path=str(tiny_checkpoint),
-        batch_size=4,
-        min_pixels=56 * 56,
-        max_pixels=56 * 56,
+        examples=SFTExampleConfig(min_pixels=56 * 56, max_pixels=56 * 56),
+        loader=SFTLoaderConfig(batch_size=4),
     )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))

@@ -175,8 +175,8 @@ def test_update_phase_agrees_with_the_tiny_model_s_measured_peak(
             f"--model.init_args.rollout.max_new_tokens={completions}",
             f"--model.init_args.update.micro_batch_size={prompts * group_size}",
             f"--model.init_args.update.logps_chunk_size={chunk}",
-            f"--data.init_args.max_prompt_length={inputs['input_ids'].shape[1]}",
-            f"--data.init_args.max_pixels={112 * 112}",
+            f"--data.init_args.prompts.max_prompt_length={inputs['input_ids'].shape[1]}",
+            f"--data.init_args.prompts.max_pixels={112 * 112}",
         ]
     )
     phases = plan(cfg, 1, H100).phases

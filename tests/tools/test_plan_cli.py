@@ -48,7 +48,7 @@ def test_every_model_overlay_documents_plans_that_fit_with_their_peaks(overlay, 
     checkpoint = config["model"]["init_args"]["policy"]["model_name_or_path"]
     family = family_of_checkpoint(checkpoint)
     assert checkpoint in KNOWN and overlay.stem.startswith(family.model_type)
-    data = config["data"]["init_args"]  # the release's lower bound; the upper one capped under the release's
+    data = config["data"]["init_args"]["prompts"]  # the release's lower bound; the upper one capped under the release's
     assert data["min_pixels"] == family.pixels[0] and data["max_pixels"] <= family.pixels[1]
     for line in documented:
         command, quoted = re.fullmatch(r"#   vlrl plan (.+)  \(peak ([0-9.]+) GiB\)", line).groups()

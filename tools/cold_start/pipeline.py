@@ -40,6 +40,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from clients.base import ChatClient, ChatRequest
+from datamodules.config import PromptConfig
 from datamodules.errors import UserError
 from datamodules.prompts import sharegpt_row as sft_example
 from datamodules.vqa import SkippedRow, VQADataset
@@ -149,9 +150,7 @@ def run_pipeline(
     prompts, filters = prompts or Prompts(), filters or FilterConfig()
     reasoner = reasoner or vlm
     root = Path(out)
-    dataset = VQADataset(
-        data,
-        None,
+    row_settings = PromptConfig(  # how the rows are read (VQADataset), as RL data
         template=TEMPLATE,
         columns=columns,
         default_problem_type=default_problem_type,
@@ -159,8 +158,8 @@ def run_pipeline(
         min_pixels=min_pixels,
         max_pixels=max_pixels,
         skip_bad_rows=skip_bad_rows,
-        limit=limit,
     )
+    dataset = VQADataset(data, None, row_settings, limit=limit)
     rows, bad = [], list(dataset.dropped)  # the rows the scan left out (skip_bad_rows), then those unreadable
     for i in range(len(dataset)):
         item = dataset[i]
