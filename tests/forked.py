@@ -1,68 +1,90 @@
-"""``vlrl`` runs in a child process forked from the test's own: a process of its own as far as the run is concerned
-(its memory, its exit status, a SIGKILL that takes only it), without importing torch, transformers, Lightning and
-vLLM again, which costs about 8 s of CPU a process on the CI machine. For tests that start many runs (the resume
-tests kill one run after another); the installed command itself is tested as a real subprocess elsewhere
-(tests/e2e/test_console_script.py, tests/e2e/test_resume_recipe.py)."""
+"""``vlrl`` runs in processes forked from a fork server that has imported vlrl's stack once (torch, transformers,
+Lightning, vLLM): each run is a process of its own (its memory, its exit status, a SIGKILL that takes only it),
+without the ~8 s of CPU it takes a new process to import that stack on the CI machine. The server is started on first
+use in each test process and has never run a model: a forked run starts as clean as a new process (forking the test
+process itself would carry over whatever earlier tests left, such as autograd's threads, which torch refuses to use
+after a fork). For tests that start many runs (the resume tests kill one run after another); the installed command
+is tested as a real subprocess elsewhere (tests/e2e/test_console_script.py, tests/e2e/test_resume_recipe.py)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-import signal
 import sys
 import tempfile
-import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
+
+PRELOAD = ["vlrl_cli", "lightning_modules.grpo", "tests.e2e.kills", "vllm"]
 
 
 @dataclass
 class Finished:
     returncode: int  # as subprocess gives it: the exit code, or -N for a process ended by signal N
+    stdout: str
     stderr: str
 
 
-def _child(argv: list[str], env: dict[str, str], stderr_fd: int) -> None:
-    """In the forked child: stdout to /dev/null, stderr to the parent's file, then ``vlrl_cli.main(argv)``. Never
-    returns: the child leaves with ``os._exit``, so nothing of the parent's (pytest's exit handlers) runs in it."""
+def _run(argv: list[str], env: dict[str, str], cwd: str, folder: str) -> None:
+    """In the forked process: stdout and stderr to files in ``folder``, the test process's environment and working
+    folder, then ``vlrl <argv>`` as the console script runs it (``vlrl_cli.entry``); leaves with ``os._exit`` and the
+    run's exit status."""
     code = 1
     try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.dup2(stderr_fd, 2)
-        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the child's own streams, closed by _exit
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            os.dup2(os.open(Path(folder, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the process's own streams, closed by _exit
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        os.environ.clear()
         os.environ.update(env)
-        from vlrl_cli import main
+        os.chdir(cwd)
+        from vlrl_cli import entry
 
-        main(argv)
-        code = 0
+        code = entry(argv)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:
         traceback.print_exc()
     finally:
+        sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
 
 
+def _context() -> multiprocessing.context.BaseContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)  # read when the server starts, on the first run
+    return context
+
+
+class ForkedRun:
+    """``vlrl <argv>`` (``vlrl_cli.entry``, the console script's function) started in a process forked from the
+    server, with this process's working folder and environment, ``env`` added. ``pid`` is the run's process; ``wait``
+    returns how it ended."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self._folder = tempfile.TemporaryDirectory()
+        environment = {**os.environ, **(env or {})}
+        self.argv = argv
+        self.process = _context().Process(target=_run, args=(argv, environment, os.getcwd(), self._folder.name))
+        self.process.start()
+        self.pid = self.process.pid
+
+    def wait(self, timeout: float = 600) -> Finished:
+        """Waits at most ``timeout`` seconds; past it, the run is killed and ``TimeoutError`` raised."""
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+            self._folder.cleanup()
+            raise TimeoutError(f"vlrl {self.argv[0]} ran over {timeout} s")
+        out = [Path(self._folder.name, name) for name in ("stdout", "stderr")]
+        texts = [path.read_text(errors="replace") if path.exists() else "" for path in out]
+        self._folder.cleanup()
+        return Finished(self.process.exitcode, *texts)
+
+
 def run_vlrl_forked(argv: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> Finished:
-    """``vlrl <argv>`` (``vlrl_cli.main``) in a forked child with ``env`` added to its environment; waits for it (at
-    most ``timeout`` seconds, then kills it and raises ``TimeoutError``)."""
-    with tempfile.TemporaryFile() as err:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            _child(argv, env or {}, err.fileno())
-        deadline = time.monotonic() + timeout
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise TimeoutError(f"vlrl {' '.join(argv[:1])} ran over {timeout} s")
-            time.sleep(0.05)
-        err.seek(0)
-        return Finished(os.waitstatus_to_exitcode(status), err.read().decode(errors="replace"))
+    """``ForkedRun(argv, env).wait(timeout)``."""
+    return ForkedRun(argv, env).wait(timeout)

@@ -1,16 +1,16 @@
 """``vlrl fit`` on the Visionary-R1 recipe with the vLLM engine and the policy-engine caption judge, two steps on
-the tiny model of each family, in a fresh process (vLLM runs in-process there, as in a user's run); LoRA with the
+the tiny model of each family, in a process of its own (``tests.forked``; vLLM runs in-process there, as in a user's
+run); LoRA with the
 vLLM engine on each family, and its exported model reloaded in transformers and vLLM."""
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import FAMILIES
+from tests.forked import run_vlrl_forked
 from tests.test_configs import CONFIGS, cpu_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -41,8 +41,7 @@ def test_visionary_r1_two_steps_with_vllm(family_checkpoint, family, synthetic_d
     # the recipe as shipped plus the CPU overlay: sleep mode (GPU only) and max_model_len 8192 (the tiny model has
     # 4096 positions) are adapted by the engine on CPU, not overridden here
     cpu = ["-c", str(CONFIGS / "cpu.yaml")]
-    command = [sys.executable, "-c", "from vlrl_cli import main; main()", "fit", "-c", str(config), *cpu, *args]
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    run = run_vlrl_forked(["fit", "-c", str(config), *cpu, *args], timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     log = run.stdout + run.stderr
     assert "enable_sleep_mode is GPU only, turned off" in log and "max_model_len 8192 cut to the model's 4096" in log
@@ -67,9 +66,6 @@ def test_a_kv_cache_too_small_for_one_step_fails_at_start(tiny_checkpoint, tmp_p
     G 8 x 64) tokens (prefix caching shares each prompt) needs 8,192. The run stops when the engine starts, with both
     numbers, before any step."""
     command = [
-        sys.executable,
-        "-m",
-        "vlrl_cli",
         "fit",
         "-c",
         str(ROOT / "configs" / "demo_grpo.yaml"),
@@ -81,7 +77,7 @@ def test_a_kv_cache_too_small_for_one_step_fails_at_start(tiny_checkpoint, tmp_p
         f"--trainer.default_root_dir={tmp_path}",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
     ]
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    run = run_vlrl_forked(command, timeout=600)
     assert run.returncode != 0
     assert "but one step needs 8,192: 8 prompts x (512 prompt + G 8 x 64 new) tokens" in run.stderr, run.stderr[-3000:]
     assert (
@@ -103,7 +99,7 @@ def test_demo_with_lora_samples_from_the_merged_adapter(family_checkpoint, famil
         {"class_path": "tests.e2e.test_grpo_cli.TextLengthReward"},  # groups differ even with random weights
     ]
     adapters = tmp_path / "adapters"
-    command = [sys.executable, "-m", "vlrl_cli", "fit", "-c", str(CONFIGS / "demo_grpo.yaml")]
+    command = ["fit", "-c", str(CONFIGS / "demo_grpo.yaml")]
     command += [
         "-c",
         str(CONFIGS / "lora.yaml"),
@@ -127,7 +123,7 @@ def test_demo_with_lora_samples_from_the_merged_adapter(family_checkpoint, famil
         f"--trainer.default_root_dir={tmp_path}",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
     ]
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    run = run_vlrl_forked(command, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     rows = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("reward/total")]
     assert [float(r["rollout/weight_version"]) for r in rows] == [1.0, 2.0]

@@ -13,6 +13,7 @@ import pytest
 from clients import HFChatClient, OpenAIChatClient
 from datamodules.synthetic import write_synthetic_dataset
 from tests.chat_server import ANSWER, DESCRIPTION, REASONING, ChatServer
+from tests.forked import ForkedRun, run_vlrl_forked
 from tools.cold_start import FilterConfig, run_pipeline
 from tools.cold_start.filters import rejection_reason, repeated_ngram_share
 from tools.cold_start.pipeline import STAGES, main
@@ -319,17 +320,18 @@ def test_killed_at_seeded_moments_the_command_resumes_without_redoing_work(answe
 
     with ChatServer() as server:
         config = _http_config(tmp_path / "cold.yaml", server.url)
-        args = [str(COMMAND), "--config", str(config), "--data", str(answer_b_rows), "--batch_size", "2", "--out"]
-        whole = subprocess.run([*args, str(tmp_path / "whole")], cwd=tmp_path, capture_output=True, timeout=600)
+        args = ["cold-start", "--config", str(config), "--data", str(answer_b_rows), "--batch_size", "2", "--out"]
+        whole = run_vlrl_forked([*args, str(tmp_path / "whole")])  # each run a process of its own (tests.forked)
         assert whole.returncode == 0, whole.stderr[-3000:]
         needed, schedule, kills = len(server.requests), random.Random(0), 0
         while True:
-            proc = subprocess.Popen([*args, str(tmp_path / "killed")], cwd=tmp_path, stdout=subprocess.DEVNULL)
+            run = ForkedRun([*args, str(tmp_path / "killed")])
             # the 3rd to 6th request of this run: at least one batch of 2 answered first, so each run gets further
-            server.kill_at = (len(server.requests) + schedule.randint(3, 6), proc.pid)
-            if proc.wait(timeout=600) == 0:
+            server.kill_at = (len(server.requests) + schedule.randint(3, 6), run.pid)
+            finished = run.wait(timeout=600)
+            if finished.returncode == 0:
                 break
-            assert proc.returncode == -9
+            assert finished.returncode == -9, finished.stderr[-3000:]
             kills += 1
         asked = len(server.requests) - needed
     assert kills >= 4 and asked <= needed + 2 * kills, (kills, asked, needed)
