@@ -299,9 +299,10 @@ def _alive(session: int) -> list[int]:
 
 
 @pytest.mark.parametrize("rank", [0, 1])
-def test_a_killed_rank_takes_the_other_down_within_a_minute(tiny_checkpoint, tmp_path, rank):
-    """SIGKILL one of the two FSDP2 processes in its second step: the other exits too, within 60 s, rather than
-    waiting in a collective for the process group's 30-minute timeout. Rank 1 killed: rank 0's gloo collective fails
+def test_a_killed_rank_takes_the_other_down(tiny_checkpoint, tmp_path, rank):
+    """SIGKILL one of the two FSDP2 processes in its second step: the other exits too, rather than waiting in a
+    collective for the process group's 30-minute timeout (it exits within seconds; the 5 minutes allowed here are a
+    hang guard, far from both, not a timing the test depends on). Rank 1 killed: rank 0's gloo collective fails
     at once; rank 0 (the launcher) killed: rank 1's does."""
     import os
     import time
@@ -321,9 +322,9 @@ def test_a_killed_rank_takes_the_other_down_within_a_minute(tiny_checkpoint, tmp
     try:
         proc.wait(timeout=600)  # the launcher: killed, or exiting after its rank died
         assert mark.is_file(), "the chosen rank never reached its second step"
-        while _alive(proc.pid) and time.time() - float(mark.read_text()) < 60:
+        while _alive(proc.pid) and time.time() - float(mark.read_text()) < 300:
             time.sleep(0.5)
-        assert not _alive(proc.pid), f"still running 60 s after rank {rank} died: {_alive(proc.pid)}"
+        assert not _alive(proc.pid), f"still running 5 minutes after rank {rank} died: {_alive(proc.pid)}"
     finally:
         for pid in _alive(proc.pid):
             os.kill(pid, 9)

@@ -14,10 +14,10 @@ import json, os, sys, time
 name, out, wait_for = sys.argv[1], sys.argv[2], sys.argv[3]
 open(os.path.join(out, name + ".up"), "w").close()
 if wait_for != "-":
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 600  # a hang guard: run one after the other, the units would wait for ever
     while not os.path.exists(os.path.join(out, wait_for + ".up")):
         if time.monotonic() > deadline:
-            sys.exit("waited 60 s for " + wait_for)
+            sys.exit("waited 600 s for " + wait_for)
         time.sleep(0.05)
 record = {"cores": sorted(os.sched_getaffinity(0)), "threads": os.environ["OMP_NUM_THREADS"], "t": time.time()}
 with open(os.path.join(out, name + ".json"), "w") as f:

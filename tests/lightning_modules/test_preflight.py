@@ -1,8 +1,6 @@
 """Configuration checks that run before any model loads: an evaluation stage without its data, GPU-only options on
 CPU. Each names the option and the fix."""
 
-import time
-
 import pytest
 
 from datamodules.config import PromptConfig
@@ -56,11 +54,9 @@ def test_validate_without_val_data_fails_before_the_model_loads(tiny_checkpoint,
         f"--trainer.default_root_dir={tmp_path}",
     ]
     cli = main(args, run=False)
-    start = time.perf_counter()
     with pytest.raises(ValueError, match="data.init_args.val_data"):
         cli.trainer.validate(cli.model, datamodule=cli.datamodule)
     assert cli.model.policy is None and cli.model.engine.llm is None  # nothing loaded, no engine started
-    assert time.perf_counter() - start < 30
 
 
 def _data(template: str) -> VQADataModule:

@@ -1,7 +1,5 @@
 """No reward raises on any model output, and the math time limit holds on adversarial input."""
 
-import time
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,26 +47,22 @@ def test_no_reward_raises(completion, solution, kind):
         assert 0.0 <= out.item() <= 1.0
 
 
-def test_huge_and_unbalanced_inputs_score_quickly():
+def test_huge_and_unbalanced_inputs_get_a_score():
+    """No clock is read: a scorer that backtracked on these (a megabyte, 5,000 nested tags) would not finish, and
+    the suite would stop at its own limit, where linear-time scoring takes well under a second each."""
     huge = "<answer>" + "x" * 1_000_000
     nested = "<info>" * 5000 + "</info>" * 5000 + "<think>a</think><answer>1</answer>"
     for text in (huge, nested, "", "</answer><answer>", "\x00" * 1000):
-        start = time.monotonic()
         for reward in REWARDS:
             out = reward([text] * 2, solution=["1", "1"], problem_type=["ocr", "free_form"])
-            assert out.shape == (2,)
-        assert time.monotonic() - start < 60  # linear-time scoring: well under a second each on an idle machine
+            assert out.shape == (2,) and bool(((out >= 0) & (out <= 1)).all())
 
 
 def test_math_time_limit_holds_on_adversarial_latex():
     reward = AccuracyReward(math_timeout_s=1)
     evil = r"<answer>" + r"\left(" * 200 + "x^{" * 200 + "9" * 500 + "}" * 200 + r"\right)" * 200 + "</answer>"
     power = r"<answer>9^{9^{9^{9^{9^{9}}}}}</answer>"
-    start = time.monotonic()
+    # No clock is read: without the limit the power tower does not finish at all, so a score at all shows the limit
+    # held (each completion spends at most 3 limited calls of 1 s: parse truth, parse answer, verify)
     out = reward([evil, power], solution=["1", "2"], problem_type=["math", "math"])
-    elapsed = time.monotonic() - start
     assert out.tolist() == [0.0, 0.0]
-    # each of the 2 completions may spend up to 3 limited calls of 1 s (parse truth, parse answer, verify): 6 s on an
-    # idle machine. Without the limit the power tower does not finish at all, so a bound ten times that proves the
-    # limit held while a machine busy with other tests (the suite runs on two workers) cannot fail it
-    assert elapsed < 60, elapsed
