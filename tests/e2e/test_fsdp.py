@@ -21,6 +21,7 @@ from lightning import Callback
 from lightning_modules.sharding import full_state_dict
 from rollout.hf import HFEngine
 from tests.conftest import FAMILIES
+from tests.forked import run_vlrl_forked
 
 pytestmark = pytest.mark.slow
 
@@ -120,8 +121,13 @@ def grpo_args(checkpoint, root: Path, devices: int, steps: int, resume: Path | N
 
 
 def run(args: list[str], root: Path) -> None:
+    """A run on two processes is a new ``vlrl`` process (Lightning starts the second rank by running its command
+    again); a run on one is forked (``tests.forked``): the same run, without importing the stack again."""
     root.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if "--trainer.devices=1" in args and args[:3] == [sys.executable, "-m", "vlrl_cli"]:
+        done = run_vlrl_forked(args[3:], timeout=900)
+    else:
+        done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
 
 
