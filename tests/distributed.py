@@ -11,9 +11,15 @@ from typing import Any
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from tests.forked import fork_server
 
-def _rank_main(rank: int, world: int, port: int, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+def _rank_main(
+    rank: int, world: int, port: int, fn: Callable[..., None], args: tuple[Any, ...], env: dict[str, str], cwd: str
+) -> None:
+    os.environ.clear()  # the test's environment and folder, not the fork server's from when it started
+    os.environ.update(env, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.chdir(cwd)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         fn(rank, *args)
@@ -24,10 +30,13 @@ def _rank_main(rank: int, world: int, port: int, fn: Callable[..., None], args: 
 
 def run_on_ranks(fn: Callable[..., None], *args: Any, world: int = 2) -> None:
     """``fn(rank, *args)`` on ``world`` processes in one gloo process group; an exception on any rank fails the
-    call. ``fn`` is any function of the test module (the ranks are forked from the test process)."""
+    call. ``fn`` must be a module-level function (it is pickled into each process)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # forked, not spawned: the ranks start with the test process's imports (torch, transformers, Lightning) instead of
-    # importing them again, about 8 s of CPU a process on the CI machine
-    mp.start_processes(_rank_main, args=(world, port, fn, args), nprocs=world, join=True, start_method="fork")
+    # forked from the fork server (tests.forked), not spawned: the ranks start with vlrl's stack imported instead of
+    # importing it again (about 8 s of CPU a process on the CI machine), and nothing of this test process (an earlier
+    # test's process group, autograd's threads) comes with them
+    fork_server()
+    context = (world, port, fn, args, dict(os.environ), os.getcwd())
+    mp.start_processes(_rank_main, args=context, nprocs=world, join=True, start_method="forkserver")

@@ -52,9 +52,11 @@ def _run(argv: list[str], env: dict[str, str], cwd: str, folder: str) -> None:
         os._exit(code)
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def fork_server() -> multiprocessing.context.BaseContext:
+    """The fork server's context, its preload set (read when the server starts, on its first use in this process).
+    ``tests.distributed`` starts its ranks from the same server."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)  # read when the server starts, on the first run
+    context.set_forkserver_preload(PRELOAD)
     return context
 
 
@@ -67,7 +69,7 @@ class ForkedRun:
         self._folder = tempfile.TemporaryDirectory()
         environment = {**os.environ, **(env or {})}
         self.argv = argv
-        self.process = _context().Process(target=_run, args=(argv, environment, os.getcwd(), self._folder.name))
+        self.process = fork_server().Process(target=_run, args=(argv, environment, os.getcwd(), self._folder.name))
         self.process.start()
         self.pid = self.process.pid
 

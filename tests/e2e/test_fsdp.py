@@ -124,7 +124,8 @@ def run(args: list[str], root: Path) -> None:
     """A run on two processes is a new ``vlrl`` process (Lightning starts the second rank by running its command
     again); a run on one is forked (``tests.forked``): the same run, without importing the stack again."""
     root.mkdir(parents=True, exist_ok=True)
-    if "--trainer.devices=1" in args and args[:3] == [sys.executable, "-m", "vlrl_cli"]:
+    devices = [a.split("=", 1)[1] for a in args if a.startswith("--trainer.devices=")][-1:]  # the last one counts
+    if devices == ["1"] and args[:3] == [sys.executable, "-m", "vlrl_cli"]:
         done = run_vlrl_forked(args[3:], timeout=900)
     else:
         done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from evaluation.diagnostics import BLANK, blank_like, length_vs_correctness, reasoning_words
 from tests.e2e import HF_ENGINE
+from tests.forked import fork_server
 from vlrl_cli import main
 
 DEMO = Path(__file__).parents[2] / "configs" / "demo_grpo.yaml"
@@ -126,6 +127,7 @@ def test_category_tallies_merge_across_ranks(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_gather_worker, args=(port, str(tmp_path)), nprocs=2, start_method="fork")  # no re-import
+    fork_server()  # the ranks fork from it: no import of the stack again (tests.forked)
+    mp.start_processes(_gather_worker, args=(port, str(tmp_path)), nprocs=2, start_method="forkserver")
     merged = [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
     assert merged[0] == merged[1] == {"all": [3.0, 5], "colour": [1.0, 2], "shape": [2.0, 3]}

@@ -8,6 +8,7 @@ import torch
 
 from evaluation.records import question_rows, write_question_rows
 from lightning_modules.outputs import gather_rows
+from tests.forked import fork_server
 
 
 def _batch(indices: list[int]) -> dict:
@@ -54,7 +55,8 @@ def _rank(rank: int, init_file: str, out: str) -> None:
 
 def test_rows_of_all_ranks_are_merged_in_dataset_order(tmp_path):
     args = (str(tmp_path / "init"), str(tmp_path / "rows"))
-    torch.multiprocessing.start_processes(_rank, args=args, nprocs=2, start_method="fork")  # no re-import
+    fork_server()  # the ranks fork from it: no import of the stack again (tests.forked)
+    torch.multiprocessing.start_processes(_rank, args=args, nprocs=2, start_method="forkserver")
     merged = [json.loads((tmp_path / f"rows.{rank}").read_text()) for rank in (0, 1)]
     assert merged[0] == merged[1]  # every rank holds the merged rows
     assert [r["index"] for r in merged[0]] == [0, 1, 2, 3, 4]
