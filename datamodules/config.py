@@ -18,7 +18,7 @@ this layer cannot import).
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from dataclasses import asdict, dataclass, is_dataclass, replace
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from typing import Any, Literal, TypeVar
 
 from rewards.problem_types import canonical_problem_type
@@ -241,3 +241,26 @@ def from_plain(cls: type[T], value: T | dict[str, Any] | None, default: T | None
     if not isinstance(value, dict):
         return value
     return replace(default, **value) if default is not None else cls(**value)
+
+
+def grouped_data_arguments(class_path: str, init_args: dict[str, Any]) -> dict[str, Any]:
+    """A data section's ``init_args`` as written before the arguments were grouped (flat: ``batch_size``,
+    ``template``, ``min_pixels`` ...), with each flat key moved into its group (``loader``, ``prompts``, or for
+    ``SFTDataModule`` ``examples``); keys already grouped, and other keys, are left as they are. ``vlrl export`` reads
+    a run's saved ``config.yaml`` through it, so runs made before the grouping still export."""
+    sft = class_path.rsplit(".", 1)[-1] == "SFTDataModule"
+    groups = (
+        {"examples": SFTExampleConfig, "loader": SFTLoaderConfig}
+        if sft
+        else {
+            "prompts": PromptConfig,
+            "loader": LoaderConfig,
+        }
+    )
+    out = dict(init_args)
+    for group, cls in groups.items():
+        names = {f.name for f in fields(cls)}
+        moved = {key: out.pop(key) for key in list(out) if key in names}
+        if moved:
+            out[group] = {**moved, **(out.get(group) or {})}
+    return out

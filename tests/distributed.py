@@ -17,8 +17,7 @@ from tests.forked import fork_server
 def _rank_main(
     rank: int, world: int, port: int, fn: Callable[..., None], args: tuple[Any, ...], env: dict[str, str], cwd: str
 ) -> None:
-    os.environ.clear()  # the test's environment and folder, not the fork server's from when it started
-    os.environ.update(env, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(env, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # the test's, over the fork server's
     os.chdir(cwd)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:

@@ -8,6 +8,8 @@ is tested as a real subprocess elsewhere (tests/e2e/test_console_script.py, test
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing
 import os
 import sys
@@ -27,16 +29,17 @@ class Finished:
 
 
 def _run(argv: list[str], env: dict[str, str], cwd: str, folder: str) -> None:
-    """In the forked process: stdout and stderr to files in ``folder``, the test process's environment and working
-    folder, then ``vlrl <argv>`` as the console script runs it (``vlrl_cli.entry``); leaves with ``os._exit`` and the
-    run's exit status."""
+    """In the forked process: stdout and stderr to files in ``folder``, the test process's environment over the
+    server's (which keeps what the preloaded modules set, such as vLLM's), the working folder, then ``vlrl <argv>`` as
+    the console script runs it (``vlrl_cli.entry``); leaves with ``os._exit`` and the run's exit status. What a module
+    read from the environment when the server imported it stays as the server had it."""
     code = 1
+    sys.argv = ["vlrl", *argv]  # what the command and its error messages see as the program
     try:
         for fd, name in ((1, "stdout"), (2, "stderr")):
             os.dup2(os.open(Path(folder, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the process's own streams, closed by _exit
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-        os.environ.clear()
         os.environ.update(env)
         os.chdir(cwd)
         from vlrl_cli import entry
@@ -44,11 +47,15 @@ def _run(argv: list[str], env: dict[str, str], cwd: str, folder: str) -> None:
         code = entry(argv)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)  # as Python prints a message given to sys.exit
     except BaseException:
         traceback.print_exc()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        logging.shutdown()  # flushes the handlers, some of which write to the streams of the server's start
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            with contextlib.suppress(Exception):
+                stream.flush()
         os._exit(code)
 
 
@@ -62,16 +69,28 @@ def fork_server() -> multiprocessing.context.BaseContext:
 
 class ForkedRun:
     """``vlrl <argv>`` (``vlrl_cli.entry``, the console script's function) started in a process forked from the
-    server, with this process's working folder and environment, ``env`` added. ``pid`` is the run's process; ``wait``
-    returns how it ended."""
+    server, in ``cwd`` (default: this process's working folder) with this process's environment, ``env`` added. A run
+    on one process only: Lightning starts further ranks by running ``sys.argv`` again, which a forked run does not
+    have. ``pid`` is the run's process; ``wait`` returns how it ended. As a context manager, a run not waited for is
+    killed on the way out (a failing test does not leave it running)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None) -> None:
         self._folder = tempfile.TemporaryDirectory()
         environment = {**os.environ, **(env or {})}
         self.argv = argv
-        self.process = fork_server().Process(target=_run, args=(argv, environment, os.getcwd(), self._folder.name))
+        folder = str(cwd or os.getcwd())
+        self.process = fork_server().Process(target=_run, args=(argv, environment, folder, self._folder.name))
         self.process.start()
         self.pid = self.process.pid
+
+    def __enter__(self) -> ForkedRun:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+        self._folder.cleanup()
 
     def wait(self, timeout: float = 600) -> Finished:
         """Waits at most ``timeout`` seconds; past it, the run is killed and ``TimeoutError`` raised."""
@@ -87,6 +106,9 @@ class ForkedRun:
         return Finished(self.process.exitcode, *texts)
 
 
-def run_vlrl_forked(argv: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> Finished:
-    """``ForkedRun(argv, env).wait(timeout)``."""
-    return ForkedRun(argv, env).wait(timeout)
+def run_vlrl_forked(
+    argv: list[str], env: dict[str, str] | None = None, timeout: float = 600, cwd: str | Path | None = None
+) -> Finished:
+    """``ForkedRun(argv, env, cwd).wait(timeout)``."""
+    with ForkedRun(argv, env, cwd) as run:
+        return run.wait(timeout)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from datamodules.config import grouped_data_arguments
 from datamodules.errors import MissingPathError
 from lightning_modules.policy import export_policy
 from tools.lightning_cli import main as lightning_cli
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     config = yaml.safe_load(Path(args.config or _find_config(Path(args.checkpoint))).read_text())
     # saved run configs carry fit-level keys (ckpt_path, weights_only); rebuilding the module needs only these
     config = {k: v for k, v in config.items() if k in ("seed_everything", "trainer", "model", "data")}
+    data = config.get("data")
+    if isinstance(data, dict) and isinstance(data.get("init_args"), dict):  # a run saved before the data groups
+        data["init_args"] = grouped_data_arguments(data.get("class_path", ""), data["init_args"])
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
         yaml.safe_dump(config, f)
         f.flush()

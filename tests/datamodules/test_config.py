@@ -19,6 +19,7 @@ from datamodules.config import (
     SFTExampleConfig,
     SFTLoaderConfig,
     from_plain,
+    grouped_data_arguments,
 )
 from datamodules.sft import SFTDataModule, ShareGPTFormat
 from datamodules.vqa import SyntheticVQADataModule, VQADataModule
@@ -146,3 +147,18 @@ def test_the_synthetic_images_are_read_at_their_size_unless_bounds_are_given(tmp
     dm = SyntheticVQADataModule(data_dir=str(tmp_path), image_size=56, prompts=PromptConfig(template="think"))
     assert (dm.min_pixels, dm.max_pixels) == (3136, 12845056)  # an instance is taken as it is
     assert dm.hparams.prompts["min_pixels"] == 3136  # the bounds resolved: a checkpoint rebuilds the same module
+
+
+def test_flat_arguments_of_a_run_saved_before_the_groups_move_into_them():
+    flat = {"train_data": "t.jsonl", "batch_size": 4, "template": "think", "min_pixels": 3136, "data_dir": "d"}
+    grouped = grouped_data_arguments("datamodules.vqa.SyntheticVQADataModule", flat)
+    assert grouped == {
+        "train_data": "t.jsonl",
+        "data_dir": "d",
+        "prompts": {"template": "think", "min_pixels": 3136},
+        "loader": {"batch_size": 4},
+    }
+    sft = grouped_data_arguments("datamodules.sft.SFTDataModule", {"max_length": 512, "batch_size": 2, "seed": 1})
+    assert sft == {"examples": {"max_length": 512}, "loader": {"batch_size": 2, "seed": 1}}
+    already = {"loader": {"batch_size": 8}, "prompts": {"template": "caption"}}
+    assert grouped_data_arguments("datamodules.vqa.VQADataModule", already) == already  # new runs: unchanged

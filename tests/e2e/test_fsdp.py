@@ -126,7 +126,7 @@ def run(args: list[str], root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     devices = [a.split("=", 1)[1] for a in args if a.startswith("--trainer.devices=")][-1:]  # the last one counts
     if devices == ["1"] and args[:3] == [sys.executable, "-m", "vlrl_cli"]:
-        done = run_vlrl_forked(args[3:], timeout=900)
+        done = run_vlrl_forked(args[3:], timeout=900, cwd=ROOT)
     else:
         done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]

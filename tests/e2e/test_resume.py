@@ -87,7 +87,7 @@ def run_killed(args: list[str], point: str, timeout: float = 600) -> None:
     """``vlrl fit`` in a process of its own (forked: ``tests.forked``) that SIGKILLs itself at ``point``
     (``tests.e2e.kills``)."""
     args = [*args, "--model.class_path=tests.e2e.kills.KillableGRPOModule"]
-    proc = run_vlrl_forked(args, {"VLRL_TEST_KILL": point}, timeout)
+    proc = run_vlrl_forked(args, {"VLRL_TEST_KILL": point}, timeout, cwd=ROOT)
     assert proc.returncode == -signal.SIGKILL, (point, proc.stderr[-3000:])
 
 

@@ -41,7 +41,7 @@ def test_visionary_r1_two_steps_with_vllm(family_checkpoint, family, synthetic_d
     # the recipe as shipped plus the CPU overlay: sleep mode (GPU only) and max_model_len 8192 (the tiny model has
     # 4096 positions) are adapted by the engine on CPU, not overridden here
     cpu = ["-c", str(CONFIGS / "cpu.yaml")]
-    run = run_vlrl_forked(["fit", "-c", str(config), *cpu, *args], timeout=900)
+    run = run_vlrl_forked(["fit", "-c", str(config), *cpu, *args], timeout=900, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-4000:]
     log = run.stdout + run.stderr
     assert "enable_sleep_mode is GPU only, turned off" in log and "max_model_len 8192 cut to the model's 4096" in log
@@ -77,7 +77,7 @@ def test_a_kv_cache_too_small_for_one_step_fails_at_start(tiny_checkpoint, tmp_p
         f"--trainer.default_root_dir={tmp_path}",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
     ]
-    run = run_vlrl_forked(command, timeout=600)
+    run = run_vlrl_forked(command, timeout=600, cwd=ROOT)
     assert run.returncode != 0
     assert "but one step needs 8,192: 8 prompts x (512 prompt + G 8 x 64 new) tokens" in run.stderr, run.stderr[-3000:]
     assert (
@@ -123,7 +123,7 @@ def test_demo_with_lora_samples_from_the_merged_adapter(family_checkpoint, famil
         f"--trainer.default_root_dir={tmp_path}",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
     ]
-    run = run_vlrl_forked(command, timeout=900)
+    run = run_vlrl_forked(command, timeout=900, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-4000:]
     rows = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("reward/total")]
     assert [float(r["rollout/weight_version"]) for r in rows] == [1.0, 2.0]

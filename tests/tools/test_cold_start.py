@@ -321,14 +321,14 @@ def test_killed_at_seeded_moments_the_command_resumes_without_redoing_work(answe
     with ChatServer() as server:
         config = _http_config(tmp_path / "cold.yaml", server.url)
         args = ["cold-start", "--config", str(config), "--data", str(answer_b_rows), "--batch_size", "2", "--out"]
-        whole = run_vlrl_forked([*args, str(tmp_path / "whole")])  # each run a process of its own (tests.forked)
+        whole = run_vlrl_forked([*args, str(tmp_path / "whole")], cwd=tmp_path)  # a process of its own (tests.forked)
         assert whole.returncode == 0, whole.stderr[-3000:]
         needed, schedule, kills = len(server.requests), random.Random(0), 0
         while True:
-            run = ForkedRun([*args, str(tmp_path / "killed")])
-            # the 3rd to 6th request of this run: at least one batch of 2 answered first, so each run gets further
-            server.kill_at = (len(server.requests) + schedule.randint(3, 6), run.pid)
-            finished = run.wait(timeout=600)
+            with ForkedRun([*args, str(tmp_path / "killed")], cwd=tmp_path) as run:
+                # the 3rd to 6th request of this run: at least one batch of 2 answered first, so each gets further
+                server.kill_at = (len(server.requests) + schedule.randint(3, 6), run.pid)
+                finished = run.wait(timeout=600)
             if finished.returncode == 0:
                 break
             assert finished.returncode == -9, finished.stderr[-3000:]

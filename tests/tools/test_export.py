@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import torch
+import yaml
 
 from lightning_modules.policy import load_policy
 from tools.export import export_policy
@@ -67,3 +68,14 @@ def test_vlrl_export_writes_a_trained_checkpoint_as_a_folder_transformers_loads(
     for name, value in loaded.state_dict().items():
         assert torch.equal(value, expected[name]), name
     assert (tmp_path / "export" / "processor_config.json").exists()  # the processor beside the weights
+
+    # a run saved before the data arguments were grouped (flat data keys: batch_size, min_pixels ...) still exports
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    init = saved["data"]["init_args"]
+    for group in ("examples", "loader"):
+        init.update(init.pop(group) or {})
+    assert "batch_size" in init and "min_pixels" in init
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert entry(["export", str(checkpoint), str(tmp_path / "export_old"), "--dtype", "bfloat16"]) == 0
+    old = AutoModelForImageTextToText.from_pretrained(tmp_path / "export_old", dtype="auto").state_dict()
+    assert all(torch.equal(value, expected[name]) for name, value in old.items())
