@@ -218,14 +218,18 @@ class SFTLoaderConfig:
 
 
 def plain(value: Any) -> Any:
-    """``value`` as a dict when it is a dataclass instance, else as it is."""
-    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+    """``value`` with every dataclass inside it (lists included) as a dict."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    return value
 
 
 def plain_hparams(hparams: MutableMapping[str, Any]) -> None:
-    """Turn the dataclasses among a data module's saved hyperparameters into dicts, in place: a module built in Python
-    holds the dataclasses themselves, which a checkpoint could then only load with ``torch.load(weights_only=False)``.
-    """
+    """Turn the dataclasses among a module's saved hyperparameters (data and training modules alike) into dicts, in
+    place: a module built in Python holds the dataclasses themselves, which a checkpoint could then only load with
+    ``torch.load(weights_only=False)``. The CLI hands a module plain values already."""
     for key, value in hparams.items():
         hparams[key] = plain(value)
 

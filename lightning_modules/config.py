@@ -13,8 +13,8 @@ shared instances.
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable, MutableMapping
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, TypeVar
 
 from torch import nn
@@ -255,23 +255,6 @@ class RolloutStage:
     steps: int
     max_new_tokens: int
     group_size: int
-
-
-def plain(value: Any) -> Any:
-    """``value`` with every dataclass inside it (lists included) as a dict."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if isinstance(value, (list, tuple)):
-        return type(value)(plain(v) for v in value)
-    return value
-
-
-def plain_hparams(hparams: MutableMapping[str, Any]) -> None:
-    """Turn the dataclasses among a module's saved hyperparameters into dicts, in place. The CLI hands a module its
-    config as plain values already; a module built in Python holds the dataclasses themselves, which a checkpoint
-    could then only load with ``torch.load(weights_only=False)``."""
-    for key, value in hparams.items():
-        hparams[key] = plain(value)
 
 
 T = TypeVar("T")

@@ -28,6 +28,7 @@ from lightning import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoProcessor
 
+from datamodules.config import plain_hparams
 from datamodules.resumable import mark_batch_consumed
 from lightning_modules.callback import RolloutCallback, RolloutStep
 from lightning_modules.config import (
@@ -38,7 +39,6 @@ from lightning_modules.config import (
     RolloutStage,
     UpdateConfig,
     from_plain,
-    plain_hparams,
 )
 from lightning_modules.evaluator import Evaluator, val_stages
 from lightning_modules.logprobs import completion_logps, grouped_completion_logps, supports_grouped_forward

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from lightning import LightningModule
 
+from datamodules.config import plain_hparams
 from datamodules.resumable import mark_batch_consumed
-from lightning_modules.config import OptimConfig, PolicyConfig, from_plain, plain_hparams
+from lightning_modules.config import OptimConfig, PolicyConfig, from_plain
 from lightning_modules.logprobs import backbone_and_head, selective_logps
 from lightning_modules.outputs import SkippedRowsReport, dropped_rows
 from lightning_modules.policy import export_at_end
